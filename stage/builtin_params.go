@@ -1,0 +1,362 @@
+package stage
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ConfigWarner is implemented by the filters of built-ins whose
+// configuration is accepted but deserves a word to the user: a secret key
+// or passphrase file that other users can read, for instance. The pipeline
+// logs each warning once, after the job file validated, naming the stage.
+type ConfigWarner interface {
+	// Warnings returns the messages, each a full sentence without the
+	// stage name; nil when there is nothing to say.
+	Warnings() []string
+}
+
+// copyBufSize is the buffer used between io layers in the built-ins. Pipes
+// pipespool creates are asked for 1 MiB (pipe_size); a read of 256 KiB takes
+// what a pipe usually holds in one syscall without making the working set
+// of a built-in larger than the L2 cache of common CPUs.
+const copyBufSize = 256 << 10
+
+// withParams reads a built-in's [stage.with] table. Every accessor marks its
+// key as known; unknown reports the keys nobody asked for.
+type withParams struct {
+	m        map[string]any
+	baseDir  string
+	allowed  map[string]bool
+	warnings []string
+}
+
+func newWithParams(with map[string]any, baseDir string, allowed ...string) (*withParams, error) {
+	p := &withParams{m: with, baseDir: baseDir, allowed: map[string]bool{}}
+	for _, k := range allowed {
+		p.allowed[k] = true
+	}
+	var unknown []string
+	for k := range with {
+		if !p.allowed[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		known := append([]string(nil), allowed...)
+		sort.Strings(known)
+		return nil, &ParamError{Key: unknown[0],
+			Msg: fmt.Sprintf("unknown key (known keys: %s)", strings.Join(known, ", "))}
+	}
+	return p, nil
+}
+
+func (p *withParams) has(key string) bool {
+	_, ok := p.m[key]
+	return ok
+}
+
+// typeName describes a decoded TOML value for an error message.
+func typeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64, int, uint64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	default:
+		return fmt.Sprintf("%T", v)
+	}
+}
+
+func (p *withParams) str(key string) (string, bool, error) {
+	v, ok := p.m[key]
+	if !ok {
+		return "", false, nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", false, &ParamError{Key: key, Msg: "must be a string, not " + typeName(v)}
+	}
+	return s, true, nil
+}
+
+func (p *withParams) boolean(key string) (bool, bool, error) {
+	v, ok := p.m[key]
+	if !ok {
+		return false, false, nil
+	}
+	b, ok := v.(bool)
+	if !ok {
+		return false, false, &ParamError{Key: key, Msg: "must be true or false, not " + typeName(v)}
+	}
+	return b, true, nil
+}
+
+// integer accepts the int64 go-toml decodes integers to (and int, for
+// callers building the table in Go).
+func (p *withParams) integer(key string) (int64, bool, error) {
+	v, ok := p.m[key]
+	if !ok {
+		return 0, false, nil
+	}
+	switch n := v.(type) {
+	case int64:
+		return n, true, nil
+	case int:
+		return int64(n), true, nil
+	}
+	return 0, false, &ParamError{Key: key, Msg: "must be an integer, not " + typeName(v)}
+}
+
+// strings accepts an array of strings, or a single string as an array of one.
+func (p *withParams) strings(key string) ([]string, bool, error) {
+	v, ok := p.m[key]
+	if !ok {
+		return nil, false, nil
+	}
+	switch a := v.(type) {
+	case string:
+		return []string{a}, true, nil
+	case []string:
+		return a, true, nil
+	case []any:
+		out := make([]string, 0, len(a))
+		for i, e := range a {
+			s, ok := e.(string)
+			if !ok {
+				return nil, false, &ParamError{Key: key,
+					Msg: fmt.Sprintf("element %d must be a string, not %s", i+1, typeName(e))}
+			}
+			out = append(out, s)
+		}
+		return out, true, nil
+	}
+	return nil, false, &ParamError{Key: key, Msg: "must be an array of strings, not " + typeName(v)}
+}
+
+// resolve makes a file name from the job file absolute: relative names are
+// relative to the job file's directory, not to pipespool's working
+// directory, so that a job behaves the same from cron and from a shell.
+func (p *withParams) resolve(name string) string {
+	if filepath.IsAbs(name) || p.baseDir == "" {
+		return name
+	}
+	return filepath.Join(p.baseDir, name)
+}
+
+// readFile reads a (small) key or passphrase file named by key. secret says
+// the file holds a secret: one that other users can read is accepted with a
+// warning, the way ssh would rather refuse it.
+func (p *withParams) readFile(key, name string, secret bool) ([]byte, string, error) {
+	if name == "" {
+		return nil, "", &ParamError{Key: key, Msg: "must name a file, not be empty"}
+	}
+	path := p.resolve(name)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("cannot read %s: %v", path, unwrapPathError(err))}
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("cannot stat %s: %v", path, err)}
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("%s is not a regular file", path)}
+	}
+	// Key files are small; the limit keeps a mistaken path (a disk image)
+	// from being read into memory.
+	const maxKeyFile = 16 << 20
+	if fi.Size() > maxKeyFile {
+		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("%s is too large (%d bytes) for a key or passphrase file", path, fi.Size())}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile))
+	if err != nil {
+		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("cannot read %s: %v", path, err)}
+	}
+	if secret && fi.Mode().Perm()&0o044 != 0 {
+		p.warnings = append(p.warnings, fmt.Sprintf(
+			"%s (%s) can be read by other users (mode %04o); chmod 600 it", path, key, fi.Mode().Perm()))
+	}
+	return data, path, nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// passphraseFile reads the passphrase from the file named by key: its
+// first line, without the line ending (\n or \r\n), as gpg
+// --passphrase-file does.
+func (p *withParams) passphraseFile(key string) (pass []byte, path string, ok bool, err error) {
+	name, ok, err := p.str(key)
+	if err != nil || !ok {
+		return nil, "", ok, err
+	}
+	data, path, err := p.readFile(key, name, true)
+	if err != nil {
+		return nil, path, true, err
+	}
+	pass = firstLine(data)
+	if len(pass) == 0 {
+		return nil, path, true, &ParamError{Key: key, Msg: fmt.Sprintf("%s holds an empty passphrase (the passphrase is the file's first line)", path)}
+	}
+	return pass, path, true, nil
+}
+
+func firstLine(data []byte) []byte {
+	line := data
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		line = data[:i]
+	}
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	return append([]byte(nil), line...)
+}
+
+// parseSize reads a byte size: an integer, or a string "64KiB", "1MiB",
+// "2GiB", "1TiB" (powers of 1024), "500kB", "10MB", "1GB" (powers of 1000)
+// or a plain number of bytes.
+func parseSize(v any) (int64, error) {
+	switch n := v.(type) {
+	case int64:
+		if n < 0 {
+			return 0, fmt.Errorf("size %d is negative", n)
+		}
+		return n, nil
+	case int:
+		if n < 0 {
+			return 0, fmt.Errorf("size %d is negative", n)
+		}
+		return int64(n), nil
+	case string:
+		return parseSizeString(n)
+	}
+	return 0, fmt.Errorf("must be a size such as \"64MiB\" or an integer number of bytes, not %s", typeName(v))
+}
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	// Longest suffixes first, so that "KiB" is not read as "B".
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"kB", 1000}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+	{"TB", 1000 * 1000 * 1000 * 1000},
+	{"B", 1},
+}
+
+func parseSizeString(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(t, u.suffix) {
+			mult = u.mult
+			t = strings.TrimSpace(strings.TrimSuffix(t, u.suffix))
+			break
+		}
+	}
+	if t == "" {
+		return 0, fmt.Errorf("%q is not a size such as \"64MiB\"", s)
+	}
+	// A fractional number of units ("1.5GiB") is allowed; bytes are whole.
+	if strings.ContainsAny(t, ".eE") {
+		f, err := strconv.ParseFloat(t, 64)
+		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+			return 0, fmt.Errorf("%q is not a size such as \"64MiB\"", s)
+		}
+		b := f * float64(mult)
+		if b > math.MaxInt64/2 {
+			return 0, fmt.Errorf("%q is too large", s)
+		}
+		return int64(b), nil
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size such as \"64MiB\"", s)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * mult, nil
+}
+
+// newBufReader returns a reader with a buffer of copyBufSize, so that the
+// small reads of a decoder's header parsing do not each become a syscall.
+func newBufReader(r io.Reader) *bufio.Reader { return bufio.NewReaderSize(r, copyBufSize) }
+
+// ioSide wraps a built-in's input (r) or output (w). It stops with ctx's
+// error once ctx is cancelled, so a stopped stage ends at its next read or
+// write even when its file is not closed under it, and it remembers the
+// first error of the file itself: a decoder reports a failed read as
+// "corrupt input", but the user needs to hear that the pipe broke.
+type ioSide struct {
+	ctx context.Context
+	r   io.Reader
+	w   io.Writer
+	err error // first error other than io.EOF from r or w, or ctx's
+}
+
+func (s *ioSide) Read(p []byte) (int, error) {
+	if err := s.ctx.Err(); err != nil {
+		s.remember(err)
+		return 0, err
+	}
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.remember(err)
+	}
+	return n, err
+}
+
+func (s *ioSide) Write(p []byte) (int, error) {
+	if err := s.ctx.Err(); err != nil {
+		s.remember(err)
+		return 0, err
+	}
+	n, err := s.w.Write(p)
+	if err != nil {
+		s.remember(err)
+	}
+	return n, err
+}
+
+func (s *ioSide) remember(err error) {
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+// sideError prefers an error of the input or the output over err, the
+// decoder's view of it: "writing output: broken pipe" tells the user where
+// to look, and keeps errors.Is(err, syscall.EPIPE) working for the caller.
+func sideError(in, out *ioSide, err error) error {
+	switch {
+	case out.err != nil:
+		return fmt.Errorf("writing output: %w", out.err)
+	case in.err != nil:
+		return fmt.Errorf("reading input: %w", in.err)
+	}
+	return err
+}

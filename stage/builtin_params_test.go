@@ -1,0 +1,236 @@
+package stage
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// needTools fails the test when a tool the interop tests run is missing:
+// skipping would hide that nothing was checked.
+func needTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed; the built-in interop tests need it: apt-get install -y gnupg zstd", tool)
+		}
+	}
+}
+
+// backupLike returns n deterministic bytes that compress the way a backup
+// does: runs of incompressible data between runs of repetitive text.
+func backupLike(n int, seed uint64) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	out := make([]byte, 0, n)
+	line := []byte("2024-05-01T12:00:00Z host backup[4242]: wrote block 0000 of dataset tank/home\n")
+	for len(out) < n {
+		chunk := 4096 + rng.IntN(64<<10)
+		if rng.IntN(2) == 0 {
+			b := make([]byte, chunk)
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			out = append(out, b...)
+		} else {
+			for k := 0; k < chunk; k += len(line) {
+				line[40] = byte('0' + rng.IntN(10))
+				out = append(out, line...)
+			}
+		}
+	}
+	return out[:n]
+}
+
+// randomBytes returns n deterministic incompressible bytes.
+func randomBytes(n int, seed uint64) []byte {
+	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 1, 2, 3})
+	b := make([]byte, n)
+	rng.Read(b)
+	return b
+}
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// runFilter runs f between two OS pipes, as a stage runs, feeding it input
+// and returning what it wrote and its error.
+func runFilter(t testing.TB, f Filter, input io.Reader) ([]byte, error) {
+	t.Helper()
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	feedDone := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(inW, input)
+		inW.Close()
+		feedDone <- err
+	}()
+	var out bytes.Buffer
+	drainDone := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(&out, outR)
+		outR.Close()
+		drainDone <- err
+	}()
+	ferr := f.Run(context.Background(), inR, outW)
+	outW.Close()
+	// Like the stage runtime: whatever the filter left unread is discarded
+	// so that the feeder ends.
+	io.Copy(io.Discard, inR)
+	inR.Close()
+	if err := <-drainDone; err != nil {
+		t.Fatalf("draining filter output: %v", err)
+	}
+	if err := <-feedDone; err != nil && !errors.Is(err, os.ErrClosed) {
+		t.Logf("feeding filter input: %v", err)
+	}
+	return out.Bytes(), ferr
+}
+
+// newFilter builds a built-in through the registry, the way the pipeline
+// does, failing the test on a parameter error.
+func newFilter(t testing.TB, name string, with map[string]any, baseDir string) Filter {
+	t.Helper()
+	f, err := buildFilter(name, with, baseDir)
+	if err != nil {
+		t.Fatalf("%s with %v: %v", name, with, err)
+	}
+	return f
+}
+
+func buildFilter(name string, with map[string]any, baseDir string) (Filter, error) {
+	factory, ok := LookupBuiltin(name)
+	if !ok {
+		return nil, errors.New("no built-in " + name)
+	}
+	if with == nil {
+		with = map[string]any{}
+	}
+	return factory(with, baseDir)
+}
+
+// wantErr fails unless err's text contains every part.
+func wantErr(t testing.TB, err error, parts ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want one containing %q", parts)
+	}
+	for _, p := range parts {
+		if !strings.Contains(err.Error(), p) {
+			t.Fatalf("error %q does not contain %q", err, p)
+		}
+	}
+}
+
+// wantParamError fails unless err is a *ParamError about key whose text
+// contains msg.
+func wantParamError(t testing.TB, err error, key, msg string) {
+	t.Helper()
+	var pe *ParamError
+	if !errors.As(err, &pe) {
+		t.Fatalf("got %v (%T), want a *ParamError", err, err)
+	}
+	if pe.Key != key || !strings.Contains(pe.Msg, msg) {
+		t.Fatalf("got ParamError{Key: %q, Msg: %q}, want key %q and a message containing %q", pe.Key, pe.Msg, key, msg)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want int64
+		bad  bool
+	}{
+		{"64KiB", 64 << 10, false},
+		{"1MiB", 1 << 20, false},
+		{"1GiB", 1 << 30, false},
+		{"1.5GiB", 3 << 29, false},
+		{"10MB", 10e6, false},
+		{"4096", 4096, false},
+		{"512 B", 512, false},
+		{int64(1 << 20), 1 << 20, false},
+		{"", 0, true},
+		{"MiB", 0, true},
+		{"-1MiB", 0, true},
+		{"12 parsecs", 0, true},
+		{"99999999999TiB", 0, true},
+		{true, 0, true},
+		{int64(-5), 0, true},
+	} {
+		got, err := parseSize(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("parseSize(%v) = %d, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("parseSize(%v) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestPassphraseFileFirstLine(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ content, want string }{
+		{"secret\n", "secret"},
+		{"secret\r\n", "secret"},
+		{"secret", "secret"},
+		{"two words \nsecond line\n", "two words "},
+	} {
+		path := filepath.Join(dir, "pass")
+		if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p, _ := newWithParams(map[string]any{"passphrase_file": "pass"}, dir, "passphrase_file")
+		got, _, _, err := p.passphraseFile("passphrase_file")
+		if err != nil || string(got) != tc.want {
+			t.Errorf("passphrase of %q = %q, %v; want %q", tc.content, got, err, tc.want)
+		}
+		if len(p.warnings) != 0 {
+			t.Errorf("mode 0600 gave warnings %q", p.warnings)
+		}
+	}
+	path := filepath.Join(dir, "open")
+	os.WriteFile(path, []byte("x\n"), 0o644)
+	os.Chmod(path, 0o644)
+	p, _ := newWithParams(map[string]any{"passphrase_file": path}, dir, "passphrase_file")
+	if _, _, _, err := p.passphraseFile("passphrase_file"); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.warnings) != 1 || !strings.Contains(p.warnings[0], "can be read by other users") {
+		t.Errorf("mode 0644: warnings %q, want one about other users", p.warnings)
+	}
+
+	os.WriteFile(path, []byte("\nsecond\n"), 0o600)
+	p, _ = newWithParams(map[string]any{"passphrase_file": path}, dir, "passphrase_file")
+	_, _, _, err := p.passphraseFile("passphrase_file")
+	wantParamError(t, err, "passphrase_file", "empty passphrase")
+
+	p, _ = newWithParams(map[string]any{"passphrase_file": "missing"}, dir, "passphrase_file")
+	_, _, _, err = p.passphraseFile("passphrase_file")
+	wantParamError(t, err, "passphrase_file", "no such file")
+}
+
+func TestUnknownWithKey(t *testing.T) {
+	for _, name := range []string{"zstd-compress", "zstd-decompress", "sha256"} {
+		_, err := buildFilter(name, map[string]any{"requir_signed_by": "x"}, t.TempDir())
+		wantParamError(t, err, "requir_signed_by", "unknown key")
+	}
+}

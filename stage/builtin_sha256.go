@@ -1,0 +1,150 @@
+package stage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+func init() {
+	RegisterBuiltin("sha256", newSHA256)
+}
+
+// sha256Filter passes its input through unchanged and checks or records
+// its SHA-256 digest.
+type sha256Filter struct {
+	writeTo string // absolute or baseDir-relative path to receive the digest
+	expect  []byte // the digest the stream must have
+}
+
+// newSHA256 validates write_to (a file to receive the hex digest and a
+// newline, replaced atomically) or expect (a hex digest to compare with).
+// One of them is required: a checksum nobody looks at is a mistake.
+func newSHA256(with map[string]any, baseDir string) (Filter, error) {
+	p, err := newWithParams(with, baseDir, "write_to", "expect")
+	if err != nil {
+		return nil, err
+	}
+	f := &sha256Filter{}
+	writeTo, hasWrite, err := p.str("write_to")
+	if err != nil {
+		return nil, err
+	}
+	expect, hasExpect, err := p.str("expect")
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case hasWrite && hasExpect:
+		return nil, &ParamError{Key: "expect", Msg: "give either write_to or expect, not both"}
+	case !hasWrite && !hasExpect:
+		return nil, &ParamError{Msg: `sha256 needs write_to (a file to receive the digest) or expect (the hex digest the stream must have)`}
+	case hasWrite:
+		if writeTo == "" {
+			return nil, &ParamError{Key: "write_to", Msg: "must name a file, not be empty"}
+		}
+		f.writeTo = p.resolve(writeTo)
+		dir := filepath.Dir(f.writeTo)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return nil, &ParamError{Key: "write_to", Msg: fmt.Sprintf("directory %s does not exist", dir)}
+		}
+	default:
+		d, err := hex.DecodeString(strings.TrimSpace(expect))
+		if err != nil || len(d) != sha256.Size {
+			return nil, &ParamError{Key: "expect", Msg: fmt.Sprintf("%q is not a SHA-256 digest (64 hex digits)", expect)}
+		}
+		f.expect = d
+	}
+	return f, nil
+}
+
+// Run implements Filter.
+func (f *sha256Filter) Run(ctx context.Context, r io.Reader, w io.Writer) error {
+	in, out := &ioSide{ctx: ctx, r: r}, &ioSide{ctx: ctx, w: w}
+	h := sha256.New()
+	buf := make([]byte, copyBufSize)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			h.Write(buf[:n])
+			if _, werr := out.Write(buf[:n]); werr != nil {
+				return fmt.Errorf("writing output: %w", werr)
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("reading input: %w", err)
+		}
+	}
+	return f.finish(h)
+}
+
+func (f *sha256Filter) finish(h hash.Hash) error {
+	sum := h.Sum(nil)
+	if f.expect != nil {
+		if string(sum) != string(f.expect) {
+			return fmt.Errorf("sha256 mismatch: the stream's digest is %x, expected %x", sum, f.expect)
+		}
+		return nil
+	}
+	if err := writeFileAtomic(f.writeTo, []byte(hex.EncodeToString(sum)+"\n")); err != nil {
+		return fmt.Errorf("sha256: %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic replaces path with data so that a reader sees the old
+// file or the new one, and a crash leaves one of them: a temp file beside
+// it, fsynced, renamed over it, then the directory fsynced.
+func writeFileAtomic(path string, data []byte) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	cleanup := func() { os.Remove(tmp.Name()) }
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		cleanup()
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	// CreateTemp makes the file 0600; a digest is no secret.
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		cleanup()
+		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		cleanup()
+		return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		cleanup()
+		return fmt.Errorf("close %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		cleanup()
+		return fmt.Errorf("rename %s to %s: %w", tmp.Name(), path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,167 @@
+package stage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// The zstd built-ins use github.com/klauspost/compress/zstd, which writes
+// standard frames that `zstd -d` reads and reads what `zstd` writes:
+// several frames one after the other (`zstd -T0` on large inputs,
+// `cat a.zst b.zst`) and skippable frames included.
+
+func init() {
+	RegisterBuiltin("zstd-compress", newZstdCompress)
+	RegisterBuiltin("zstd-decompress", newZstdDecompress)
+}
+
+// defaultZstdMaxMemory bounds the decoder's window when max_memory is not
+// given. zstd's own command line refuses windows above 128 MiB unless told
+// --memory, so what `zstd` wrote without --long=28 or more decodes.
+const defaultZstdMaxMemory = 128 << 20
+
+// zstdMaxWindow is the largest window the zstd format allows (3.75 TiB);
+// a max_memory above it is clamped, not refused.
+const zstdMaxWindow = uint64(1<<41 + 7*(1<<38))
+
+// zstdCompress is the filter of zstd-compress.
+type zstdCompress struct {
+	level       zstd.EncoderLevel
+	concurrency int
+}
+
+// newZstdCompress validates level and concurrency.
+//
+// level is zstd's 1..22 mapped onto the four levels klauspost implements
+// (zstd.EncoderLevelFromZstd): 1-2 fastest (≈ zstd -1), 3-5 default
+// (≈ zstd -3), 6-9 better (≈ zstd -7), 10-22 best (≈ zstd -11); or one of
+// those names. The default is 3, as with zstd.
+func newZstdCompress(with map[string]any, baseDir string) (Filter, error) {
+	p, err := newWithParams(with, baseDir, "level", "concurrency")
+	if err != nil {
+		return nil, err
+	}
+	f := &zstdCompress{level: zstd.SpeedDefault, concurrency: runtime.GOMAXPROCS(0)}
+	if v, ok := p.m["level"]; ok {
+		switch l := v.(type) {
+		case string:
+			ok, lv := zstd.EncoderLevelFromString(l)
+			if !ok {
+				return nil, &ParamError{Key: "level", Msg: fmt.Sprintf("%q is not a level: use 1-22 or fastest, default, better, best", l)}
+			}
+			f.level = lv
+		case int64, int:
+			n, _, _ := p.integer("level")
+			if n < 1 || n > 22 {
+				return nil, &ParamError{Key: "level", Msg: fmt.Sprintf("%d is out of range 1-22", n)}
+			}
+			f.level = zstd.EncoderLevelFromZstd(int(n))
+		default:
+			return nil, &ParamError{Key: "level", Msg: "must be an integer 1-22 or a name (fastest, default, better, best), not " + typeName(v)}
+		}
+	}
+	if n, ok, err := p.integer("concurrency"); err != nil {
+		return nil, err
+	} else if ok {
+		if n < 1 || n > 256 {
+			return nil, &ParamError{Key: "concurrency", Msg: fmt.Sprintf("%d is out of range 1-256", n)}
+		}
+		f.concurrency = int(n)
+	}
+	return f, nil
+}
+
+// Run implements Filter.
+func (f *zstdCompress) Run(ctx context.Context, r io.Reader, w io.Writer) error {
+	in, out := &ioSide{ctx: ctx, r: r}, &ioSide{ctx: ctx, w: w}
+	enc, err := zstd.NewWriter(out,
+		zstd.WithEncoderLevel(f.level),
+		zstd.WithEncoderConcurrency(f.concurrency))
+	if err != nil {
+		return fmt.Errorf("zstd: %w", err)
+	}
+	// The encoder's ReadFrom reads straight into its block buffers.
+	if _, err := enc.ReadFrom(in); err != nil {
+		enc.Close()
+		return sideError(in, out, fmt.Errorf("zstd: compressing: %w", err))
+	}
+	if err := enc.Close(); err != nil {
+		return sideError(in, out, fmt.Errorf("zstd: finishing the frame: %w", err))
+	}
+	return nil
+}
+
+// zstdDecompress is the filter of zstd-decompress.
+type zstdDecompress struct {
+	maxMemory uint64
+}
+
+// newZstdDecompress validates max_memory, the largest window the decoder
+// accepts (and so, roughly, the memory it may use).
+func newZstdDecompress(with map[string]any, baseDir string) (Filter, error) {
+	p, err := newWithParams(with, baseDir, "max_memory")
+	if err != nil {
+		return nil, err
+	}
+	f := &zstdDecompress{maxMemory: defaultZstdMaxMemory}
+	if v, ok := p.m["max_memory"]; ok {
+		n, err := parseSize(v)
+		if err != nil {
+			return nil, &ParamError{Key: "max_memory", Msg: err.Error()}
+		}
+		// zstd's smallest window is 1 KiB; anything under 1 MiB is a typo
+		// that would refuse what every zstd writes.
+		if n < 1<<20 {
+			return nil, &ParamError{Key: "max_memory", Msg: fmt.Sprintf("%d bytes is too small: at least 1MiB", n)}
+		}
+		f.maxMemory = min(uint64(n), zstdMaxWindow)
+	}
+	return f, nil
+}
+
+// Run implements Filter.
+func (f *zstdDecompress) Run(ctx context.Context, r io.Reader, w io.Writer) error {
+	in, out := &ioSide{ctx: ctx, r: r}, &ioSide{ctx: ctx, w: w}
+	dec, err := zstd.NewReader(newBufReader(in),
+		zstd.WithDecoderMaxWindow(f.maxMemory),
+		zstd.WithDecoderMaxMemory(f.maxMemory),
+		// Two blocks in flight: one decoded while the other is written,
+		// on the machine's cores, without more memory per stream.
+		zstd.WithDecoderConcurrency(2),
+		zstd.WithDecoderLowmem(false))
+	if err != nil {
+		return fmt.Errorf("zstd: %w", err)
+	}
+	defer dec.Close()
+	// WriteTo hands out decoded blocks without another copy.
+	n, err := dec.WriteTo(out)
+	if err != nil {
+		return sideError(in, out, f.explain(err))
+	}
+	if n == 0 {
+		// An empty input is no zstd stream: `zstd -d` refuses it too, and
+		// a backup that decompresses to nothing is worth stopping for.
+		return errors.New("zstd: empty input: not a zstd frame")
+	}
+	return nil
+}
+
+// explain turns the decoder's errors into what a user can act on.
+func (f *zstdDecompress) explain(err error) error {
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("zstd: unexpected end of stream: the input is truncated (%w)", err)
+	case errors.Is(err, zstd.ErrMagicMismatch):
+		return fmt.Errorf("zstd: not a zstd frame: the input (or what follows the last frame) is not zstd data (%w)", err)
+	case errors.Is(err, zstd.ErrWindowSizeExceeded), errors.Is(err, zstd.ErrDecoderSizeExceeded):
+		return fmt.Errorf("zstd: the stream needs a window larger than max_memory (%d bytes); raise max_memory if you trust it (%w)", f.maxMemory, err)
+	case errors.Is(err, zstd.ErrCRCMismatch):
+		return fmt.Errorf("zstd: checksum mismatch: the input is corrupt (%w)", err)
+	}
+	return fmt.Errorf("zstd: corrupt input: %w", err)
+}

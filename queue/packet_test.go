@@ -140,7 +140,7 @@ func hostile(valid []byte) map[string][]byte {
 		"body-array":            {0x93, 0x01, 0x02, 0x03},
 		"body-huge-array":       {0xdd, 0xff, 0xff, 0xff, 0xff},
 		"body-huge-map":         {0xdf, 0x7f, 0xff, 0xff, 0xff},
-		"body-missing-key":      append(appendUint(appendStr([]byte{0x81}, "seq"), 1)),
+		"body-missing-key":      appendUint(appendStr([]byte{0x81}, "seq"), 1),
 		"body-bad-cmd":          appendStr(appendUint(appendStr(appendUint(appendUint(appendArrayLen(appendStr(appendUint(appendStr([]byte{0x83}, "seq"), 1), "ctime"), 2), 1), 2), "cmd_type"), 0), "x"),
 		"body-param-not-byte":   []byte("\x83\xa3seq\x01\xa5ctime\x92\x01\x02\xa8cmd_type\x81\xa7Command\x82\xa6params\x91\x91\xcd\x01\x00\xa3env\x90"),
 		"body-params-claims-4G": []byte("\x83\xa3seq\x01\xa5ctime\x92\x01\x02\xa8cmd_type\x81\xa7Command\x82\xa6params\xdd\xff\xff\xff\xff"),

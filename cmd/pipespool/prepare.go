@@ -1,0 +1,225 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/pipespool/pipespool/queue"
+)
+
+// prepareOptions are the options of prepare, prepare-nop and prepare-fail.
+type prepareOptions struct {
+	g       *globalOptions
+	SeqFile string
+	Input   string // "" no payload, "-" stdin
+	Params  []string
+	Type    queue.CmdType
+}
+
+// NewCmdPrepare writes a command packet to stdout, as fspl prepare.
+func NewCmdPrepare(g *globalOptions) *cobra.Command {
+	opts := &prepareOptions{g: g, Type: queue.CmdCommand}
+	cmd := &cobra.Command{
+		Use:   "prepare -s SEQFILE [-i INPUT] [-- PARAMS...]",
+		Short: "Prepare a command for transmission, writing to stdout",
+		Long: `Write a packet to stdout: a header with the next sequence number from
+SEQFILE (which is then incremented), the creation time, PARAMS and every
+FSPL_SET_* variable of the environment, followed by the payload read from
+INPUT. The packet is byte-compatible with fspl 1.2.
+
+With -i FILE the payload is copied by the kernel (copy_file_range, splice
+or sendfile) where stdout allows it.`,
+		Example: `  tar c /etc | pipespool prepare -s ~/.seq -i - | ssh host pipespool queue-write -q /q
+  FSPL_SET_DATASET=tank/home pipespool prepare -s ~/.seq -i backup.zst -- incremental`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Params = args
+			return runPrepare(opts)
+		},
+	}
+	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none (seq 1)`)
+	cmd.Flags().StringVarP(&opts.Input, "input", "i", "", `payload file, "-" for stdin; none when not given`)
+	_ = cmd.MarkFlagRequired("seqfile")
+	return cmd
+}
+
+// NewCmdPrepareNOP writes a NOP packet, as fspl prepare-nop.
+func NewCmdPrepareNOP(g *globalOptions) *cobra.Command {
+	return newCmdPrepareBare(g, queue.CmdNOP, "prepare-nop", "Prepare a NOP packet for transmission, writing to stdout",
+		"A NOP packet runs nothing and always succeeds: use it to fill a gap in the sequence.")
+}
+
+// NewCmdPrepareFail writes a Fail packet, as fspl prepare-fail.
+func NewCmdPrepareFail(g *globalOptions) *cobra.Command {
+	return newCmdPrepareBare(g, queue.CmdFail, "prepare-fail", "Prepare a fail packet for transmission, writing to stdout",
+		"A Fail packet runs nothing and always fails: use it to test --on-error handling.")
+}
+
+func newCmdPrepareBare(g *globalOptions, t queue.CmdType, name, short, long string) *cobra.Command {
+	opts := &prepareOptions{g: g, Type: t}
+	cmd := &cobra.Command{
+		Use:     name + " -s SEQFILE",
+		Short:   short,
+		Long:    long,
+		Example: "  pipespool " + name + " -s ~/.seq | pipespool queue-write -q /q",
+		Args:    cobra.NoArgs,
+		RunE:    func(cmd *cobra.Command, args []string) error { return runPrepare(opts) },
+	}
+	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none (seq 1)`)
+	_ = cmd.MarkFlagRequired("seqfile")
+	return cmd
+}
+
+func runPrepare(opts *prepareOptions) error {
+	var in *os.File
+	switch opts.Input {
+	case "":
+	case "-":
+		in = opts.g.streams.In
+	default:
+		f, err := os.OpenFile(opts.Input, os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &usageError{fmt.Errorf("prepare: input: %w", err)}
+		}
+		defer f.Close()
+		in = f
+	}
+	h := &queue.Header{Type: opts.Type}
+	now := time.Now()
+	h.CTimeSecs, h.CTimeNanos = uint64(now.Unix()), uint64(now.Nanosecond())
+	if opts.Type == queue.CmdCommand {
+		for _, p := range opts.Params {
+			h.Params = append(h.Params, []byte(p))
+		}
+		for _, kv := range os.Environ() {
+			name, val, ok := strings.Cut(kv, "=")
+			if rest, isSet := strings.CutPrefix(name, "FSPL_SET_"); ok && isSet {
+				h.Env = append(h.Env, queue.EnvVar{Name: []byte(rest), Value: []byte(val)})
+			}
+		}
+	}
+	return withSeq(opts.SeqFile, func(seq uint64) error {
+		h.Seq = seq
+		out := opts.g.streams.Out
+		if _, err := out.Write(queue.Encode(h)); err != nil {
+			return fmt.Errorf("prepare: write packet: %w", err)
+		}
+		if in != nil {
+			if _, err := io.CopyBuffer(out, in, make([]byte, 1<<20)); err != nil {
+				return fmt.Errorf("prepare: copy payload: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// withSeq runs f with the next sequence number of seqfile under its lock and
+// then advances the seqfile, so that a failed write does not use up a number.
+// "-" means no seqfile: seq 1.
+func withSeq(seqfile string, f func(seq uint64) error) error {
+	if seqfile == "-" {
+		return f(1)
+	}
+	sf := queue.SeqFile{Path: seqfile}
+	lock, err := sf.Lock(true)
+	if err != nil {
+		return fmt.Errorf("seqfile %s: %w", seqfile, err)
+	}
+	defer lock.Close()
+	seq, err := sf.ReadOrInit()
+	if err != nil {
+		return err
+	}
+	if err := f(seq); err != nil {
+		return err
+	}
+	return sf.Write(seq + 1)
+}
+
+// seqOptions are the options of prepare-get-next and prepare-set-next.
+type seqOptions struct {
+	g       *globalOptions
+	SeqFile string
+	ID      string
+}
+
+// NewCmdPrepareGetNext prints the seqfile's next number.
+func NewCmdPrepareGetNext(g *globalOptions) *cobra.Command {
+	opts := &seqOptions{g: g}
+	cmd := &cobra.Command{
+		Use:     "prepare-get-next -s SEQFILE",
+		Short:   "Get the next sequence number for prepare",
+		Long:    "Print the sequence number the next prepare will use (creating SEQFILE with 1 if missing, as fspl does).",
+		Example: "  pipespool prepare-get-next -s ~/.seq",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withSeqRead(opts.SeqFile, func(n uint64) error { return writeOut(g, "%d\n", n) })
+		},
+	}
+	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none`)
+	_ = cmd.MarkFlagRequired("seqfile")
+	return cmd
+}
+
+func withSeqRead(seqfile string, f func(uint64) error) error {
+	if seqfile == "-" {
+		return f(1)
+	}
+	sf := queue.SeqFile{Path: seqfile}
+	lock, err := sf.Lock(true)
+	if err != nil {
+		return fmt.Errorf("seqfile %s: %w", seqfile, err)
+	}
+	defer lock.Close()
+	n, err := sf.ReadOrInit()
+	if err != nil {
+		return err
+	}
+	return f(n)
+}
+
+// NewCmdPrepareSetNext sets the seqfile's next number.
+func NewCmdPrepareSetNext(g *globalOptions) *cobra.Command {
+	opts := &seqOptions{g: g}
+	cmd := &cobra.Command{
+		Use:     "prepare-set-next -s SEQFILE ID",
+		Short:   "Set the next sequence number for prepare",
+		Long:    "Make the next prepare use sequence number ID.",
+		Example: "  pipespool prepare-set-next -s ~/.seq 100",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := parseID(args[0])
+			if err != nil {
+				return err
+			}
+			if opts.SeqFile == "-" {
+				return nil
+			}
+			sf := queue.SeqFile{Path: opts.SeqFile}
+			lock, err := sf.Lock(true)
+			if err != nil {
+				return fmt.Errorf("seqfile %s: %w", opts.SeqFile, err)
+			}
+			defer lock.Close()
+			return sf.Write(n)
+		},
+	}
+	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none`)
+	_ = cmd.MarkFlagRequired("seqfile")
+	return cmd
+}
+
+// parseID parses a job ID / sequence number argument.
+func parseID(s string) (uint64, error) {
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, usageErrorf("%q is not a sequence number (a non-negative integer)", s)
+	}
+	return n, nil
+}

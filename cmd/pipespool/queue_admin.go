@@ -1,0 +1,283 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pipespool/pipespool/queue"
+)
+
+// queueDirOptions is the -q DIR every queue-* command takes.
+type queueDirOptions struct {
+	g        *globalOptions
+	QueueDir string
+	Decoders []string
+	Job      string // -j ID
+}
+
+func (o *queueDirOptions) bindDir(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&o.QueueDir, "queuedir", "q", "", "the queue directory (or give it as the first argument)")
+}
+
+func (o *queueDirOptions) bindDecoder(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVarP(&o.Decoders, "decoder", "d", nil,
+		`decode job files with this shell command ($SHELL -c), or the built-in "zstd"; repeat to chain`)
+}
+
+func (o *queueDirOptions) decoder() (*queue.Decoder, error) {
+	d, err := queue.ParseDecoders(o.Decoders)
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	d.Stderr = o.g.streams.ErrOut
+	return d, nil
+}
+
+// NewCmdQueueInit creates a queue directory.
+func NewCmdQueueInit(g *globalOptions) *cobra.Command {
+	opts := &queueDirOptions{g: g}
+	var appendOnly bool
+	cmd := &cobra.Command{
+		Use:   "queue-init -q DIR [--append-only]",
+		Short: "Initialize a queue",
+		Long: `Create the queue directory DIR with jobs/, nextseq (1) and nextseq.lock.
+With --append-only only jobs/ is made: the queue can be written and listed
+but not processed. An existing nextseq is kept.`,
+		Example: "  pipespool queue-init -q /var/spool/backups",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, rest, err := queueDirArg(opts.QueueDir, args)
+			if err != nil {
+				return err
+			}
+			if len(rest) > 0 {
+				return usageErrorf("queue-init: unexpected argument %q", rest[0])
+			}
+			return queue.Init(dir, appendOnly)
+		},
+	}
+	opts.bindDir(cmd)
+	cmd.Flags().BoolVar(&appendOnly, "append-only", false, "create the queue in write-only mode (no nextseq)")
+	return cmd
+}
+
+// NewCmdQueueWrite stores the packet on stdin as a job.
+func NewCmdQueueWrite(g *globalOptions) *cobra.Command {
+	opts := &queueDirOptions{g: g}
+	cmd := &cobra.Command{
+		Use:   "queue-write -q DIR",
+		Short: "Save a packet from stdin to a queue",
+		Long: `Read a packet from stdin and store it in DIR/jobs: written to
+tmp-fspl-<uuid>.fspl.tmp, fsynced, renamed to fspl-<uuid>.fspl, and the
+directory fsynced. A crash never leaves a partial file under a job name.`,
+		Example: "  ssh sender pipespool prepare -s .seq -i backup | pipespool queue-write -q /q",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, rest, err := queueDirArg(opts.QueueDir, args)
+			if err != nil {
+				return err
+			}
+			if len(rest) > 0 {
+				return usageErrorf("queue-write: unexpected argument %q", rest[0])
+			}
+			name, err := queue.Open(dir, g.Logger()).Write(g.streams.In)
+			if err != nil {
+				return err
+			}
+			g.Logger().Debug("packet written", "file", name)
+			return nil
+		},
+	}
+	opts.bindDir(cmd)
+	return cmd
+}
+
+// NewCmdQueueLs lists the jobs of a queue, in fspl's format.
+func NewCmdQueueLs(g *globalOptions) *cobra.Command {
+	opts := &queueDirOptions{g: g}
+	cmd := &cobra.Command{
+		Use:   "queue-ls -q DIR [-d DECODECMD]",
+		Short: "Gets information about the jobs in a queue",
+		Long: `List the jobs of the queue, in sequence order, in fspl's columns: ID,
+creation timestamp (local time) and file name. Files that do not parse are
+skipped with a warning.`,
+		Example: "  pipespool queue-ls -q /q\n  pipespool queue-ls /q -d zstd",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, rest, err := queueDirArg(opts.QueueDir, args)
+			if err != nil {
+				return err
+			}
+			if len(rest) > 0 {
+				return usageErrorf("queue-ls: unexpected argument %q", rest[0])
+			}
+			dec, err := opts.decoder()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			jobs, err := queue.Open(dir, g.Logger()).Scan(ctx, dec)
+			if err != nil {
+				return err
+			}
+			if err := writeOut(g, "%-20s %-27s %s\n", "ID", "creation timestamp", "filename"); err != nil {
+				return err
+			}
+			for _, j := range jobs {
+				if err := writeOut(g, "%-20d %-27s %s\n", j.Header.Seq, queue.FormatLocalTime(j.Header.CTime()), j.Name); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	opts.bindDir(cmd)
+	opts.bindDecoder(cmd)
+	return cmd
+}
+
+func (o *queueDirOptions) bindJob(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&o.Job, "job", "j", "", "the ID (sequence number) of the job")
+	_ = cmd.MarkFlagRequired("job")
+}
+
+// NewCmdQueueInfo prints a job's FSPL_* variables.
+func NewCmdQueueInfo(g *globalOptions) *cobra.Command {
+	opts := &queueDirOptions{g: g}
+	cmd := &cobra.Command{
+		Use:   "queue-info -q DIR -j ID [-d DECODECMD]",
+		Short: "Show information about a specific job ID in a queue",
+		Long: `Print the environment queue-process would give job ID's command, one
+NAME=value per line (values are raw bytes and may contain newlines).`,
+		Example: "  pipespool queue-info -q /q -j 42",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q, job, err := opts.findJob(args)
+			if err != nil {
+				return err
+			}
+			for _, kv := range queue.JobEnv(job.Header, q, job.Name) {
+				if err := writeOut(g, "%s\n", kv); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	opts.bindDir(cmd)
+	opts.bindDecoder(cmd)
+	opts.bindJob(cmd)
+	return cmd
+}
+
+func (o *queueDirOptions) findJob(args []string) (*queue.Queue, queue.Job, error) {
+	dir, rest, err := queueDirArg(o.QueueDir, args)
+	if err != nil {
+		return nil, queue.Job{}, err
+	}
+	if len(rest) > 0 {
+		return nil, queue.Job{}, usageErrorf("unexpected argument %q", rest[0])
+	}
+	seq, err := parseID(o.Job)
+	if err != nil {
+		return nil, queue.Job{}, err
+	}
+	dec, err := o.decoder()
+	if err != nil {
+		return nil, queue.Job{}, err
+	}
+	q := queue.Open(dir, o.g.Logger())
+	ctx, stop := signalContext()
+	defer stop()
+	job, err := q.FindJob(ctx, dec, seq)
+	return q, job, err
+}
+
+// NewCmdQueuePayload dumps a job's payload.
+func NewCmdQueuePayload(g *globalOptions) *cobra.Command {
+	opts := &queueDirOptions{g: g}
+	cmd := &cobra.Command{
+		Use:     "queue-payload -q DIR -j ID [-d DECODECMD]",
+		Short:   "Dump the payload of a job to stdout",
+		Long:    "Write the payload of job ID (decoded with -d) to stdout.",
+		Example: "  pipespool queue-payload -q /q -j 42 | tar t",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q, job, err := opts.findJob(args)
+			if err != nil {
+				return err
+			}
+			dec, _ := opts.decoder()
+			ctx, stop := signalContext()
+			defer stop()
+			return q.CopyPayload(ctx, dec, job, g.streams.Out)
+		},
+	}
+	opts.bindDir(cmd)
+	opts.bindDecoder(cmd)
+	opts.bindJob(cmd)
+	return cmd
+}
+
+// NewCmdQueueGetNext prints the queue's nextseq.
+func NewCmdQueueGetNext(g *globalOptions) *cobra.Command {
+	opts := &queueDirOptions{g: g}
+	cmd := &cobra.Command{
+		Use:     "queue-get-next -q DIR",
+		Short:   "Prints the next sequence number for the queue",
+		Long:    "Print the sequence number queue-process will run next. Exits 75 if the queue is being processed.",
+		Example: "  pipespool queue-get-next -q /q",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return opts.withNextSeq(args, 0, func(sf queue.SeqFile, _ []string) error {
+				n, err := sf.Read()
+				if err != nil {
+					return err
+				}
+				return writeOut(g, "%d\n", n)
+			})
+		},
+	}
+	opts.bindDir(cmd)
+	return cmd
+}
+
+// NewCmdQueueSetNext sets the queue's nextseq.
+func NewCmdQueueSetNext(g *globalOptions) *cobra.Command {
+	opts := &queueDirOptions{g: g}
+	cmd := &cobra.Command{
+		Use:     "queue-set-next -q DIR ID",
+		Short:   "Sets the next sequence number for the queue",
+		Long:    "Make queue-process run job ID next (durably). Exits 75 if the queue is being processed.",
+		Example: "  pipespool queue-set-next -q /q 43",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return opts.withNextSeq(args, 1, func(sf queue.SeqFile, rest []string) error {
+				n, err := parseID(rest[0])
+				if err != nil {
+					return err
+				}
+				return sf.Write(n)
+			})
+		},
+	}
+	opts.bindDir(cmd)
+	return cmd
+}
+
+func (o *queueDirOptions) withNextSeq(args []string, nargs int, f func(queue.SeqFile, []string) error) error {
+	dir, rest, err := queueDirArg(o.QueueDir, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != nargs {
+		return usageErrorf("expected %d argument(s) after the queue directory, got %d", nargs, len(rest))
+	}
+	sf := queue.Open(dir, o.g.Logger()).NextSeqFile()
+	lock, err := sf.Lock(false)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s: no nextseq.lock: not a queue, or an append-only one (queue-init): %w", dir, err)
+		}
+		return err
+	}
+	defer lock.Close()
+	return f(sf, rest)
+}

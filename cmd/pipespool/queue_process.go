@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pipespool/pipespool/pipeline"
+	"github.com/pipespool/pipespool/queue"
+)
+
+// processFlags are the options queue-process and stdin-process share.
+type processFlags struct {
+	AllowJobParams bool
+	IgnorePayload  bool
+	Timeout        uint64 // seconds, 0: none
+	JobFile        string // --job: pipeline mode
+}
+
+func (f *processFlags) bind(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.BoolVar(&f.AllowJobParams, "allow-job-params", false, "append the packet's parameters to the command line (after -- PARAMS)")
+	fl.BoolVar(&f.IgnorePayload, "ignore-payload", false, "do not pass the payload to the command (its stdin is /dev/null)")
+	fl.Uint64Var(&f.Timeout, "timeout", 0, "kill the job (SIGKILL to its process group) after SECONDS; 0: no timeout")
+	fl.StringVar(&f.JobFile, "job", "", "run each packet through the pipeline of this job file instead of COMMAND")
+}
+
+// queueProcessOptions are queue-process's options.
+type queueProcessOptions struct {
+	queueDirOptions
+	processFlags
+	MaxJobs     int
+	NeverDelete bool
+	OrderBy     string
+	OnError     string
+	OutputTo    string
+
+	Dir     string
+	Command []string // COMMAND and -- PARAMS; empty in pipeline mode
+}
+
+// NewCmdQueueProcess processes a queue, as fspl queue-process, with a
+// command or a pipeline.
+func NewCmdQueueProcess(g *globalOptions) *cobra.Command {
+	opts := &queueProcessOptions{queueDirOptions: queueDirOptions{g: g}}
+	cmd := &cobra.Command{
+		Use:   "queue-process [-q] DIR [options] [COMMAND [-- PARAMS...]]",
+		Short: "Process a queue",
+		Long: `Run the queue's jobs in order under the queue's lock (nextseq.lock; exit 75
+if another pipespool or fspl holds it). Each job runs COMMAND (with PARAMS,
+then with --allow-job-params the packet's params), its payload on stdin and
+the FSPL_* variables in its environment; or, in pipeline mode (--job
+JOB.toml, or DIR/pipespool.toml when no COMMAND is given), the job file's
+pipeline with the payload as its input.
+
+After a job succeeds, nextseq is advanced durably and the job file deleted.
+A failed job stops processing with exit 1 under --on-error Retry (the
+default); with Delete or Leave, nextseq moves on and processing continues.
+Delivery is at-least-once: see docs/queue.md.`,
+		Example: `  pipespool queue-process -q /q sh -- -c 'zstd -d | zfs receive -u tank/backup'
+  pipespool queue-process /q --on-error Leave -n 10 ./restore.sh -- --verbose
+  pipespool queue-process /q --job restore.toml
+  pipespool queue-process /q -d zstd cat`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dash := cmd.Flags().ArgsLenAtDash()
+			before, after := args, []string(nil)
+			if dash >= 0 {
+				before, after = args[:dash], args[dash:]
+			}
+			dir, before, err := queueDirArg(opts.QueueDir, before)
+			if err != nil {
+				return err
+			}
+			opts.Dir = dir
+			cmdv, err := commandArgs(before, after)
+			if err != nil {
+				return err
+			}
+			opts.Command = cmdv
+			return runQueueProcess(opts)
+		},
+	}
+	opts.bindDir(cmd)
+	opts.bindDecoder(cmd)
+	opts.processFlags.bind(cmd)
+	fl := cmd.Flags()
+	fl.IntVarP(&opts.MaxJobs, "maxjobs", "n", 0, "process at most JOBS jobs; 0: no limit")
+	fl.BoolVar(&opts.NeverDelete, "never-delete", false, "never delete processed job files")
+	fl.StringVar(&opts.OrderBy, "order-by", "Sequence", "Sequence (nextseq order) or Timestamp (every job, oldest first)")
+	fl.StringVar(&opts.OnError, "on-error", "Retry", "what to do with a failed job: Retry, Delete or Leave")
+	fl.StringVar(&opts.OutputTo, "output-to", "PassBoth", "PassBoth, or SaveBoth (stdout and stderr into jobs/<file>.out)")
+	return cmd
+}
+
+// commandArgs joins COMMAND and the PARAMS after --. Like fspl, anything
+// after COMMAND other than -- PARAMS is an error, so that a command's own
+// options cannot be mistaken for ours.
+func commandArgs(before, after []string) ([]string, error) {
+	if len(before) > 1 {
+		return nil, usageErrorf("unexpected argument %q after COMMAND %q: give the command's arguments after --, as in: COMMAND -- ARGS", before[1], before[0])
+	}
+	if len(before) == 0 {
+		// Pipeline mode: PARAMS go to the last stage. An empty slice
+		// (not nil) keeps "-- PARAMS" apart from COMMAND.
+		return append([]string{""}, after...), nil
+	}
+	return append([]string{before[0]}, after...), nil
+}
+
+func runQueueProcess(opts *queueProcessOptions) error {
+	g := opts.g
+	po := queue.ProcessOptions{MaxJobs: opts.MaxJobs, NeverDelete: opts.NeverDelete,
+		AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload}
+	var err error
+	if po.OrderBy, err = queue.ParseOrder(opts.OrderBy); err != nil {
+		return &usageError{err}
+	}
+	if po.OnError, err = queue.ParseOnError(opts.OnError); err != nil {
+		return &usageError{err}
+	}
+	if po.OutputTo, err = queue.ParseOutputTo(opts.OutputTo); err != nil {
+		return &usageError{err}
+	}
+	if opts.MaxJobs < 0 {
+		return usageErrorf("--maxjobs %d: must be positive", opts.MaxJobs)
+	}
+	if po.Decoder, err = opts.decoder(); err != nil {
+		return err
+	}
+	jobFile := opts.JobFile
+	commandMode := opts.Command[0] != ""
+	if commandMode && jobFile != "" {
+		return usageErrorf("queue-process: both COMMAND %q and --job %s: give one", opts.Command[0], jobFile)
+	}
+	if !commandMode && jobFile == "" {
+		p := filepath.Join(opts.Dir, "pipespool.toml")
+		if _, err := os.Stat(p); err == nil {
+			jobFile = p
+		} else if errors.Is(err, fs.ErrNotExist) {
+			return usageErrorf("queue-process: no COMMAND, no --job and no %s: say what to run", p)
+		}
+	}
+	if po.Runner, err = newRunner(g, commandMode, opts.Command, jobFile, &opts.processFlags); err != nil {
+		return err
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	return queue.Open(opts.Dir, g.Logger()).Process(ctx, po)
+}
+
+// newRunner returns the command runner, or the pipeline runner for jobFile
+// (then args are extra arguments for the last stage).
+func newRunner(g *globalOptions, commandMode bool, args []string, jobFile string, f *processFlags) (queue.Runner, error) {
+	timeout := time.Duration(f.Timeout) * time.Second
+	if commandMode {
+		return &queue.CommandRunner{Argv: args, Timeout: timeout, Stdout: g.streams.Out, Stderr: g.streams.ErrOut}, nil
+	}
+	if jobFile == "" {
+		return nil, usageErrorf("no COMMAND and no --job: say what to run")
+	}
+	args = args[1:] // the empty COMMAND of pipeline mode
+	job, err := pipeline.Load(jobFile)
+	if err != nil {
+		return nil, err
+	}
+	return &pipelineRunner{g: g, job: job, extra: args, timeout: timeout}, nil
+}
+
+// pipelineRunner runs each packet through a pipeline: the payload is its
+// input, the FSPL_* variables are in every external stage's environment.
+type pipelineRunner struct {
+	g       *globalOptions
+	job     *pipeline.Job
+	extra   []string
+	timeout time.Duration
+}
+
+// RunJob implements queue.Runner.
+func (p *pipelineRunner) RunJob(ctx context.Context, r *queue.Run) error {
+	if p.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, p.timeout, fmt.Errorf("--timeout of %s expired", p.timeout))
+		defer cancel()
+	}
+	o := pipeline.Options{
+		Input:     r.Payload,
+		Stdin:     p.g.streams.In,
+		Stdout:    p.g.streams.Out,
+		Env:       r.Env,
+		ExtraArgs: append(append([]string(nil), p.extra...), r.Params...),
+		Logger:    p.g.Logger(),
+	}
+	if r.Output != nil {
+		o.Stdout, o.OutputPath, o.StderrTo = r.Output, "-", r.Output
+	}
+	_, err := pipeline.Run(ctx, p.job, o)
+	if err != nil && ctx.Err() != nil && context.Cause(ctx) != nil {
+		return fmt.Errorf("%w (%v)", err, context.Cause(ctx))
+	}
+	return err
+}

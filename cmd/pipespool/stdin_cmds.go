@@ -1,0 +1,104 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pipespool/pipespool/queue"
+)
+
+// NewCmdStdinInfo prints the FSPL_* variables of the packet on stdin.
+func NewCmdStdinInfo(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stdin-info",
+		Short: "Get information about a packet piped to filespooler on stdin",
+		Long: `Print the FSPL_* variables of the packet on stdin, one NAME=value per line.
+A bad packet exits 2 with the reason.`,
+		Example: "  pipespool stdin-info < fspl-1234.fspl",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			h, err := queue.ReadHeader(g.streams.In)
+			if err != nil {
+				return fmt.Errorf("stdin: %w", err)
+			}
+			for _, kv := range queue.JobEnv(h, nil, "") {
+				if err := writeOut(g, "%s\n", kv); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+}
+
+// NewCmdStdinPayload writes the payload of the packet on stdin.
+func NewCmdStdinPayload(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:     "stdin-payload",
+		Short:   "Dumps the payload from the packet on stdin to stdout",
+		Long:    "Write the payload of the packet on stdin to stdout. A bad packet exits 2.",
+		Example: "  pipespool stdin-payload < fspl-1234.fspl | tar t",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := queue.ReadHeader(g.streams.In); err != nil {
+				return fmt.Errorf("stdin: %w", err)
+			}
+			_, err := io.CopyBuffer(g.streams.Out, g.streams.In, make([]byte, 1<<20))
+			return err
+		},
+	}
+}
+
+// stdinProcessOptions are stdin-process's options.
+type stdinProcessOptions struct {
+	g *globalOptions
+	processFlags
+	Command []string
+}
+
+// NewCmdStdinProcess runs the packet on stdin.
+func NewCmdStdinProcess(g *globalOptions) *cobra.Command {
+	opts := &stdinProcessOptions{g: g}
+	cmd := &cobra.Command{
+		Use:   "stdin-process [options] COMMAND [-- PARAMS...]",
+		Short: "Process a command from a job packet read from stdin",
+		Long: `Run COMMAND (or, with --job, a pipeline) for the packet on stdin, with its
+payload on stdin and its FSPL_* variables in the environment, as
+queue-process does for a queued job. A bad packet exits 2, a failed job 1.`,
+		Example: `  ssh sender 'pipespool prepare -s .seq -i dump' | pipespool stdin-process sh -- -c 'cat > dump'
+  pipespool stdin-process --job restore.toml < fspl-1234.fspl`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dash := cmd.Flags().ArgsLenAtDash()
+			before, after := args, []string(nil)
+			if dash >= 0 {
+				before, after = args[:dash], args[dash:]
+			}
+			cmdv, err := commandArgs(before, after)
+			if err != nil {
+				return err
+			}
+			opts.Command = cmdv
+			return runStdinProcess(opts)
+		},
+	}
+	opts.processFlags.bind(cmd)
+	return cmd
+}
+
+func runStdinProcess(opts *stdinProcessOptions) error {
+	g := opts.g
+	commandMode := opts.Command[0] != ""
+	if commandMode && opts.JobFile != "" {
+		return usageErrorf("stdin-process: both COMMAND %q and --job %s: give one", opts.Command[0], opts.JobFile)
+	}
+	runner, err := newRunner(g, commandMode, opts.Command, opts.JobFile, &opts.processFlags)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	return queue.ProcessStdin(ctx, g.streams.In, g.Logger(), queue.ProcessOptions{
+		Runner: runner, AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload})
+}

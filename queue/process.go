@@ -1,0 +1,470 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Order is the order in which queue-process runs jobs.
+type Order int
+
+const (
+	// OrderSequence runs the job whose seq is nextseq, then the next, and
+	// stops at the first missing number (fspl's default).
+	OrderSequence Order = iota
+	// OrderTimestamp runs every job present, oldest ctime first, and does
+	// not use nextseq.
+	OrderTimestamp
+)
+
+// OnError is what queue-process does with a failed job.
+type OnError int
+
+const (
+	// OnErrorRetry stops: the job stays and nextseq does not move; exit 1.
+	OnErrorRetry OnError = iota
+	// OnErrorDelete deletes the failed job and goes on.
+	OnErrorDelete
+	// OnErrorLeave leaves the failed job file in jobs/ and goes on.
+	OnErrorLeave
+)
+
+// OutputTo is where a job's stdout and stderr go.
+type OutputTo int
+
+const (
+	// PassBoth: pipespool's own stdout and stderr.
+	PassBoth OutputTo = iota
+	// SaveBoth: both into jobs/<file>.out, truncated for each run.
+	SaveBoth
+)
+
+// ParseOrder, ParseOnError and ParseOutputTo accept fspl's spellings
+// (case-insensitive).
+func ParseOrder(s string) (Order, error) {
+	switch strings.ToLower(s) {
+	case "sequence":
+		return OrderSequence, nil
+	case "timestamp":
+		return OrderTimestamp, nil
+	}
+	return 0, fmt.Errorf("--order-by %q: use Sequence or Timestamp", s)
+}
+
+// ParseOnError parses --on-error.
+func ParseOnError(s string) (OnError, error) {
+	switch strings.ToLower(s) {
+	case "retry":
+		return OnErrorRetry, nil
+	case "delete":
+		return OnErrorDelete, nil
+	case "leave":
+		return OnErrorLeave, nil
+	}
+	return 0, fmt.Errorf("--on-error %q: use Retry, Delete or Leave", s)
+}
+
+// ParseOutputTo parses --output-to.
+func ParseOutputTo(s string) (OutputTo, error) {
+	switch strings.ToLower(s) {
+	case "passboth":
+		return PassBoth, nil
+	case "saveboth":
+		return SaveBoth, nil
+	}
+	return 0, fmt.Errorf("--output-to %q: use PassBoth or SaveBoth", s)
+}
+
+// Run is one job handed to a Runner.
+type Run struct {
+	Header *Header
+	// Env is the FSPL_* environment of the job (JobEnv).
+	Env []string
+	// Params are the packet params to append to the command line; empty
+	// unless --allow-job-params.
+	Params []string
+	// Payload is the job's stdin, positioned at the payload: the job file
+	// itself without a decoder, the decoder's output with one, /dev/null
+	// with --ignore-payload. The Runner does not close it.
+	Payload *os.File
+	// Output, when not nil, receives both stdout and stderr (SaveBoth).
+	Output *os.File
+}
+
+// Runner runs one job; nil means success.
+type Runner interface {
+	RunJob(ctx context.Context, r *Run) error
+}
+
+// ProcessOptions are queue-process's and stdin-process's options.
+type ProcessOptions struct {
+	Decoder        *Decoder
+	Runner         Runner
+	OrderBy        Order
+	OnError        OnError
+	OutputTo       OutputTo
+	MaxJobs        int // 0: no limit
+	NeverDelete    bool
+	AllowJobParams bool
+	IgnorePayload  bool
+}
+
+// JobFailedError is a job that failed under --on-error Retry, or the packet
+// of stdin-process.
+type JobFailedError struct {
+	Seq  uint64
+	File string // "" for stdin
+	Err  error
+}
+
+func (e *JobFailedError) Error() string {
+	where := "stdin"
+	if e.File != "" {
+		where = e.File
+	}
+	return fmt.Sprintf("job %d (%s) failed: %v; it stays in the queue and will be retried", e.Seq, where, e.Err)
+}
+
+func (e *JobFailedError) Unwrap() error { return e.Err }
+
+// ExitCode is 1: the job failed.
+func (e *JobFailedError) ExitCode() int { return 1 }
+
+// errFailPacket is the result of a Fail packet.
+var errFailPacket = errors.New("Fail packet: fails by design")
+
+// Process runs the queue's jobs under its lock, in opts.OrderBy order, until
+// the next job is missing, opts.MaxJobs jobs ran, or a job fails under
+// OnErrorRetry (a *JobFailedError). A held lock is a *LockHeldError.
+//
+// The commit of a job, in sequence order, is the durable replacement of
+// nextseq; the job file is then unlinked and jobs/ fsynced. A crash before
+// the commit runs the job again (at-least-once); a crash after it leaves at
+// most a stale job file below nextseq, which is never run again.
+func (q *Queue) Process(ctx context.Context, opts ProcessOptions) error {
+	sf := q.NextSeqFile()
+	lock, err := sf.Lock(false)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s: not a processable queue (missing nextseq.lock: run queue-init without --append-only): %w", q.Dir, err)
+		}
+		return err
+	}
+	defer lock.Close()
+	if opts.OrderBy == OrderTimestamp {
+		return q.processByTimestamp(ctx, opts)
+	}
+	next, err := sf.Read()
+	if err != nil {
+		return err
+	}
+	var bySeq map[uint64][]Job
+	scan := func() error {
+		jobs, err := q.Scan(ctx, opts.Decoder)
+		if err != nil {
+			return err
+		}
+		bySeq = make(map[uint64][]Job, len(jobs))
+		for _, j := range jobs {
+			bySeq[j.Header.Seq] = append(bySeq[j.Header.Seq], j)
+		}
+		return nil
+	}
+	if err := scan(); err != nil {
+		return err
+	}
+	fresh := true // bySeq reflects jobs/ as of after the last job ran
+	for ran := 0; opts.MaxJobs <= 0 || ran < opts.MaxJobs; ran++ {
+		cands := bySeq[next]
+		if len(cands) == 0 {
+			if fresh {
+				q.Logger.Debug("no job with the next sequence number", "seq", next)
+				return nil
+			}
+			// Jobs may have arrived while the last one ran.
+			if err := scan(); err != nil {
+				return err
+			}
+			fresh = true
+			ran--
+			continue
+		}
+		if len(cands) > 1 {
+			return &DuplicateSeqError{Seq: next, First: q.JobPath(cands[0].Name), Second: q.JobPath(cands[1].Name)}
+		}
+		job := cands[0]
+		fresh = false
+		jobErr, err := q.runJob(ctx, job, opts)
+		if err != nil {
+			return err
+		}
+		if jobErr != nil {
+			if opts.OnError == OnErrorRetry {
+				return &JobFailedError{Seq: next, File: q.JobPath(job.Name), Err: jobErr}
+			}
+			q.Logger.Error("job failed", "seq", next, "file", q.JobPath(job.Name), "err", jobErr.Error(),
+				"on_error", map[OnError]string{OnErrorDelete: "Delete", OnErrorLeave: "Leave"}[opts.OnError])
+		}
+		if err := sf.Write(next + 1); err != nil {
+			return fmt.Errorf("job %d ran but nextseq could not be advanced (it will run again): %w", next, err)
+		}
+		delete(bySeq, next)
+		if jobErr == nil || opts.OnError == OnErrorDelete {
+			if err := q.deleteJob(job.Name, opts); err != nil {
+				return err
+			}
+		}
+		next++
+	}
+	return nil
+}
+
+func (q *Queue) processByTimestamp(ctx context.Context, opts ProcessOptions) error {
+	jobs, err := q.Scan(ctx, opts.Decoder)
+	if err != nil {
+		return err
+	}
+	slices.SortStableFunc(jobs, func(a, b Job) int {
+		if c := a.Header.CTime().Compare(b.Header.CTime()); c != 0 {
+			return c
+		}
+		return 0 // Scan sorted by seq, then name
+	})
+	for i, job := range jobs {
+		if opts.MaxJobs > 0 && i >= opts.MaxJobs {
+			return nil
+		}
+		jobErr, err := q.runJob(ctx, job, opts)
+		if err != nil {
+			return err
+		}
+		if jobErr != nil {
+			if opts.OnError == OnErrorRetry {
+				return &JobFailedError{Seq: job.Header.Seq, File: q.JobPath(job.Name), Err: jobErr}
+			}
+			q.Logger.Error("job failed", "seq", job.Header.Seq, "file", q.JobPath(job.Name), "err", jobErr.Error())
+			if opts.OnError == OnErrorLeave {
+				continue
+			}
+		}
+		if err := q.deleteJob(job.Name, opts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteJob unlinks a processed job and makes that durable.
+func (q *Queue) deleteJob(name string, opts ProcessOptions) error {
+	if opts.NeverDelete {
+		return nil
+	}
+	q.Logger.Debug("deleting job file", "file", q.JobPath(name))
+	if err := os.Remove(filepath.Join(q.JobsDir(), name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete processed job: %w", err)
+	}
+	return fsyncDir(q.JobsDir())
+}
+
+// runJob runs one job. jobErr is the job's own failure (command failed, Fail
+// packet); err is anything that must stop processing without committing the
+// job (I/O error, interruption).
+func (q *Queue) runJob(ctx context.Context, job Job, opts ProcessOptions) (jobErr, err error) {
+	path := filepath.Join(q.JobsDir(), job.Name)
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("job %d: %w", job.Header.Seq, err)
+	}
+	defer f.Close()
+	var stream *Stream
+	payload := f
+	var h *Header
+	if opts.Decoder.Empty() {
+		h, err = ReadHeader(f)
+	} else {
+		if stream, err = opts.Decoder.Start(ctx, f); err != nil {
+			return nil, fmt.Errorf("job %d (%s): start decoder: %w", job.Header.Seq, path, err)
+		}
+		defer stream.Abort()
+		payload = stream.Out
+		h, err = ReadHeader(stream.Out)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("job %s: header no longer readable: %w", path, err)
+	}
+	if h.Seq != job.Header.Seq {
+		return nil, fmt.Errorf("job %s changed while the queue was processed (seq %d, was %d)", path, h.Seq, job.Header.Seq)
+	}
+	q.Logger.Debug("running job", "seq", h.Seq, "file", job.Name, "type", h.Type.String())
+	run := &Run{Header: h, Env: JobEnv(h, q, job.Name), Payload: payload}
+	jobErr, err = runPacket(ctx, q.Logger, run, opts, func() (*os.File, error) {
+		return os.OpenFile(path+".out", os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
+	})
+	if stream != nil {
+		if derr := stream.Wait(); derr != nil && jobErr == nil && err == nil {
+			jobErr = derr
+		}
+	}
+	return jobErr, err
+}
+
+// runPacket runs the packet of run with opts, shared by queue-process and
+// stdin-process. openOutput opens the SaveBoth file.
+func runPacket(ctx context.Context, log *slog.Logger, run *Run, opts ProcessOptions, openOutput func() (*os.File, error)) (jobErr, err error) {
+	h := run.Header
+	switch h.Type {
+	case CmdNOP:
+		return nil, nil
+	case CmdFail:
+		return errFailPacket, nil
+	}
+	if opts.AllowJobParams {
+		for _, p := range h.Params {
+			run.Params = append(run.Params, string(p))
+		}
+	} else if len(h.Params) > 0 {
+		log.Warn("parameters given in job ignored because --allow-job-params not given", "seq", h.Seq)
+	}
+	if opts.IgnorePayload {
+		devnull, err := os.OpenFile(os.DevNull, os.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		defer devnull.Close()
+		run.Payload = devnull
+	}
+	if opts.OutputTo == SaveBoth && openOutput != nil {
+		out, err := openOutput()
+		if err != nil {
+			return nil, fmt.Errorf("--output-to SaveBoth: %w", err)
+		}
+		run.Output = out
+		defer func() {
+			if cerr := out.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("--output-to SaveBoth: close %s: %w", out.Name(), cerr)
+			}
+		}()
+	}
+	jobErr = opts.Runner.RunJob(ctx, run)
+	if ctx.Err() != nil {
+		// Interrupted: the job did not finish, so it must not be committed.
+		return nil, fmt.Errorf("job %d interrupted: %w", h.Seq, context.Cause(ctx))
+	}
+	return jobErr, nil
+}
+
+// ProcessStdin runs the packet read from in (stdin-process). A bad packet is
+// a *PacketError (exit 2); a failed job a *JobFailedError (exit 1).
+func ProcessStdin(ctx context.Context, in *os.File, log *slog.Logger, opts ProcessOptions) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h, err := ReadHeader(in)
+	if err != nil {
+		return fmt.Errorf("stdin: %w", err)
+	}
+	run := &Run{Header: h, Env: JobEnv(h, nil, ""), Payload: in}
+	opts.OutputTo = PassBoth
+	jobErr, err := runPacket(ctx, log, run, opts, nil)
+	if err != nil {
+		return err
+	}
+	if jobErr != nil {
+		return &stdinJobError{JobFailedError{Seq: h.Seq, Err: jobErr}}
+	}
+	return nil
+}
+
+type stdinJobError struct{ JobFailedError }
+
+func (e *stdinJobError) Error() string {
+	return fmt.Sprintf("job %d (stdin) failed: %v", e.Seq, e.Err)
+}
+
+// CommandRunner runs a job as a command, as fspl does: argv, then the
+// packet params, with the FSPL_* environment added to pipespool's, the
+// payload on stdin, in a process group of its own.
+type CommandRunner struct {
+	Argv    []string
+	Timeout time.Duration // 0: none; on expiry the group gets SIGKILL, as with fspl
+	Stdout  *os.File      // PassBoth destinations
+	Stderr  io.Writer
+	// Grace is the time between SIGTERM and SIGKILL when pipespool is
+	// interrupted (0: 5 s).
+	Grace time.Duration
+}
+
+// RunJob implements Runner.
+func (c *CommandRunner) RunJob(ctx context.Context, r *Run) error {
+	argv := append(slices.Clone(c.Argv), r.Params...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), r.Env...)
+	cmd.Stdin = r.Payload
+	cmd.Stdout, cmd.Stderr = c.Stdout, c.Stderr
+	if r.Output != nil {
+		cmd.Stdout, cmd.Stderr = r.Output, r.Output
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var timeout <-chan time.Time
+	if c.Timeout > 0 {
+		t := time.NewTimer(c.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	pgid := cmd.Process.Pid
+	select {
+	case err := <-done:
+		return commandErr(argv[0], err)
+	case <-timeout:
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		<-done
+		return fmt.Errorf("%s: killed after the timeout of %s", argv[0], c.Timeout)
+	case <-ctx.Done():
+		syscall.Kill(-pgid, syscall.SIGTERM)
+		grace := c.Grace
+		if grace <= 0 {
+			grace = 5 * time.Second
+		}
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case err := <-done:
+			return commandErr(argv[0], err)
+		case <-t.C:
+			syscall.Kill(-pgid, syscall.SIGKILL)
+			return commandErr(argv[0], <-done)
+		}
+	}
+}
+
+func commandErr(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return fmt.Errorf("%s: killed by signal %s", name, ws.Signal())
+		}
+		return fmt.Errorf("%s: exit status %d", name, ee.ExitCode())
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}

@@ -1,0 +1,49 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+)
+
+// SeqFile is a file holding one sequence number ("4\n"), with its lock file
+// beside it (PATH.lock), as fspl keeps them: the sender's seqfile for
+// prepare, the queue's nextseq.
+type SeqFile struct {
+	Path string
+}
+
+// LockPath is the file flocked while the seqfile is read and updated.
+func (s SeqFile) LockPath() string { return s.Path + ".lock" }
+
+// Lock takes the seqfile's lock (non-blocking), creating the lock file when
+// create is set.
+func (s SeqFile) Lock(create bool) (*Lock, error) { return AcquireLock(s.LockPath(), create) }
+
+// Read returns the stored number. A missing file is an error wrapping
+// fs.ErrNotExist.
+func (s SeqFile) Read() (uint64, error) {
+	b, err := os.ReadFile(s.Path)
+	if err != nil {
+		return 0, fmt.Errorf("read sequence file: %w", err)
+	}
+	return parseSeq(s.Path, b)
+}
+
+// ReadOrInit returns the stored number, creating the file with 1 when it does
+// not exist (as fspl's prepare does).
+func (s SeqFile) ReadOrInit() (uint64, error) {
+	n, err := s.Read()
+	if errors.Is(err, fs.ErrNotExist) {
+		return 1, s.Write(1)
+	}
+	return n, err
+}
+
+// Write replaces the stored number durably: PATH.temp is written, fsynced and
+// renamed over PATH, then the directory is fsynced.
+func (s SeqFile) Write(n uint64) error {
+	return writeFileDurably(s.Path, s.Path+".temp", []byte(strconv.FormatUint(n, 10)+"\n"))
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pipespool/pipespool/pipeline"
+)
+
+// execOptions are the flags of exec.
+type execOptions struct {
+	g        *globalOptions
+	JobFile  string
+	Input    string
+	Output   string
+	Progress string
+	Report   string
+	DryRun   bool
+}
+
+// NewCmdExec builds the exec command.
+func NewCmdExec(g *globalOptions) *cobra.Command {
+	opts := &execOptions{g: g}
+	cmd := &cobra.Command{
+		Use:   "exec JOB.toml",
+		Short: "Run the pipeline of a job file",
+		Long: `Run the pipeline described by a job file: start every stage, wire them with
+pipes pipespool owns, copy the bytes between them, and wait for all of them.
+
+A regular output file is written under a temporary name and renamed into
+place only when every stage succeeded. On failure, a summary naming the
+stage that caused it is printed to stderr and the exit status is 1.
+
+Exit status: 0 success, 1 the pipeline failed, 2 invalid job file or
+unreadable input, 130/143 interrupted by SIGINT/SIGTERM.`,
+		Example: `  pipespool exec restore.toml
+  pipespool exec restore.toml -i backup.zst.gpg -o restored.img
+  zfs send tank@snap | pipespool exec send.toml -i - -o -
+  pipespool exec restore.toml --dry-run`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.JobFile = args[0]
+			return runExec(cmd.Context(), opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&opts.Input, "input", "i", "", "input file, - for stdin (overrides the job file)")
+	f.StringVarP(&opts.Output, "output", "o", "", "output file, - for stdout, none to discard (overrides the job file)")
+	f.StringVar(&opts.Progress, "progress", "auto", "per-stage progress on stderr: auto, always, never")
+	f.StringVar(&opts.Report, "report", "", "write a JSON run report to this file")
+	f.BoolVar(&opts.DryRun, "dry-run", false, "validate and print the resolved stage graph, run nothing")
+	return cmd
+}
+
+// exactArgs is cobra.ExactArgs with a usage error (exit 2).
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErrorf("%s: expects %d argument(s), got %d (see --help)", cmd.CommandPath(), n, len(args))
+		}
+		return nil
+	}
+}
+
+func runExec(ctx context.Context, opts *execOptions) error {
+	switch opts.Progress {
+	case "auto", "always", "never":
+	default:
+		return usageErrorf("--progress %q: use auto, always or never", opts.Progress)
+	}
+	job, err := pipeline.Load(opts.JobFile)
+	if err != nil {
+		return err
+	}
+	popts := pipeline.Options{InputPath: opts.Input, OutputPath: opts.Output,
+		Stdin: opts.g.streams.In, Stdout: opts.g.streams.Out, Logger: opts.g.Logger()}
+	if opts.DryRun {
+		desc, err := pipeline.Describe(job, popts)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprint(opts.g.streams.ErrOut, desc)
+		return err
+	}
+	ctx, stop := execSignalContext(ctx)
+	defer stop()
+	rep, err := pipeline.Run(ctx, job, popts)
+	if rep != nil && opts.Report != "" {
+		if werr := writeJSONAtomic(opts.Report, rep); werr != nil {
+			opts.g.Logger().Error("cannot write the report", "path", opts.Report, "err", werr)
+		}
+	}
+	if err != nil && rep != nil {
+		fmt.Fprint(opts.g.streams.ErrOut, "pipespool: "+pipeline.Summary(rep))
+		return reported{err}
+	}
+	return err
+}
+
+// reported is an error whose summary was already printed: Main only maps
+// it to its exit code.
+type reported struct{ error }
+
+func (r reported) Unwrap() error  { return r.error }
+func (r reported) Reported() bool { return true }
+
+// execSignalContext returns a context cancelled with a *pipeline.SignalCause at
+// the first SIGINT or SIGTERM. A second signal is left to the run, which is
+// already stopping every stage.
+func execSignalContext(parent context.Context) (context.Context, func()) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			cancel(&pipeline.SignalCause{Signal: s.(syscall.Signal)})
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel(nil)
+	}
+}
+
+// writeJSONAtomic writes v as indented JSON to path via a temporary file,
+// fsync and rename.
+func writeJSONAtomic(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(data, '\n'), 0o644)
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,113 @@
+package pipeline
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Options change how Run runs a job without changing the job file.
+type Options struct {
+	// InputPath and OutputPath override the job's [input] and [output]
+	// paths ("" keeps the job's). Relative paths are relative to the
+	// current directory, as on a command line.
+	InputPath, OutputPath string
+	// Input, when not nil, is the pipeline's input instead of any path
+	// (queue-process hands a packet's payload this way). Run does not
+	// close it; it reads from its current offset.
+	Input *os.File
+	// Stdin and Stdout are pipespool's own standard files, used for "-".
+	// Run never changes their flags. nil means os.Stdin / os.Stdout.
+	Stdin, Stdout *os.File
+	// Env is added to the environment of every external stage (after the
+	// inherited environment, before the stage's own env).
+	Env []string
+	// ExtraArgs are appended to the last stage's argv (queue-process
+	// --allow-job-params). It is an error if the last stage is a built-in.
+	ExtraArgs []string
+	// StderrTo, when not nil, receives the stderr of every external stage
+	// (queue-process --output-to SaveBoth) instead of its stderr setting.
+	StderrTo *os.File
+	// Logger receives stage stderr lines and diagnostics; nil discards.
+	Logger *slog.Logger
+	// Grace is how long a stopped stage has between SIGTERM and SIGKILL;
+	// 0 means DefaultGrace.
+	Grace time.Duration
+	// Progress, when not nil, is where a progress display is drawn.
+	Progress io.Writer
+}
+
+// DefaultGrace is the time between SIGTERM and SIGKILL when stopping a
+// stage's process group (the spec's "short grace period").
+const DefaultGrace = 5 * time.Second
+
+// JobError is an invalid job file: it names the file, the line and the key.
+type JobError struct {
+	File string // job file path as given
+	Line int    // 1-based, 0 when unknown
+	Key  string // dotted key such as "stage[2].stall_timeout", "" when none
+	Msg  string
+}
+
+func (e *JobError) Error() string {
+	s := e.File
+	if e.Line > 0 {
+		s += ":" + itoa(e.Line)
+	}
+	s += ": "
+	if e.Key != "" {
+		s += e.Key + ": "
+	}
+	return s + e.Msg
+}
+
+// ExitCode is 2: invalid job file.
+func (e *JobError) ExitCode() int { return 2 }
+
+// InputError is an input or output that cannot be opened: exit 2.
+type InputError struct {
+	Path string
+	Err  error
+}
+
+func (e *InputError) Error() string { return e.Path + ": " + e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+// ExitCode is 2: unreadable input.
+func (e *InputError) ExitCode() int { return 2 }
+
+// RunError is a failed run: a stage failed, stalled and was killed, or the
+// run timed out. Its message is the one-line reason; Report has the rest.
+type RunError struct {
+	Msg    string
+	Report *Report
+}
+
+func (e *RunError) Error() string { return e.Msg }
+
+// ExitCode is 1: the pipeline failed.
+func (e *RunError) ExitCode() int { return 1 }
+
+// InterruptedError is a run stopped by SIGINT or SIGTERM after every stage
+// was stopped.
+type InterruptedError struct {
+	Signal syscall.Signal
+	Report *Report
+}
+
+func (e *InterruptedError) Error() string { return "interrupted by " + e.Signal.String() }
+
+// ExitCode is 128 + the signal: 130 for SIGINT, 143 for SIGTERM.
+func (e *InterruptedError) ExitCode() int { return 128 + int(e.Signal) }
+
+func itoa(n int) string {
+	if n < 0 {
+		return "-" + itoa(-n)
+	}
+	if n < 10 {
+		return string(rune('0' + n))
+	}
+	return itoa(n/10) + string(rune('0'+n%10))
+}

@@ -1,0 +1,81 @@
+package pipeline
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/pipespool/pipespool/stage"
+)
+
+// Describe is the resolved stage graph printed by check and --dry-run. It
+// resolves every program as Run would and reports the first that cannot be
+// found as a *JobError.
+func Describe(job *Job, opts Options) (string, error) {
+	var b strings.Builder
+	in, out := job.Input, job.Output
+	if opts.InputPath != "" {
+		in = opts.InputPath
+	}
+	if opts.OutputPath != "" {
+		out = opts.OutputPath
+	}
+	fmt.Fprintf(&b, "job %s (%s)\n", job.Name, job.File)
+	fmt.Fprintf(&b, "input:  %s\n", describePath(in, "stdin"))
+	for i := range job.Stages {
+		s := &job.Stages[i]
+		var what string
+		switch {
+		case s.Builtin != "":
+			what = "builtin " + s.Builtin
+		default:
+			path, argv, err := resolveProgram(job, s)
+			if err != nil {
+				return "", &JobError{File: job.File, Line: s.Line, Key: stageKey(s.Index, ""), Msg: fmt.Sprintf("stage %q: %v", s.Name, err)}
+			}
+			what = "command " + path + " " + quoteArgv(argv[1:])
+			if s.Dir != "" {
+				what += " (in " + s.Dir + ")"
+			}
+			if s.Stderr != stage.StderrCapture {
+				what += ", stderr " + string(s.Stderr)
+			}
+		}
+		stall := "stall detection off"
+		if s.StallTimeout > 0 {
+			stall = fmt.Sprintf("stall after %s: %s", s.StallTimeout, s.OnStall)
+		}
+		partial := ""
+		if s.AllowPartialRead {
+			partial = ", may stop reading early"
+		}
+		fmt.Fprintf(&b, "  %d. %-16s %s  [%s%s]\n", i+1, s.Name, strings.TrimSpace(what), stall, partial)
+	}
+	fmt.Fprintf(&b, "output: %s\n", describePath(out, "stdout"))
+	timeout := "none"
+	if job.Timeout > 0 {
+		timeout = job.Timeout.String()
+	}
+	fmt.Fprintf(&b, "timeout: %s; pipe size: %s\n", timeout, HumanBytes(int64(job.PipeSize)))
+	return b.String(), nil
+}
+
+func describePath(p, dash string) string {
+	switch p {
+	case "-":
+		return dash
+	case "none":
+		return "none (discarded)"
+	}
+	return p
+}
+
+func quoteArgv(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}

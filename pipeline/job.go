@@ -1,0 +1,519 @@
+package pipeline
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	toml "github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/pipespool/pipespool/pump"
+	"github.com/pipespool/pipespool/stage"
+)
+
+// Stall policies (on_stall).
+const (
+	OnStallWarn  = "warn"
+	OnStallNudge = "nudge"
+	OnStallKill  = "kill"
+)
+
+// DefaultStallTimeout is stall_timeout when the job file does not set it.
+const DefaultStallTimeout = 5 * time.Minute
+
+// Job is a validated job file.
+type Job struct {
+	File          string // path as given
+	Dir           string // directory of the job file: base of its relative paths
+	Name          string
+	Timeout       time.Duration // 0: none
+	StallTimeout  time.Duration // 0: stall detection off
+	OnStall       string
+	PipeSize      int // bytes requested for every pipe pipespool creates
+	Input         string
+	Output        string
+	OutputMode    os.FileMode
+	OutputModeSet bool
+	Stages        []StageSpec
+}
+
+// StageSpec is one [[stage]] of a job file, validated.
+type StageSpec struct {
+	Index            int // 1-based position in the file
+	Line             int // line of its [[stage]] header
+	Name             string
+	Builtin          string         // built-in name, or ""
+	With             map[string]any // the built-in's parameters
+	Filter           stage.Filter   // the built-in's filter, made from With
+	Command          []string       // argv, or nil
+	Shell            string         // /bin/sh -c script, or ""
+	Env              map[string]string
+	Dir              string // absolute or relative to the job file's directory
+	Stderr           stage.StderrMode
+	StallTimeout     time.Duration
+	OnStall          string
+	AllowPartialRead bool
+}
+
+type rawJob struct {
+	Name         *string    `toml:"name"`
+	Timeout      *string    `toml:"timeout"`
+	StallTimeout *string    `toml:"stall_timeout"`
+	OnStall      *string    `toml:"on_stall"`
+	PipeSize     any        `toml:"pipe_size"`
+	Input        *rawInput  `toml:"input"`
+	Output       *rawOutput `toml:"output"`
+	Stage        []rawStage `toml:"stage"`
+}
+
+type rawInput struct {
+	Path *string `toml:"path"`
+}
+
+type rawOutput struct {
+	Path *string `toml:"path"`
+	Mode *string `toml:"mode"`
+}
+
+type rawStage struct {
+	Name             *string           `toml:"name"`
+	Builtin          *string           `toml:"builtin"`
+	With             map[string]any    `toml:"with"`
+	Command          []string          `toml:"command"`
+	Shell            *string           `toml:"shell"`
+	Env              map[string]string `toml:"env"`
+	Dir              *string           `toml:"dir"`
+	Stderr           *string           `toml:"stderr"`
+	StallTimeout     *string           `toml:"stall_timeout"`
+	OnStall          *string           `toml:"on_stall"`
+	AllowPartialRead *bool             `toml:"allow_partial_read"`
+}
+
+// Load reads and validates the job file at path. Every error is a *JobError
+// naming the file, the line and the key.
+func Load(path string) (*Job, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &JobError{File: path, Msg: fmt.Sprintf("cannot read job file: %v", unwrapPath(err))}
+	}
+	return Parse(path, data)
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// Parse validates job file data; path names it in errors and its directory
+// is the base of relative paths.
+func Parse(path string, data []byte) (*Job, error) {
+	pos, perr := indexPositions(data)
+	if perr != nil {
+		return nil, tomlError(path, perr)
+	}
+	var raw rawJob
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return nil, tomlError(path, err)
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, &JobError{File: path, Msg: err.Error()}
+	}
+	v := &validator{file: path, pos: pos}
+	job := &Job{File: path, Dir: dir, StallTimeout: DefaultStallTimeout, OnStall: OnStallWarn,
+		PipeSize: pump.DefaultPipeSize, Input: "-", Output: "-", OutputMode: 0o666}
+
+	job.Name = strings.TrimSuffix(filepath.Base(path), ".toml")
+	if raw.Name != nil {
+		if *raw.Name == "" {
+			return nil, v.errf("name", "must not be empty")
+		}
+		job.Name = *raw.Name
+	}
+	if job.Timeout, err = v.duration("timeout", raw.Timeout, 0); err != nil {
+		return nil, err
+	}
+	if job.StallTimeout, err = v.duration("stall_timeout", raw.StallTimeout, DefaultStallTimeout); err != nil {
+		return nil, err
+	}
+	if job.OnStall, err = v.onStall("on_stall", raw.OnStall, OnStallWarn); err != nil {
+		return nil, err
+	}
+	if raw.PipeSize != nil {
+		n, err := ParseSize(raw.PipeSize)
+		if err != nil {
+			return nil, v.errf("pipe_size", "%v", err)
+		}
+		if n < 4096 || n > 1<<30 {
+			return nil, v.errf("pipe_size", "%d bytes is out of range: use 4KiB to 1GiB (the kernel caps it at /proc/sys/fs/pipe-max-size)", n)
+		}
+		job.PipeSize = int(n)
+	}
+	if raw.Input != nil && raw.Input.Path != nil {
+		if *raw.Input.Path == "" {
+			return nil, v.errf("input.path", `must not be empty: use "-" for stdin`)
+		}
+		job.Input = *raw.Input.Path
+	}
+	if raw.Output != nil {
+		if raw.Output.Path != nil {
+			if *raw.Output.Path == "" {
+				return nil, v.errf("output.path", `must not be empty: use "-" for stdout or "none"`)
+			}
+			job.Output = *raw.Output.Path
+		}
+		if raw.Output.Mode != nil {
+			m, err := strconv.ParseUint(*raw.Output.Mode, 8, 32)
+			if err != nil || m > 0o7777 {
+				return nil, v.errf("output.mode", "%q is not an octal file mode such as \"0600\"", *raw.Output.Mode)
+			}
+			job.OutputMode, job.OutputModeSet = os.FileMode(m), true
+		}
+	}
+	if len(raw.Stage) == 0 {
+		return nil, &JobError{File: path, Key: "stage", Msg: "no stages: add at least one [[stage]] with command, shell or builtin"}
+	}
+	names := map[string]int{}
+	for i, rs := range raw.Stage {
+		s, err := v.stage(i+1, rs, job)
+		if err != nil {
+			return nil, err
+		}
+		if prev, dup := names[s.Name]; dup {
+			if raw.Stage[i].Name != nil {
+				return nil, v.errf(stageKey(s.Index, "name"), "stage name %q is already used by stage %d: give each stage a unique name", s.Name, prev)
+			}
+			// A default name (argv[0], builtin) that repeats gets a
+			// number: cat, cat-2, cat-3.
+			base := s.Name
+			for n := 2; ; n++ {
+				s.Name = fmt.Sprintf("%s-%d", base, n)
+				if _, taken := names[s.Name]; !taken {
+					break
+				}
+			}
+		}
+		names[s.Name] = s.Index
+		job.Stages = append(job.Stages, s)
+	}
+	return job, nil
+}
+
+func stageKey(i int, key string) string {
+	if key == "" {
+		return fmt.Sprintf("stage[%d]", i)
+	}
+	return fmt.Sprintf("stage[%d].%s", i, key)
+}
+
+type validator struct {
+	file string
+	pos  map[string]int
+}
+
+// errf is an error at key (its line when known, else the line of its
+// nearest table).
+func (v *validator) errf(key, format string, args ...any) *JobError {
+	line := v.pos[key]
+	for k := key; line == 0 && k != ""; {
+		i := strings.LastIndexByte(k, '.')
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+		line = v.pos[k]
+	}
+	return &JobError{File: v.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (v *validator) duration(key string, s *string, def time.Duration) (time.Duration, error) {
+	if s == nil {
+		return def, nil
+	}
+	if *s == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(*s)
+	if err != nil || d < 0 {
+		return 0, v.errf(key, "%q is not a duration: use Go syntax such as \"90s\", \"5m\", \"2h\", or \"0\" for none", *s)
+	}
+	return d, nil
+}
+
+func (v *validator) onStall(key string, s *string, def string) (string, error) {
+	if s == nil {
+		return def, nil
+	}
+	switch *s {
+	case OnStallWarn, OnStallNudge, OnStallKill:
+		return *s, nil
+	}
+	return "", v.errf(key, "%q is not a stall policy: use warn, nudge or kill", *s)
+}
+
+var stageNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+func (v *validator) stage(i int, rs rawStage, job *Job) (StageSpec, error) {
+	s := StageSpec{Index: i, Line: v.pos[stageKey(i, "")], With: rs.With, Env: rs.Env,
+		Stderr: stage.StderrCapture, StallTimeout: job.StallTimeout, OnStall: job.OnStall}
+	kinds := 0
+	if rs.Builtin != nil {
+		kinds++
+	}
+	if rs.Command != nil {
+		kinds++
+	}
+	if rs.Shell != nil {
+		kinds++
+	}
+	if kinds != 1 {
+		return s, v.errf(stageKey(i, ""), "a stage needs exactly one of command, shell or builtin (it has %d)", kinds)
+	}
+	switch {
+	case rs.Builtin != nil:
+		s.Builtin = *rs.Builtin
+		s.Name = s.Builtin
+		factory, ok := stage.LookupBuiltin(s.Builtin)
+		if !ok {
+			return s, v.errf(stageKey(i, "builtin"), "unknown built-in %q: use one of %s", s.Builtin, strings.Join(stage.BuiltinNames(), ", "))
+		}
+		for _, k := range []struct {
+			set  bool
+			name string
+		}{{rs.Env != nil, "env"}, {rs.Dir != nil, "dir"}, {rs.Stderr != nil, "stderr"}} {
+			if k.set {
+				return s, v.errf(stageKey(i, k.name), "only external stages (command or shell) take %s", k.name)
+			}
+		}
+		with := rs.With
+		if with == nil {
+			with = map[string]any{}
+		}
+		f, err := factory(with, job.Dir)
+		if err != nil {
+			var pe *stage.ParamError
+			if errors.As(err, &pe) && pe.Key != "" {
+				return s, v.errf(stageKey(i, "with."+pe.Key), "%s", pe.Msg)
+			}
+			return s, v.errf(stageKey(i, "with"), "%v", err)
+		}
+		s.Filter = f
+	case rs.Command != nil:
+		if len(rs.Command) == 0 || rs.Command[0] == "" {
+			return s, v.errf(stageKey(i, "command"), "is empty: give the program and its arguments, e.g. [\"zstd\", \"-d\"]")
+		}
+		s.Command = rs.Command
+		s.Name = filepath.Base(rs.Command[0])
+	default:
+		if strings.TrimSpace(*rs.Shell) == "" {
+			return s, v.errf(stageKey(i, "shell"), "is empty")
+		}
+		s.Shell = *rs.Shell
+		s.Name = "sh"
+	}
+	if rs.With != nil && s.Builtin == "" {
+		return s, v.errf(stageKey(i, "with"), "only built-in stages take [stage.with] parameters")
+	}
+	if rs.Name != nil {
+		s.Name = *rs.Name
+		if !stageNameRE.MatchString(s.Name) {
+			return s, v.errf(stageKey(i, "name"), "%q is not a valid stage name: use letters, digits, '.', '_' and '-'", s.Name)
+		}
+	} else {
+		// A default name must be unique too; number repeats: cat, cat-2.
+		s.Name = sanitizeName(s.Name)
+	}
+	if rs.Dir != nil {
+		if *rs.Dir == "" {
+			return s, v.errf(stageKey(i, "dir"), "must not be empty")
+		}
+		s.Dir = *rs.Dir
+		if !filepath.IsAbs(s.Dir) {
+			s.Dir = filepath.Join(job.Dir, s.Dir)
+		}
+	}
+	if rs.Stderr != nil {
+		switch m := stage.StderrMode(*rs.Stderr); m {
+		case stage.StderrCapture, stage.StderrInherit, stage.StderrDiscard:
+			s.Stderr = m
+		default:
+			return s, v.errf(stageKey(i, "stderr"), "%q: use capture, inherit or discard", *rs.Stderr)
+		}
+	}
+	for k := range rs.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return s, v.errf(stageKey(i, "env"), "%q is not a valid environment variable name", k)
+		}
+	}
+	var err error
+	if s.StallTimeout, err = v.duration(stageKey(i, "stall_timeout"), rs.StallTimeout, job.StallTimeout); err != nil {
+		return s, err
+	}
+	if s.OnStall, err = v.onStall(stageKey(i, "on_stall"), rs.OnStall, job.OnStall); err != nil {
+		return s, err
+	}
+	if rs.AllowPartialRead != nil {
+		s.AllowPartialRead = *rs.AllowPartialRead
+	}
+	return s, nil
+}
+
+func sanitizeName(n string) string {
+	b := []byte(n)
+	for i, c := range b {
+		if !(c == '.' || c == '_' || c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "stage"
+	}
+	return string(b)
+}
+
+// tomlError turns go-toml's errors into a *JobError with the line and key.
+func tomlError(file string, err error) *JobError {
+	var sme *toml.StrictMissingError
+	if errors.As(err, &sme) && len(sme.Errors) > 0 {
+		de := sme.Errors[0]
+		line, _ := de.Position()
+		key := strings.Join(de.Key(), ".")
+		return &JobError{File: file, Line: line, Key: key,
+			Msg: "unknown key: check its spelling against docs/job-file.md"}
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		line, _ := de.Position()
+		msg := strings.TrimPrefix(de.Error(), "toml: ")
+		return &JobError{File: file, Line: line, Key: strings.Join(de.Key(), "."), Msg: msg}
+	}
+	var pe *unstable.ParserError
+	if errors.As(err, &pe) {
+		return &JobError{File: file, Msg: pe.Error()}
+	}
+	return &JobError{File: file, Msg: err.Error()}
+}
+
+// indexPositions maps the dotted keys of a document to the lines where
+// they are set, naming the n-th [[stage]] "stage[n]": validation errors
+// found after decoding can then point at a line.
+func indexPositions(data []byte) (map[string]int, error) {
+	pos := map[string]int{}
+	arrayCount := map[string]int{}
+	var p unstable.Parser
+	p.Reset(data)
+	prefix := ""
+	line := func(n *unstable.Node) int {
+		if n == nil {
+			return 0
+		}
+		if off, ok := offsetIn(data, n.Data); ok {
+			return bytes.Count(data[:off], []byte{'\n'}) + 1
+		}
+		if n.Raw.Length > 0 || n.Raw.Offset > 0 {
+			return p.Shape(n.Raw).Start.Line
+		}
+		return 0
+	}
+	keyOf := func(n *unstable.Node) (string, *unstable.Node) {
+		it := n.Key()
+		var parts []string
+		var first *unstable.Node
+		for it.Next() {
+			if first == nil {
+				first = it.Node()
+			}
+			parts = append(parts, string(it.Node().Data))
+		}
+		return strings.Join(parts, "."), first
+	}
+	for p.NextExpression() {
+		e := p.Expression()
+		switch e.Kind {
+		case unstable.Table:
+			k, first := keyOf(e)
+			// [stage.with] after the n-th [[stage]] belongs to stage[n].
+			if strings.HasPrefix(k, "stage.") && arrayCount["stage"] > 0 {
+				k = stageKey(arrayCount["stage"], strings.TrimPrefix(k, "stage."))
+			}
+			prefix = k
+			pos[k] = line(first)
+		case unstable.ArrayTable:
+			k, first := keyOf(e)
+			arrayCount[k]++
+			prefix = fmt.Sprintf("%s[%d]", k, arrayCount[k])
+			pos[prefix] = line(first)
+		case unstable.KeyValue:
+			k, first := keyOf(e)
+			if prefix != "" {
+				k = prefix + "." + k
+			}
+			pos[k] = line(first)
+		}
+	}
+	return pos, p.Error()
+}
+
+// offsetIn returns the offset of sub in data if sub is a slice of data.
+func offsetIn(data, sub []byte) (int, bool) {
+	if len(sub) == 0 || len(data) == 0 {
+		return 0, false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(data)))
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(sub)))
+	if p < base || p >= base+uintptr(len(data)) {
+		return 0, false // an unescaped copy, not the input
+	}
+	return int(p - base), true
+}
+
+// ParseSize parses "64KiB", "1MiB", "2GiB", "512", "1M" (powers of 1024) or
+// an integer, as bytes.
+func ParseSize(v any) (int64, error) {
+	switch x := v.(type) {
+	case int64:
+		if x < 0 {
+			return 0, fmt.Errorf("%d: a size cannot be negative", x)
+		}
+		return x, nil
+	case string:
+		s := strings.TrimSpace(x)
+		i := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		n, err := strconv.ParseInt(s[:i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a size: use e.g. \"64KiB\", \"1MiB\" or bytes", x)
+		}
+		mult := int64(1)
+		switch strings.TrimSpace(s[i:]) {
+		case "", "B":
+		case "K", "KB", "KiB", "k":
+			mult = 1 << 10
+		case "M", "MB", "MiB":
+			mult = 1 << 20
+		case "G", "GB", "GiB":
+			mult = 1 << 30
+		default:
+			return 0, fmt.Errorf("%q is not a size: use e.g. \"64KiB\", \"1MiB\" or bytes", x)
+		}
+		if n > (1<<62)/mult {
+			return 0, fmt.Errorf("%q is too large", x)
+		}
+		return n * mult, nil
+	}
+	return 0, fmt.Errorf("%v is not a size: use a string such as \"1MiB\" or an integer", v)
+}

@@ -1,0 +1,53 @@
+package pipeline
+
+import (
+	"time"
+)
+
+// Results of a run (Report.Result).
+const (
+	ResultSuccess     = "success"
+	ResultFailed      = "failed"
+	ResultTimeout     = "timeout"
+	ResultInterrupted = "interrupted"
+)
+
+// Report is what a run did: the JSON of --report (schema in
+// docs/report.md) and the source of the failure summary and metrics.
+type Report struct {
+	Job       string        `json:"job"`
+	JobFile   string        `json:"job_file"`
+	Start     time.Time     `json:"start"`
+	End       time.Time     `json:"end"`
+	Duration  float64       `json:"duration_seconds"`
+	Result    string        `json:"result"`
+	RootCause string        `json:"root_cause,omitempty"` // stage name
+	Message   string        `json:"message,omitempty"`
+	Input     string        `json:"input"`
+	Output    string        `json:"output"`
+	Stages    []StageReport `json:"stages"`
+}
+
+// StageReport is one stage in a Report.
+type StageReport struct {
+	Name     string   `json:"name"`
+	Kind     string   `json:"kind"` // command | builtin
+	Argv     []string `json:"argv"`
+	Pid      int      `json:"pid,omitempty"`
+	ExitCode *int     `json:"exit_code,omitempty"` // nil when killed by a signal or not started
+	Signal   string   `json:"signal,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	// Status is "ok", "failed" (root cause or failed on its own),
+	// "consequence" (failed because another stage failed first),
+	// "partial-read" (exited 0 without reading all its input), "stopped"
+	// (stopped by pipespool), or "not-started".
+	Status     string   `json:"status"`
+	BytesIn    int64    `json:"bytes_in"`
+	BytesOut   int64    `json:"bytes_out"`
+	Duration   float64  `json:"duration_seconds"`
+	Stalls     int      `json:"stalls"`
+	Nudges     int      `json:"nudges"`
+	Diagnoses  []string `json:"stall_diagnoses,omitempty"`
+	StderrTail string   `json:"stderr_tail,omitempty"`
+	Note       string   `json:"note,omitempty"`
+}

@@ -1,0 +1,67 @@
+package pipeline
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Summary is the failure summary printed to stderr (and mailed by cron):
+// the reason, then one line per stage with its status and bytes, then the
+// last lines of the root cause's stderr.
+func Summary(rep *Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "job %q %s: %s\n", rep.Job, rep.Result, rep.Message)
+	width := 5
+	for _, s := range rep.Stages {
+		width = max(width, len(s.Name))
+	}
+	for i, s := range rep.Stages {
+		status := s.Status
+		switch {
+		case s.Signal != "":
+			status += " (" + s.Signal + ")"
+		case s.ExitCode != nil && *s.ExitCode != 0:
+			status += fmt.Sprintf(" (exit %d)", *s.ExitCode)
+		}
+		mark := " "
+		if s.Name == rep.RootCause {
+			mark = "*"
+		}
+		fmt.Fprintf(&b, "%s %d %-*s  %-26s in %-10s out %-10s", mark, i+1, width, s.Name, status, HumanBytes(s.BytesIn), HumanBytes(s.BytesOut))
+		if s.Note != "" {
+			b.WriteString(" " + s.Note)
+		}
+		b.WriteByte('\n')
+		for _, d := range s.Diagnoses {
+			fmt.Fprintf(&b, "    stall: %s\n", d)
+		}
+	}
+	for _, s := range rep.Stages {
+		if s.Name != rep.RootCause || strings.TrimSpace(s.StderrTail) == "" {
+			continue
+		}
+		fmt.Fprintf(&b, "last stderr of %s:\n", s.Name)
+		lines := strings.Split(strings.TrimRight(s.StderrTail, "\n"), "\n")
+		if len(lines) > 10 {
+			lines = lines[len(lines)-10:]
+		}
+		for _, l := range lines {
+			fmt.Fprintf(&b, "  | %s\n", l)
+		}
+	}
+	return b.String()
+}
+
+// HumanBytes formats n as "512 B", "1.5 KiB", "3.0 GiB".
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -66,8 +66,12 @@ type outcome struct {
 	bytesIn      int64
 	bytesOut     int64
 	leftovers    int // processes left in its group at the end
-	status       string
-	note         string
+	// Written by the monitor under running.mu:
+	stalls    int
+	nudges    int
+	diagnoses []string
+	status    string
+	note      string
 }
 
 // Run runs job and returns its report. The error is nil on success, or a
@@ -317,6 +321,19 @@ func (r *running) run(ctx context.Context) {
 			events <- i
 		}(i)
 	}
+
+	// The monitor watches progress (stall detection, progress display)
+	// until every stage is over.
+	stopMonitor := make(chan struct{})
+	monitorDone := make(chan struct{})
+	go func() {
+		defer close(monitorDone)
+		r.monitor(stopMonitor)
+	}()
+	defer func() {
+		close(stopMonitor)
+		<-monitorDone
+	}()
 
 	var timeout <-chan time.Time
 	if r.job.Timeout > 0 {
@@ -572,6 +589,10 @@ func (r *running) stageReport(i, root int, failed bool) StageReport {
 		code := res.ExitCode
 		sr.ExitCode = &code
 	}
+	r.mu.Lock()
+	sr.Stalls, sr.Nudges = o.stalls, o.nudges
+	sr.Diagnoses = append([]string(nil), o.diagnoses...)
+	r.mu.Unlock()
 	spec := &r.job.Stages[i]
 	switch {
 	case !o.started || res.Started.IsZero() && res.Err != nil && i != root:

@@ -108,9 +108,40 @@ type Pump struct {
 	srcReady, dstReady bool
 	keepWitnes         bool
 
+	// fdMu makes the fds safe to inspect from other goroutines (FIONREAD
+	// for a stall diagnosis): closeEnds holds it to close them, readers
+	// hold it shared and check fdsClosed, so an fd number is never used
+	// after it was closed and perhaps reused.
+	fdMu      sync.RWMutex
+	fdsClosed bool
+
 	done   chan struct{}
 	result Result
 	once   sync.Once
+}
+
+// SrcQueued returns the bytes queued in the source pipe (what the producer
+// wrote and the pump has not moved yet), or -1 when the source is not a
+// pipe or the pump has finished. Safe from any goroutine.
+func (p *Pump) SrcQueued() int {
+	p.fdMu.RLock()
+	defer p.fdMu.RUnlock()
+	if p.fdsClosed || !p.srcPipe {
+		return -1
+	}
+	return Queued(p.src.FD)
+}
+
+// DstQueued returns the bytes queued in the destination pipe (moved by the
+// pump, not yet read by the consumer), or -1 when the destination is not a
+// pipe or the pump has finished. Safe from any goroutine.
+func (p *Pump) DstQueued() int {
+	p.fdMu.RLock()
+	defer p.fdMu.RUnlock()
+	if p.fdsClosed || !p.dstPipe {
+		return -1
+	}
+	return Queued(p.dst.FD)
 }
 
 // Option configures a Pump.
@@ -416,6 +447,9 @@ func (p *Pump) undelivered() int64 {
 // closeEnds deregisters and closes the owned ends; the source first, so that
 // a producer still writing gets EPIPE.
 func (p *Pump) closeEnds() error {
+	p.fdMu.Lock()
+	defer p.fdMu.Unlock()
+	p.fdsClosed = true
 	var errs []error
 	for _, c := range []struct {
 		e     End

@@ -229,7 +229,7 @@ func TestPassphraseFileFirstLine(t *testing.T) {
 }
 
 func TestUnknownWithKey(t *testing.T) {
-	for _, name := range []string{"zstd-compress", "zstd-decompress", "sha256"} {
+	for _, name := range []string{"zstd-compress", "zstd-decompress", "sha256", "openpgp-encrypt", "openpgp-decrypt"} {
 		_, err := buildFilter(name, map[string]any{"requir_signed_by": "x"}, t.TempDir())
 		wantParamError(t, err, "requir_signed_by", "unknown key")
 	}

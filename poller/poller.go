@@ -36,7 +36,7 @@ type Poller struct {
 	epfd   int
 	wakefd int // eventfd: readable when Wake was called
 
-	mu         sync.Mutex   // guards registered and closed
+	mu         sync.Mutex   // guards registered and closed, and wakefd against Close
 	registered map[int]bool // fds added and not yet removed
 	closed     bool
 }
@@ -159,8 +159,17 @@ func (p *Poller) drainWake() {
 }
 
 // Wake makes a current or the next Wait return with woken set. It is safe to
-// call from any goroutine, any number of times.
+// call from any goroutine, any number of times, also after Close (it then
+// does nothing: no Wait can follow).
 func (p *Poller) Wake() error {
+	// Hold mu so that Close cannot close wakefd under us: after Close the
+	// number may belong to a file opened since, and the write below would
+	// put 8 bytes into it (a pump's Stop can come after the pump ended).
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
 	one := [8]byte{1}
 	err := ignoringEINTR(func() error { _, err := unix.Write(p.wakefd, one[:]); return err })
 	if err == unix.EAGAIN {

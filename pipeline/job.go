@@ -120,12 +120,12 @@ func unwrapPath(err error) error {
 func Parse(path string, data []byte) (*Job, error) {
 	pos, perr := indexPositions(data)
 	if perr != nil {
-		return nil, tomlError(path, perr)
+		return nil, tomlError(path, perr, data)
 	}
 	var raw rawJob
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {
-		return nil, tomlError(path, err)
+		return nil, tomlError(path, err, data)
 	}
 	dir, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
@@ -384,7 +384,7 @@ func sanitizeName(n string) string {
 }
 
 // tomlError turns go-toml's errors into a *JobError with the line and key.
-func tomlError(file string, err error) *JobError {
+func tomlError(file string, err error, data []byte) *JobError {
 	var sme *toml.StrictMissingError
 	if errors.As(err, &sme) && len(sme.Errors) > 0 {
 		de := sme.Errors[0]
@@ -401,7 +401,11 @@ func tomlError(file string, err error) *JobError {
 	}
 	var pe *unstable.ParserError
 	if errors.As(err, &pe) {
-		return &JobError{File: file, Msg: pe.Error()}
+		line := 0
+		if off, ok := offsetIn(data, pe.Highlight); ok {
+			line = bytes.Count(data[:off], []byte{'\n'}) + 1
+		}
+		return &JobError{File: file, Line: line, Msg: pe.Error()}
 	}
 	return &JobError{File: file, Msg: err.Error()}
 }

@@ -445,7 +445,11 @@ func (r *running) watchStage(i int) {
 		}
 	}
 	if out := r.links[i+1]; out.pump != nil {
-		o.bytesOut = out.pump.Bytes() + int64(out.pump.Result().Undelivered)
+		// What the stage wrote: what the pump delivered, plus what it
+		// left in its source pipe and buffer (Undelivered includes the
+		// destination's queue, which Bytes already counts).
+		pr := out.pump.Result()
+		o.bytesOut = pr.Bytes + pr.Undelivered - pr.Unread
 	} else if out.direct != nil {
 		if off, err := out.direct.Seek(0, io.SeekCurrent); err == nil {
 			o.bytesOut = off - out.start

@@ -1,0 +1,186 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runResult is what one run of the binary did.
+type runResult struct {
+	Stdout, Stderr []byte
+	Code           int
+	Elapsed        time.Duration
+}
+
+// runOpts tune runPipespool.
+type runOpts struct {
+	Dir     string        // working directory ("" = the test's temp dir is not implied)
+	Stdin   io.Reader     // nil = empty stdin (/dev/null)
+	Stdout  io.Writer     // nil = captured into runResult.Stdout
+	Env     []string      // added to the environment
+	Timeout time.Duration // 0 = 2 minutes; the test fails if the run outlives it
+}
+
+// runPipespool runs the built binary with args and waits for it, failing the
+// test (with the output so far) if it does not finish within the timeout.
+func runPipespool(t *testing.T, o runOpts, args ...string) runResult {
+	t.Helper()
+	timeout := o.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, pipespoolBin, args...)
+	cmd.Dir = o.Dir
+	cmd.Env = append(os.Environ(), o.Env...)
+	cmd.Stdin = o.Stdin
+	var stdout, stderr bytes.Buffer
+	if o.Stdout != nil {
+		cmd.Stdout = o.Stdout
+	} else {
+		cmd.Stdout = &stdout
+	}
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := cmd.Run()
+	res := runResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), Elapsed: time.Since(start)}
+	if ctx.Err() != nil {
+		t.Fatalf("pipespool %s: still running after %s (hang?)\nstderr:\n%s", strings.Join(args, " "), timeout, stderr.String())
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		res.Code = ee.ExitCode()
+	default:
+		t.Fatalf("running pipespool: %v", err)
+	}
+	return res
+}
+
+// needTools fails the test, saying how to install them, when tools are
+// missing: a missing tool must not look like a passing test.
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed by this test: apt-get update && apt-get install -y gnupg zstd filespooler strace (or run .ci/run, which installs them)", tool)
+		}
+	}
+}
+
+// writeFile writes content to dir/name and returns the path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// randomFile writes size deterministic pseudo-random bytes to dir/name and
+// returns the path and the sha256 of the content.
+func randomFile(t *testing.T, dir, name string, size int64, seed uint64) (string, string) {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	w := io.MultiWriter(f, h)
+	buf := make([]byte, 1<<20)
+	x := seed | 1
+	for left := size; left > 0; {
+		n := int64(len(buf))
+		if left < n {
+			n = left
+		}
+		for i := 0; i < int(n); i += 8 {
+			// xorshift64*: fast, deterministic, incompressible enough.
+			x ^= x >> 12
+			x ^= x << 25
+			x ^= x >> 27
+			v := x * 2685821657736338717
+			for j := 0; j < 8 && i+j < int(n); j++ {
+				buf[i+j] = byte(v >> (8 * j))
+			}
+		}
+		if _, err := w.Write(buf[:n]); err != nil {
+			t.Fatal(err)
+		}
+		left -= n
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p, hex.EncodeToString(h.Sum(nil))
+}
+
+// fileSHA256 returns the hex sha256 of a file.
+func fileSHA256(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// processesWithMarker lists live processes whose command line contains
+// marker: tests put a unique marker in the stages they start, then check
+// that none is left.
+func processesWithMarker(marker string) []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !bytes.Contains(cmdline, []byte(marker)) {
+			continue
+		}
+		stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 && stat[i+2] == 'Z' {
+			out = append(out, e.Name()+" (zombie) "+string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
+			continue
+		}
+		out = append(out, e.Name()+" "+string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
+	}
+	return out
+}
+
+// assertNoProcesses fails if a process with marker is still alive a moment
+// after pipespool exited (a killed process may take a few ms to vanish).
+func assertNoProcesses(t *testing.T, marker string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		left := processesWithMarker(marker)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left behind: %v", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,170 @@
+package pipeline
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadJobDefaultsAndOverrides(t *testing.T) {
+	job, err := Parse("/etc/backup/restore-tank.toml", []byte(`
+timeout = "12h"
+stall_timeout = "10m"
+on_stall = "nudge"
+pipe_size = "256KiB"
+[input]
+path = "backup.bin"
+[output]
+path = "restored.bin"
+mode = "0600"
+[[stage]]
+command = ["cat"]
+[[stage]]
+command = ["cat"]
+stall_timeout = "0"
+on_stall = "kill"
+allow_partial_read = true
+env = { TZ = "UTC" }
+dir = "sub"
+stderr = "discard"
+[[stage]]
+name = "last"
+shell = "cat"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Name != "restore-tank" || job.Timeout != 12*time.Hour || job.PipeSize != 256<<10 {
+		t.Errorf("job: %+v", job)
+	}
+	if job.OutputMode != 0o600 || !job.OutputModeSet || job.Input != "backup.bin" {
+		t.Errorf("files: %+v", job)
+	}
+	s := job.Stages
+	if s[0].Name != "cat" || s[1].Name != "cat-2" || s[2].Name != "last" {
+		t.Errorf("names: %q %q %q", s[0].Name, s[1].Name, s[2].Name)
+	}
+	if s[0].StallTimeout != 10*time.Minute || s[0].OnStall != "nudge" {
+		t.Errorf("stage 1 inherits the job's stall settings: %+v", s[0])
+	}
+	if s[1].StallTimeout != 0 || s[1].OnStall != "kill" || !s[1].AllowPartialRead || s[1].Env["TZ"] != "UTC" {
+		t.Errorf("stage 2 overrides: %+v", s[1])
+	}
+	if s[1].Dir != "/etc/backup/sub" || s[1].Stderr != "discard" {
+		t.Errorf("stage 2 dir %q stderr %q", s[1].Dir, s[1].Stderr)
+	}
+	if s[2].Shell != "cat" {
+		t.Errorf("stage 3: %+v", s[2])
+	}
+}
+
+func TestLoadJobDefaults(t *testing.T) {
+	job, err := Parse("j.toml", []byte("[[stage]]\ncommand = [\"/bin/cat\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Name != "j" || job.Timeout != 0 || job.StallTimeout != DefaultStallTimeout || job.OnStall != "warn" {
+		t.Errorf("defaults: %+v", job)
+	}
+	if job.Input != "-" || job.Output != "-" || job.PipeSize != 1<<20 || job.Stages[0].Stderr != "capture" {
+		t.Errorf("defaults: %+v", job)
+	}
+}
+
+func TestLoadJobErrorsNameLineAndKey(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		line       int
+		key, msg   string
+	}{
+		{"unknown top key", "nme = \"x\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "nme", "unknown key"},
+		{"unknown stage key", "[[stage]]\ncommand=[\"cat\"]\nrequire = 1\n", 3, "stage.require", "unknown key"},
+		{"wrong type", "[[stage]]\ncommand = \"cat\"\n", 2, "", ""},
+		{"bad on_stall", "on_stall = \"panic\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "on_stall", "warn, nudge or kill"},
+		{"bad stage on_stall", "[[stage]]\ncommand=[\"cat\"]\n[[stage]]\ncommand=[\"cat\"]\non_stall = \"x\"\n", 5, "stage[2].on_stall", "warn, nudge or kill"},
+		{"bad duration", "timeout = \"forever\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "timeout", "not a duration"},
+		{"bad size", "pipe_size = \"lots\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "pipe_size", "not a size"},
+		{"tiny size", "pipe_size = 10\n[[stage]]\ncommand=[\"cat\"]\n", 1, "pipe_size", "out of range"},
+		{"bad mode", "[output]\nmode = \"rw\"\n[[stage]]\ncommand=[\"cat\"]\n", 2, "output.mode", "octal"},
+		{"empty command", "[[stage]]\ncommand = []\n", 2, "stage[1].command", "empty"},
+		{"no kind", "[[stage]]\nname = \"x\"\n", 1, "stage[1]", "exactly one of"},
+		{"unknown builtin", "[[stage]]\nbuiltin = \"rot13\"\n", 2, "stage[1].builtin", "unknown built-in"},
+		{"with on command", "[[stage]]\ncommand=[\"cat\"]\n[stage.with]\nlevel = 3\n", 3, "stage[1].with", "only built-in"},
+		{"bad stderr", "[[stage]]\ncommand=[\"cat\"]\nstderr = \"file\"\n", 3, "stage[1].stderr", "capture, inherit or discard"},
+		{"bad name", "[[stage]]\nname = \"a b\"\ncommand=[\"cat\"]\n", 2, "stage[1].name", "not a valid stage name"},
+		{"dup name", "[[stage]]\nname=\"x\"\ncommand=[\"cat\"]\n[[stage]]\nname=\"x\"\ncommand=[\"cat\"]\n", 5, "stage[2].name", "already used"},
+		{"no stages", "name = \"x\"\n", 0, "stage", "no stages"},
+		{"syntax", "[[stage]]\ncommand = [\"cat\"\n", 2, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("job.toml", []byte(tc.body))
+			var je *JobError
+			if !errors.As(err, &je) {
+				t.Fatalf("error %v (%T), want *JobError", err, err)
+			}
+			if je.Line != tc.line || (tc.key != "" && je.Key != tc.key) || !strings.Contains(je.Msg, tc.msg) {
+				t.Fatalf("got line %d key %q msg %q; want line %d key %q msg containing %q", je.Line, je.Key, je.Msg, tc.line, tc.key, tc.msg)
+			}
+			if !strings.HasPrefix(je.Error(), "job.toml") || je.ExitCode() != 2 {
+				t.Fatalf("Error() = %q, ExitCode %d", je.Error(), je.ExitCode())
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
+	var je *JobError
+	if !errors.As(err, &je) || !strings.Contains(err.Error(), "nope.toml: cannot read job file") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[any]int64{"64KiB": 64 << 10, "1MiB": 1 << 20, "2GiB": 2 << 30, "512": 512, int64(4096): 4096, "1M": 1 << 20} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%v) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []any{"", "MiB", "1TB", "-1", int64(-5), 1.5, "99999999999999999999"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%v): no error", in)
+		}
+	}
+}
+
+// FuzzLoadJob: any input is a job or a *JobError, never a panic.
+func FuzzLoadJob(f *testing.F) {
+	seeds, _ := filepath.Glob("../testdata/jobs/*.toml")
+	for _, s := range seeds {
+		if b, err := os.ReadFile(s); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\n"))
+	f.Add([]byte("name = \"x\"\ntimeout = \"1h\"\n[input]\npath = \"a\"\n[[stage]]\nbuiltin = \"sha256\"\n[stage.with]\nexpect = \"00\"\n"))
+	f.Add([]byte("[[stage]]\nshell = \"x\"\nenv = { A = \"b\" }\n[[stage]]\ncommand = [\"a\", \"b\"]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		job, err := Parse("fuzz.toml", data)
+		if err != nil {
+			var je *JobError
+			if !errors.As(err, &je) {
+				t.Fatalf("error is %T, not *JobError: %v", err, err)
+			}
+			return
+		}
+		if len(job.Stages) == 0 {
+			t.Fatal("a job without stages was accepted")
+		}
+		seen := map[string]bool{}
+		for _, s := range job.Stages {
+			if seen[s.Name] {
+				t.Fatalf("duplicate stage name %q accepted", s.Name)
+			}
+			seen[s.Name] = true
+		}
+	})
+}

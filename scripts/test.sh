@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs pipespool's whole test suite: the tools the tests drive for real
+# (gpg, zstd, fspl, strace) are installed first when missing.
+#   ./scripts/test.sh            full suite with the race detector
+#   FUZZTIME=30s ./scripts/test.sh   longer fuzzing (default 15s per target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v gpg    >/dev/null 2>&1 || need+=(gnupg)
+command -v zstd   >/dev/null 2>&1 || need+=(zstd)
+command -v fspl   >/dev/null 2>&1 || need+=(filespooler)
+command -v strace >/dev/null 2>&1 || need+=(strace)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing test dependencies: ${need[*]}" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need[@]}" </dev/null
+fi
+
+echo "== gofmt, go vet" >&2
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt needed on: $unformatted" >&2
+  exit 1
+fi
+go vet ./...
+
+echo "== go test -race ./..." >&2
+go test -race -count=1 -timeout 40m ./...
+
+# Fuzz the parsers for a bounded time (the seed corpora already ran above).
+fuzztime=${FUZZTIME:-15s}
+echo "== fuzzing ($fuzztime per target)" >&2
+go test -run '^$' -fuzz '^FuzzLoadJob$' -fuzztime "$fuzztime" ./pipeline/
+if grep -q 'func FuzzDecodePacket' queue/*_test.go 2>/dev/null; then
+  go test -run '^$' -fuzz '^FuzzDecodePacket$' -fuzztime "$fuzztime" ./queue/
+fi
+echo "all tests passed" >&2

@@ -154,7 +154,7 @@ var errFailPacket = errors.New("Fail packet: fails by design")
 // nextseq; the job file is then unlinked and jobs/ fsynced. A crash before
 // the commit runs the job again (at-least-once); a crash after it leaves at
 // most a stale job file below nextseq, which is never run again.
-func (q *Queue) Process(ctx context.Context, opts ProcessOptions) error {
+func (q *Queue) Process(ctx context.Context, opts ProcessOptions) (err error) {
 	sf := q.NextSeqFile()
 	lock, err := sf.Lock(false)
 	if err != nil {
@@ -186,6 +186,17 @@ func (q *Queue) Process(ctx context.Context, opts ProcessOptions) error {
 	if err := scan(); err != nil {
 		return err
 	}
+	// The commit of job k (nextseq = k+1 made durable, then the job file
+	// unlinked) runs in its own goroutine while job k+1 runs, so that its
+	// fsyncs cost no wall time. It is waited for before the next commit,
+	// before returning, and before a failure is reported. Until it is
+	// durable a crash runs job k again: the at-least-once window.
+	c := &committer{q: q, sf: sf, opts: opts}
+	defer func() {
+		if cerr := c.finish(); err == nil {
+			err = cerr
+		}
+	}()
 	fresh := true // bySeq reflects jobs/ as of after the last job ran
 	for ran := 0; opts.MaxJobs <= 0 || ran < opts.MaxJobs; ran++ {
 		cands := bySeq[next]
@@ -218,18 +229,74 @@ func (q *Queue) Process(ctx context.Context, opts ProcessOptions) error {
 			q.Logger.Error("job failed", "seq", next, "file", q.JobPath(job.Name), "err", jobErr.Error(),
 				"on_error", map[OnError]string{OnErrorDelete: "Delete", OnErrorLeave: "Leave"}[opts.OnError])
 		}
-		if err := sf.Write(next + 1); err != nil {
-			return fmt.Errorf("job %d ran but nextseq could not be advanced (it will run again): %w", next, err)
+		del := (jobErr == nil || opts.OnError == OnErrorDelete) && !opts.NeverDelete
+		if err := c.start(next, job.Name, del); err != nil {
+			return err
 		}
 		delete(bySeq, next)
-		if jobErr == nil || opts.OnError == OnErrorDelete {
-			if err := q.deleteJob(job.Name, opts); err != nil {
-				return err
-			}
-		}
 		next++
 	}
 	return nil
+}
+
+// committer makes jobs' commits durable in the background, one at a time.
+type committer struct {
+	q       *Queue
+	sf      SeqFile
+	opts    ProcessOptions
+	pending chan error // result of the commit in flight; nil when none
+	deleted bool       // a job file was unlinked since jobs/ was last fsynced
+}
+
+// wait waits for the commit in flight.
+func (c *committer) wait() error {
+	if c.pending == nil {
+		return nil
+	}
+	err := <-c.pending
+	c.pending = nil
+	return err
+}
+
+// start waits for the previous commit, then commits job seq: nextseq =
+// seq+1 (write, fsync, rename, fsync of the queue directory), then, once
+// that is durable, the unlink of the job file when del is set.
+func (c *committer) start(seq uint64, name string, del bool) error {
+	if err := c.wait(); err != nil {
+		return err
+	}
+	c.pending = make(chan error, 1)
+	if del {
+		c.deleted = true
+	}
+	go func() {
+		if err := c.sf.Write(seq + 1); err != nil {
+			c.pending <- fmt.Errorf("job %d ran but nextseq could not be advanced (it will run again): %w", seq, err)
+			return
+		}
+		var err error
+		if del {
+			c.q.Logger.Debug("deleting job file", "file", c.q.JobPath(name))
+			if rerr := os.Remove(filepath.Join(c.q.JobsDir(), name)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				err = fmt.Errorf("delete processed job: %w", rerr)
+			}
+		}
+		c.pending <- err
+	}()
+	return nil
+}
+
+// finish waits for the last commit and makes the unlinks durable. Losing an
+// unlink to a crash would be harmless (a job file below nextseq is never
+// run), so jobs/ is fsynced once per run rather than once per job.
+func (c *committer) finish() error {
+	err := c.wait()
+	if c.deleted {
+		if ferr := fsyncDir(c.q.JobsDir()); err == nil {
+			err = ferr
+		}
+	}
+	return err
 }
 
 func (q *Queue) processByTimestamp(ctx context.Context, opts ProcessOptions) error {

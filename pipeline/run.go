@@ -156,6 +156,11 @@ func (r *running) build() error {
 	for i := range job.Stages {
 		s := &job.Stages[i]
 		if s.Builtin != "" {
+			if cw, ok := s.Filter.(stage.ConfigWarner); ok {
+				for _, w := range cw.Warnings() {
+					r.log.Warn(fmt.Sprintf("stage %q: %s", s.Name, w), "stage", s.Name)
+				}
+			}
 			r.stages[i] = stage.NewBuiltin(s.Name, s.Builtin, s.Filter)
 		} else {
 			r.stages[i] = stage.NewProcess(specs[i])
@@ -596,6 +601,7 @@ func (r *running) stageReport(i, root int, failed bool) StageReport {
 	r.mu.Lock()
 	sr.Stalls, sr.Nudges = o.stalls, o.nudges
 	sr.Diagnoses = append([]string(nil), o.diagnoses...)
+	monitorNote := o.note
 	r.mu.Unlock()
 	spec := &r.job.Stages[i]
 	switch {
@@ -629,6 +635,9 @@ func (r *running) stageReport(i, root int, failed bool) StageReport {
 	}
 	if o.leftovers > 0 {
 		sr.Note = strings.TrimPrefix(sr.Note+fmt.Sprintf("; %d leftover process(es) in its group were stopped", o.leftovers), "; ")
+	}
+	if monitorNote != "" { // "recovered after nudge"
+		sr.Note = strings.TrimPrefix(sr.Note+"; "+monitorNote, "; ")
 	}
 	return sr
 }

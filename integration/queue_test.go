@@ -617,3 +617,72 @@ func checkLog(t testing.TB, dir string, jobs int) {
 		}
 	}
 }
+
+// TestQueuePipelineMode runs fspl-made packets through a pipeline: from
+// DIR/pipespool.toml, and from --job with a built-in stage, against the
+// same jobs run as a command.
+func TestQueuePipelineMode(t *testing.T) {
+	fspl := needFspl(t)
+	zstd := needTool(t, "zstd", "apt-get install -y zstd")
+	dir := t.TempDir()
+	specs := []packetSpec{
+		{kind: "cmd", payload: randomBytes(t, 300000), params: []string{"p1"}, env: []string{"FSPL_SET_A=b\nc"}},
+		{kind: "nop"},
+		{kind: "cmd", payload: []byte("second\n")},
+	}
+	// The payloads are zstd-compressed, the packets not.
+	for i := range specs {
+		if specs[i].payload != nil {
+			p := filepath.Join(dir, "raw")
+			os.WriteFile(p, specs[i].payload, 0o644)
+			specs[i].payload = []byte(must(t, dir, nil, nil, zstd, "-q", "-c", p))
+		}
+	}
+	writeQueue(t, fspl, dir, prepare(t, fspl, dir, specs))
+	shell := `echo "argv: $*"; env | grep '^FSPL_' | sort; echo "payload: $(sha256sum)"`
+
+	// Reference: command mode, with zstd in the shell.
+	ref := filepath.Join(dir, "ref")
+	os.Mkdir(ref, 0o755)
+	copyDir(t, filepath.Join(dir, "q"), filepath.Join(ref, "q"))
+	want := must(t, ref, nil, nil, pipespoolBin, "queue-process", "q", "--allow-job-params", "sh", "--", "-c", "zstd -dc | { "+shell+"; }", "x", "extra")
+
+	// DIR/pipespool.toml, picked up when no COMMAND is given.
+	auto := filepath.Join(dir, "auto")
+	os.Mkdir(auto, 0o755)
+	copyDir(t, filepath.Join(dir, "q"), filepath.Join(auto, "q"))
+	toml := fmt.Sprintf("[[stage]]\nbuiltin = \"zstd-decompress\"\n\n[[stage]]\nname = \"dump\"\ncommand = [\"sh\", \"-c\", %q, \"x\"]\n", shell)
+	if err := os.WriteFile(filepath.Join(auto, "q/pipespool.toml"), []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := must(t, auto, nil, nil, pipespoolBin, "queue-process", "q", "--allow-job-params", "--", "extra")
+	if got != want {
+		t.Errorf("pipeline mode (DIR/pipespool.toml) differs from command mode:\n--- pipeline\n%s\n--- command\n%s", got, want)
+	}
+	if n := len(listJobs(t, filepath.Join(auto, "q"))); n != 0 {
+		t.Errorf("%d jobs left", n)
+	}
+
+	// --job, SaveBoth, and a failing pipeline under Retry.
+	job := filepath.Join(dir, "job.toml")
+	os.WriteFile(job, []byte("[[stage]]\nbuiltin = \"zstd-decompress\"\n\n[[stage]]\ncommand = [\"sh\", \"-c\", \"wc -c; echo to-stderr >&2; test $FSPL_SEQ != 3\"]\n"), 0o644)
+	jd := filepath.Join(dir, "jobflag")
+	os.Mkdir(jd, 0o755)
+	copyDir(t, filepath.Join(dir, "q"), filepath.Join(jd, "q"))
+	r := run(t, jd, nil, nil, pipespoolBin, "queue-process", "--job", job, "-q", "q", "--output-to", "SaveBoth")
+	if r.code != 1 {
+		t.Fatalf("failing pipeline under Retry: exit %d, stderr %s", r.code, r.err)
+	}
+	if got := readFile(t, filepath.Join(jd, "q/nextseq")); got != "3\n" {
+		t.Errorf("nextseq %q after job 3 failed, want 3", got)
+	}
+	outs, _ := filepath.Glob(filepath.Join(jd, "q/jobs/*.out"))
+	if len(outs) != 2 {
+		t.Fatalf("SaveBoth files: %v", outs)
+	}
+	for _, o := range outs {
+		if s := readFile(t, o); !strings.Contains(s, "to-stderr") {
+			t.Errorf("%s: %q lacks the stage's stderr", o, s)
+		}
+	}
+}

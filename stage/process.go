@@ -53,6 +53,7 @@ type Process struct {
 	stopped bool
 
 	done    chan struct{} // closed when the leader has exited (not yet reaped)
+	gone    chan struct{} // closed by Cleanup once the group is gone and the leader reaped
 	result  Result
 	tail    tailBuffer
 	errDone chan struct{} // closed when the stderr reader has finished
@@ -64,7 +65,7 @@ func NewProcess(spec ProcessSpec) *Process {
 	if spec.Stderr == "" {
 		spec.Stderr = StderrCapture
 	}
-	return &Process{spec: spec, done: make(chan struct{}), errDone: make(chan struct{})}
+	return &Process{spec: spec, done: make(chan struct{}), gone: make(chan struct{}), errDone: make(chan struct{})}
 }
 
 // Name implements Stage.
@@ -264,18 +265,16 @@ func (p *Process) Stop(grace time.Duration) {
 	// SIGCONT too: a stopped group (SIGSTOP from a nudge or a user) would
 	// not act on SIGTERM until continued.
 	p.Signal(syscall.SIGCONT)
+	// The escalation ends at SIGKILL, or as soon as Cleanup has reaped the
+	// stage (Cleanup escalates on its own for what is left of the group).
 	go func() {
 		t := time.NewTimer(grace)
 		defer t.Stop()
 		select {
-		case <-p.done:
-			if !groupAlive(p.Pid()) {
-				return
-			}
-			<-t.C
 		case <-t.C:
+			p.Signal(syscall.SIGKILL)
+		case <-p.gone:
 		}
-		p.Signal(syscall.SIGKILL)
 	}()
 }
 
@@ -312,6 +311,7 @@ func (p *Process) Cleanup(grace time.Duration) int {
 	proc := p.proc
 	p.mu.Unlock()
 	proc.Wait() // reap the leader; its status is already known
+	close(p.gone)
 	select {
 	case <-p.errDone:
 	case <-time.After(time.Second):

@@ -1,7 +1,306 @@
 package pipeline
 
-// monitor watches the running stages until stop is closed. Stall detection
-// and the progress display live here (issue 6); until then it only waits.
+import (
+	"time"
+
+	"github.com/pipespool/pipespool/pump"
+	"github.com/pipespool/pipespool/stage"
+)
+
+// Sampling cadence. The monitor wakes once per tick, reads a few counters
+// and /proc files per stage, and goes back to sleep: with the default
+// stall_timeout (5m) that is once a second, which costs well under a
+// millisecond of CPU per tick for a handful of stages.
+const (
+	// maxTick is the slowest tick: it bounds how late a stall is noticed
+	// (stall_timeout + about one tick).
+	maxTick = time.Second
+	// minTick is the fastest, used for short stall timeouts in tests.
+	minTick = 100 * time.Millisecond
+	// progressTick redraws the progress display a few times a second.
+	progressTick = 250 * time.Millisecond
+	// maxRescan is the longest interval between two scans of /proc for
+	// the members of each stage's process group (see scanGroups).
+	maxRescan = 30 * time.Second
+)
+
+// watch is what the monitor knows about one stage. The monitor goroutine
+// owns it; what others read (stalls, nudges, diagnoses, note) is copied
+// into the stage's outcome under running.mu.
+type watch struct {
+	// Last sampled values: any change is progress.
+	in, out  int64
+	cpu, io  uint64
+	lastMove time.Time
+	members  []int // other live processes of its group, from the last scan
+
+	// Stall handling.
+	episode  bool      // a stall was declared and nothing moved since
+	nudgedAt time.Time // when a nudge was sent that has not been followed by progress
+	killed   bool      // on_stall killed it: nothing more to do
+	idleLog  bool      // "waiting on input/output" was logged for this idle spell
+	witness  int       // our read handle on its stdin pipe, or -1 (see stdinQueued)
+
+	// Display.
+	done      bool
+	failed    bool
+	waitingOn string // the neighbour it waits for, "" when none
+	rate      rateMeter
+}
+
+// monitor watches the running stages until stop is closed: it samples the
+// progress of every stage, detects and handles stalls, and draws the
+// progress display.
 func (r *running) monitor(stop <-chan struct{}) {
-	<-stop
+	m := newMonitor(r)
+	tick := m.tickInterval()
+	if tick == 0 {
+		<-stop // no stall detection and no display: nothing to watch
+		return
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			// Every stage is over: a last sample records how the ones
+			// that ended since the last tick ended (a nudged stage that
+			// drained its input and exited has recovered).
+			now := time.Now()
+			for i := range m.w {
+				m.sample(i, now)
+			}
+			m.closeProgress()
+			for i := range m.w {
+				m.closeWitness(i)
+			}
+			return
+		case now := <-t.C:
+			m.tick(now)
+		}
+	}
+}
+
+// monitorState is the monitor goroutine's own state.
+type monitorState struct {
+	r        *running
+	w        []watch
+	pr       procReader
+	groups   map[int][]int // leader pid -> other members, filled by scanGroups
+	rescan   time.Duration // interval between two group scans
+	lastScan time.Time
+	progress *progressView // nil when there is no display
+}
+
+func newMonitor(r *running) *monitorState {
+	m := &monitorState{r: r, w: make([]watch, len(r.stages)), groups: map[int][]int{}}
+	now := time.Now()
+	for i := range m.w {
+		m.w[i].lastMove = now
+		m.w[i].witness = -1
+	}
+	if r.opts.Progress != nil {
+		m.progress = newProgressView(r.opts.Progress, now)
+	}
+	m.rescan = maxRescan
+	for i := range r.job.Stages {
+		if t := r.job.Stages[i].StallTimeout; t > 0 {
+			// Scan at least twice per timeout, so a process a stage
+			// started since the last scan is seen before it could be
+			// taken for a stall (see scanGroups).
+			m.rescan = min(m.rescan, max(t/2, time.Second))
+		}
+	}
+	return m
+}
+
+// tickInterval returns the sampling interval, or 0 when nothing needs the
+// monitor.
+func (m *monitorState) tickInterval() time.Duration {
+	var tick time.Duration
+	for i := range m.r.job.Stages {
+		t := m.r.job.Stages[i].StallTimeout
+		if t <= 0 {
+			continue
+		}
+		// A quarter of the timeout keeps detection within
+		// stall_timeout + a quarter of it.
+		d := min(max(t/4, minTick), maxTick)
+		if tick == 0 || d < tick {
+			tick = d
+		}
+	}
+	if m.progress != nil && (tick == 0 || progressTick < tick) {
+		tick = progressTick
+	}
+	return tick
+}
+
+// tick samples every stage, then handles stalls and redraws the display.
+func (m *monitorState) tick(now time.Time) {
+	r := m.r
+	if now.Sub(m.lastScan) >= m.rescan {
+		m.scan(now)
+	}
+	for i := range m.w {
+		m.sample(i, now)
+	}
+	failed := r.isFailed()
+	for i := range m.w {
+		w := &m.w[i]
+		if w.done {
+			continue
+		}
+		w.waitingOn = m.waitingOn(i)
+		timeout := r.job.Stages[i].StallTimeout
+		if failed || timeout <= 0 || w.killed {
+			// Once the run has failed every stage is being stopped:
+			// what looks like a stall is the teardown.
+			continue
+		}
+		idle := now.Sub(w.lastMove)
+		if idle < timeout {
+			continue
+		}
+		if w.waitingOn != "" {
+			// Back-pressure or starvation: the stage at the head of
+			// the jam is the one to blame, unless the jam ends outside
+			// the pipeline.
+			m.idleEnds(i, idle)
+			continue
+		}
+		if !w.episode && r.stages[i].Kind() == stage.KindCommand && now.Sub(m.lastScan) >= minTick {
+			// Before declaring a stall, look for processes the stage
+			// started since the last scan: they may be the ones working.
+			m.scan(now)
+			m.sample(i, now)
+			if idle = now.Sub(w.lastMove); idle < timeout {
+				continue
+			}
+		}
+		m.stalled(i, now, idle)
+	}
+	if m.progress != nil {
+		m.progress.draw(m, now)
+	}
+}
+
+// scan refreshes the members of every running external stage's group.
+func (m *monitorState) scan(now time.Time) {
+	m.lastScan = now
+	clear(m.groups)
+	for i, st := range m.r.stages {
+		if m.w[i].done || st.Kind() != stage.KindCommand {
+			continue
+		}
+		if pid := st.Pid(); pid > 0 {
+			m.groups[pid] = nil
+		}
+	}
+	if len(m.groups) == 0 {
+		return
+	}
+	m.pr.scanGroups(m.groups)
+	for i, st := range m.r.stages {
+		if pid := st.Pid(); pid > 0 {
+			if mem, ok := m.groups[pid]; ok {
+				if len(mem) != len(m.w[i].members) {
+					// A process came or went: that is activity.
+					m.w[i].lastMove = now
+				}
+				m.w[i].members = mem
+			}
+		}
+	}
+}
+
+// sample reads the counters of stage i and notes progress.
+func (m *monitorState) sample(i int, now time.Time) {
+	r := m.r
+	w := &m.w[i]
+	if w.done {
+		return
+	}
+	st := r.stages[i]
+	select {
+	case <-st.Done():
+		w.done = true
+		w.failed = st.Wait().Failed()
+		m.closeWitness(i)
+		if !w.failed && w.episode {
+			// Finishing is progress: a nudged stage that drained its
+			// input and exited has recovered.
+			m.moved(i)
+		}
+		return
+	default:
+	}
+	pid := st.Pid()
+	in, out := m.linkBytes(i, pid)
+	var ps procSample
+	if st.Kind() == stage.KindBuiltin {
+		in, out = st.Counters()
+	} else if pid > 0 {
+		ps = m.pr.sampleGroup(pid, w.members)
+	}
+	if in != w.in || out != w.out || ps.cpu != w.cpu || ps.io != w.io {
+		w.in, w.out, w.cpu, w.io = in, out, ps.cpu, ps.io
+		w.lastMove = now
+		m.moved(i)
+	}
+	w.rate.add(now, in)
+}
+
+// linkBytes returns what stage i has consumed from its input link and
+// produced into its output link so far, as far as pipespool can see.
+func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
+	r := m.r
+	switch l := r.links[i]; {
+	case l.pump != nil:
+		// Delivered into its pipe, less what is still queued there:
+		// what the stage itself read.
+		in = l.pump.Bytes()
+		if q := l.pump.DstQueued(); q > 0 {
+			in -= int64(q)
+		}
+	case l.direct != nil && pid > 0:
+		// A file handed over directly: its offset, read through the
+		// child's fdinfo (Seek on our copy would race with the stage).
+		if pos := m.pr.fdPos(pid, 0); pos >= 0 {
+			in = pos - l.start
+		}
+	}
+	switch l := r.links[i+1]; {
+	case l.pump != nil:
+		out = l.pump.Bytes()
+		if q := l.pump.SrcQueued(); q > 0 {
+			out += int64(q)
+		}
+	case l.direct != nil && pid > 0:
+		if pos := m.pr.fdPos(pid, 1); pos >= 0 {
+			out = pos - l.start
+		}
+	}
+	return in, out
+}
+
+// waitingOn returns the name of the neighbour stage i is waiting for ("input"
+// or "output" at the ends), or "" when it is not held up by a neighbour:
+// its output link cannot deliver (the consumer is not reading), or its
+// input link has nothing and the stage has read all it was given.
+func (m *monitorState) waitingOn(i int) string {
+	r := m.r
+	if p := r.links[i+1].pump; p != nil && p.State() == pump.WaitingDst {
+		if i+1 < len(r.stages) {
+			return r.stages[i+1].Name()
+		}
+		return "output"
+	}
+	if p := r.links[i].pump; p != nil && p.State() == pump.WaitingSrc && p.DstQueued() == 0 {
+		if i > 0 {
+			return r.stages[i-1].Name()
+		}
+		return "input"
+	}
+	return ""
 }

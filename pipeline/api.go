@@ -35,7 +35,11 @@ type Options struct {
 	// Grace is how long a stopped stage has between SIGTERM and SIGKILL;
 	// 0 means DefaultGrace.
 	Grace time.Duration
-	// Progress, when not nil, is where a progress display is drawn.
+	// Progress, when not nil, receives the progress display a few times a
+	// second: each Write is one whole frame (one line per stage, each
+	// ending in "\n") that replaces the previous one, and a last empty
+	// Write clears it when the run is over. TermProgress draws such
+	// frames on a terminal.
 	Progress io.Writer
 }
 

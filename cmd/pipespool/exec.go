@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,13 +18,16 @@ import (
 
 // execOptions are the flags of exec.
 type execOptions struct {
-	g        *globalOptions
-	JobFile  string
-	Input    string
-	Output   string
-	Progress string
-	Report   string
-	DryRun   bool
+	g           *globalOptions
+	JobFile     string
+	Input       string
+	Output      string
+	Progress    string
+	Report      string
+	MetricsFile string
+	Lock        string
+	LockWait    time.Duration
+	DryRun      bool
 }
 
 // NewCmdExec builds the exec command.
@@ -38,12 +43,18 @@ A regular output file is written under a temporary name and renamed into
 place only when every stage succeeded. On failure, a summary naming the
 stage that caused it is printed to stderr and the exit status is 1.
 
+A stage that makes no progress for its stall_timeout is diagnosed in the
+log (where it is blocked, what is queued around it) and, as on_stall says,
+left alone, nudged (SIGSTOP+SIGCONT) or killed. In cron (stderr not a
+terminal) a successful run prints nothing but what its stages write.
+
 Exit status: 0 success, 1 the pipeline failed, 2 invalid job file or
-unreadable input, 130/143 interrupted by SIGINT/SIGTERM.`,
+unreadable input, 75 --lock held, 130/143 interrupted by SIGINT/SIGTERM.`,
 		Example: `  pipespool exec restore.toml
   pipespool exec restore.toml -i backup.zst.gpg -o restored.img
   zfs send tank@snap | pipespool exec send.toml -i - -o -
-  pipespool exec restore.toml --dry-run`,
+  pipespool exec restore.toml --dry-run
+  pipespool exec backup.toml --lock /run/lock/backup.lock --metrics-file /var/lib/node_exporter/textfile/backup.prom`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.JobFile = args[0]
@@ -54,7 +65,10 @@ unreadable input, 130/143 interrupted by SIGINT/SIGTERM.`,
 	f.StringVarP(&opts.Input, "input", "i", "", "input file, - for stdin (overrides the job file)")
 	f.StringVarP(&opts.Output, "output", "o", "", "output file, - for stdout, none to discard (overrides the job file)")
 	f.StringVar(&opts.Progress, "progress", "auto", "per-stage progress on stderr: auto, always, never")
-	f.StringVar(&opts.Report, "report", "", "write a JSON run report to this file")
+	f.StringVar(&opts.Report, "report", "", "write a JSON run report to this file (schema: docs/report.md)")
+	f.StringVar(&opts.MetricsFile, "metrics-file", "", "write Prometheus text-format metrics to this file, atomically")
+	f.StringVar(&opts.Lock, "lock", "", "hold flock(2) on this file for the run; exit 75 if another process holds it")
+	f.DurationVar(&opts.LockWait, "lock-wait", 0, "with --lock: wait up to this long for the lock before exiting 75")
 	f.BoolVar(&opts.DryRun, "dry-run", false, "validate and print the resolved stage graph, run nothing")
 	return cmd
 }
@@ -91,10 +105,41 @@ func runExec(ctx context.Context, opts *execOptions) error {
 	}
 	ctx, stop := execSignalContext(ctx)
 	defer stop()
+	if opts.Lock != "" {
+		lock, err := acquireLock(ctx, opts.Lock, opts.LockWait)
+		if err != nil {
+			var sc *pipeline.SignalCause
+			if errors.As(err, &sc) {
+				return &pipeline.InterruptedError{Signal: sc.Signal}
+			}
+			return err
+		}
+		defer lock.Release()
+	}
+	var display *pipeline.TermProgress
+	if opts.Progress == "always" || opts.Progress == "auto" && opts.g.streams.ErrIsTerminal {
+		// Log lines go through the display, which clears its frame,
+		// lets them pass and draws the frame again below them.
+		display = pipeline.NewTermProgress(opts.g.streams.ErrOut)
+		popts.Progress = display
+		g := *opts.g
+		streams := *g.streams
+		streams.ErrOut = display.Log()
+		g.streams = &streams
+		if err := g.setupLogger(); err != nil {
+			return err
+		}
+		popts.Logger = g.Logger()
+	}
 	rep, err := pipeline.Run(ctx, job, popts)
 	if rep != nil && opts.Report != "" {
 		if werr := writeJSONAtomic(opts.Report, rep); werr != nil {
 			opts.g.Logger().Error("cannot write the report", "path", opts.Report, "err", werr)
+		}
+	}
+	if rep != nil && opts.MetricsFile != "" {
+		if werr := pipeline.WriteMetrics(opts.MetricsFile, rep); werr != nil {
+			opts.g.Logger().Error("cannot write the metrics file", "path", opts.MetricsFile, "err", werr)
 		}
 	}
 	if err != nil && rep != nil {

@@ -1,0 +1,140 @@
+package pipeline
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// WriteMetrics writes the metrics of a run to path in the Prometheus text
+// format, for node_exporter's textfile collector: to a temporary file in
+// the same directory (a name the collector ignores, as it does not end in
+// .prom), fsynced, then renamed over path, so a scrape never reads half a
+// file. Every sample carries job="NAME".
+//
+// pipespool_last_success_timestamp_seconds is the end of this run when it
+// succeeded; otherwise it is kept from the file being replaced (for the
+// same job), or 0 when there is none, so that "time() - last success"
+// alerts keep counting from the last good run.
+func WriteMetrics(path string, rep *Report) error {
+	lastSuccess := 0.0
+	if rep.Result == ResultSuccess {
+		lastSuccess = unixSeconds(rep.End)
+	} else if v, ok := previousMetric(path, "pipespool_last_success_timestamp_seconds", rep.Job); ok {
+		lastSuccess = v
+	}
+	var b bytes.Buffer
+	job := "job=" + quoteLabel(rep.Job)
+	gauge := func(name, help string, v float64) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s{%s} %s\n", name, help, name, name, job, formatFloat(v))
+	}
+	success := 0.0
+	if rep.Result == ResultSuccess {
+		success = 1
+	}
+	gauge("pipespool_last_run_timestamp_seconds", "When the last run ended, in seconds since the epoch.", unixSeconds(rep.End))
+	gauge("pipespool_last_success_timestamp_seconds", "When the last successful run ended, in seconds since the epoch (0: none known).", lastSuccess)
+	gauge("pipespool_run_duration_seconds", "How long the last run took.", rep.Duration)
+	gauge("pipespool_run_success", "1 if the last run succeeded, else 0.", success)
+
+	// Bytes and stalls count within one run: the file is replaced by each
+	// run, which Prometheus sees as a counter reset.
+	fmt.Fprintf(&b, "# HELP pipespool_stage_bytes_total Bytes a stage read (in) and wrote (out) in the last run.\n# TYPE pipespool_stage_bytes_total counter\n")
+	for _, s := range rep.Stages {
+		st := quoteLabel(s.Name)
+		fmt.Fprintf(&b, "pipespool_stage_bytes_total{%s,stage=%s,direction=\"in\"} %d\n", job, st, max(s.BytesIn, 0))
+		fmt.Fprintf(&b, "pipespool_stage_bytes_total{%s,stage=%s,direction=\"out\"} %d\n", job, st, max(s.BytesOut, 0))
+	}
+	fmt.Fprintf(&b, "# HELP pipespool_stage_stalls_total Stalls detected per stage in the last run.\n# TYPE pipespool_stage_stalls_total counter\n")
+	for _, s := range rep.Stages {
+		fmt.Fprintf(&b, "pipespool_stage_stalls_total{%s,stage=%s} %d\n", job, quoteLabel(s.Name), s.Stalls)
+	}
+	fmt.Fprintf(&b, "# HELP pipespool_stage_nudges_total Nudges (SIGSTOP+SIGCONT) sent per stage in the last run.\n# TYPE pipespool_stage_nudges_total counter\n")
+	for _, s := range rep.Stages {
+		fmt.Fprintf(&b, "pipespool_stage_nudges_total{%s,stage=%s} %d\n", job, quoteLabel(s.Name), s.Nudges)
+	}
+	return writeFileAtomic(path, b.Bytes(), 0o644)
+}
+
+func unixSeconds(t interface{ UnixMilli() int64 }) float64 {
+	return float64(t.UnixMilli()) / 1000
+}
+
+func formatFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+// quoteLabel quotes a label value as the text format wants: backslash,
+// double quote and newline escaped.
+func quoteLabel(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	return `"` + r.Replace(s) + `"`
+}
+
+// previousMetric finds name{job="JOB"} VALUE in an existing metrics file.
+// It reads only what WriteMetrics writes: one sample per line, job the
+// first label.
+func previousMetric(path, name, job string) (float64, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	prefix := name + "{job=" + quoteLabel(job)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		rest := line[len(prefix):]
+		end := strings.Index(rest, "} ")
+		if end < 0 {
+			continue
+		}
+		fields := strings.Fields(rest[end+2:])
+		if len(fields) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(fields[0], 64); err == nil {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+// writeFileAtomic writes data to path through a temporary file in the same
+// directory, fsync and rename, then fsyncs the directory so the rename
+// survives a crash.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package pipeline
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// parseMetrics parses a metrics file with Prometheus's own text parser.
+func parseMetrics(t *testing.T, path string) map[string]*dto.MetricFamily {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(f)
+	if err != nil {
+		t.Fatalf("%s does not parse: %v", path, err)
+	}
+	return fams
+}
+
+// sample returns the value of name with the given labels, failing if absent.
+func sample(t *testing.T, fams map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
+	t.Helper()
+	fam, ok := fams[name]
+	if !ok {
+		t.Fatalf("no metric %s", name)
+	}
+next:
+	for _, m := range fam.Metric {
+		got := map[string]string{}
+		for _, l := range m.Label {
+			got[l.GetName()] = l.GetValue()
+		}
+		for k, v := range labels {
+			if got[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		}
+	}
+	t.Fatalf("no sample %s%v", name, labels)
+	return 0
+}
+
+func TestMetricsParseAndKeepLastSuccess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pipespool.prom")
+	end := time.Unix(1700000000, 500e6)
+	ok := &Report{Job: `back"up`, End: end, Duration: 12.5, Result: ResultSuccess, Stages: []StageReport{
+		{Name: "decrypt", BytesIn: 100, BytesOut: 90},
+		{Name: "receive", BytesIn: 90, Stalls: 2, Nudges: 1},
+	}}
+	if err := WriteMetrics(path, ok); err != nil {
+		t.Fatal(err)
+	}
+	fams := parseMetrics(t, path)
+	job := map[string]string{"job": `back"up`}
+	if v := sample(t, fams, "pipespool_last_success_timestamp_seconds", job); v != 1700000000.5 {
+		t.Errorf("last success %v", v)
+	}
+	if v := sample(t, fams, "pipespool_run_success", job); v != 1 {
+		t.Errorf("run_success %v", v)
+	}
+	if v := sample(t, fams, "pipespool_run_duration_seconds", job); v != 12.5 {
+		t.Errorf("duration %v", v)
+	}
+	if v := sample(t, fams, "pipespool_stage_bytes_total", map[string]string{"job": `back"up`, "stage": "decrypt", "direction": "out"}); v != 90 {
+		t.Errorf("bytes out %v", v)
+	}
+	if v := sample(t, fams, "pipespool_stage_stalls_total", map[string]string{"stage": "receive"}); v != 2 {
+		t.Errorf("stalls %v", v)
+	}
+
+	// A failure an hour later keeps the last success of the file it replaces.
+	bad := &Report{Job: `back"up`, End: end.Add(time.Hour), Duration: 3, Result: ResultFailed}
+	if err := WriteMetrics(path, bad); err != nil {
+		t.Fatal(err)
+	}
+	fams = parseMetrics(t, path)
+	if v := sample(t, fams, "pipespool_last_success_timestamp_seconds", job); v != 1700000000.5 {
+		t.Errorf("after a failure: last success %v, want the previous one", v)
+	}
+	if v := sample(t, fams, "pipespool_last_run_timestamp_seconds", job); v != 1700003600.5 {
+		t.Errorf("last run %v", v)
+	}
+	if v := sample(t, fams, "pipespool_run_success", job); v != 0 {
+		t.Errorf("run_success %v", v)
+	}
+
+	// A first run that fails: no success known.
+	other := filepath.Join(t.TempDir(), "new.prom")
+	if err := WriteMetrics(other, bad); err != nil {
+		t.Fatal(err)
+	}
+	if v := sample(t, parseMetrics(t, other), "pipespool_last_success_timestamp_seconds", job); v != 0 {
+		t.Errorf("never succeeded: last success %v, want 0", v)
+	}
+	ents, _ := os.ReadDir(filepath.Dir(path))
+	if len(ents) != 1 {
+		t.Errorf("temporary files left: %v", ents)
+	}
+}

@@ -1,0 +1,151 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for the monitor and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// frames records the Writes of the progress display.
+type frames struct {
+	mu sync.Mutex
+	f  []string
+}
+
+func (f *frames) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.f = append(f.f, string(p))
+	return len(p), nil
+}
+
+// TestStallKillInProcess runs a stall through Run itself, so that the race
+// detector sees the monitor next to the runner, pumps and stages: a
+// stage that never reads is blamed and stopped, the one writing to it is
+// only waiting, and the progress display says so and is cleared at the
+// end.
+func TestStallKillInProcess(t *testing.T) {
+	dir := t.TempDir()
+	job, err := Parse(filepath.Join(dir, "job.toml"), []byte(`
+stall_timeout = "1s"
+on_stall = "kill"
+[output]
+path = "none"
+[[stage]]
+name = "zero"
+command = ["cat", "/dev/zero"]
+[[stage]]
+name = "sleeper"
+command = ["sleep", "30"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	var fr frames
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	rep, err := Run(context.Background(), job, Options{Stdin: devnull, Progress: &fr,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Grace: time.Second})
+	var re *RunError
+	if !errors.As(err, &re) {
+		t.Fatalf("err %v, want a RunError\nlog: %s", err, logs.String())
+	}
+	if rep.RootCause != "sleeper" || rep.Stages[1].Stalls != 1 || rep.Stages[0].Stalls != 0 {
+		t.Errorf("root %q, stalls %d/%d", rep.RootCause, rep.Stages[0].Stalls, rep.Stages[1].Stalls)
+	}
+	// The diagnosis is logged; sleep is no missed wake-up.
+	if l := logs.String(); !strings.Contains(l, "stalled: no progress") || strings.Contains(l, "missed wake-up") {
+		t.Errorf("log: %s", l)
+	}
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	if len(fr.f) < 2 || fr.f[len(fr.f)-1] != "" {
+		t.Fatalf("progress frames %q: want some, and a last empty one", fr.f)
+	}
+	var sawWaiting, sawStalled bool
+	for _, f := range fr.f {
+		sawWaiting = sawWaiting || strings.Contains(f, "waiting on sleeper")
+		sawStalled = sawStalled || strings.Contains(f, "stalled")
+	}
+	if !sawWaiting || !sawStalled {
+		t.Errorf("frames never showed zero waiting on sleeper (%v) and sleeper stalled (%v): %q", sawWaiting, sawStalled, fr.f)
+	}
+}
+
+func TestParseStatWithOddCommand(t *testing.T) {
+	line := []byte("4242 (a) b (c)) S 1 4242 4242 0 -1 4194304 100 0 0 0 17 5 3 2 20 0 1 0 100 1000 10")
+	st, ok := parseStat(line)
+	if !ok || st.state != 'S' || st.pgrp != 4242 || st.utime != 17 || st.stime != 5 || st.cutime != 3 || st.cstime != 2 {
+		t.Errorf("parseStat = %+v, %v", st, ok)
+	}
+	if c := parseStatComm(line); c != "a) b (c)" {
+		t.Errorf("comm %q", c)
+	}
+}
+
+func TestDecodeSyscallLine(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"232 0x5 0x7ffd 0x80 0xffffffff 0x0 0x0 0x7ffd 0x4011", "epoll_wait(5, ...)"},
+		{"1 0x1 0xc000100000 0x10000 0x0 0x0 0x0 0x7ffd 0x4011", "write(1, ...)"},
+		{"230 0x0 0x0 0x7ffd 0x7ffd 0x0 0x0 0x7ffd 0x4011", "clock_nanosleep(...)"},
+		{"7 0x7ffd 0x2 0xffffffff 0x0 0x0 0x0 0x7ffd 0x4011", "poll(...)"},
+		{"running", "running"},
+		{"-1 0x7ffd 0x4011", "not in a syscall"},
+	} {
+		if _, _, got := decodeSyscallLine([]byte(tc.in + "\n")); got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestParseIO(t *testing.T) {
+	b := []byte("rchar: 10\nwchar: 20\nsyscr: 3\nsyscw: 4\nread_bytes: 4096\nwrite_bytes: 0\ncancelled_write_bytes: 0\n")
+	if got := parseIO(b); got != 10+20+4096 {
+		t.Errorf("parseIO = %d", got)
+	}
+}
+
+// TestTermProgressLetsLogsThrough: a log line clears the frame, is written,
+// and the frame is drawn again below it; an empty frame clears the screen
+// part the display used.
+func TestTermProgressLetsLogsThrough(t *testing.T) {
+	var out bytes.Buffer
+	tp := NewTermProgress(&out)
+	tp.Write([]byte("a 1\nb 2\n"))
+	tp.Log().Write([]byte("level=WARN msg=x\n"))
+	tp.Write(nil)
+	up := "\x1b[1A\r\x1b[2K"
+	want := "a 1\nb 2\n" + up + up + "level=WARN msg=x\n" + "a 1\nb 2\n" + up + up
+	if out.String() != want {
+		t.Errorf("got %q\nwant %q", out.String(), want)
+	}
+}

@@ -29,6 +29,25 @@ func fsyncDir(dir string) error {
 	return nil
 }
 
+// writeTempDurably writes n as a seqfile's content to tmp and fsyncs it.
+func writeTempDurably(tmp string, n uint64) error {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write([]byte(strconv.FormatUint(n, 10) + "\n"))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	return nil
+}
+
 // writeFileDurably replaces path with data: write tmp, fsync, rename over
 // path, fsync the directory. A crash leaves either the old or the new
 // content under path, never a mix.

@@ -192,6 +192,7 @@ func (q *Queue) Process(ctx context.Context, opts ProcessOptions) (err error) {
 	// before returning, and before a failure is reported. Until it is
 	// durable a crash runs job k again: the at-least-once window.
 	c := &committer{q: q, sf: sf, opts: opts}
+	c.prepare(next + 1)
 	defer func() {
 		if cerr := c.finish(); err == nil {
 			err = cerr
@@ -240,15 +241,24 @@ func (q *Queue) Process(ctx context.Context, opts ProcessOptions) (err error) {
 }
 
 // committer makes jobs' commits durable in the background, one at a time.
+//
+// nextseq.temp for the number after a job is written and fsynced ahead of
+// time, so that the commit of job k is a rename of an already durable file
+// followed by an fsync of the queue directory; that fsync runs concurrently
+// with the fsync of the next nextseq.temp (the file system can serve both
+// with one journal commit), and both overlap the run of job k+1.
 type committer struct {
 	q       *Queue
 	sf      SeqFile
 	opts    ProcessOptions
-	pending chan error // result of the commit in flight; nil when none
+	pending chan error // result of the work in flight; nil when none
 	deleted bool       // a job file was unlinked since jobs/ was last fsynced
+	temp    uint64     // the value nextseq.temp holds, durably, once pending is done; 0 none
 }
 
-// wait waits for the commit in flight.
+func (c *committer) tempPath() string { return c.sf.Path + ".temp" }
+
+// wait waits for the work in flight.
 func (c *committer) wait() error {
 	if c.pending == nil {
 		return nil
@@ -258,39 +268,66 @@ func (c *committer) wait() error {
 	return err
 }
 
-// start waits for the previous commit, then commits job seq: nextseq =
-// seq+1 (write, fsync, rename, fsync of the queue directory), then, once
-// that is durable, the unlink of the job file when del is set.
+// prepare writes nextseq.temp = n and fsyncs it, in the background.
+func (c *committer) prepare(n uint64) {
+	c.pending = make(chan error, 1)
+	c.temp = n
+	go func() { c.pending <- writeTempDurably(c.tempPath(), n) }()
+}
+
+// start waits for the work in flight, then commits job seq: nextseq.temp
+// (seq+1, already durable) is renamed over nextseq and the queue directory
+// fsynced; once that is done the job file is unlinked when del is set.
+// Meanwhile nextseq.temp = seq+2 is prepared for the next job.
 func (c *committer) start(seq uint64, name string, del bool) error {
 	if err := c.wait(); err != nil {
 		return err
 	}
-	c.pending = make(chan error, 1)
+	if c.temp != seq+1 {
+		if err := writeTempDurably(c.tempPath(), seq+1); err != nil {
+			return fmt.Errorf("job %d ran but nextseq could not be advanced (it will run again): %w", seq, err)
+		}
+	}
+	if err := os.Rename(c.tempPath(), c.sf.Path); err != nil {
+		c.temp = 0
+		return fmt.Errorf("job %d ran but nextseq could not be advanced (it will run again): %w", seq, err)
+	}
 	if del {
 		c.deleted = true
 	}
+	c.pending = make(chan error, 1)
+	c.temp = seq + 2
 	go func() {
-		if err := c.sf.Write(seq + 1); err != nil {
-			c.pending <- fmt.Errorf("job %d ran but nextseq could not be advanced (it will run again): %w", seq, err)
-			return
-		}
-		var err error
-		if del {
+		next := make(chan error, 1)
+		go func() { next <- writeTempDurably(c.tempPath(), seq+2) }()
+		err := fsyncDir(filepath.Dir(c.sf.Path))
+		if err != nil {
+			err = fmt.Errorf("job %d ran but nextseq could not be made durable (it may run again): %w", seq, err)
+		} else if del {
 			c.q.Logger.Debug("deleting job file", "file", c.q.JobPath(name))
 			if rerr := os.Remove(filepath.Join(c.q.JobsDir(), name)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 				err = fmt.Errorf("delete processed job: %w", rerr)
 			}
+		}
+		if terr := <-next; err == nil && terr != nil {
+			err = terr
 		}
 		c.pending <- err
 	}()
 	return nil
 }
 
-// finish waits for the last commit and makes the unlinks durable. Losing an
-// unlink to a crash would be harmless (a job file below nextseq is never
-// run), so jobs/ is fsynced once per run rather than once per job.
+// finish waits for the work in flight, removes the prepared nextseq.temp
+// and makes the unlinks durable. Losing an unlink to a crash would be
+// harmless (a job file below nextseq is never run), so jobs/ is fsynced once
+// per run rather than once per job.
 func (c *committer) finish() error {
 	err := c.wait()
+	if c.temp != 0 {
+		if rerr := os.Remove(c.tempPath()); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
+			err = rerr
+		}
+	}
 	if c.deleted {
 		if ferr := fsyncDir(c.q.JobsDir()); err == nil {
 			err = ferr

@@ -45,7 +45,8 @@ type watch struct {
 	done      bool
 	failed    bool
 	waitingOn string // the neighbour it waits for, "" when none
-	rate      rateMeter
+	rateIn    rateMeter
+	rateOut   rateMeter
 }
 
 // monitor watches the running stages until stop is closed: it samples the
@@ -206,6 +207,7 @@ func (m *monitorState) scan(now time.Time) {
 			if mem, ok := m.groups[pid]; ok {
 				if len(mem) != len(m.w[i].members) {
 					// A process came or went: that is activity.
+					m.r.log.Debug("members changed", "stage", st.Name(), "members", mem)
 					m.w[i].lastMove = now
 				}
 				m.w[i].members = mem
@@ -248,7 +250,8 @@ func (m *monitorState) sample(i int, now time.Time) {
 		w.lastMove = now
 		m.moved(i)
 	}
-	w.rate.add(now, in)
+	w.rateIn.add(now, in)
+	w.rateOut.add(now, out)
 }
 
 // linkBytes returns what stage i has consumed from its input link and

@@ -69,8 +69,9 @@ func newProgressView(w io.Writer, now time.Time) *progressView {
 // would break the cursor arithmetic of the redraw.
 const maxNameWidth = 16
 
-// draw writes a frame: one line per stage with its bytes in and out, the
-// input rate and its state.
+// draw writes a frame: one line per stage with its bytes in and out, its
+// rate (of input or output, whichever is higher: a first stage reading
+// its own file has no input link) and its state.
 func (v *progressView) draw(m *monitorState, now time.Time) {
 	v.buf.Reset()
 	width := 5
@@ -84,7 +85,7 @@ func (v *progressView) draw(m *monitorState, now time.Time) {
 			name = name[:maxNameWidth-1] + "~"
 		}
 		fmt.Fprintf(&v.buf, "%-*s  in %10s  out %10s  %12s  %s\n", width, name,
-			HumanBytes(max(w.in, 0)), HumanBytes(max(w.out, 0)), HumanBytes(int64(w.rate.rate()))+"/s", m.stateOf(i))
+			HumanBytes(max(w.in, 0)), HumanBytes(max(w.out, 0)), HumanBytes(int64(max(w.rateIn.rate(), w.rateOut.rate())))+"/s", m.stateOf(i))
 	}
 	v.w.Write(v.buf.Bytes())
 	v.drawn = true

@@ -318,12 +318,21 @@ func (m *monitorState) blockedPoint(pid int, members []int) blocked {
 			}
 		}
 	}
-	// Children in its process group.
-	for _, c := range members {
-		if t := m.pr.readBlocked(c, c); isIOClass(t.nr) {
-			t.child = true
+	// Children in its process group: one in I/O first, else, when the
+	// leader only waits for its children (a shell), the first child.
+	var first blocked
+	for k, c := range members {
+		t := m.pr.readBlocked(c, c)
+		t.child = true
+		if isIOClass(t.nr) {
 			return t
 		}
+		if k == 0 {
+			first = t
+		}
+	}
+	if len(members) > 0 && (lead.nr >= 0 && (syscallName(lead.nr) == "wait4" || syscallName(lead.nr) == "waitid")) {
+		return first
 	}
 	return lead
 }

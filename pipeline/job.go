@@ -43,6 +43,10 @@ type Job struct {
 	OutputMode    os.FileMode
 	OutputModeSet bool
 	Stages        []StageSpec
+	// OpenPGPDecoder is the openpgp-decrypt filter made from the job's
+	// [decoder.openpgp] table: what `-d openpgp` of the queue commands
+	// decrypts job files with. nil when the table is absent.
+	OpenPGPDecoder stage.Filter
 }
 
 // StageSpec is one [[stage]] of a job file, validated.
@@ -64,14 +68,21 @@ type StageSpec struct {
 }
 
 type rawJob struct {
-	Name         *string    `toml:"name"`
-	Timeout      *string    `toml:"timeout"`
-	StallTimeout *string    `toml:"stall_timeout"`
-	OnStall      *string    `toml:"on_stall"`
-	PipeSize     any        `toml:"pipe_size"`
-	Input        *rawInput  `toml:"input"`
-	Output       *rawOutput `toml:"output"`
-	Stage        []rawStage `toml:"stage"`
+	Name         *string     `toml:"name"`
+	Timeout      *string     `toml:"timeout"`
+	StallTimeout *string     `toml:"stall_timeout"`
+	OnStall      *string     `toml:"on_stall"`
+	PipeSize     any         `toml:"pipe_size"`
+	Input        *rawInput   `toml:"input"`
+	Output       *rawOutput  `toml:"output"`
+	Stage        []rawStage  `toml:"stage"`
+	Decoder      *rawDecoder `toml:"decoder"`
+}
+
+// rawDecoder is [decoder]: the keys of the queue commands' built-in
+// decoders. [decoder.openpgp] takes openpgp-decrypt's [stage.with] keys.
+type rawDecoder struct {
+	OpenPGP *map[string]any `toml:"openpgp"` // a pointer: an empty table is set too
 }
 
 type rawInput struct {
@@ -118,6 +129,22 @@ func unwrapPath(err error) error {
 // Parse validates job file data; path names it in errors and its directory
 // is the base of relative paths.
 func Parse(path string, data []byte) (*Job, error) {
+	return parse(path, data, true)
+}
+
+// LoadDecoderConfig reads the job file at path for its [decoder] table:
+// it is validated like Load does, but [[stage]] may be absent, so that a
+// file holding only [decoder.openpgp] can give queue-ls or a command-mode
+// queue-process its key.
+func LoadDecoderConfig(path string) (*Job, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &JobError{File: path, Msg: fmt.Sprintf("cannot read job file: %v", unwrapPath(err))}
+	}
+	return parse(path, data, false)
+}
+
+func parse(path string, data []byte, needStages bool) (*Job, error) {
 	pos, perr := indexPositions(data)
 	if perr != nil {
 		return nil, tomlError(path, perr, data)
@@ -182,7 +209,26 @@ func Parse(path string, data []byte) (*Job, error) {
 			job.OutputMode, job.OutputModeSet = os.FileMode(m), true
 		}
 	}
-	if len(raw.Stage) == 0 {
+	if raw.Decoder != nil && raw.Decoder.OpenPGP != nil {
+		factory, ok := stage.LookupBuiltin("openpgp-decrypt")
+		if !ok {
+			return nil, v.errf("decoder.openpgp", "this pipespool has no openpgp-decrypt built-in")
+		}
+		with := *raw.Decoder.OpenPGP
+		if with == nil {
+			with = map[string]any{}
+		}
+		f, err := factory(with, job.Dir)
+		if err != nil {
+			var pe *stage.ParamError
+			if errors.As(err, &pe) && pe.Key != "" {
+				return nil, v.errf("decoder.openpgp."+pe.Key, "%s", pe.Msg)
+			}
+			return nil, v.errf("decoder.openpgp", "%v", err)
+		}
+		job.OpenPGPDecoder = f
+	}
+	if len(raw.Stage) == 0 && needStages {
 		return nil, &JobError{File: path, Key: "stage", Msg: "no stages: add at least one [[stage]] with command, shell or builtin"}
 	}
 	names := map[string]int{}

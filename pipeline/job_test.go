@@ -1,12 +1,16 @@
 package pipeline
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pipespool/pipespool/stage"
 )
 
 func TestLoadJobDefaultsAndOverrides(t *testing.T) {
@@ -167,4 +171,114 @@ func FuzzLoadJob(f *testing.F) {
 			seen[s.Name] = true
 		}
 	})
+}
+
+// decoderJob writes a job file beside the test keys (its relative key
+// names resolve there) and loads it with load.
+func decoderJob(t *testing.T, load func(string) (*Job, error), body string) (*Job, error) {
+	t.Helper()
+	keys, err := filepath.Abs("../testdata/keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, k := range []string{"recipient.sec.asc", "recipient.pass", "recipient.pub.asc", "symmetric.pass", "signer.pub.asc"} {
+		if err := os.Symlink(filepath.Join(keys, k), filepath.Join(dir, k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := filepath.Join(dir, "job.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return load(p)
+}
+
+func TestLoadJobDecoderOpenPGPDecrypts(t *testing.T) {
+	job, err := decoderJob(t, Load, `
+[decoder.openpgp]
+secret_key = "recipient.sec.asc"
+passphrase_file = "recipient.pass"
+[[stage]]
+command = ["cat"]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.OpenPGPDecoder == nil {
+		t.Fatal("[decoder.openpgp] gave no filter")
+	}
+	// Round trip through the openpgp-encrypt built-in to the same key.
+	enc, ok := stage.LookupBuiltin("openpgp-encrypt")
+	if !ok {
+		t.Fatal("no openpgp-encrypt built-in")
+	}
+	ef, err := enc(map[string]any{"recipients": []any{"recipient.pub.asc"}}, filepath.Dir(job.File))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cipher, plain bytes.Buffer
+	if err := ef.Run(context.Background(), strings.NewReader("packet bytes"), &cipher); err != nil {
+		t.Fatal(err)
+	}
+	if err := job.OpenPGPDecoder.Run(context.Background(), &cipher, &plain); err != nil {
+		t.Fatal(err)
+	}
+	if plain.String() != "packet bytes" {
+		t.Errorf("decrypted %q", plain.String())
+	}
+
+	job, err = decoderJob(t, Load, "[decoder.openpgp]\npassphrase_file = \"symmetric.pass\"\n[[stage]]\ncommand = [\"cat\"]\n")
+	if err != nil || job.OpenPGPDecoder == nil {
+		t.Fatalf("symmetric decoder: %v", err)
+	}
+	job, err = decoderJob(t, Load, "[[stage]]\ncommand = [\"cat\"]\n")
+	if err != nil || job.OpenPGPDecoder != nil {
+		t.Fatalf("no [decoder] table: decoder %v, err %v", job.OpenPGPDecoder, err)
+	}
+}
+
+func TestLoadJobDecoderErrorsNameLineAndKey(t *testing.T) {
+	const stages = "[[stage]]\ncommand = [\"cat\"]\n"
+	for _, tc := range []struct {
+		name, body string
+		line       int
+		key, msg   string
+	}{
+		{"unknown key", "[decoder.openpgp]\npassphrase_file = \"symmetric.pass\"\nrequir_signed_by = \"signer.pub.asc\"\n" + stages, 3, "decoder.openpgp.requir_signed_by", ""},
+		{"unknown decoder", "[decoder.gzip]\nlevel = 1\n" + stages, 1, "decoder.gzip", "unknown key"},
+		{"no key", "[decoder.openpgp]\n" + stages, 1, "decoder.openpgp", "secret_key"},
+		{"protected key without passphrase", "[decoder.openpgp]\nsecret_key = \"recipient.sec.asc\"\n" + stages, 2, "decoder.openpgp.secret_key", "passphrase_file"},
+		{"missing key file", "[decoder.openpgp]\nsecret_key = \"nope.asc\"\npassphrase_file = \"recipient.pass\"\n" + stages, 2, "decoder.openpgp.secret_key", "nope.asc"},
+		{"wrong type", "[decoder]\nopenpgp = 3\n" + stages, 2, "", ""},
+		{"decoder only is not a pipeline", "[decoder.openpgp]\npassphrase_file = \"symmetric.pass\"\n", 0, "stage", "no stages"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decoderJob(t, Load, tc.body)
+			var je *JobError
+			if !errors.As(err, &je) {
+				t.Fatalf("error %v (%T), want *JobError", err, err)
+			}
+			if je.Line != tc.line || (tc.key != "" && je.Key != tc.key) || !strings.Contains(je.Msg, tc.msg) {
+				t.Fatalf("got line %d key %q msg %q; want line %d key %q msg containing %q", je.Line, je.Key, je.Msg, tc.line, tc.key, tc.msg)
+			}
+			if !strings.Contains(je.Error(), "job.toml") {
+				t.Errorf("Error() = %q does not name the file", je.Error())
+			}
+		})
+	}
+}
+
+func TestLoadDecoderConfigNeedsNoStages(t *testing.T) {
+	job, err := decoderJob(t, LoadDecoderConfig, "[decoder.openpgp]\nsecret_key = \"recipient.sec.asc\"\npassphrase_file = \"recipient.pass\"\n")
+	if err != nil || job.OpenPGPDecoder == nil || len(job.Stages) != 0 {
+		t.Fatalf("job %+v, err %v", job, err)
+	}
+	// Everything else is still validated.
+	if _, err := decoderJob(t, LoadDecoderConfig, "[decoder.openpgp]\npassphrase_file = \"symmetric.pass\"\ntimeout = 3\n"); err == nil {
+		t.Fatal("a bad key in [decoder.openpgp] was accepted")
+	}
+	if _, err := decoderJob(t, LoadDecoderConfig, "nme = 1\n"); err == nil {
+		t.Fatal("an unknown top-level key was accepted")
+	}
 }

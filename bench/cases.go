@@ -1,0 +1,488 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// pipeSize is the pipe size of every "direct" baseline and of pipespool's
+// own pipes (its default pipe_size): the pipe-max-size of a stock kernel,
+// so the baseline is the fastest two processes can talk through a pipe.
+const pipeSize = 1 << 20
+
+const (
+	relayRSS   = 32 << 20 // issue 7: pipespool's peak RSS for a relay
+	builtinRSS = 96 << 20 // ... and with built-ins
+	// idleCPU is what "near zero" means for a run whose stages all sleep:
+	// pipespool's start-up (Go runtime, job file) plus its monitor.
+	idleCPU = 100 * time.Millisecond
+)
+
+// Variant names shared by several groups.
+const (
+	direct1M = "cat | cat, 1 MiB pipe (direct)"
+	ppRelay  = "pipespool exec cat -> cat"
+)
+
+// groups lists every case of the harness, in the order of the report.
+func (h *harness) groups() []*group {
+	var gs []*group
+	gs = append(gs, h.relayGroup("relay", "1. relay", h.cfg.relaySize, true))
+	gs = append(gs, h.stages4Group())
+	gs = append(gs, h.zstdGroups()...)
+	gs = append(gs, h.pgpGroups()...)
+	gs = append(gs, h.restoreGroup())
+	gs = append(gs, h.queueGroups()...)
+	for _, size := range h.cfg.scaleSizes {
+		gs = append(gs, h.relayGroup("scale-"+sizeName(size), "5. scaling", size, false))
+	}
+	gs = append(gs, h.idleGroup())
+	return gs
+}
+
+// chainVariant runs procs joined by pipes of size pipe (0: 64 KiB).
+func (h *harness) chainVariant(name string, pipe int, in string, procs ...proc) *variant {
+	return &variant{name: name, run: func(ctx context.Context) (sample, error) {
+		return h.rn.chain(ctx, procs, pipe, stdio{in: in})
+	}}
+}
+
+// shellVariant runs a bash pipeline, as a user types it.
+func (h *harness) shellVariant(name, script string, env ...string) *variant {
+	return h.chainVariant(name, 0, "", proc{argv: []string{"bash", "-c", script}, env: env})
+}
+
+// jobVariant runs pipespool exec on a job file it writes.
+func (h *harness) jobVariant(name, job, input string, stages ...string) (*variant, error) {
+	p, err := h.job(job, jobBody(job, input, stages...))
+	if err != nil {
+		return nil, err
+	}
+	return h.chainVariant(name, 0, "", p), nil
+}
+
+// relayGroup is `src | X | dst` for X = pipespool's pump and its peers,
+// against src and dst joined directly. With all, every peer and the
+// default-pipe shell pipeline are measured too; the scaling groups only
+// measure pipespool against the direct pipe.
+func (h *harness) relayGroup(id, section string, size int64, all bool) *group {
+	return &group{id: id, section: section, amount: size, unit: "bytes",
+		build: func(g *group) error {
+			in, err := h.randomFile(size)
+			if err != nil {
+				return err
+			}
+			cat := proc{argv: []string{"cat"}}
+			src := proc{argv: []string{"cat", in}}
+			g.add(h.chainVariant(direct1M, pipeSize, "", src, cat))
+			pp, err := h.jobVariant(ppRelay, "relay", in, tomlArgv("cat"), tomlArgv("cat"))
+			if err != nil {
+				return err
+			}
+			g.add(pp)
+			rss := target{desc: "RSS < 32 MiB", maxRSS: relayRSS}
+			g.compare(ppRelay, direct1M, target{desc: "<= 1.05x, RSS < 32 MiB", maxRatio: 1.05, maxRSS: relayRSS})
+			if !all {
+				return nil
+			}
+			relays := []struct {
+				name, tool string
+				argv       []string
+			}{
+				{"cat | pv -q | cat, 1 MiB pipes", "pv", []string{"pv", "-q"}},
+				{"cat | mbuffer -q -m 64M | cat, 1 MiB pipes", "mbuffer", []string{"mbuffer", "-q", "-m", "64M"}},
+				{"cat | io.Copy | cat, 1 MiB pipes", "", []string{h.iocopy}},
+			}
+			for _, r := range relays {
+				if r.tool != "" && !h.has(r.tool) {
+					h.skip(id+" "+r.tool, "not installed")
+					continue
+				}
+				g.add(h.chainVariant(r.name, pipeSize, "", src, proc{argv: r.argv}, cat))
+			}
+			shell := "cat | cat, 64 KiB pipe (bash)"
+			if h.has("bash") {
+				g.add(h.shellVariant(shell, "cat "+shQuote(in)+" | cat >/dev/null"))
+			}
+			for _, r := range relays {
+				g.compare(r.name, direct1M, target{})
+			}
+			g.compare(shell, direct1M, target{})
+			for _, r := range relays {
+				g.compare(ppRelay, r.name, target{desc: "faster (< 1.00x)", maxRatio: 1.0})
+			}
+			g.compare(ppRelay, shell, rss)
+			return nil
+		}}
+}
+
+// stages4Group is cat x4 through pipespool (three pumps) against the four
+// cats joined directly by 1 MiB pipes, and by bash's 64 KiB pipes.
+func (h *harness) stages4Group() *group {
+	size := h.cfg.relaySize
+	return &group{id: "stages4", section: "2. four stages", amount: size, unit: "bytes",
+		build: func(g *group) error {
+			in, err := h.randomFile(size)
+			if err != nil {
+				return err
+			}
+			cat := proc{argv: []string{"cat"}}
+			direct := "cat x4, 1 MiB pipes (direct)"
+			g.add(h.chainVariant(direct, pipeSize, "", proc{argv: []string{"cat", in}}, cat, cat, cat))
+			pp, err := h.jobVariant("pipespool exec cat x4", "cat4", in,
+				tomlArgv("cat"), tomlArgv("cat"), tomlArgv("cat"), tomlArgv("cat"))
+			if err != nil {
+				return err
+			}
+			g.add(pp)
+			shell := "cat x4, 64 KiB pipes (bash)"
+			if h.has("bash") {
+				g.add(h.shellVariant(shell, "cat "+shQuote(in)+" | cat | cat | cat >/dev/null"))
+			}
+			g.compare(pp.name, direct, target{desc: "RSS < 32 MiB", maxRSS: relayRSS})
+			g.compare(shell, direct, target{})
+			g.compare(pp.name, shell, target{})
+			return nil
+		}}
+}
+
+func (h *harness) zstdGroups() []*group {
+	size := h.cfg.mixSize
+	return []*group{
+		{id: "zstd-compress", section: "3. built-ins", needs: []string{"zstd"}, amount: size, unit: "bytes",
+			build: func(g *group) error {
+				in, err := h.mixFile(size)
+				if err != nil {
+					return err
+				}
+				base := "zstd -3 (CLI)"
+				g.add(h.chainVariant(base, 0, in, proc{argv: []string{"zstd", "-q", "-c", "-3"}}))
+				v, err := h.jobVariant("zstd-compress built-in", "zstd-compress", in, `builtin = "zstd-compress"`)
+				if err != nil {
+					return err
+				}
+				g.add(v)
+				g.compare(v.name, base, target{desc: "RSS < 96 MiB", maxRSS: builtinRSS})
+				return nil
+			}},
+		{id: "zstd-decompress", section: "3. built-ins", needs: []string{"zstd"}, amount: size, unit: "bytes",
+			build: func(g *group) error {
+				in, err := h.zstFile(size)
+				if err != nil {
+					return err
+				}
+				base := "zstd -d (zstdcat)"
+				g.add(h.chainVariant(base, 0, in, proc{argv: []string{"zstd", "-q", "-d", "-c"}}))
+				v, err := h.jobVariant("zstd-decompress built-in", "zstd-decompress", in, `builtin = "zstd-decompress"`)
+				if err != nil {
+					return err
+				}
+				g.add(v)
+				g.compare(v.name, base, target{desc: "speed >= 0.85x (<= 1.18x), RSS < 96 MiB", maxRatio: 1 / 0.85, maxRSS: builtinRSS})
+				return nil
+			}},
+	}
+}
+
+// pgpWith is the [stage.with] of an OpenPGP built-in for mode "pub"
+// (recipient key) or "sym" (passphrase).
+func (h *harness) pgpWith(builtin, mode string) string {
+	s := fmt.Sprintf("builtin = %q\n[stage.with]\n", builtin)
+	switch {
+	case mode == "sym":
+		return s + "passphrase_file = " + strconv.Quote(h.key("symmetric.pass"))
+	case builtin == "openpgp-encrypt":
+		return s + "recipients = [" + strconv.Quote(h.key("recipient.pub.asc")) + "]"
+	default:
+		return s + "secret_key = " + strconv.Quote(h.key("recipient.sec.asc")) +
+			"\npassphrase_file = " + strconv.Quote(h.key("recipient.pass"))
+	}
+}
+
+func (h *harness) pgpGroups() []*group {
+	size := h.cfg.pgpSize
+	var gs []*group
+	for _, mode := range []string{"pub", "sym"} {
+		how := map[string]string{"pub": "public key", "sym": "passphrase"}[mode]
+		gs = append(gs, &group{id: "openpgp-encrypt-" + mode, section: "3. built-ins", needs: []string{"gpg"},
+			amount: size, unit: "bytes",
+			build: func(g *group) error {
+				in, err := h.randomFile(size)
+				if err != nil {
+					return err
+				}
+				if err := h.gpgSetup(); err != nil {
+					return err
+				}
+				base := "gpg --encrypt (" + how + ")"
+				if mode == "sym" {
+					base = "gpg --symmetric"
+				}
+				g.add(h.chainVariant(base, 0, in, h.gpgEncrypt(mode)))
+				v, err := h.jobVariant("openpgp-encrypt built-in ("+how+")", "encrypt-"+mode, in, h.pgpWith("openpgp-encrypt", mode))
+				if err != nil {
+					return err
+				}
+				g.add(v)
+				g.compare(v.name, base, target{desc: "RSS < 96 MiB", maxRSS: builtinRSS})
+				return nil
+			}})
+		gs = append(gs, &group{id: "openpgp-decrypt-" + mode, section: "3. built-ins", needs: []string{"gpg"},
+			amount: size, unit: "bytes",
+			build: func(g *group) error {
+				plain, err := h.randomFile(size)
+				if err != nil {
+					return err
+				}
+				in, err := h.gpgFile(plain, mode)
+				if err != nil {
+					return err
+				}
+				base := "gpg --decrypt (" + how + ")"
+				g.add(h.chainVariant(base, 0, in, h.gpgDecrypt(mode)))
+				v, err := h.jobVariant("openpgp-decrypt built-in ("+how+")", "decrypt-"+mode, in, h.pgpWith("openpgp-decrypt", mode))
+				if err != nil {
+					return err
+				}
+				g.add(v)
+				g.compare(v.name, base, target{desc: "speed >= 0.8x (<= 1.25x), RSS < 96 MiB", maxRatio: 1.25, maxRSS: builtinRSS})
+				return nil
+			}})
+	}
+	return gs
+}
+
+// restoreGroup is the restore chain `gpg -d | zstd -d` of a gpg-encrypted
+// zstd stream, against pipespool with the two built-ins and pipespool
+// running the same two programs.
+func (h *harness) restoreGroup() *group {
+	size := h.cfg.mixSize
+	return &group{id: "restore", section: "3. built-ins", needs: []string{"gpg", "zstd", "bash"}, amount: size, unit: "bytes",
+		build: func(g *group) error {
+			zst, err := h.zstFile(size)
+			if err != nil {
+				return err
+			}
+			in, err := h.gpgFile(zst, "pub")
+			if err != nil {
+				return err
+			}
+			dec := h.gpgDecrypt("pub")
+			zstd := []string{"zstd", "-q", "-d", "-c"}
+			base := "gpg -d | zstd -d (bash)"
+			g.add(h.shellVariant(base, shJoin(dec.argv)+" <"+shQuote(in)+" | "+shJoin(zstd)+" >/dev/null", dec.env...))
+			bi, err := h.jobVariant("pipespool: openpgp-decrypt + zstd-decompress built-ins", "restore-builtin", in,
+				h.pgpWith("openpgp-decrypt", "pub"), `builtin = "zstd-decompress"`)
+			if err != nil {
+				return err
+			}
+			g.add(bi)
+			ext, err := h.jobVariant("pipespool exec gpg -d -> zstd -d", "restore-external", in,
+				tomlArgv(dec.argv...)+"\nenv = { GNUPGHOME = "+strconv.Quote(h.gnupg)+" }", tomlArgv(zstd...))
+			if err != nil {
+				return err
+			}
+			g.add(ext)
+			g.compare(bi.name, base, target{desc: "<= 1.00x, RSS < 96 MiB", maxRatio: 1.0, maxRSS: builtinRSS})
+			g.compare(ext.name, base, target{desc: "RSS < 32 MiB", maxRSS: relayRSS})
+			return nil
+		}}
+}
+
+// queueGroups compare pipespool's queue commands with fspl's on the same
+// packets: both process packets made by fspl prepare.
+func (h *harness) queueGroups() []*group {
+	tools := func() []string { return []string{"fspl", h.pp} }
+	name := func(tool string) string { return filepath.Base(tool) }
+	payload := h.cfg.payloadSize
+	return []*group{
+		{id: "queue-payload", section: "4. queue", needs: []string{"fspl"}, amount: payload, unit: "bytes",
+			build: func(g *group) error {
+				packet, err := h.payloadPacket(payload)
+				if err != nil {
+					return err
+				}
+				for _, tool := range tools() {
+					q := filepath.Join(h.dir, "queue-payload-"+name(tool))
+					if err := h.queueInit(tool, q); err != nil {
+						return err
+					}
+					// One packet, hard-linked into both queues: --never-delete
+					// keeps it, and nextseq is reset before every run.
+					if err := os.Link(packet, filepath.Join(q, "jobs", "fspl-payload.fspl")); err != nil {
+						return err
+					}
+					v := h.chainVariant(fmt.Sprintf("%s queue-process, %s payload into cat", name(tool), fmtSize(payload)), 0, "",
+						proc{argv: []string{tool, "queue-process", "-q", q, "--never-delete", "sh", "--", "-c", "cat >/dev/null"}})
+					v.setup = func() error { return os.WriteFile(filepath.Join(q, "nextseq"), []byte("1\n"), 0o644) }
+					v.check = func() error { return expectNextseq(q, 2) }
+					g.add(v)
+				}
+				g.compare(g.variants[1].name, g.variants[0].name, target{desc: "<= 1.00x", maxRatio: 1.0})
+				return nil
+			}},
+		{id: "queue-tiny", section: "4. queue", needs: []string{"fspl"}, amount: int64(h.cfg.packets), unit: "packets",
+			build: func(g *group) error {
+				src, err := h.tinyPackets(h.cfg.packets)
+				if err != nil {
+					return err
+				}
+				for _, tool := range tools() {
+					q := filepath.Join(h.dir, "queue-tiny-"+name(tool))
+					v := h.chainVariant(fmt.Sprintf("%s queue-process, %d packets, /bin/true", name(tool), h.cfg.packets), 0, "",
+						proc{argv: []string{tool, "queue-process", "-q", q, "/bin/true"}})
+					v.setup = func() error { return h.fillQueue(tool, q, src) }
+					v.check = func() error { return expectNextseq(q, h.cfg.packets+1) }
+					g.add(v)
+				}
+				g.compare(g.variants[1].name, g.variants[0].name, target{desc: "rate >= fspl (<= 1.00x)", maxRatio: 1.0})
+				return nil
+			}},
+		{id: "queue-prepare", section: "4. queue", needs: []string{"fspl"}, unit: "bytes",
+			build: func(g *group) error {
+				// The input is the packet made for queue-payload: any file
+				// of that size will do, and it is in the page cache already.
+				in, err := h.payloadPacket(payload)
+				if err != nil {
+					return err
+				}
+				st, err := os.Stat(in)
+				if err != nil {
+					return err
+				}
+				g.amount = st.Size()
+				out := filepath.Join(h.dir, "prepare.out")
+				for _, tool := range tools() {
+					v := &variant{name: fmt.Sprintf("%s prepare -i (%s) > file", name(tool), fmtSize(payload)),
+						run: func(ctx context.Context) (sample, error) {
+							return h.rn.one(ctx, proc{argv: []string{tool, "prepare", "-s", "-", "-i", in}}, stdio{out: out})
+						},
+						setup: func() error { return removeIfExists(out) },
+						check: func() error {
+							st, err := os.Stat(out)
+							if err != nil {
+								return err
+							}
+							if st.Size() <= g.amount {
+								return fmt.Errorf("packet of %d bytes for a %d-byte payload", st.Size(), g.amount)
+							}
+							return os.Remove(out)
+						}}
+					g.add(v)
+				}
+				g.compare(g.variants[1].name, g.variants[0].name, target{desc: ">= 2x fspl (<= 0.50x)", maxRatio: 0.5})
+				return nil
+			}},
+	}
+}
+
+// payloadPacket is a packet made by fspl prepare whose payload is size
+// random bytes: the random file of the relay, repeated as needed, so that
+// no extra data file fills the page cache.
+func (h *harness) payloadPacket(size int64) (string, error) {
+	return h.file("packet-"+sizeName(size)+".fspl", func(p string) error {
+		src, err := h.randomFile(min(size, 1<<30))
+		if err != nil {
+			return err
+		}
+		// size bytes: the random file repeated as often as needed.
+		reps := (size + (1 << 30) - 1) / (1 << 30)
+		files := make([]string, reps)
+		for i := range files {
+			files[i] = shQuote(src)
+		}
+		script := "cat " + strings.Join(files, " ") + " | head -c " + strconv.FormatInt(size, 10) + " | fspl prepare -s - -i -"
+		_, err = h.rn.one(h.ctx, proc{argv: []string{"sh", "-c", script}}, stdio{out: p})
+		return err
+	})
+}
+
+// tinyPackets makes n packets with fspl prepare (no payload), sequence
+// numbers 1..n, in a directory of their own.
+func (h *harness) tinyPackets(n int) (string, error) {
+	return h.file(fmt.Sprintf("tiny-%d", n), func(dir string) error {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		seq := filepath.Join(h.dir, "tiny.seq")
+		if err := os.WriteFile(seq, []byte("1\n"), 0o644); err != nil {
+			return err
+		}
+		for i := 1; i <= n; i++ {
+			out := filepath.Join(dir, fmt.Sprintf("fspl-%06d.fspl", i))
+			if _, err := h.rn.one(h.ctx, proc{argv: []string{"fspl", "prepare", "-s", seq}}, stdio{out: out}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// fillQueue makes a fresh queue q with tool and hard-links the packets of
+// src into it (processing unlinks them from q only).
+func (h *harness) fillQueue(tool, q, src string) error {
+	if err := os.RemoveAll(q); err != nil {
+		return err
+	}
+	if err := h.queueInit(tool, q); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.Link(filepath.Join(src, e.Name()), filepath.Join(q, "jobs", e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *harness) queueInit(tool, q string) error {
+	_, err := h.rn.one(h.ctx, proc{argv: []string{tool, "queue-init", "-q", q}}, stdio{})
+	return err
+}
+
+// expectNextseq checks that processing got the queue to nextseq want.
+func expectNextseq(q string, want int) error {
+	b, err := os.ReadFile(filepath.Join(q, "nextseq"))
+	if err != nil {
+		return err
+	}
+	if got := strings.TrimSpace(string(b)); got != strconv.Itoa(want) {
+		return fmt.Errorf("%s: nextseq is %s after the run, want %d", q, got, want)
+	}
+	return nil
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
+}
+
+// idleGroup is a pipeline whose stages all sleep: pipespool should cost
+// nothing while it waits. Both variants run at the same time, once.
+func (h *harness) idleGroup() *group {
+	secs := strconv.Itoa(int(h.cfg.idle.Seconds()))
+	return &group{id: "idle", section: "6. idle", needs: []string{"bash"}, runs: 1, together: true,
+		build: func(g *group) error {
+			base := "sleep " + secs + " | sleep " + secs + " (bash)"
+			g.add(h.shellVariant(base, "sleep "+secs+" | sleep "+secs))
+			v, err := h.jobVariant("pipespool exec sleep "+secs+" -> sleep "+secs, "idle", os.DevNull,
+				tomlArgv("sleep", secs), tomlArgv("sleep", secs))
+			if err != nil {
+				return err
+			}
+			g.add(v)
+			g.compare(v.name, base, target{desc: "CPU <= 0.1 s", maxCPU: idleCPU})
+			return nil
+		}}
+}

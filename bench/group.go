@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// A group is a set of variants measured together: every round runs each
+// variant once, in an order rotated from round to round, so a case and its
+// baseline see the same machine (the same neighbours, the same page cache)
+// and neither always goes first. Its pairs are the table's rows.
+type group struct {
+	id      string // what -cases matches
+	section string
+	needs   []string // peers without which the group cannot run
+	amount  int64    // work per run: bytes of the stream, or packets
+	unit    string   // "bytes", "packets", or "" (no rate)
+	runs    int      // 0: the -runs flag
+	// together: start every variant of a round at once (the idle case,
+	// where nothing competes for the CPU and 30 s per variant would be
+	// wasted).
+	together bool
+	// build prepares the data and adds the variants and pairs; it runs
+	// only when the group is selected and its peers are present.
+	build func(g *group) error
+
+	variants []*variant
+	pairs    []pair
+	err      error
+}
+
+// variant is one way of doing the group's work.
+type variant struct {
+	name    string
+	setup   func() error // before each run, not timed
+	run     func(ctx context.Context) (sample, error)
+	check   func() error // after each run, not timed: did it do the work?
+	samples []sample
+}
+
+// target is what a case must reach against its baseline; zero fields are
+// not checked.
+type target struct {
+	desc     string
+	maxRatio float64       // case time / baseline time
+	maxRSS   int64         // the case's peak RSS, bytes
+	maxCPU   time.Duration // the case's CPU time
+}
+
+// pair is a table row: a case against a baseline, both variants of the
+// group, named.
+type pair struct {
+	caseName, baseName string
+	target             target
+}
+
+func (g *group) add(v *variant) { g.variants = append(g.variants, v) }
+
+// compare adds the row caseName against baseName if both variants exist
+// (a variant whose peer is missing is never added).
+func (g *group) compare(caseName, baseName string, t target) {
+	if g.variant(caseName) != nil && g.variant(baseName) != nil {
+		g.pairs = append(g.pairs, pair{caseName, baseName, t})
+	}
+}
+
+func (g *group) variant(name string) *variant {
+	for _, v := range g.variants {
+		if v.name == name {
+			return v
+		}
+	}
+	return nil
+}
+
+// measure runs the group's rounds.
+func (g *group) measure(ctx context.Context, runs int, log func(string, ...any)) error {
+	if g.runs > 0 {
+		runs = g.runs
+	}
+	n := len(g.variants)
+	for round := range runs {
+		order := make([]*variant, n)
+		for i := range n {
+			order[i] = g.variants[(i+round)%n]
+		}
+		if g.together {
+			if err := runTogether(ctx, order); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, v := range order {
+			if err := runVariant(ctx, v); err != nil {
+				return err
+			}
+		}
+		log("%s: round %d/%d done", g.id, round+1, runs)
+	}
+	return nil
+}
+
+func runVariant(ctx context.Context, v *variant) error {
+	if v.setup != nil {
+		if err := v.setup(); err != nil {
+			return fmt.Errorf("%s: setup: %w", v.name, err)
+		}
+	}
+	s, err := v.run(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", v.name, err)
+	}
+	if v.check != nil {
+		if err := v.check(); err != nil {
+			return fmt.Errorf("%s: %w", v.name, err)
+		}
+	}
+	v.samples = append(v.samples, s)
+	return nil
+}
+
+func runTogether(ctx context.Context, vs []*variant) error {
+	errs := make([]error, len(vs))
+	var wg sync.WaitGroup
+	for i, v := range vs {
+		wg.Go(func() { errs[i] = runVariant(ctx, v) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// row is a pair's line of the results table.
+type row struct {
+	section            string
+	caseName, baseName string
+	c, b               summary
+	amount             int64
+	unit               string
+	target             target
+}
+
+// verdict says whether the row meets its target, and by how much it
+// misses.
+func (r row) verdict() string {
+	t := r.target
+	if t.maxRatio == 0 && t.maxRSS == 0 && t.maxCPU == 0 {
+		return "-"
+	}
+	var miss []string
+	if q := ratio(r.c.wall, r.b.wall); t.maxRatio > 0 && q > t.maxRatio {
+		miss = append(miss, fmt.Sprintf("time %.2fx > %.2fx", q, t.maxRatio))
+	}
+	if t.maxRSS > 0 && r.c.rss > t.maxRSS {
+		miss = append(miss, fmt.Sprintf("RSS %s > %s", fmtMiB(r.c.rss), fmtMiB(t.maxRSS)))
+	}
+	if t.maxCPU > 0 && r.c.cpu > t.maxCPU {
+		miss = append(miss, fmt.Sprintf("CPU %.3f s > %.3f s", r.c.cpu.Seconds(), t.maxCPU.Seconds()))
+	}
+	if len(miss) == 0 {
+		return "met"
+	}
+	s := "MISSED:"
+	for i, m := range miss {
+		if i > 0 {
+			s += ";"
+		}
+		s += " " + m
+	}
+	return s
+}
+
+func (g *group) rows() []row {
+	var rs []row
+	for _, p := range g.pairs {
+		c, b := g.variant(p.caseName), g.variant(p.baseName)
+		rs = append(rs, row{
+			section: g.section, caseName: p.caseName, baseName: p.baseName,
+			c: summarize(c.samples), b: summarize(b.samples),
+			amount: g.amount, unit: g.unit, target: p.target,
+		})
+	}
+	return rs
+}
+
+var tableHeader = []string{"case", "baseline", "time", "base time", "ratio",
+	"rate", "base rate", "peak RSS", "base RSS", "CPU", "base CPU", "runs", "target", "verdict"}
+
+func (r row) cells() []string {
+	return []string{
+		r.caseName, r.baseName,
+		fmtSeconds(r.c.wall), fmtSeconds(r.b.wall), fmtRatio(ratio(r.c.wall, r.b.wall)),
+		fmtRate(r.amount, r.unit, r.c.wall), fmtRate(r.amount, r.unit, r.b.wall),
+		fmtMiB(r.c.rss), fmtMiB(r.b.rss),
+		fmt.Sprintf("%.2f s", r.c.cpu.Seconds()), fmt.Sprintf("%.2f s", r.b.cpu.Seconds()),
+		fmt.Sprint(r.c.n), r.target.desc, r.verdict(),
+	}
+}

@@ -41,6 +41,7 @@ func (h *harness) groups() []*group {
 	for _, size := range h.cfg.scaleSizes {
 		gs = append(gs, h.relayGroup("scale-"+sizeName(size), "5. scaling", size, false))
 	}
+	gs = append(gs, h.startupGroup())
 	gs = append(gs, h.idleGroup())
 	return gs
 }
@@ -466,6 +467,24 @@ func removeIfExists(path string) error {
 		return err
 	}
 	return nil
+}
+
+// startupGroup is the fixed cost of a run: pipespool exec of one `true`
+// stage on empty input against `true` alone. It explains most of the
+// ratio of the small relays.
+func (h *harness) startupGroup() *group {
+	return &group{id: "startup", section: "5. scaling",
+		build: func(g *group) error {
+			base := "true"
+			g.add(h.chainVariant(base, 0, "", proc{argv: []string{"true"}}))
+			v, err := h.jobVariant("pipespool exec true (start-up cost)", "startup", os.DevNull, tomlArgv("true"))
+			if err != nil {
+				return err
+			}
+			g.add(v)
+			g.compare(v.name, base, target{})
+			return nil
+		}}
 }
 
 // idleGroup is a pipeline whose stages all sleep: pipespool should cost

@@ -181,7 +181,7 @@ func (h *harness) report(groups []*group, m *machine, took time.Duration) string
 		}
 		for _, r := range g.rows() {
 			rows = append(rows, r)
-			if strings.HasPrefix(g.id, "scale-") {
+			if strings.HasPrefix(g.id, "scale-") && g.amount > 0 {
 				scale = append(scale, r)
 			}
 		}
@@ -244,5 +244,15 @@ func scalingSummary(rs []row) string {
 	s += fmt.Sprintf("\nPeak RSS from %s to %s (%s); time per GiB from %.3f s to %.3f s",
 		fmtMiB(minRSS), fmtMiB(maxRSS), fmtMiB(maxRSS-minRSS)+" apart", minPer, maxPer)
 	s += " (the smallest size carries the start-up cost of the processes).\n"
+	if n := len(rs); n >= 2 {
+		// The marginal cost between the smallest and the largest size has
+		// no start-up in it: it is the pump's steady state.
+		a, z := rs[0], rs[n-1]
+		gib := float64(z.amount-a.amount) / (1 << 30)
+		pp := (z.c.wall - a.c.wall).Seconds() / gib
+		d := (z.b.wall - a.b.wall).Seconds() / gib
+		s += fmt.Sprintf("Marginal time per GiB from %s to %s: pipespool %.3f s, direct pipe %.3f s (%s).\n",
+			fmtSize(a.amount), fmtSize(z.amount), pp, d, fmtRatio(pp/d))
+	}
 	return s
 }

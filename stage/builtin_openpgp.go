@@ -15,7 +15,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -287,6 +289,7 @@ func (f *openpgpEncrypt) run(in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer enc.stop()
 	var sigHash hash.Hash
 	if signKey != nil {
 		sigHash = crypto.SHA256.New()
@@ -434,12 +437,25 @@ func appendLength(b []byte, n int) []byte {
 // seipdWriter encrypts into a Symmetrically Encrypted Integrity Protected
 // Data packet, version 1: CFB with a zero IV over a random block, its last
 // two bytes again, the data and an MDC packet holding the SHA-1 of all that.
+//
+// CFB encryption is sequential, but the SHA-1 of the plaintext is not tied
+// to it: a hasher goroutine hashes each large write while the caller's
+// goroutine encrypts it (on 1 GiB: SHA-1 0.6 s, AES 1 s, in parallel).
 type seipdWriter struct {
-	pkt    *partialWriter
-	stream cipher.Stream
-	mdc    hash.Hash
-	buf    []byte
+	pkt *partialWriter
+	cfb cfbEncrypter
+	mdc hash.Hash
+	buf []byte
+
+	hashReq  chan []byte   // to the hasher: hash this, then answer on hashDone
+	hashDone chan struct{} // the hasher is done with the last request
+	hasher   sync.WaitGroup
+	stopped  bool
 }
+
+// hashInline is the size under which a write is hashed by the caller: a
+// packet header is not worth two goroutine switches.
+const hashInline = 4 << 10
 
 func newSEIPDWriter(w io.Writer, key []byte) (*seipdWriter, error) {
 	block, err := aes.NewCipher(key)
@@ -447,31 +463,60 @@ func newSEIPDWriter(w io.Writer, key []byte) (*seipdWriter, error) {
 		return nil, fmt.Errorf("openpgp: %w", err)
 	}
 	s := &seipdWriter{
-		pkt:    newPartialWriter(w, packetTagSEIPD, pgpChunk),
-		stream: cipher.NewCFBEncrypter(block, make([]byte, block.BlockSize())),
-		mdc:    sha1.New(),
-		buf:    make([]byte, pgpChunk),
+		pkt:      newPartialWriter(w, packetTagSEIPD, pgpChunk),
+		cfb:      cfbEncrypter{b: block},
+		mdc:      sha1.New(),
+		buf:      make([]byte, pgpChunk),
+		hashReq:  make(chan []byte),
+		hashDone: make(chan struct{}),
 	}
+	block.Encrypt(s.cfb.out[:], s.cfb.out[:]) // the keystream of the zero IV
+	s.hasher.Add(1)
+	go func() {
+		defer s.hasher.Done()
+		for p := range s.hashReq {
+			s.mdc.Write(p)
+			s.hashDone <- struct{}{}
+		}
+	}()
 	if _, err := s.pkt.Write([]byte{1}); err != nil { // packet version
+		s.stop()
 		return nil, err
 	}
 	prefix := make([]byte, block.BlockSize()+2)
 	if _, err := rand.Read(prefix[:block.BlockSize()]); err != nil {
+		s.stop()
 		return nil, fmt.Errorf("openpgp: random prefix: %w", err)
 	}
 	copy(prefix[block.BlockSize():], prefix[block.BlockSize()-2:block.BlockSize()])
 	if _, err := s.Write(prefix); err != nil {
+		s.stop()
 		return nil, err
 	}
 	return s, nil
 }
 
+// stop ends the hasher; it may be called more than once.
+func (s *seipdWriter) stop() {
+	if !s.stopped {
+		s.stopped = true
+		close(s.hashReq)
+		s.hasher.Wait()
+	}
+}
+
 func (s *seipdWriter) Write(p []byte) (int, error) {
-	s.mdc.Write(p)
+	if len(p) < hashInline {
+		s.mdc.Write(p)
+	} else {
+		s.hashReq <- p
+		// p is only read by both goroutines until the hasher answers.
+		defer func() { <-s.hashDone }()
+	}
 	n := 0
 	for len(p) > 0 {
 		k := min(len(p), len(s.buf))
-		s.stream.XORKeyStream(s.buf[:k], p[:k])
+		s.cfb.XORKeyStream(s.buf[:k], p[:k])
 		if _, err := s.pkt.Write(s.buf[:k]); err != nil {
 			return n, err
 		}
@@ -482,17 +527,55 @@ func (s *seipdWriter) Write(p []byte) (int, error) {
 }
 
 // Close appends the MDC packet and ends the packet; it does not close the
-// writer underneath.
+// writer underneath. It stops the hasher, as stop does on error paths.
 func (s *seipdWriter) Close() error {
+	s.stop()
 	trailer := []byte{0xc0 | packetTagMDC, sha1.Size}
 	s.mdc.Write(trailer)
 	trailer = s.mdc.Sum(trailer)
 	enc := make([]byte, len(trailer))
-	s.stream.XORKeyStream(enc, trailer)
+	s.cfb.XORKeyStream(enc, trailer)
 	if _, err := s.pkt.Write(enc); err != nil {
 		return err
 	}
 	return s.pkt.Close()
+}
+
+// cfbEncrypter is CFB encryption (RFC 4880 13.9 without resync, which for
+// SEIPD is plain CFB with a zero IV). It does what crypto/cipher's CFB
+// does, with whole blocks XORed as two words, not through a copy and a
+// call per block.
+type cfbEncrypter struct {
+	b    cipher.Block
+	out  [aes.BlockSize]byte // keystream: encryption of the last ciphertext block
+	next [aes.BlockSize]byte // the ciphertext block being built
+	used int                 // bytes of out consumed
+}
+
+func (x *cfbEncrypter) XORKeyStream(dst, src []byte) {
+	const bs = aes.BlockSize
+	for len(src) > 0 {
+		if x.used == 0 && len(src) >= bs {
+			for len(src) >= bs {
+				a := binary.LittleEndian.Uint64(src) ^ binary.LittleEndian.Uint64(x.out[:])
+				b := binary.LittleEndian.Uint64(src[8:]) ^ binary.LittleEndian.Uint64(x.out[8:])
+				binary.LittleEndian.PutUint64(dst, a)
+				binary.LittleEndian.PutUint64(dst[8:], b)
+				x.b.Encrypt(x.out[:], dst[:bs])
+				src, dst = src[bs:], dst[bs:]
+			}
+			continue
+		}
+		c := src[0] ^ x.out[x.used]
+		dst[0] = c
+		x.next[x.used] = c
+		x.used++
+		src, dst = src[1:], dst[1:]
+		if x.used == bs {
+			x.b.Encrypt(x.out[:], x.next[:])
+			x.used = 0
+		}
+	}
 }
 
 // ---------------------------------------------------------------------
@@ -624,6 +707,9 @@ func (f *openpgpDecrypt) run(in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Close stops seipdReader's workers on every path; the integrity
+	// verdict comes from the explicit Close in copyPlaintext.
+	defer plain.Close()
 	if err := f.copyPlaintext(plain, out); err != nil {
 		return err
 	}
@@ -874,18 +960,55 @@ func (f *openpgpDecrypt) checkSignature(md *openpgp.MessageDetails) error {
 // bytes of plaintext are the MDC packet, not data: the reader holds them
 // back until the end of the packet, where Read returns io.EOF, or the
 // integrity error when the hash does not match.
+//
+// CFB decryption of a block needs only the ciphertext block before it, so
+// chunks of the stream are decrypted by worker goroutines in parallel
+// (one AES block at a time is latency-bound, about 10 ns a block with
+// AES-NI here, and the CPU can run several at once), a hasher goroutine
+// runs SHA-1 over them in order, and the reader's goroutine reads ahead,
+// parses and writes. Profiled on 1 GiB: SHA-1 0.55 s, AES 0.65 s, each of
+// which would otherwise add to the critical path. The helpers only compute
+// on memory handed to them and never block on I/O, so Close can always
+// stop and wait for them.
 type seipdReader struct {
 	src    io.Reader
-	stream cipher.Stream
+	block  cipher.Block
 	mdc    hash.Hash
 	buf    []byte // buf[start:end] is decrypted, not yet returned
 	start  int
 	end    int
-	srcEOF bool
+	srcEOF bool  // src is read to its end (all its chunks are queued)
 	err    error // sticky: io.EOF once verified, or the failure
+
+	first   cipher.Stream // decrypts the first chunk, which starts mid-block
+	prevCT  [aes.BlockSize]byte
+	queue   []*cfbChunk // in stream order
+	free    []*cfbChunk
+	jobs    chan *cfbChunk // to the decrypting workers
+	hashq   chan *cfbChunk // to the hasher, in stream order
+	helpers sync.WaitGroup
+	stopped bool
 }
 
-const mdcPacketSize = 2 + sha1.Size
+// cfbChunk is a piece of ciphertext that a worker decrypts in place and
+// the hasher then hashes.
+type cfbChunk struct {
+	buf       []byte
+	n         int
+	iv        [aes.BlockSize]byte
+	decrypted chan struct{}
+	hashed    chan struct{}
+}
+
+const (
+	mdcPacketSize = 2 + sha1.Size
+	// cfbChunkSize is a multiple of the block size, so that every chunk
+	// after the first starts on a block boundary.
+	cfbChunkSize = copyBufSize
+	// cfbDepth chunks are in flight: enough for two workers to always
+	// have one while the reader goroutine reads and hashes another.
+	cfbDepth = 4
+)
 
 func newSEIPDReader(src io.Reader, key []byte) (*seipdReader, error) {
 	block, err := aes.NewCipher(key)
@@ -894,10 +1017,11 @@ func newSEIPDReader(src io.Reader, key []byte) (*seipdReader, error) {
 	}
 	bs := block.BlockSize()
 	s := &seipdReader{
-		src:    src,
-		stream: cipher.NewCFBDecrypter(block, make([]byte, bs)),
-		mdc:    sha1.New(),
-		buf:    make([]byte, copyBufSize+mdcPacketSize),
+		src:   src,
+		block: block,
+		mdc:   sha1.New(),
+		buf:   make([]byte, cfbChunkSize+mdcPacketSize),
+		first: cipher.NewCFBDecrypter(block, make([]byte, bs)),
 	}
 	prefix := make([]byte, bs+2)
 	if _, err := io.ReadFull(src, prefix); err != nil {
@@ -906,14 +1030,60 @@ func newSEIPDReader(src io.Reader, key []byte) (*seipdReader, error) {
 		}
 		return nil, err
 	}
-	s.stream.XORKeyStream(prefix, prefix)
+	ct := append([]byte(nil), prefix...)
+	s.first.XORKeyStream(prefix, prefix)
 	// The quick check (RFC 4880 5.13): the random block's last two bytes
 	// repeat. With the wrong session key they almost never do.
 	if prefix[bs-2] != prefix[bs] || prefix[bs-1] != prefix[bs+1] {
 		return nil, pgperrors.ErrKeyIncorrect
 	}
 	s.mdc.Write(prefix)
+	copy(s.prevCT[:], ct[len(ct)-bs:])
+
+	workers := min(runtime.GOMAXPROCS(0), 4)
+	s.jobs = make(chan *cfbChunk, cfbDepth)
+	s.hashq = make(chan *cfbChunk, cfbDepth)
+	for range workers {
+		s.helpers.Add(1)
+		go func() {
+			defer s.helpers.Done()
+			ks := make([]byte, cfbChunkSize)
+			for c := range s.jobs {
+				cfbDecrypt(s.block, c.iv, c.buf[:c.n], ks)
+				close(c.decrypted)
+			}
+		}()
+	}
+	s.helpers.Add(1)
+	go func() {
+		defer s.helpers.Done()
+		s.hashChunks()
+	}()
 	return s, nil
+}
+
+// hashChunks hashes the plaintext for the MDC, in stream order: all of it
+// but its last 20 bytes, the MDC's hash value itself, which is held back
+// in carry until the next chunk shows it was not the end.
+func (s *seipdReader) hashChunks() {
+	var carryBuf [2 * sha1.Size]byte
+	carry := carryBuf[:0]
+	for c := range s.hashq {
+		<-c.decrypted
+		d := c.buf[:c.n]
+		if len(d) >= sha1.Size {
+			s.mdc.Write(carry)
+			s.mdc.Write(d[:len(d)-sha1.Size])
+			carry = append(carry[:0], d[len(d)-sha1.Size:]...)
+		} else {
+			carry = append(carry, d...)
+			if k := len(carry) - sha1.Size; k > 0 {
+				s.mdc.Write(carry[:k])
+				carry = append(carry[:0], carry[k:]...)
+			}
+		}
+		close(c.hashed)
+	}
 }
 
 func (s *seipdReader) Read(p []byte) (int, error) {
@@ -921,7 +1091,7 @@ func (s *seipdReader) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	for s.end-s.start <= mdcPacketSize && s.err == nil {
-		if s.srcEOF {
+		if s.srcEOF && len(s.queue) == 0 {
 			s.err = s.verify()
 			break
 		}
@@ -932,26 +1102,126 @@ func (s *seipdReader) Read(p []byte) (int, error) {
 		return 0, s.err
 	}
 	n := copy(p, s.buf[s.start:s.start+avail])
-	s.mdc.Write(p[:n])
 	s.start += n
 	return n, nil
 }
 
-// fill reads and decrypts more ciphertext behind what is buffered.
+// fill keeps cfbDepth chunks in flight and appends the oldest, once
+// decrypted, to what is buffered.
 func (s *seipdReader) fill() {
+	for len(s.queue) < cfbDepth && !s.srcEOF {
+		c := s.chunk()
+		want := c.buf
+		if s.first != nil {
+			// The prefix took a block and 2 bytes: 2 bytes short of a
+			// full chunk, and the next chunks start on block boundaries.
+			want = c.buf[:len(c.buf)-2]
+		}
+		n, err := readFullOrEOF(s.src, want)
+		c.n = n
+		switch {
+		case err == io.EOF:
+			s.srcEOF = true
+		case err != nil:
+			s.err = err
+			return
+		}
+		if n == 0 {
+			s.free = append(s.free, c)
+			break
+		}
+		// The next chunk's IV is this chunk's last ciphertext block:
+		// taken before the chunk is decrypted in place.
+		c.iv = s.prevCT
+		if n >= aes.BlockSize {
+			copy(s.prevCT[:], c.buf[n-aes.BlockSize:n])
+		}
+		if s.first != nil {
+			// The first chunk starts 2 bytes into a block (after the
+			// prefix): the stream that decrypted the prefix goes on.
+			s.first.XORKeyStream(c.buf[:n], c.buf[:n])
+			s.first = nil
+			close(c.decrypted)
+		} else {
+			s.jobs <- c // never blocks: at most cfbDepth chunks are queued
+		}
+		s.hashq <- c
+		s.queue = append(s.queue, c)
+		if n < len(want) {
+			// Only the last chunk is short: the next chunk's IV would
+			// be wrong, and there is none.
+			s.srcEOF = true
+		}
+	}
+	if len(s.queue) == 0 {
+		return
+	}
+	c := s.queue[0]
+	<-c.hashed
+	s.queue = s.queue[1:]
 	if s.start > 0 {
 		s.end = copy(s.buf, s.buf[s.start:s.end])
 		s.start = 0
 	}
-	n, err := s.src.Read(s.buf[s.end:])
-	s.stream.XORKeyStream(s.buf[s.end:s.end+n], s.buf[s.end:s.end+n])
-	s.end += n
-	switch {
-	case err == io.EOF:
-		s.srcEOF = true
-	case err != nil:
-		s.err = err
+	if need := s.end + c.n; need > len(s.buf) {
+		s.buf = append(s.buf[:s.end], make([]byte, need-s.end)...)
 	}
+	s.end += copy(s.buf[s.end:], c.buf[:c.n])
+	s.free = append(s.free, c)
+}
+
+// cfbDecrypt decrypts buf in place in CFB mode, from a block boundary,
+// with iv the ciphertext block before it; ks is scratch of len(buf). All
+// of the keystream is computed first, from the untouched ciphertext, and
+// XORed in one pass: cheaper than crypto/cipher's CFB, which works
+// block by block with a copy and a short XOR each.
+func cfbDecrypt(block cipher.Block, iv [aes.BlockSize]byte, buf, ks []byte) {
+	const bs = aes.BlockSize
+	n := len(buf)
+	if n == 0 {
+		return
+	}
+	block.Encrypt(ks[:bs], iv[:])
+	full := n / bs * bs
+	for off := bs; off < full; off += bs {
+		block.Encrypt(ks[off:off+bs], buf[off-bs:off])
+	}
+	// The last, partial block's keystream is the encryption of the last
+	// full ciphertext block (with less than a block in all, the IV's,
+	// computed above).
+	if full < n && full > 0 {
+		var tail [bs]byte
+		block.Encrypt(tail[:], buf[full-bs:full])
+		copy(ks[full:n], tail[:])
+	}
+	subtle.XORBytes(buf, buf, ks[:n])
+}
+
+// chunk returns a chunk buffer to fill, reusing decrypted ones.
+func (s *seipdReader) chunk() *cfbChunk {
+	var c *cfbChunk
+	if k := len(s.free); k > 0 {
+		c, s.free = s.free[k-1], s.free[:k-1]
+	} else {
+		c = &cfbChunk{buf: make([]byte, cfbChunkSize)}
+	}
+	c.n, c.decrypted, c.hashed = 0, make(chan struct{}), make(chan struct{})
+	return c
+}
+
+// readFullOrEOF reads until buf is full or src ends: err is io.EOF at the
+// clean end of src (n may be > 0), another error (io.ErrUnexpectedEOF for
+// a truncated packet) otherwise.
+func readFullOrEOF(src io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := src.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // verify checks the MDC packet held in the buffer against the hash.
@@ -959,8 +1229,9 @@ func (s *seipdReader) verify() error {
 	if s.end-s.start < mdcPacketSize {
 		return io.ErrUnexpectedEOF
 	}
+	// Every chunk has been hashed (fill waited for it), and the hasher
+	// has hashed all but the hash value: the MDC's tag and length too.
 	trailer := s.buf[s.start:s.end]
-	s.mdc.Write(trailer[:2])
 	sum := s.mdc.Sum(nil)
 	if trailer[0] != 0xc0|packetTagMDC || trailer[1] != sha1.Size || subtle.ConstantTimeCompare(sum, trailer[2:]) != 1 {
 		return pgperrors.ErrMDCHashMismatch
@@ -969,9 +1240,16 @@ func (s *seipdReader) verify() error {
 	return io.EOF
 }
 
-// Close reports the integrity of the packet: nil only when it was read to
-// its end and the MDC matched.
+// Close stops the workers and reports the integrity of the packet: nil
+// only when it was read to its end and the MDC matched. It may be called
+// more than once.
 func (s *seipdReader) Close() error {
+	if !s.stopped {
+		s.stopped = true
+		close(s.jobs)
+		close(s.hashq)
+		s.helpers.Wait()
+	}
 	if s.err == io.EOF {
 		return nil
 	}

@@ -3,6 +3,8 @@ package stage
 import (
 	"bytes"
 	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
 	"io"
 	"os"
 	"os/exec"
@@ -453,6 +455,41 @@ func TestOpenPGPDecryptGarbageNeverPanics(t *testing.T) {
 				t.Fatalf("%s mutation %d: no error", name, i)
 			}
 		}
+	}
+}
+
+func TestCFBDecryptMatchesCryptoCipher(t *testing.T) {
+	block, _ := aes.NewCipher(randomBytes(32, 1))
+	var iv [aes.BlockSize]byte
+	copy(iv[:], randomBytes(16, 2))
+	for _, n := range []int{0, 1, 15, 16, 17, 31, 32, 33, 1000, 4096, 4099} {
+		ct := randomBytes(n, uint64(n))
+		want := make([]byte, n)
+		cipher.NewCFBDecrypter(block, iv[:]).XORKeyStream(want, ct)
+		got := append([]byte(nil), ct...)
+		cfbDecrypt(block, iv, got, make([]byte, n+16))
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: cfbDecrypt differs from crypto/cipher's CFB", n)
+		}
+	}
+}
+
+func TestCFBEncrypterMatchesCryptoCipher(t *testing.T) {
+	block, _ := aes.NewCipher(randomBytes(32, 3))
+	data := randomBytes(70000, 4)
+	want := make([]byte, len(data))
+	cipher.NewCFBEncrypter(block, make([]byte, aes.BlockSize)).XORKeyStream(want, data)
+	// Writes of every alignment, as packet headers make them.
+	x := cfbEncrypter{b: block}
+	block.Encrypt(x.out[:], x.out[:])
+	got := make([]byte, len(data))
+	for off, k := 0, 1; off < len(data); k = k*7%5003 + 1 {
+		k = min(k, len(data)-off)
+		x.XORKeyStream(got[off:off+k], data[off:off+k])
+		off += k
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("cfbEncrypter differs from crypto/cipher's CFB")
 	}
 }
 

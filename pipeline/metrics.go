@@ -20,7 +20,9 @@ import (
 // succeeded; otherwise it is kept from the file being replaced (for the
 // same job), or 0 when there is none, so that "time() - last success"
 // alerts keep counting from the last good run.
-func WriteMetrics(path string, rep *Report) error {
+//
+// extra samples follow the spec's (queue-process adds its job counts).
+func WriteMetrics(path string, rep *Report, extra ...Metric) error {
 	lastSuccess := 0.0
 	if rep.Result == ResultSuccess {
 		lastSuccess = unixSeconds(rep.End)
@@ -57,7 +59,22 @@ func WriteMetrics(path string, rep *Report) error {
 	for _, s := range rep.Stages {
 		fmt.Fprintf(&b, "pipespool_stage_nudges_total{%s,stage=%s} %d\n", job, quoteLabel(s.Name), s.Nudges)
 	}
+	for _, m := range extra {
+		typ := m.Type
+		if typ == "" {
+			typ = "gauge"
+		}
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %s\n", m.Name, m.Help, m.Name, typ, m.Name, job, formatFloat(m.Value))
+	}
 	return writeFileAtomic(path, b.Bytes(), 0o644)
+}
+
+// Metric is one more sample for WriteMetrics, labelled with the job like
+// the others.
+type Metric struct {
+	Name, Help string
+	Type       string // gauge (default) or counter
+	Value      float64
 }
 
 func unixSeconds(t interface{ UnixMilli() int64 }) float64 {

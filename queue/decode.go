@@ -37,8 +37,10 @@ type Decoder struct {
 }
 
 // ParseDecoders builds a Decoder from -d values, in order. "zstd" is the
-// built-in zstd decompressor; anything else is a shell command.
-func ParseDecoders(specs []string) (*Decoder, error) {
+// built-in zstd decompressor, "openpgp" the built-in OpenPGP decrypter
+// whose filter (with its key) openpgp returns, called once and only when
+// "openpgp" is among specs; anything else is a shell command.
+func ParseDecoders(specs []string, openpgp func() (stage.Filter, error)) (*Decoder, error) {
 	d := &Decoder{Shell: os.Getenv("SHELL")}
 	if d.Shell == "" {
 		d.Shell = "/bin/sh"
@@ -50,7 +52,15 @@ func ParseDecoders(specs []string) (*Decoder, error) {
 		case "zstd":
 			d.Steps = append(d.Steps, DecodeStep{Builtin: s, filter: zstdFilter()})
 		case "openpgp":
-			return nil, errors.New(`-d openpgp: the built-in OpenPGP decoder is not available yet; use -d 'gpg -q -d' instead`)
+			if openpgp == nil {
+				return nil, errors.New("-d openpgp: no decryption key: put a [decoder.openpgp] table in the job file")
+			}
+			f, err := openpgp()
+			if err != nil {
+				return nil, err
+			}
+			d.Steps = append(d.Steps, DecodeStep{Builtin: s, filter: f})
+			openpgp = func() (stage.Filter, error) { return f, nil }
 		default:
 			d.Steps = append(d.Steps, DecodeStep{Shell: s})
 		}
@@ -100,12 +110,13 @@ func (d *Decoder) String() string {
 type Stream struct {
 	Out *os.File
 
-	procs []*exec.Cmd
-	wg    sync.WaitGroup
-	mu    sync.Mutex // guards errs
-	errs  []error
-	once  sync.Once
-	err   error
+	procs   []*exec.Cmd
+	aborted bool // Abort killed the shell steps: SIGKILL is not their failure
+	wg      sync.WaitGroup
+	mu      sync.Mutex // guards errs
+	errs    []error
+	once    sync.Once
+	err     error
 }
 
 // Start runs the decoder on in (read from its start; Start does not close
@@ -114,6 +125,12 @@ func (d *Decoder) Start(ctx context.Context, in *os.File) (*Stream, error) {
 	if _, err := in.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
+	return d.StartStream(ctx, in)
+}
+
+// StartStream runs the decoder on in from its current offset, without
+// seeking (stdin-*: a pipe, or a file the caller positioned).
+func (d *Decoder) StartStream(ctx context.Context, in *os.File) (*Stream, error) {
 	s := &Stream{}
 	cur := in
 	owned := false // whether cur is a pipe end this function created
@@ -185,7 +202,8 @@ func (s *Stream) Wait() error {
 			err := p.Wait()
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
-				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGPIPE {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() &&
+					(ws.Signal() == syscall.SIGPIPE || s.aborted && ws.Signal() == syscall.SIGKILL) {
 					continue
 				}
 			}
@@ -200,15 +218,17 @@ func (s *Stream) Wait() error {
 }
 
 // Abort stops the decoder: closes Out, kills the shell steps' process
-// groups, and waits for everything.
-func (s *Stream) Abort() {
+// groups, and waits for everything. It returns what Wait returns, less the
+// SIGKILL it sent: a step's own failure (a wrong key, a broken message).
+func (s *Stream) Abort() error {
 	if s.Out != nil {
 		s.Out.Close()
 	}
+	s.aborted = true
 	for _, p := range s.procs {
 		if p.Process != nil {
 			syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
 		}
 	}
-	s.Wait()
+	return s.Wait()
 }

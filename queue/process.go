@@ -120,6 +120,9 @@ type ProcessOptions struct {
 	NeverDelete    bool
 	AllowJobParams bool
 	IgnorePayload  bool
+	// OnJob, when not nil, is told what became of each job that ran
+	// (queue-process --report and --metrics-file).
+	OnJob func(JobOutcome)
 }
 
 // JobFailedError is a job that failed under --on-error Retry, or the packet
@@ -219,7 +222,9 @@ func (q *Queue) Process(ctx context.Context, opts ProcessOptions) (err error) {
 		}
 		job := cands[0]
 		fresh = false
+		start := time.Now()
 		jobErr, err := q.runJob(ctx, job, opts)
+		q.report(ctx, opts, job, start, jobErr, err)
 		if err != nil {
 			return err
 		}
@@ -351,7 +356,9 @@ func (q *Queue) processByTimestamp(ctx context.Context, opts ProcessOptions) err
 		if opts.MaxJobs > 0 && i >= opts.MaxJobs {
 			return nil
 		}
+		start := time.Now()
 		jobErr, err := q.runJob(ctx, job, opts)
+		q.report(ctx, opts, job, start, jobErr, err)
 		if err != nil {
 			return err
 		}
@@ -407,6 +414,11 @@ func (q *Queue) runJob(ctx context.Context, job Job, opts ProcessOptions) (jobEr
 		h, err = ReadHeader(stream.Out)
 	}
 	if err != nil {
+		if stream != nil {
+			if derr := stream.Abort(); derr != nil {
+				err = derr
+			}
+		}
 		return nil, fmt.Errorf("job %s: header no longer readable: %w", path, err)
 	}
 	if h.Seq != job.Header.Seq {
@@ -476,20 +488,56 @@ func ProcessStdin(ctx context.Context, in *os.File, log *slog.Logger, opts Proce
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h, err := ReadHeader(in)
+	h, stream, err := StdinHeader(ctx, in, opts.Decoder)
 	if err != nil {
-		return fmt.Errorf("stdin: %w", err)
+		return err
 	}
-	run := &Run{Header: h, Env: JobEnv(h, nil, ""), Payload: in}
+	payload := in
+	if stream != nil {
+		defer stream.Abort()
+		payload = stream.Out
+	}
+	run := &Run{Header: h, Env: JobEnv(h, nil, ""), Payload: payload}
 	opts.OutputTo = PassBoth
 	jobErr, err := runPacket(ctx, log, run, opts, nil)
 	if err != nil {
 		return err
 	}
+	if stream != nil {
+		if derr := stream.Wait(); derr != nil && jobErr == nil {
+			jobErr = derr
+		}
+	}
 	if jobErr != nil {
 		return &stdinJobError{JobFailedError{Seq: h.Seq, Err: jobErr}}
 	}
 	return nil
+}
+
+// StdinHeader reads the header of the packet on in (stdin-*), through dec
+// when it is not empty: then the payload is to be read from the returned
+// Stream's Out, which the caller must Wait for (or Abort). A bad packet, or
+// a decoder that fails before the header (a wrong key), is exit 2.
+func StdinHeader(ctx context.Context, in *os.File, dec *Decoder) (*Header, *Stream, error) {
+	if dec.Empty() {
+		h, err := ReadHeader(in)
+		if err != nil {
+			return nil, nil, fmt.Errorf("stdin: %w", err)
+		}
+		return h, nil, nil
+	}
+	stream, err := dec.StartStream(ctx, in)
+	if err != nil {
+		return nil, nil, &PacketError{Reason: "stdin: cannot start the decoder", Err: err}
+	}
+	h, err := ReadHeader(stream.Out)
+	if err != nil {
+		if derr := stream.Abort(); derr != nil {
+			return nil, nil, &PacketError{Reason: "stdin: the decoder failed", Err: derr}
+		}
+		return nil, nil, fmt.Errorf("stdin (decoded with %s): %w", dec, err)
+	}
+	return h, stream, nil
 }
 
 type stdinJobError struct{ JobFailedError }

@@ -160,7 +160,12 @@ func (q *Queue) readJobHeader(ctx context.Context, name string, dec *Decoder) (*
 		return nil, err
 	}
 	h, err := ReadHeader(s.Out)
-	s.Abort()
+	derr := s.Abort()
+	if err != nil && derr != nil {
+		// The decoder's own failure (a wrong key, not an OpenPGP
+		// message) is the reason the header is missing.
+		return nil, derr
+	}
 	return h, err
 }
 
@@ -222,14 +227,20 @@ func (q *Queue) CopyPayload(ctx context.Context, dec *Decoder, job Job, w io.Wri
 	}
 	s, err := dec.Start(ctx, f)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	defer s.Abort()
 	if _, err := ReadHeader(s.Out); err != nil {
+		if derr := s.Abort(); derr != nil {
+			return fmt.Errorf("%s: %w", path, derr)
+		}
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	if _, err := copyLarge(w, s.Out); err != nil {
 		return err
 	}
-	return s.Wait()
+	if err := s.Wait(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }

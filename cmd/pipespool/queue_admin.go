@@ -4,10 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pipespool/pipespool/pipeline"
 	"github.com/pipespool/pipespool/queue"
+	"github.com/pipespool/pipespool/stage"
 )
 
 // queueDirOptions is the -q DIR every queue-* command takes.
@@ -15,7 +19,10 @@ type queueDirOptions struct {
 	g        *globalOptions
 	QueueDir string
 	Decoders []string
-	Job      string // -j ID
+	// DecoderConfig is --decoder-config: the job file whose
+	// [decoder.openpgp] table keys -d openpgp.
+	DecoderConfig string
+	Job           string // -j ID
 }
 
 func (o *queueDirOptions) bindDir(cmd *cobra.Command) {
@@ -24,16 +31,64 @@ func (o *queueDirOptions) bindDir(cmd *cobra.Command) {
 
 func (o *queueDirOptions) bindDecoder(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVarP(&o.Decoders, "decoder", "d", nil,
-		`decode job files with this shell command ($SHELL -c), or the built-in "zstd"; repeat to chain`)
+		`decode job files with this shell command ($SHELL -c), or the built-in "zstd" or "openpgp"; repeat to chain`)
+	cmd.Flags().StringVar(&o.DecoderConfig, "decoder-config", "",
+		"job file whose [decoder.openpgp] table holds the key of -d openpgp (default: --job, else DIR/pipespool.toml)")
 }
 
-func (o *queueDirOptions) decoder() (*queue.Decoder, error) {
-	d, err := queue.ParseDecoders(o.Decoders)
+// decoder builds the -d chain. The key of -d openpgp comes from the
+// [decoder.openpgp] table of --decoder-config, else of jobFile (the
+// pipeline of queue-process/stdin-process), else of dir/pipespool.toml.
+func (o *queueDirOptions) decoder(dir, jobFile string) (*queue.Decoder, error) {
+	d, err := queue.ParseDecoders(o.Decoders, func() (stage.Filter, error) {
+		return o.openpgpDecoder(dir, jobFile)
+	})
 	if err != nil {
+		var je *pipeline.JobError
+		var ue *usageError
+		if errors.As(err, &je) || errors.As(err, &ue) {
+			return nil, err
+		}
 		return nil, &usageError{err}
 	}
 	d.Stderr = o.g.streams.ErrOut
 	return d, nil
+}
+
+func (o *queueDirOptions) openpgpDecoder(dir, jobFile string) (stage.Filter, error) {
+	path := o.DecoderConfig
+	if path == "" {
+		path = jobFile
+	}
+	if path == "" && dir != "" {
+		if p := filepath.Join(dir, "pipespool.toml"); fileExists(p) {
+			path = p
+		}
+	}
+	if path == "" {
+		return nil, usageErrorf("-d openpgp needs the decryption key: put a [decoder.openpgp] table " +
+			"(secret_key and passphrase_file, or passphrase_file alone) in the job file given by --job, " +
+			"in DIR/pipespool.toml, or in a file given by --decoder-config (see docs/queue.md)")
+	}
+	job, err := pipeline.LoadDecoderConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if job.OpenPGPDecoder == nil {
+		return nil, usageErrorf("-d openpgp: %s has no [decoder.openpgp] table: add one with secret_key "+
+			"and passphrase_file (or passphrase_file alone for a passphrase-encrypted queue); see docs/queue.md", path)
+	}
+	if cw, ok := job.OpenPGPDecoder.(stage.ConfigWarner); ok {
+		for _, w := range cw.Warnings() {
+			o.g.Logger().Warn(w, "file", path, "table", "decoder.openpgp")
+		}
+	}
+	return job.OpenPGPDecoder, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // NewCmdQueueInit creates a queue directory.
@@ -111,7 +166,7 @@ skipped with a warning.`,
 			if len(rest) > 0 {
 				return usageErrorf("queue-ls: unexpected argument %q", rest[0])
 			}
-			dec, err := opts.decoder()
+			dec, err := opts.decoder(dir, "")
 			if err != nil {
 				return err
 			}
@@ -152,7 +207,7 @@ func NewCmdQueueInfo(g *globalOptions) *cobra.Command {
 NAME=value per line (values are raw bytes and may contain newlines).`,
 		Example: "  pipespool queue-info -q /q -j 42",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q, job, err := opts.findJob(args)
+			q, job, _, err := opts.findJob(args)
 			if err != nil {
 				return err
 			}
@@ -170,27 +225,27 @@ NAME=value per line (values are raw bytes and may contain newlines).`,
 	return cmd
 }
 
-func (o *queueDirOptions) findJob(args []string) (*queue.Queue, queue.Job, error) {
+func (o *queueDirOptions) findJob(args []string) (*queue.Queue, queue.Job, *queue.Decoder, error) {
 	dir, rest, err := queueDirArg(o.QueueDir, args)
 	if err != nil {
-		return nil, queue.Job{}, err
+		return nil, queue.Job{}, nil, err
 	}
 	if len(rest) > 0 {
-		return nil, queue.Job{}, usageErrorf("unexpected argument %q", rest[0])
+		return nil, queue.Job{}, nil, usageErrorf("unexpected argument %q", rest[0])
 	}
 	seq, err := parseID(o.Job)
 	if err != nil {
-		return nil, queue.Job{}, err
+		return nil, queue.Job{}, nil, err
 	}
-	dec, err := o.decoder()
+	dec, err := o.decoder(dir, "")
 	if err != nil {
-		return nil, queue.Job{}, err
+		return nil, queue.Job{}, nil, err
 	}
 	q := queue.Open(dir, o.g.Logger())
 	ctx, stop := signalContext()
 	defer stop()
 	job, err := q.FindJob(ctx, dec, seq)
-	return q, job, err
+	return q, job, dec, err
 }
 
 // NewCmdQueuePayload dumps a job's payload.
@@ -202,11 +257,10 @@ func NewCmdQueuePayload(g *globalOptions) *cobra.Command {
 		Long:    "Write the payload of job ID (decoded with -d) to stdout.",
 		Example: "  pipespool queue-payload -q /q -j 42 | tar t",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q, job, err := opts.findJob(args)
+			q, job, dec, err := opts.findJob(args)
 			if err != nil {
 				return err
 			}
-			dec, _ := opts.decoder()
 			ctx, stop := signalContext()
 			defer stop()
 			return q.CopyPayload(ctx, dec, job, g.streams.Out)

@@ -40,6 +40,10 @@ type queueProcessOptions struct {
 	OrderBy     string
 	OnError     string
 	OutputTo    string
+	Report      string
+	MetricsFile string
+	Lock        string
+	LockWait    time.Duration
 
 	Dir     string
 	Command []string // COMMAND and -- PARAMS; empty in pipeline mode
@@ -62,11 +66,24 @@ pipeline with the payload as its input.
 After a job succeeds, nextseq is advanced durably and the job file deleted.
 A failed job stops processing with exit 1 under --on-error Retry (the
 default); with Delete or Leave, nextseq moves on and processing continues.
-Delivery is at-least-once: see docs/queue.md.`,
+Delivery is at-least-once: see docs/queue.md.
+
+-d openpgp decrypts job files with the key of the [decoder.openpgp] table
+of the job file (--job, DIR/pipespool.toml, or --decoder-config FILE).
+--report writes a JSON report of the run with one entry per job, and
+--metrics-file Prometheus metrics (docs/report.md); --lock PATH holds an
+extra flock for the run, as exec does.
+
+Exit status: 0 success (also: empty queue, --maxjobs reached, a failure
+under --on-error Delete/Leave), 1 a job failed under --on-error Retry, 2
+invalid usage or job file, 75 the queue's lock or --lock held, 130/143
+interrupted.`,
 		Example: `  pipespool queue-process -q /q sh -- -c 'zstd -d | zfs receive -u tank/backup'
   pipespool queue-process /q --on-error Leave -n 10 ./restore.sh -- --verbose
   pipespool queue-process /q --job restore.toml
-  pipespool queue-process /q -d zstd cat`,
+  pipespool queue-process /q -d zstd cat
+  pipespool queue-process /q -d openpgp -d zstd --job restore.toml --report /var/log/restore.json
+  pipespool queue-process /q --lock /run/lock/restore.lock --metrics-file /var/lib/node_exporter/textfile/restore.prom sh -- -c 'zfs receive -u tank/b'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.Flags().ArgsLenAtDash()
 			before, after := args, []string(nil)
@@ -95,6 +112,10 @@ Delivery is at-least-once: see docs/queue.md.`,
 	fl.StringVar(&opts.OrderBy, "order-by", "Sequence", "Sequence (nextseq order) or Timestamp (every job, oldest first)")
 	fl.StringVar(&opts.OnError, "on-error", "Retry", "what to do with a failed job: Retry, Delete or Leave")
 	fl.StringVar(&opts.OutputTo, "output-to", "PassBoth", "PassBoth, or SaveBoth (stdout and stderr into jobs/<file>.out)")
+	fl.StringVar(&opts.Report, "report", "", "write a JSON report of the run, one entry per job, to this file (schema: docs/report.md)")
+	fl.StringVar(&opts.MetricsFile, "metrics-file", "", "write Prometheus text-format metrics of the run to this file, atomically")
+	fl.StringVar(&opts.Lock, "lock", "", "hold flock(2) on this file for the run; exit 75 if another process holds it")
+	fl.DurationVar(&opts.LockWait, "lock-wait", 0, "with --lock: wait up to this long for the lock before exiting 75")
 	return cmd
 }
 
@@ -130,9 +151,6 @@ func runQueueProcess(opts *queueProcessOptions) error {
 	if opts.MaxJobs < 0 {
 		return usageErrorf("--maxjobs %d: must be positive", opts.MaxJobs)
 	}
-	if po.Decoder, err = opts.decoder(); err != nil {
-		return err
-	}
 	jobFile := opts.JobFile
 	commandMode := opts.Command[0] != ""
 	if commandMode && jobFile != "" {
@@ -146,12 +164,30 @@ func runQueueProcess(opts *queueProcessOptions) error {
 			return usageErrorf("queue-process: no COMMAND, no --job and no %s: say what to run", p)
 		}
 	}
+	if po.Decoder, err = opts.decoder(opts.Dir, jobFile); err != nil {
+		return err
+	}
 	if po.Runner, err = newRunner(g, commandMode, opts.Command, jobFile, &opts.processFlags); err != nil {
 		return err
 	}
 	ctx, stop := signalContext()
 	defer stop()
-	return queue.Open(opts.Dir, g.Logger()).Process(ctx, po)
+	if opts.Lock != "" {
+		lock, err := acquireLock(ctx, opts.Lock, opts.LockWait)
+		if err != nil {
+			return err
+		}
+		defer lock.Release()
+	}
+	q := queue.Open(opts.Dir, g.Logger())
+	if opts.Report == "" && opts.MetricsFile == "" {
+		return q.Process(ctx, po)
+	}
+	rec := newQueueRecorder(opts, po, jobFile, q)
+	po.OnJob = rec.onJob
+	err = q.Process(ctx, po)
+	rec.finish(err)
+	return err
 }
 
 // newRunner returns the command runner, or the pipeline runner for jobFile
@@ -172,6 +208,11 @@ func newRunner(g *globalOptions, commandMode bool, args []string, jobFile string
 	return &pipelineRunner{g: g, job: job, extra: args, timeout: timeout}, nil
 }
 
+// lastReporter is a runner that keeps the pipeline report of its last job.
+type lastReporter interface {
+	takeReport() *pipeline.Report
+}
+
 // pipelineRunner runs each packet through a pipeline: the payload is its
 // input, the FSPL_* variables are in every external stage's environment.
 type pipelineRunner struct {
@@ -179,6 +220,13 @@ type pipelineRunner struct {
 	job     *pipeline.Job
 	extra   []string
 	timeout time.Duration
+	last    *pipeline.Report // report of the last job run, for queue-process --report
+}
+
+func (p *pipelineRunner) takeReport() *pipeline.Report {
+	r := p.last
+	p.last = nil
+	return r
 }
 
 // RunJob implements queue.Runner.
@@ -199,7 +247,8 @@ func (p *pipelineRunner) RunJob(ctx context.Context, r *queue.Run) error {
 	if r.Output != nil {
 		o.Stdout, o.OutputPath, o.StderrTo = r.Output, "-", r.Output
 	}
-	_, err := pipeline.Run(ctx, p.job, o)
+	rep, err := pipeline.Run(ctx, p.job, o)
+	p.last = rep
 	if err != nil && ctx.Err() != nil && context.Cause(ctx) != nil {
 		return fmt.Errorf("%w (%v)", err, context.Cause(ctx))
 	}

@@ -11,17 +11,27 @@ import (
 
 // NewCmdStdinInfo prints the FSPL_* variables of the packet on stdin.
 func NewCmdStdinInfo(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	opts := &queueDirOptions{g: g}
+	cmd := &cobra.Command{
 		Use:   "stdin-info",
 		Short: "Get information about a packet piped to filespooler on stdin",
 		Long: `Print the FSPL_* variables of the packet on stdin, one NAME=value per line.
 A bad packet exits 2 with the reason.`,
-		Example: "  pipespool stdin-info < fspl-1234.fspl",
+		Example: "  pipespool stdin-info < fspl-1234.fspl\n  pipespool stdin-info -d openpgp --decoder-config keys.toml < fspl-1234.fspl.gpg",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := queue.ReadHeader(g.streams.In)
+			dec, err := opts.decoder("", "")
 			if err != nil {
-				return fmt.Errorf("stdin: %w", err)
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			h, stream, err := queue.StdinHeader(ctx, g.streams.In, dec)
+			if err != nil {
+				return err
+			}
+			if stream != nil {
+				stream.Abort()
 			}
 			for _, kv := range queue.JobEnv(h, nil, "") {
 				if err := writeOut(g, "%s\n", kv); err != nil {
@@ -31,36 +41,60 @@ A bad packet exits 2 with the reason.`,
 			return nil
 		},
 	}
+	opts.bindDecoder(cmd)
+	return cmd
 }
 
 // NewCmdStdinPayload writes the payload of the packet on stdin.
 func NewCmdStdinPayload(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	opts := &queueDirOptions{g: g}
+	cmd := &cobra.Command{
 		Use:     "stdin-payload",
 		Short:   "Dumps the payload from the packet on stdin to stdout",
-		Long:    "Write the payload of the packet on stdin to stdout. A bad packet exits 2.",
-		Example: "  pipespool stdin-payload < fspl-1234.fspl | tar t",
+		Long:    "Write the payload of the packet on stdin (decoded with -d) to stdout. A bad packet exits 2.",
+		Example: "  pipespool stdin-payload < fspl-1234.fspl | tar t\n  pipespool stdin-payload -d zstd < fspl-1234.fspl.zst | tar t",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := queue.ReadHeader(g.streams.In); err != nil {
-				return fmt.Errorf("stdin: %w", err)
+			dec, err := opts.decoder("", "")
+			if err != nil {
+				return err
 			}
-			_, err := io.CopyBuffer(g.streams.Out, g.streams.In, make([]byte, 1<<20))
-			return err
+			ctx, stop := signalContext()
+			defer stop()
+			_, stream, err := queue.StdinHeader(ctx, g.streams.In, dec)
+			if err != nil {
+				return err
+			}
+			in := g.streams.In
+			if stream != nil {
+				defer stream.Abort()
+				in = stream.Out
+			}
+			if _, err := io.CopyBuffer(g.streams.Out, in, make([]byte, 1<<20)); err != nil {
+				return err
+			}
+			if stream != nil {
+				if err := stream.Wait(); err != nil {
+					return fmt.Errorf("stdin: %w", err)
+				}
+			}
+			return nil
 		},
 	}
+	opts.bindDecoder(cmd)
+	return cmd
 }
 
 // stdinProcessOptions are stdin-process's options.
 type stdinProcessOptions struct {
-	g *globalOptions
+	queueDirOptions // g and -d; no queue directory
 	processFlags
 	Command []string
 }
 
 // NewCmdStdinProcess runs the packet on stdin.
 func NewCmdStdinProcess(g *globalOptions) *cobra.Command {
-	opts := &stdinProcessOptions{g: g}
+	opts := &stdinProcessOptions{queueDirOptions: queueDirOptions{g: g}}
 	cmd := &cobra.Command{
 		Use:   "stdin-process [options] COMMAND [-- PARAMS...]",
 		Short: "Process a command from a job packet read from stdin",
@@ -84,6 +118,7 @@ queue-process does for a queued job. A bad packet exits 2, a failed job 1.`,
 		},
 	}
 	opts.processFlags.bind(cmd)
+	opts.bindDecoder(cmd)
 	return cmd
 }
 
@@ -93,6 +128,10 @@ func runStdinProcess(opts *stdinProcessOptions) error {
 	if commandMode && opts.JobFile != "" {
 		return usageErrorf("stdin-process: both COMMAND %q and --job %s: give one", opts.Command[0], opts.JobFile)
 	}
+	dec, err := opts.decoder("", opts.JobFile)
+	if err != nil {
+		return err
+	}
 	runner, err := newRunner(g, commandMode, opts.Command, opts.JobFile, &opts.processFlags)
 	if err != nil {
 		return err
@@ -100,5 +139,5 @@ func runStdinProcess(opts *stdinProcessOptions) error {
 	ctx, stop := signalContext()
 	defer stop()
 	return queue.ProcessStdin(ctx, g.streams.In, g.Logger(), queue.ProcessOptions{
-		Runner: runner, AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload})
+		Runner: runner, Decoder: dec, AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload})
 }

@@ -1,0 +1,100 @@
+package queue
+
+import (
+	"context"
+	"time"
+)
+
+// Results of one job (JobOutcome.Result) and of a queue-process run
+// (ProcessReport.Result).
+const (
+	ResultSuccess     = "success"
+	ResultFailed      = "failed"
+	ResultInterrupted = "interrupted"
+	ResultError       = "error" // processing stopped on an I/O error, duplicate seq...
+)
+
+// What happened to a job file after its run (JobOutcome.Disposition).
+const (
+	DispositionDeleted = "deleted" // succeeded (or failed under --on-error Delete) and unlinked
+	DispositionKept    = "kept"    // --never-delete, or the run stopped before its commit
+	DispositionLeft    = "left"    // failed under --on-error Leave: stays, nextseq moved on
+	DispositionRetry   = "retry"   // failed under --on-error Retry: stays, nextseq did not move
+)
+
+// JobOutcome is what queue-process did with one job: ProcessOptions.OnJob
+// receives one per job it ran, and the --report of queue-process lists them
+// (docs/report.md).
+type JobOutcome struct {
+	File        string    `json:"file"` // the job file, as DIR/jobs/NAME
+	Seq         uint64    `json:"seq"`
+	Type        string    `json:"type"` // Command, NOP or Fail
+	CTime       time.Time `json:"ctime"`
+	Start       time.Time `json:"start"`
+	End         time.Time `json:"end"`
+	Duration    float64   `json:"duration_seconds"`
+	Result      string    `json:"result"` // success, failed, interrupted or error
+	Error       string    `json:"error,omitempty"`
+	Disposition string    `json:"disposition"`
+	// Pipeline is the pipeline's run report in pipeline mode (the caller
+	// fills it in: the queue package does not know pipelines).
+	Pipeline any `json:"pipeline,omitempty"`
+}
+
+// ProcessReport is the --report of queue-process: the whole run and one
+// entry per job it ran. Schema: testdata/queue-report.schema.json.
+type ProcessReport struct {
+	Kind          string       `json:"kind"` // always "queue-process"
+	Job           string       `json:"job"`  // the metrics' job label
+	Queue         string       `json:"queue"`
+	JobFile       string       `json:"job_file,omitempty"` // pipeline mode
+	Command       []string     `json:"command,omitempty"`  // command mode
+	Decoder       string       `json:"decoder"`
+	OrderBy       string       `json:"order_by"`
+	OnError       string       `json:"on_error"`
+	Start         time.Time    `json:"start"`
+	End           time.Time    `json:"end"`
+	Duration      float64      `json:"duration_seconds"`
+	Result        string       `json:"result"`
+	Message       string       `json:"message,omitempty"`
+	NextSeqBefore *uint64      `json:"nextseq_before,omitempty"`
+	NextSeqAfter  *uint64      `json:"nextseq_after,omitempty"`
+	JobsProcessed int          `json:"jobs_processed"`
+	JobsSucceeded int          `json:"jobs_succeeded"`
+	JobsFailed    int          `json:"jobs_failed"`
+	Jobs          []JobOutcome `json:"jobs"`
+}
+
+// disposition says what happens to a job file after its run.
+func disposition(jobErr error, opts ProcessOptions) string {
+	switch {
+	case jobErr != nil && opts.OnError == OnErrorRetry:
+		return DispositionRetry
+	case jobErr != nil && opts.OnError == OnErrorLeave:
+		return DispositionLeft
+	case opts.NeverDelete:
+		return DispositionKept
+	}
+	return DispositionDeleted
+}
+
+// report tells opts.OnJob about a job that ran from start until now.
+func (q *Queue) report(ctx context.Context, opts ProcessOptions, job Job, start time.Time, jobErr, err error) {
+	if opts.OnJob == nil {
+		return
+	}
+	end := time.Now()
+	o := JobOutcome{File: q.JobPath(job.Name), Seq: job.Header.Seq, Type: job.Header.Type.String(),
+		CTime: job.Header.CTime().UTC(), Start: start, End: end, Duration: end.Sub(start).Seconds(),
+		Result: ResultSuccess, Disposition: disposition(jobErr, opts)}
+	switch {
+	case err != nil:
+		o.Result, o.Error, o.Disposition = ResultError, err.Error(), DispositionKept
+		if ctx.Err() != nil {
+			o.Result = ResultInterrupted
+		}
+	case jobErr != nil:
+		o.Result, o.Error = ResultFailed, jobErr.Error()
+	}
+	opts.OnJob(o)
+}

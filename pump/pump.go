@@ -371,19 +371,52 @@ func (p *Pump) blockedSide() side {
 		return p.lastRWSide
 	}
 	switch {
-	case p.srcPipe && !p.dstPipe:
-		return sideSrc // the other side is a file or a device that does not block
-	case p.dstPipe && !p.srcPipe:
-		return sideDst
+	case p.srcFile:
+		return sideDst // a regular file never makes splice wait
+	case p.dstFile:
+		return sideSrc
 	}
-	// Pipe to pipe: EAGAIN is "source empty" or "destination full". A
-	// source with bytes queued means the destination is full. If bytes
-	// arrive right after this check we wait for the source, which is
-	// already readable: level-triggered, so the wait returns at once.
-	if Queued(p.src.FD) > 0 {
+	// Neither side is a regular file: a pipe and another pipe, or a pipe
+	// and a socket or device we own. EAGAIN is "source empty" or
+	// "destination full" and splice does not say which, so look.
+	//
+	// This used to assume that a non-pipe side never blocks, and that a
+	// source pipe with nothing queued meant "wait for the source". Both
+	// spun at 100% CPU: an owned socket does block (its buffer full, or
+	// nothing to read, while the pipe side is ready at once), and splice
+	// checks the destination for room before it looks for EOF, so a
+	// producer that has exited (source empty, hung up) with the
+	// destination full made every wait for the source return at once on
+	// its hang-up (TestPumpIdleUsesNoCPU; regression tests
+	// TestPumpNoSpinWhenDestinationFullAfterProducerExit,
+	// TestPumpNoSpinOnOwnedSocket).
+	//
+	// Bytes queued in the source (FIONREAD works on pipes and sockets)
+	// mean the destination had no room; so does a destination that is not
+	// writable now. Otherwise the source had nothing. If readiness changes
+	// right after this look, the wait is on a side that is ready or will
+	// be: level-triggered, it returns at once or when that side moves,
+	// and the next attempt looks again.
+	if Queued(p.src.FD) > 0 || !hasRoom(p.dst.FD) {
 		return sideDst
 	}
 	return sideSrc
+}
+
+// hasRoom reports whether fd would accept a write now, or fail it with an
+// error (EPIPE): a poll(2) that does not wait. Only a destination that is
+// merely full reports false; one whose reader is gone reports true, so
+// that the pump waits for its source, not for a hang-up that is always
+// pending (the next write attempt reports EPIPE).
+func hasRoom(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return err != nil || n > 0 && fds[0].Revents != 0
+	}
 }
 
 // waitFor arms s one-shot and waits until it is ready or the pump is woken.

@@ -149,3 +149,18 @@ func TestTermProgressLetsLogsThrough(t *testing.T) {
 		t.Errorf("got %q\nwant %q", out.String(), want)
 	}
 }
+
+// BenchmarkSampleProcess is the /proc part of one monitor tick for one
+// external stage (stat, io, fdinfo): what stall detection costs per stage
+// per second with the default stall_timeout.
+func BenchmarkSampleProcess(b *testing.B) {
+	var pr procReader
+	pid := os.Getpid()
+	for b.Loop() {
+		s := pr.sampleGroup(pid, nil)
+		if !s.alive {
+			b.Fatal("not alive")
+		}
+		pr.fdPos(pid, 0)
+	}
+}

@@ -127,7 +127,9 @@ type digest struct {
 	err error
 }
 
-func (d digest) String() string { return fmt.Sprintf("%d bytes sha256 %.16s (err %v)", d.n, d.sum, d.err) }
+func (d digest) String() string {
+	return fmt.Sprintf("%d bytes sha256 %.16s (err %v)", d.n, d.sum, d.err)
+}
 
 // producer describes how a test writes its stream.
 type producer struct {

@@ -1,8 +1,14 @@
 package pump
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -249,5 +255,432 @@ func TestPumpNoSpinOnOwnedSocket(t *testing.T) {
 				t.Fatalf("result %+v; wrote %v, read %v", res, in, out)
 			}
 		})
+	}
+}
+
+// blockedPump is a pump from a pipe to a pipe (or a socket to a socket,
+// for the read/write path) that is left waiting for the side named.
+func blockedPump(t *testing.T, sockets bool, on State) (p *Pump, w, r *os.File) {
+	t.Helper()
+	var src, dst End
+	if sockets {
+		src, w = socketFor(t)
+		dst, r = socketFor(t)
+	} else {
+		src, w = pipeFor(t, smallPipe, true)
+		dst, r = pipeFor(t, smallPipe, false)
+	}
+	p = mustNew(t, src, dst)
+	if on == WaitingDst {
+		// More than both buffers hold: the pump fills the destination and
+		// the rest stays queued behind it. The write ends with EPIPE or
+		// an error when the pump closes its source.
+		go w.Write(make([]byte, 8*mib))
+	}
+	return p, w, r
+}
+
+func TestPumpStopReturnsPromptlyWhileBlocked(t *testing.T) {
+	tests := []struct {
+		name    string
+		sockets bool
+		on      State
+	}{
+		{"pipe source empty", false, WaitingSrc},
+		{"pipe destination full", false, WaitingDst},
+		{"socket source empty (read/write)", true, WaitingSrc},
+		{"socket destination full (read/write)", true, WaitingDst},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			p, _, _ := blockedPump(t, tt.sockets, tt.on)
+			done := start(p)
+			waitState(t, p, tt.on)
+			stopped := make(chan time.Time, 1)
+			go func() { stopped <- time.Now(); p.Stop() }()
+			res := waitFor(t, done, 2*time.Second, "pump after Stop")
+			took := time.Since(waitFor(t, stopped, time.Second, "Stop"))
+			t.Logf("Run returned %v after Stop", took)
+			if !errors.Is(res.Err, ErrStopped) || res.EOF || res.ConsumerGone {
+				t.Fatalf("result %+v, want ErrStopped", res)
+			}
+			if tt.on == WaitingDst && (res.Undelivered == 0 || !tt.sockets && res.Unread == 0) {
+				t.Errorf("result %+v: want bytes reported undelivered and unread", res)
+			}
+			if p.State() != Finished {
+				t.Errorf("state %v after Run", p.State())
+			}
+			if got := p.Result(); got != res {
+				t.Errorf("Result() = %+v, Run returned %+v", got, res)
+			}
+		})
+	}
+}
+
+func TestPumpStopBeforeRunAndAfterFinish(t *testing.T) {
+	checkFDs(t)
+	p, _, _ := blockedPump(t, false, WaitingSrc)
+	p.Stop()
+	if res := waitFor(t, start(p), 2*time.Second, "pump stopped before Run"); !errors.Is(res.Err, ErrStopped) {
+		t.Fatalf("result %+v, want ErrStopped", res)
+	}
+	// After Run: the poller is closed; Stop must be a no-op (it used to
+	// write to the eventfd's number, by then perhaps another file's).
+	other, w := pipeFor(t, smallPipe, false)
+	defer unix.Close(other.FD)
+	p.Stop()
+	if q := Queued(other.FD); q != 0 {
+		t.Fatalf("Stop after Run wrote %d bytes into an unrelated pipe", q)
+	}
+	_ = w
+}
+
+func TestPumpReportsConsumerGone(t *testing.T) {
+	const read = 100 << 10 // what the consumer reads before it goes
+	tests := []struct {
+		name string
+		// consumer starts the consumer on dst's read end and returns
+		// when it has gone, with what it read.
+		consumer func(t *testing.T, r *os.File) int64
+	}{
+		{"consumer closes its end", func(t *testing.T, r *os.File) int64 {
+			d := consumer{}.consume(io.LimitReader(r, read))
+			r.Close()
+			return d.n
+		}},
+		{"consumer process exits", func(t *testing.T, r *os.File) int64 {
+			// The child needs a blocking stdin: hand it a blocking dup.
+			fd, err := unix.FcntlInt(r.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+			cmd := helperCmd(fmt.Sprintf("consume %d", read))
+			stdin := os.NewFile(uintptr(fd), "stdin")
+			cmd.Stdin = stdin
+			var out strings.Builder
+			cmd.Stdout = &out
+			if err := cmd.Start(); err != nil {
+				stdin.Close()
+				t.Fatal(err)
+			}
+			stdin.Close()
+			if err := cmd.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			var n int64
+			fmt.Sscan(out.String(), &n)
+			return n
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			src, w := pipeFor(t, DefaultPipeSize, true)
+			dst, r := pipeFor(t, smallPipe, false)
+			produced := goProduce(producer{total: 1 << 40, seed: 3}, w) // until EPIPE
+			p := mustNew(t, src, dst)
+			done := start(p)
+			got := tt.consumer(t, r)
+			res := waitFor(t, done, 10*time.Second, "pump after consumer left")
+			if !res.ConsumerGone || !errors.Is(res.Err, ErrConsumerGone) || res.EOF {
+				t.Fatalf("result %+v, want ConsumerGone", res)
+			}
+			if got != read || res.Bytes < read || res.Undelivered <= 0 {
+				t.Errorf("consumer read %d; result %+v: want Bytes >= %d and Undelivered > 0", got, res, read)
+			}
+			// The pump closed its source: the producer gets EPIPE, as in a
+			// shell pipeline, and does not hang.
+			in := waitFor(t, produced, 10*time.Second, "producer EPIPE")
+			if !errors.Is(in.err, syscall.EPIPE) {
+				t.Errorf("producer ended with %v, want EPIPE", in.err)
+			}
+			if in.n < res.Bytes+res.Undelivered-int64(res.Unread) {
+				t.Errorf("producer wrote %d, pump reports %+v", in.n, res)
+			}
+		})
+	}
+}
+
+func TestPumpReportsEOFOnlyAfterEveryByteIsQueued(t *testing.T) {
+	const total = 300<<10 + 5 // fits the 1 MiB pipes: the pump ends before anyone reads
+	tests := []struct {
+		name    string
+		src     source
+		witness bool
+		read    int64 // what the consumer reads after the pump ended; -1: all
+		want    int   // Leftover
+	}{
+		{"pipe, consumer reads all", pipeSource(DefaultPipeSize), true, -1, 0},
+		{"pipe, consumer reads part", pipeSource(DefaultPipeSize), true, 1000, total - 1000},
+		{"pipe, consumer reads nothing", pipeSource(DefaultPipeSize), true, 0, total},
+		{"file, consumer reads part", fileSource, true, 7, total - 7},
+		{"no witness", pipeSource(DefaultPipeSize), false, -1, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			src, produced := tt.src(t, producer{total: total, seed: 5})
+			in := waitFor(t, produced, 10*time.Second, "producer") // done and closed before the pump starts
+			dst, r := pipeFor(t, DefaultPipeSize, false)
+			var opts []Option
+			if tt.witness {
+				opts = append(opts, KeepWitness())
+			}
+			p := mustNew(t, src, dst, opts...)
+			res := waitFor(t, start(p), 10*time.Second, "pump")
+			defer p.Release()
+			if !res.EOF || res.Err != nil || res.Bytes != total {
+				t.Fatalf("result %+v, want EOF after %d bytes", res, total)
+			}
+			if q := Queued(int(r.Fd())); q != total {
+				t.Fatalf("%d bytes queued for the consumer at EOF, want %d", q, total)
+			}
+			if tt.read < 0 {
+				if out := (consumer{}).consume(r); out != in {
+					t.Fatalf("wrote %v, read %v", in, out)
+				}
+			} else {
+				if n, err := io.ReadFull(r, make([]byte, tt.read)); err != nil {
+					t.Fatalf("read %d: %v", n, err)
+				}
+			}
+			r.Close() // the consumer exits
+			if got := p.Leftover(); got != tt.want {
+				t.Errorf("Leftover = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPumpQueuedIsMinusOneAfterFinish(t *testing.T) {
+	checkFDs(t)
+	p, _, r := blockedPump(t, false, WaitingDst)
+	done := start(p)
+	waitState(t, p, WaitingDst)
+	// The writer refills the source behind the pump.
+	eventually(t, 10*time.Second, "source refilled", func() bool { return p.SrcQueued() > 0 })
+	if s, d := p.SrcQueued(), p.DstQueued(); s <= 0 || d <= 0 {
+		t.Errorf("while blocked: SrcQueued %d, DstQueued %d; want both > 0", s, d)
+	}
+	r.Close()
+	res := waitFor(t, done, 10*time.Second, "pump")
+	if !res.ConsumerGone {
+		t.Fatalf("result %+v, want ConsumerGone", res)
+	}
+	if s, d := p.SrcQueued(), p.DstQueued(); s != -1 || d != -1 {
+		t.Errorf("after Run: SrcQueued %d, DstQueued %d; want -1, -1", s, d)
+	}
+
+	// Not a pipe: -1 at any time.
+	fsrc, _ := fileSource(t, producer{total: 10})
+	dst, _ := socketFor(t)
+	fp := mustNew(t, fsrc, dst)
+	if s, d := fp.SrcQueued(), fp.DstQueued(); s != -1 || d != -1 {
+		t.Errorf("file to socket: SrcQueued %d, DstQueued %d; want -1, -1", s, d)
+	}
+	waitFor(t, start(fp), 10*time.Second, "file pump")
+}
+
+func TestPumpNeverClosesEndItDoesNotOwn(t *testing.T) {
+	tests := []struct {
+		name string
+		// end makes the pump end; the test side is a Go file.
+		end  func(r, w *os.File) // what the test does with its sides while the pump runs
+		want func(Result) bool
+	}{
+		{"EOF", func(r, w *os.File) { w.Close() }, func(res Result) bool { return res.EOF }},
+		{"consumer gone", func(r, w *os.File) { r.Close(); go w.Write(make([]byte, 64<<10)) },
+			func(res Result) bool { return res.ConsumerGone }},
+		{"stopped", nil, func(res Result) bool { return errors.Is(res.Err, ErrStopped) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			// Inherited ends: blocking, not owned. Their flags must not
+			// change and they must stay open.
+			in, _, err := NewPipe(smallPipe)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, _, err := NewPipe(smallPipe)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(in.R)
+			defer unix.Close(out.W)
+			w := testSide(t, in.W, "producer")
+			r := testSide(t, out.R, "consumer")
+			p := mustNew(t, End{FD: in.R, Name: "stdin"}, End{FD: out.W, Name: "stdout"})
+			done := start(p)
+			if tt.end != nil {
+				tt.end(r, w)
+			} else {
+				waitState(t, p, WaitingSrc)
+				p.Stop()
+			}
+			res := waitFor(t, done, 10*time.Second, "pump")
+			if !tt.want(res) {
+				t.Fatalf("result %+v", res)
+			}
+			for _, fd := range []int{in.R, out.W} {
+				fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+				if err != nil {
+					t.Fatalf("fd %d not owned by the pump: %v", fd, err)
+				}
+				if fl&unix.O_NONBLOCK != 0 {
+					t.Errorf("fd %d not owned by the pump was made non-blocking", fd)
+				}
+			}
+			w.Close() // unblocks the writer of "consumer gone"
+		})
+	}
+}
+
+// longCopySize is the stream of the signal test: 1 GiB, or 64 MiB where
+// that would take too long.
+func longCopySize() int64 {
+	if testing.Short() || raceEnabled {
+		return 64 * mib
+	}
+	return 1 << 30
+}
+
+func TestPumpSurvivesSignalsDuringLongCopy(t *testing.T) {
+	checkFDs(t)
+	size := longCopySize()
+	// SIGUSR1 with a handler interrupts the pump's own syscalls (EINTR);
+	// SIGSTOP and SIGCONT to the children make both sides stall and
+	// resume at random points.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+
+	a, _, err := NewPipe(DefaultPipeSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := NewPipe(DefaultPipeSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range []int{a.R, b.W} {
+		if err := SetNonblock(fd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prod := helperCmd(fmt.Sprintf("produce %d 11", size))
+	cons := helperCmd("consume 0")
+	var prodOut, consOut strings.Builder
+	prodStdout, consStdin := File(a.W, "producer stdout"), File(b.R, "consumer stdin")
+	prod.Stdout, prod.Stderr = prodStdout, &prodOut
+	cons.Stdin, cons.Stdout, cons.Stderr = consStdin, &consOut, os.Stderr
+	errP, errC := prod.Start(), cons.Start()
+	// The children's ends are theirs now: close ours at once, also on
+	// error, or the pump never sees EOF and the consumer never EPIPE.
+	prodStdout.Close()
+	consStdin.Close()
+	if errP != nil || errC != nil {
+		unix.Close(a.R)
+		unix.Close(b.W)
+		t.Fatal(errP, errC)
+	}
+	p := mustNew(t, End{FD: a.R, Own: true, Name: "producer"}, End{FD: b.W, Own: true, Name: "consumer"})
+	begin := time.Now()
+	done := start(p)
+
+	stopSignals := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	signals := 0
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(3 * time.Millisecond) // the signal sender's pace
+		defer tick.Stop()
+		procs := []*os.Process{prod.Process, cons.Process}
+		for i := 0; ; i++ {
+			select {
+			case <-stopSignals:
+				for _, pr := range procs {
+					pr.Signal(syscall.SIGCONT) // never leave a child stopped
+				}
+				return
+			case <-usr1:
+				continue // delivered: the handler ran, the pump saw EINTR or not
+			case <-tick.C:
+			}
+			pr := procs[i/2%2]
+			if i%2 == 0 {
+				pr.Signal(syscall.SIGSTOP)
+			} else {
+				pr.Signal(syscall.SIGCONT)
+			}
+			syscall.Kill(os.Getpid(), syscall.SIGUSR1)
+			signals++
+		}
+	}()
+	var res Result
+	select {
+	case res = <-done:
+	case <-time.After(5 * time.Minute):
+		close(stopSignals)
+		wg.Wait()
+		prod.Process.Kill()
+		cons.Process.Kill()
+		t.Fatalf("copy of %d bytes hangs after %v (pump %v, %d bytes)\n%s", size, time.Since(begin), p.State(), p.Bytes(), goroutines())
+	}
+	close(stopSignals)
+	wg.Wait()
+	errP, errC = prod.Wait(), cons.Wait()
+	took := time.Since(begin)
+	if errP != nil || errC != nil {
+		t.Fatalf("producer %v, consumer %v", errP, errC)
+	}
+	t.Logf("%d MiB in %v (%.0f MiB/s) with %d signals", size/mib, took, float64(size)/mib/took.Seconds(), signals)
+	if !res.EOF || res.Bytes != size {
+		t.Fatalf("result %+v, want EOF after %d bytes", res, size)
+	}
+	if w, r := strings.TrimSpace(prodOut.String()), strings.TrimSpace(consOut.String()); w != r {
+		t.Fatalf("producer wrote %s, consumer read %s", w, r)
+	}
+}
+
+func BenchmarkPumpPipeToPipe(b *testing.B) {
+	in, _, err := NewPipe(DefaultPipeSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, _, err := NewPipe(DefaultPipeSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	SetNonblock(in.R)
+	SetNonblock(out.W)
+	unix.SetNonblock(in.W, true)
+	unix.SetNonblock(out.R, true)
+	w, r := os.NewFile(uintptr(in.W), "w"), os.NewFile(uintptr(out.R), "r")
+	defer r.Close()
+	p, err := New(End{FD: in.R, Own: true}, End{FD: out.W, Own: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunk := make([]byte, mib)
+	newPRNG(1).Read(chunk)
+	b.SetBytes(mib)
+	b.ResetTimer()
+	go func() {
+		defer w.Close()
+		for range b.N {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	done := start(p)
+	n, _ := io.CopyBuffer(io.Discard, r, make([]byte, mib))
+	res := waitFor(b, done, time.Minute, "pump")
+	if n != int64(b.N)*mib || !res.EOF {
+		b.Fatalf("read %d, result %+v", n, res)
 	}
 }

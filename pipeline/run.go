@@ -612,6 +612,11 @@ func (r *running) stageReport(i, root int, failed bool) StageReport {
 		if !res.Failed() && o.partial {
 			sr.Status = "partial-read"
 		}
+	case res.Failed() && res.Stopped && !res.BrokenPipe:
+		// Stopped by pipespool (SIGTERM/SIGKILL) before anything else
+		// could end it: say so, even if its consumer had gone too.
+		sr.Status = "stopped"
+		sr.Note = "stopped by pipespool"
 	case res.Failed() && (res.BrokenPipe || o.consumerGone):
 		if r.consumerAllowedStop(i) {
 			sr.Status = "ok"
@@ -620,9 +625,6 @@ func (r *running) stageReport(i, root int, failed bool) StageReport {
 			sr.Status = "consequence"
 			sr.Note = "its consumer had gone"
 		}
-	case res.Failed() && res.Stopped:
-		sr.Status = "stopped"
-		sr.Note = "stopped by pipespool"
 	case res.Failed():
 		sr.Status = "failed"
 	case o.partial && !spec.AllowPartialRead:

@@ -171,8 +171,13 @@ func (m *monitorState) kill(i int, msg string) {
 	w.killed = true
 	r.log.Error(msg, "stage", r.stages[i].Name())
 	r.decide(i, ResultFailed, msg)
-	r.stages[i].Stop(r.grace)
+	r.stages[i].Stop(StallKillGrace)
 }
+
+// StallKillGrace is the time a stage killed for stalling (on_stall = "kill")
+// has between SIGTERM and SIGKILL, as the spec sets it: longer than the
+// default grace, since a stalled stage may need time to notice SIGTERM.
+const StallKillGrace = 10 * time.Second
 
 // idleEnds logs, once per idle spell, a stage that has waited
 // stall_timeout for the pipeline's own input or output: the jam is outside

@@ -345,6 +345,16 @@ func fileSink(t *testing.T, c consumer) (End, func() digest) {
 	}
 }
 
+// appendFileSink is fileSink with O_APPEND, which splice refuses (EINVAL):
+// the pump falls back to read/write before it has moved a byte.
+func appendFileSink(t *testing.T, c consumer) (End, func() digest) {
+	e, collect := fileSink(t, c)
+	if _, err := unix.FcntlInt(uintptr(e.FD), unix.F_SETFL, unix.O_APPEND); err != nil {
+		t.Fatal(err)
+	}
+	return e, collect
+}
+
 func goConsume(t *testing.T, c consumer, r io.Reader) func() digest {
 	ch := make(chan digest, 1)
 	go func() { ch <- c.consume(r) }()

@@ -44,6 +44,8 @@ func TestPumpDeliversEveryByteOnceInOrder(t *testing.T) {
 			producer{total: 8*mib + 17}, consumer{chunk: 5000}},
 		{"pipe to file", pipeSource(smallPipe), fileSink,
 			producer{total: 8*mib + 17, chunk: 5000}, consumer{}},
+		{"pipe to append-only file falls back to read/write", pipeSource(smallPipe), appendFileSink,
+			producer{total: 2*mib + 1, chunk: 5000}, consumer{}},
 		{"file to file is read/write", fileSource, fileSink,
 			producer{total: 3*mib + 1}, consumer{}},
 		{"socket to socket is read/write", socketSource, socketSink,

@@ -117,7 +117,6 @@ type Pump struct {
 
 	done   chan struct{}
 	result Result
-	once   sync.Once
 }
 
 // SrcQueued returns the bytes queued in the source pipe (what the producer
@@ -219,21 +218,24 @@ func (p *Pump) Stop() {
 // through the witness (see KeepWitness), or -1 if there is none.
 func (p *Pump) Leftover() int {
 	<-p.done
+	p.fdMu.RLock()
+	defer p.fdMu.RUnlock()
 	if p.witness < 0 {
 		return -1
 	}
 	return Queued(p.witness)
 }
 
-// Release closes the witness, if any. Call it after Leftover.
+// Release closes the witness, if any. Call it after Leftover; Leftover
+// returns -1 from then on. Both are safe from any goroutine.
 func (p *Pump) Release() {
 	<-p.done
-	p.once.Do(func() {
-		if p.witness >= 0 {
-			unix.Close(p.witness)
-			p.witness = -1
-		}
-	})
+	p.fdMu.Lock()
+	defer p.fdMu.Unlock()
+	if p.witness >= 0 {
+		unix.Close(p.witness)
+		p.witness = -1
+	}
 }
 
 // Run copies until EOF, a consumer gone, an error or Stop, then closes the
@@ -280,6 +282,16 @@ func (p *Pump) loop() Result {
 				return Result{Err: werr}
 			}
 		case err == unix.EPIPE:
+			if p.srcDrained() {
+				// splice checks for a reader on the destination before
+				// it looks for EOF on the source: a producer that ended
+				// without writing more, after its consumer had gone,
+				// gets EPIPE here too. Nothing was refused, so this is
+				// EOF: calling it "consumer gone" made that producer's
+				// own failure (exit 54 with nothing to write) look like
+				// a consequence (TestRegressionEOFAfterConsumerGoneIsEOF).
+				return Result{EOF: true}
+			}
 			return Result{ConsumerGone: true, Undelivered: p.undelivered(), Unread: p.dstQueued(), Err: ErrConsumerGone}
 		case err == unix.EINVAL && p.useSplice && p.bytes.Load() == 0:
 			// This pair of files does not splice (a tty, an odd device):
@@ -401,6 +413,23 @@ func (p *Pump) blockedSide() side {
 		return sideDst
 	}
 	return sideSrc
+}
+
+// srcDrained reports whether the source is a pipe at end of file: nothing
+// queued, nothing in our buffer, and no writer left (POLLHUP without
+// POLLIN), so no byte could have been refused by the destination.
+func (p *Pump) srcDrained() bool {
+	if !p.srcPipe || p.bufStart != p.bufEnd || Queued(p.src.FD) != 0 {
+		return false
+	}
+	fds := []unix.PollFd{{Fd: int32(p.src.FD), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && n > 0 && fds[0].Revents&unix.POLLHUP != 0 && fds[0].Revents&unix.POLLIN == 0
+	}
 }
 
 // hasRoom reports whether fd would accept a write now, or fail it with an

@@ -72,7 +72,7 @@ func (h *harness) jobVariant(name, job, input string, stages ...string) (*varian
 // default-pipe shell pipeline are measured too; the scaling groups only
 // measure pipespool against the direct pipe.
 func (h *harness) relayGroup(id, section string, size int64, all bool) *group {
-	return &group{id: id, section: section, amount: size, unit: "bytes",
+	return &group{id: id, section: section, amount: size, unit: "bytes", runs: 7,
 		build: func(g *group) error {
 			in, err := h.randomFile(size)
 			if err != nil {
@@ -81,7 +81,7 @@ func (h *harness) relayGroup(id, section string, size int64, all bool) *group {
 			cat := proc{argv: []string{"cat"}}
 			src := proc{argv: []string{"cat", in}}
 			g.add(h.chainVariant(direct1M, pipeSize, "", src, cat))
-			pp, err := h.jobVariant(ppRelay, "relay", in, tomlArgv("cat"), tomlArgv("cat"))
+			pp, err := h.jobVariant(ppRelay, id, in, tomlArgv("cat"), tomlArgv("cat"))
 			if err != nil {
 				return err
 			}
@@ -126,7 +126,7 @@ func (h *harness) relayGroup(id, section string, size int64, all bool) *group {
 // cats joined directly by 1 MiB pipes, and by bash's 64 KiB pipes.
 func (h *harness) stages4Group() *group {
 	size := h.cfg.relaySize
-	return &group{id: "stages4", section: "2. four stages", amount: size, unit: "bytes",
+	return &group{id: "stages4", section: "2. four stages", amount: size, unit: "bytes", runs: 7,
 		build: func(g *group) error {
 			in, err := h.randomFile(size)
 			if err != nil {
@@ -155,7 +155,7 @@ func (h *harness) stages4Group() *group {
 func (h *harness) zstdGroups() []*group {
 	size := h.cfg.mixSize
 	return []*group{
-		{id: "zstd-compress", section: "3. built-ins", needs: []string{"zstd"}, amount: size, unit: "bytes",
+		{id: "zstd-compress", section: "3. built-ins", needs: []string{"zstd"}, amount: size, unit: "bytes", runs: 3,
 			build: func(g *group) error {
 				in, err := h.mixFile(size)
 				if err != nil {
@@ -211,7 +211,7 @@ func (h *harness) pgpGroups() []*group {
 	for _, mode := range []string{"pub", "sym"} {
 		how := map[string]string{"pub": "public key", "sym": "passphrase"}[mode]
 		gs = append(gs, &group{id: "openpgp-encrypt-" + mode, section: "3. built-ins", needs: []string{"gpg"},
-			amount: size, unit: "bytes",
+			amount: size, unit: "bytes", runs: 3,
 			build: func(g *group) error {
 				in, err := h.randomFile(size)
 				if err != nil {
@@ -327,7 +327,7 @@ func (h *harness) queueGroups() []*group {
 				g.compare(g.variants[1].name, g.variants[0].name, target{desc: "<= 1.00x", maxRatio: 1.0})
 				return nil
 			}},
-		{id: "queue-tiny", section: "4. queue", needs: []string{"fspl"}, amount: int64(h.cfg.packets), unit: "packets",
+		{id: "queue-tiny", section: "4. queue", needs: []string{"fspl"}, amount: int64(h.cfg.packets), unit: "packets", runs: 3,
 			build: func(g *group) error {
 				src, err := h.tinyPackets(h.cfg.packets)
 				if err != nil {
@@ -344,7 +344,7 @@ func (h *harness) queueGroups() []*group {
 				g.compare(g.variants[1].name, g.variants[0].name, target{desc: "rate >= fspl (<= 1.00x)", maxRatio: 1.0})
 				return nil
 			}},
-		{id: "queue-prepare", section: "4. queue", needs: []string{"fspl"}, unit: "bytes",
+		{id: "queue-prepare", section: "4. queue", needs: []string{"fspl"}, unit: "bytes", runs: 3,
 			build: func(g *group) error {
 				// The input is the packet made for queue-payload: any file
 				// of that size will do, and it is in the page cache already.
@@ -473,7 +473,7 @@ func removeIfExists(path string) error {
 // stage on empty input against `true` alone. It explains most of the
 // ratio of the small relays.
 func (h *harness) startupGroup() *group {
-	return &group{id: "startup", section: "5. scaling",
+	return &group{id: "startup", section: "5. scaling", runs: 7,
 		build: func(g *group) error {
 			base := "true"
 			g.add(h.chainVariant(base, 0, "", proc{argv: []string{"true"}}))

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/binary"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -138,6 +139,35 @@ func writeFile(path string, fill func(w *bufio.Writer) error) error {
 		return err
 	}
 	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// repeatFile writes n copies of src to path, copied by the kernel.
+func repeatFile(path, src string, n int64) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := path + ".tmp"
+	out, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	for range n {
+		if _, err := in.Seek(0, io.SeekStart); err != nil {
+			out.Close()
+			return err
+		}
+		// (*os.File).ReadFrom uses copy_file_range between regular files.
+		if _, err := out.ReadFrom(in); err != nil {
+			out.Close()
+			return err
+		}
+	}
+	if err := out.Close(); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

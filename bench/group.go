@@ -17,7 +17,10 @@ type group struct {
 	needs   []string // peers without which the group cannot run
 	amount  int64    // work per run: bytes of the stream, or packets
 	unit    string   // "bytes", "packets", or "" (no rate)
-	runs    int      // 0: the -runs flag
+	// runs: how many rounds, unless -runs says; 0: the default of the mode.
+	// Cheap groups get more (their noise is relatively larger), groups of
+	// several seconds a run fewer, to keep the full run within 10 minutes.
+	runs int
 	// together: start every variant of a round at once (the idle case,
 	// where nothing competes for the CPU and 30 s per variant would be
 	// wasted).
@@ -77,9 +80,6 @@ func (g *group) variant(name string) *variant {
 
 // measure runs the group's rounds.
 func (g *group) measure(ctx context.Context, runs int, log func(string, ...any)) error {
-	if g.runs > 0 {
-		runs = g.runs
-	}
 	n := len(g.variants)
 	for round := range runs {
 		order := make([]*variant, n)

@@ -151,7 +151,8 @@ func (h *harness) report(groups []*group, m *machine, took time.Duration) string
 		p("For a chain of processes,\n")
 	}
 	p("the largest of them. *CPU* is user+sys of everything the variant ran (the stages too),\n")
-	p("from wait4 rusage. Data is pseudo-random and the same on every run; all input files\n")
+	p("from wait4 rusage; on a shared machine it is steadier than wall time, as it does not count\n")
+	p("the time a process waited for a CPU. Data is pseudo-random and the same on every run; all input files\n")
 	p("are in the page cache. *Direct* baselines are processes the harness joins with pipes it\n")
 	p("sized with F_SETPIPE_SZ to %d bytes, the size pipespool gives its own pipes.\n\n", pipeSize)
 

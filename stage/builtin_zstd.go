@@ -81,7 +81,12 @@ func (f *zstdCompress) Run(ctx context.Context, r io.Reader, w io.Writer) error 
 	in, out := &ioSide{ctx: ctx, r: r}, &ioSide{ctx: ctx, w: w}
 	enc, err := zstd.NewWriter(out,
 		zstd.WithEncoderLevel(f.level),
-		zstd.WithEncoderConcurrency(f.concurrency))
+		zstd.WithEncoderConcurrency(f.concurrency),
+		// An empty input still gets a frame, as `zstd` writes one: without
+		// it the output is 0 bytes, which zstd-decompress (and `zstd -d`)
+		// reject, so an empty stream did not survive a round trip
+		// (TestRegressionZstdEmptyInputRoundTrip).
+		zstd.WithZeroFrames(true))
 	if err != nil {
 		return fmt.Errorf("zstd: %w", err)
 	}
@@ -126,7 +131,8 @@ func newZstdDecompress(with map[string]any, baseDir string) (Filter, error) {
 
 // Run implements Filter.
 func (f *zstdDecompress) Run(ctx context.Context, r io.Reader, w io.Writer) error {
-	in, out := &ioSide{ctx: ctx, r: r}, &ioSide{ctx: ctx, w: w}
+	read := &readCounter{r: r}
+	in, out := &ioSide{ctx: ctx, r: read}, &ioSide{ctx: ctx, w: w}
 	dec, err := zstd.NewReader(newBufReader(in),
 		zstd.WithDecoderMaxWindow(f.maxMemory),
 		zstd.WithDecoderMaxMemory(f.maxMemory),
@@ -139,16 +145,31 @@ func (f *zstdDecompress) Run(ctx context.Context, r io.Reader, w io.Writer) erro
 	}
 	defer dec.Close()
 	// WriteTo hands out decoded blocks without another copy.
-	n, err := dec.WriteTo(out)
+	_, err = dec.WriteTo(out)
 	if err != nil {
 		return sideError(in, out, f.explain(err))
 	}
-	if n == 0 {
+	// The input's length, not the output's: a valid frame of an empty
+	// stream decodes to 0 bytes and is no error
+	// (TestRegressionZstdEmptyInputRoundTrip).
+	if read.n == 0 {
 		// An empty input is no zstd stream: `zstd -d` refuses it too, and
 		// a backup that decompresses to nothing is worth stopping for.
 		return errors.New("zstd: empty input: not a zstd frame")
 	}
 	return nil
+}
+
+// readCounter counts the bytes read through it.
+type readCounter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // explain turns the decoder's errors into what a user can act on.

@@ -381,6 +381,19 @@ func (r *running) run(ctx context.Context) {
 	r.pumpsWG.Wait()
 }
 
+// isOver reports whether stage i has ended (false past the last stage).
+func (r *running) isOver(i int) bool {
+	if i >= len(r.stages) {
+		return false
+	}
+	select {
+	case <-r.stages[i].Done():
+		return true
+	default:
+		return false
+	}
+}
+
 func (r *running) isFailed() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -410,7 +423,19 @@ func (r *running) watchStage(i int) {
 		}
 		select {
 		case <-out.Done():
-			o.consumerGone = out.Result().ConsumerGone
+			// A pump stopped because its consumer was over (see "the
+			// input link" below) closed this stage's stdout reader just
+			// as an EPIPE would have: a shell stage then exits 141 (its
+			// last command's SIGPIPE) rather than dying of the signal,
+			// and was blamed as the root cause
+			// (TestRegressionShellStageExit141AfterConsumerEnded). Only
+			// when bytes were refused or the status says SIGPIPE: a
+			// stage idle at the stop that then fails with nothing to
+			// write failed on its own
+			// (TestRegressionProducerFailingAfterConsumerClosedIsRootCause).
+			pr := out.Result()
+			o.consumerGone = pr.ConsumerGone || errors.Is(pr.Err, pump.ErrStopped) && r.isOver(i+1) &&
+				(pr.Undelivered > 0 || first.ExitCode == 128+int(syscall.SIGPIPE))
 		default:
 		}
 	}
@@ -553,6 +578,11 @@ func (r *running) finish(start time.Time) (*Report, error) {
 	r.mu.Lock()
 	failed, result, root, msg, sig := r.failed, r.result, r.root, r.message, r.signal
 	r.mu.Unlock()
+	if !failed && r.opts.BeforeCommit != nil {
+		if err := r.opts.BeforeCommit(); err != nil {
+			failed, result, msg = true, ResultFailed, fmt.Sprintf("input check after the last byte: %v", err)
+		}
+	}
 	if !failed {
 		if err := r.dst.commit(); err != nil {
 			failed, result, msg = true, ResultFailed, err.Error()

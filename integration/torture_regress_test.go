@@ -1,0 +1,91 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Regression tests for what the torture harness found (docs/reliability.md).
+
+// regressRun runs job (with $T standing for the torturer binary) n times and
+// checks the exit status and the report's root cause each time.
+func regressRun(t *testing.T, n int, body string, wantCode int, wantRoot string) {
+	t.Helper()
+	torturer := buildTorturer(t)
+	dir := t.TempDir()
+	job := writeFile(t, dir, "job.toml", fmt.Sprintf(body, torturer))
+	report := filepath.Join(dir, "report.json")
+	for i := 0; i < n; i++ {
+		res := runPipespool(t, runOpts{}, "exec", job, "-o", "none", "--report", report, "--log-level", "error")
+		var rep struct {
+			RootCause string `json:"root_cause"`
+		}
+		b, _ := os.ReadFile(report)
+		json.Unmarshal(b, &rep)
+		if res.Code != wantCode || rep.RootCause != wantRoot {
+			t.Fatalf("try %d: exit %d root cause %q, want %d %q\nstderr: %s\nreport: %s", i, res.Code, rep.RootCause, wantCode, wantRoot, res.Stderr, b)
+		}
+	}
+}
+
+// TestRegressionProducerFailingAfterConsumerClosedIsRootCause: TORTURE_SEED=1
+// run 16. A stage that fails on its own (exit 54) with nothing to write,
+// after its consumer closed its stdin, was called a consequence ("its
+// consumer had gone") and the run succeeded. Fixed in pump: splice's EPIPE
+// on a drained, hung-up source is EOF.
+func TestRegressionProducerFailingAfterConsumerClosedIsRootCause(t *testing.T) {
+	regressRun(t, 5, `
+[[stage]]
+command = ["%[1]s", "gen", "300000", "7"]
+[[stage]]
+name = "fails"
+command = ["%[1]s", "exitafter", "1000", "54"]
+[[stage]]
+command = ["%[1]s", "closein", "0", ""]
+allow_partial_read = true
+`, 1, "fails")
+}
+
+// TestRegressionShellStageExit141AfterConsumerEnded: TORTURE_SEED=2 run 104.
+// A shell stage (`cat | cat`) whose consumer chain ended early (a built-in
+// that got EPIPE, because `head` downstream may stop reading) exits 141:
+// its last command's SIGPIPE, as an exit status. The pump feeding the
+// built-in had been stopped (not EPIPE'd) when the built-in ended, so the
+// shell stage was not seen as a consequence and was blamed as the root
+// cause. Fixed in pipeline: a pump stopped because its consumer was over
+// counts as the consumer gone.
+func TestRegressionShellStageExit141AfterConsumerEnded(t *testing.T) {
+	regressRun(t, 5, `
+pipe_size = "64KiB"
+[[stage]]
+command = ["%[1]s", "gen", "4000000", "3"]
+[[stage]]
+shell = "cat | tr a-z A-Z | cat"
+[[stage]]
+builtin = "zstd-compress"
+[[stage]]
+builtin = "zstd-decompress"
+[[stage]]
+command = ["head", "-c", "1309"]
+allow_partial_read = true
+`, 0, "")
+}
+
+// TestRegressionZstdEmptyStreamRoundTrip: TORTURE_SEED=2 runs 128 and 158.
+// An empty stream through zstd-compress -> zstd-decompress failed ("empty
+// input: not a zstd frame"): the compressor wrote no frame, and the
+// decompressor judged emptiness by its output. See also the unit test
+// stage.TestRegressionZstdEmptyInputRoundTrip.
+func TestRegressionZstdEmptyStreamRoundTrip(t *testing.T) {
+	regressRun(t, 1, `
+[[stage]]
+command = ["%[1]s", "gen", "0", "1"]
+[[stage]]
+builtin = "zstd-compress"
+[[stage]]
+builtin = "zstd-decompress"
+`, 0, "")
+}

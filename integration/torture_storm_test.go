@@ -1,0 +1,141 @@
+package integration
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// storm disturbs the processes of the torture runs while they run: it
+// stops and continues them (SIGSTOP/SIGCONT, which makes epoll_wait, read
+// and friends return EINTR or restart), attaches and detaches strace (the
+// incidents' hangs vanished under strace: ptrace attach interrupts blocking
+// syscalls the same way), and sends SIGCHLD noise to pipespool. Every
+// stopped process is continued before the storm moves on, and at most one
+// strace runs at a time.
+type storm struct {
+	rng     *rand.Rand
+	prefix  string // the marker prefix of the runs' processes
+	stop    chan struct{}
+	done    chan struct{}
+	stops   atomic.Int64
+	straces atomic.Int64
+	chlds   atomic.Int64
+}
+
+func startStorm(seed uint64, prefix string) *storm {
+	s := &storm{rng: rand.New(rand.NewPCG(seed, 0x73746f726d)), prefix: prefix,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go s.loop()
+	return s
+}
+
+// Stop ends the storm and waits for it: nothing is left stopped or traced.
+func (s *storm) Stop() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+}
+
+func (s *storm) pause(d time.Duration) bool {
+	select {
+	case <-s.stop:
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+func (s *storm) loop() {
+	defer close(s.done)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var tracing atomic.Bool
+	for s.pause(time.Duration(5+s.rng.IntN(40)) * time.Millisecond) {
+		pipespools, stages := s.targets()
+		all := append(append([]int(nil), pipespools...), stages...)
+		if len(all) == 0 {
+			continue
+		}
+		pid := all[s.rng.IntN(len(all))]
+		switch x := s.rng.IntN(10); {
+		case x < 5:
+			syscall.Kill(pid, syscall.SIGSTOP)
+			time.Sleep(time.Duration(s.rng.IntN(20000)) * time.Microsecond)
+			syscall.Kill(pid, syscall.SIGCONT)
+			s.stops.Add(1)
+		case x < 7:
+			if !tracing.CompareAndSwap(false, true) {
+				continue
+			}
+			d := time.Duration(10+s.rng.IntN(200)) * time.Millisecond
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer tracing.Store(false)
+				st := exec.Command("strace", "-f", "-qq", "-p", strconv.Itoa(pid), "-o", "/dev/null")
+				if st.Start() != nil {
+					return
+				}
+				s.straces.Add(1)
+				select {
+				case <-time.After(d):
+				case <-s.stop:
+				}
+				// SIGINT makes strace detach cleanly (SIGKILL could leave a
+				// tracee in a ptrace stop).
+				// It has been seen to hang in wait4 when its tracee exited
+				// meanwhile: SIGKILL it after a while.
+				st.Process.Signal(syscall.SIGINT)
+				waited := make(chan struct{})
+				go func() { st.Wait(); close(waited) }()
+				select {
+				case <-waited:
+				case <-time.After(5 * time.Second):
+					st.Process.Kill()
+					<-waited
+				}
+			}()
+		default:
+			if len(pipespools) > 0 {
+				syscall.Kill(pipespools[s.rng.IntN(len(pipespools))], syscall.SIGCHLD)
+				s.chlds.Add(1)
+			}
+		}
+	}
+}
+
+// targets lists the live pipespool processes started by this test binary
+// and the processes of the torture runs (their argv holds the prefix).
+func (s *storm) targets() (pipespools, stages []int) {
+	ents, _ := os.ReadDir("/proc")
+	self := []byte(pipespoolBin)
+	prefix := []byte(s.prefix)
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(e.Name())
+		argv0, _, _ := bytes.Cut(cmdline, []byte{0})
+		switch {
+		case bytes.Equal(argv0, self):
+			pipespools = append(pipespools, pid)
+		case bytes.Contains(cmdline, prefix) && !bytes.HasPrefix(argv0, []byte("strace")):
+			stages = append(stages, pid)
+		}
+	}
+	return pipespools, stages
+}

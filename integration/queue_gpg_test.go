@@ -283,4 +283,18 @@ func TestQueueGpgErrors(t *testing.T) {
 				readFile(t, filepath.Join(d, "q/nextseq")), listJobs(t, filepath.Join(d, "q")), r.err)
 		}
 	}
+
+	// Pipeline mode: the pipeline's output file is never renamed into
+	// place when the decoder's integrity check fails after the last byte.
+	out := filepath.Join(d, "restored.bin")
+	job := writeFile(t, d, "restore.toml", "[output]\npath = \""+out+"\"\n[[stage]]\ncommand = [\"cat\"]\n")
+	r = run(t, d, nil, nil, pipespoolBin, "queue-process", "q", "--job", job, "-d", "openpgp", "--decoder-config", g.config)
+	if r.code != 1 || !strings.Contains(r.err, "q/jobs/"+filepath.Base(big)) {
+		t.Errorf("pipeline mode, corrupt message: exit %d, stderr %s", r.code, r.err)
+	}
+	// The good job, if it came first, may have committed its own output;
+	// the corrupt one's (over 100000 bytes) must never appear.
+	if st, err := os.Stat(out); err == nil && st.Size() > 100000 {
+		t.Errorf("pipeline mode committed the output of a message that failed its integrity check (%d bytes)", st.Size())
+	}
 }

@@ -35,6 +35,11 @@ type Options struct {
 	// Grace is how long a stopped stage has between SIGTERM and SIGKILL;
 	// 0 means DefaultGrace.
 	Grace time.Duration
+	// BeforeCommit, when not nil, is called once every stage has
+	// succeeded, before the output is committed. An error fails the run
+	// (exit 1) and the output is discarded: queue-process uses it to wait
+	// for a decoder whose integrity check ends after the last byte.
+	BeforeCommit func() error
 	// Progress, when not nil, receives the progress display a few times a
 	// second: each Write is one whole frame (one line per stage, each
 	// ending in "\n") that replaces the previous one, and a last empty

@@ -62,6 +62,9 @@ type outcome struct {
 	partial      bool  // exited 0 without reading all its input
 	unread       int64 // bytes it left unread, when known
 	consumerGone bool  // its output pump found the consumer gone
+	// outputCut: its consumer ended before its output reached EOF (the
+	// pump got EPIPE, or was stopped when the consumer was over).
+	outputCut bool
 	inputEOF     bool  // its input pump delivered everything up to EOF
 	bytesIn      int64
 	bytesOut     int64
@@ -434,7 +437,8 @@ func (r *running) watchStage(i int) {
 			// write failed on its own
 			// (TestRegressionProducerFailingAfterConsumerClosedIsRootCause).
 			pr := out.Result()
-			o.consumerGone = pr.ConsumerGone || errors.Is(pr.Err, pump.ErrStopped) && r.isOver(i+1) &&
+			o.outputCut = pr.ConsumerGone || errors.Is(pr.Err, pump.ErrStopped) && r.isOver(i+1)
+			o.consumerGone = pr.ConsumerGone || o.outputCut &&
 				(pr.Undelivered > 0 || first.ExitCode == 128+int(syscall.SIGPIPE))
 		default:
 		}
@@ -511,7 +515,11 @@ func (r *running) judge(i int) {
 		// pipespool stopped it.
 	case res.Failed():
 		own = true
-	case o.partial && !spec.AllowPartialRead:
+	case o.partial && !spec.AllowPartialRead && !o.outputCut:
+		// Not when its consumer ended first: then what it left unread
+		// was not wanted anyway, and a process the stage left behind to
+		// do the work (`cat <&3 &`) died of SIGPIPE after the main
+		// process had exited 0 (TestRegressionBackgroundWorkerOfStoppedConsumer).
 		own = true
 	}
 	if own {
@@ -657,6 +665,9 @@ func (r *running) stageReport(i, root int, failed bool) StageReport {
 		}
 	case res.Failed():
 		sr.Status = "failed"
+	case o.partial && o.outputCut && !spec.AllowPartialRead:
+		sr.Status = "ok"
+		sr.Note = "its consumer stopped reading first; input left unread"
 	case o.partial && !spec.AllowPartialRead:
 		sr.Status = "partial-read"
 	default:
@@ -703,7 +714,7 @@ func (r *running) blamePartialReaders() {
 func (r *running) stoppedReader(i int) int {
 	for j := i + 1; j < len(r.stages); j++ {
 		o := r.outcomes[j]
-		if o.res.Failed() && (o.res.BrokenPipe || o.consumerGone) {
+		if o.res.Failed() && (o.res.BrokenPipe || o.consumerGone) || !o.res.Failed() && o.partial && o.outputCut {
 			continue
 		}
 		if o.res.Failed() || o.inputEOF {
@@ -722,7 +733,7 @@ func (r *running) consumerAllowedStop(i int) bool {
 		if o.partial && r.job.Stages[j].AllowPartialRead && !o.res.Failed() {
 			return true
 		}
-		if !(o.res.Failed() && (o.res.BrokenPipe || o.consumerGone)) {
+		if !(o.res.Failed() && (o.res.BrokenPipe || o.consumerGone) || !o.res.Failed() && o.partial && o.outputCut) {
 			return false
 		}
 	}

@@ -102,6 +102,10 @@ type Run struct {
 	Payload *os.File
 	// Output, when not nil, receives both stdout and stderr (SaveBoth).
 	Output *os.File
+	// PayloadDone, when not nil, waits for the decoder that produces
+	// Payload and returns its error: an OpenPGP integrity check fails only
+	// after the last byte. Call it only once the payload has been read.
+	PayloadDone func() error
 }
 
 // Runner runs one job; nil means success.
@@ -426,6 +430,9 @@ func (q *Queue) runJob(ctx context.Context, job Job, opts ProcessOptions) (jobEr
 	}
 	q.Logger.Debug("running job", "seq", h.Seq, "file", job.Name, "type", h.Type.String())
 	run := &Run{Header: h, Env: JobEnv(h, q, job.Name), Payload: payload}
+	if stream != nil {
+		run.PayloadDone = stream.Wait
+	}
 	jobErr, err = runPacket(ctx, q.Logger, run, opts, func() (*os.File, error) {
 		return os.OpenFile(path+".out", os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
 	})
@@ -498,6 +505,9 @@ func ProcessStdin(ctx context.Context, in *os.File, log *slog.Logger, opts Proce
 		payload = stream.Out
 	}
 	run := &Run{Header: h, Env: JobEnv(h, nil, ""), Payload: payload}
+	if stream != nil {
+		run.PayloadDone = stream.Wait
+	}
 	opts.OutputTo = PassBoth
 	jobErr, err := runPacket(ctx, log, run, opts, nil)
 	if err != nil {

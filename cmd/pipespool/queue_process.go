@@ -243,6 +243,9 @@ func (p *pipelineRunner) RunJob(ctx context.Context, r *queue.Run) error {
 		Env:       r.Env,
 		ExtraArgs: append(append([]string(nil), p.extra...), r.Params...),
 		Logger:    p.g.Logger(),
+		// The output is committed only once the decoder, if any, has
+		// vouched for the whole payload (integrity check, signature).
+		BeforeCommit: r.PayloadDone,
 	}
 	if r.Output != nil {
 		o.Stdout, o.OutputPath, o.StderrTo = r.Output, "-", r.Output

@@ -89,3 +89,33 @@ builtin = "zstd-compress"
 builtin = "zstd-decompress"
 `, 0, "")
 }
+
+// TestRegressionBackgroundWorkerOfStoppedConsumer: TORTURE_SEED=3 runs 181,
+// 252, 299, 313, 365. A stage whose main process exits 0 at once, leaving a
+// background process to copy its input (`exec 3<&0; cat <&3 &`), before a
+// consumer that stops reading (allowed): the background cat dies of
+// SIGPIPE, the stage's input is left unread, and the stage was blamed for
+// a partial read (or, when another stage failed on its own, blamed instead
+// of it). Fixed in pipeline: a stage whose consumer ended before its output
+// reached EOF is not blamed for leaving input unread.
+func TestRegressionBackgroundWorkerOfStoppedConsumer(t *testing.T) {
+	regressRun(t, 5, `
+pipe_size = "1MiB"
+[[stage]]
+command = ["%[1]s", "gen", "4000000", "5"]
+[[stage]]
+shell = "exec 3<&0; cat <&3 3<&- &"
+[[stage]]
+command = ["%[1]s", "closein", "5", "closed"]
+allow_partial_read = true
+`, 0, "")
+	regressRun(t, 5, `
+[[stage]]
+command = ["%[1]s", "gen", "4000000", "5"]
+[[stage]]
+shell = "exec 3<&0; cat <&3 3<&- &"
+[[stage]]
+name = "fails"
+command = ["%[1]s", "exitafter", "100000", "9"]
+`, 1, "fails")
+}

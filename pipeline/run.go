@@ -65,10 +65,10 @@ type outcome struct {
 	// outputCut: its consumer ended before its output reached EOF (the
 	// pump got EPIPE, or was stopped when the consumer was over).
 	outputCut bool
-	inputEOF     bool  // its input pump delivered everything up to EOF
-	bytesIn      int64
-	bytesOut     int64
-	leftovers    int // processes left in its group at the end
+	inputEOF  bool // its input pump delivered everything up to EOF
+	bytesIn   int64
+	bytesOut  int64
+	leftovers int // processes left in its group at the end
 	// Written by the monitor under running.mu:
 	stalls    int
 	nudges    int

@@ -60,7 +60,8 @@ func (m *machine) finish(h *harness) {
 			continue
 		}
 		out, _ := exec.Command(v[0], v[1:]...).CombinedOutput()
-		m.versions = append(m.versions, strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]))
+		v, _, _ := strings.Cut(strings.SplitN(string(out), "\n", 2)[0], " - Copyright")
+		m.versions = append(m.versions, strings.Trim(strings.TrimSpace(v), "* "))
 	}
 }
 

@@ -60,7 +60,12 @@ func (h *harness) shellVariant(name, script string, env ...string) *variant {
 
 // jobVariant runs pipespool exec on a job file it writes.
 func (h *harness) jobVariant(name, job, input string, stages ...string) (*variant, error) {
-	p, err := h.job(job, jobBody(job, input, stages...))
+	return h.jobVariantWith(name, job, "", input, stages...)
+}
+
+// jobVariantWith is jobVariant with top-level keys (TOML lines) added.
+func (h *harness) jobVariantWith(name, job, keys, input string, stages ...string) (*variant, error) {
+	p, err := h.job(job, keys+jobBody(job, input, stages...))
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +115,14 @@ func (h *harness) relayGroup(id, section string, size int64, all bool) *group {
 			if h.has("bash") {
 				g.add(h.shellVariant(shell, "cat "+shQuote(in)+" | cat >/dev/null"))
 			}
+			// pipespool at the shell's pipe size, for the comparison at
+			// equal pipe sizes with the shell pipeline.
+			pp64, err := h.jobVariantWith("pipespool exec cat -> cat, pipe_size 64KiB", id+"-64k",
+				"pipe_size = \"64KiB\"\n", in, tomlArgv("cat"), tomlArgv("cat"))
+			if err != nil {
+				return err
+			}
+			g.add(pp64)
 			for _, r := range relays {
 				g.compare(r.name, direct1M, target{})
 			}
@@ -118,6 +131,7 @@ func (h *harness) relayGroup(id, section string, size int64, all bool) *group {
 				g.compare(ppRelay, r.name, target{desc: "faster (< 1.00x)", maxRatio: 1.0})
 			}
 			g.compare(ppRelay, shell, rss)
+			g.compare(pp64.name, shell, rss)
 			return nil
 		}}
 }

@@ -118,6 +118,10 @@ func (k *keyFile) protected() bool {
 // unlockKey decrypts a protected secret key with the passphrase read from
 // passPath; a wrong one is the error the user needs to hear about.
 func unlockKey(pk *packet.PrivateKey, pass []byte, passPath string) error {
+	// A filter may run more than once (queue-process, one packet after
+	// another), even concurrently: the key it decrypts is shared.
+	unlockMu.Lock()
+	defer unlockMu.Unlock()
 	if !pk.Encrypted {
 		return nil
 	}
@@ -129,6 +133,9 @@ func unlockKey(pk *packet.PrivateKey, pass []byte, passPath string) error {
 	}
 	return nil
 }
+
+// unlockMu serialises the decryption of secret keys, which changes them.
+var unlockMu sync.Mutex
 
 // pgpConfig is what both filters hand the library: the choices gpg 2.2
 // reads (see the top of this file).
@@ -707,9 +714,12 @@ func (f *openpgpDecrypt) run(in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Close stops seipdReader's workers on every path; the integrity
-	// verdict comes from the explicit Close in copyPlaintext.
-	defer plain.Close()
+	// seipdReader's helper goroutines stop on every path. (The library's
+	// readers are not closed here: their Close reads to the end of the
+	// input, which after a failure nobody wants.)
+	if sr, ok := plain.(*seipdReader); ok {
+		defer sr.stop()
+	}
 	if err := f.copyPlaintext(plain, out); err != nil {
 		return err
 	}
@@ -1240,16 +1250,22 @@ func (s *seipdReader) verify() error {
 	return io.EOF
 }
 
-// Close stops the workers and reports the integrity of the packet: nil
-// only when it was read to its end and the MDC matched. It may be called
+// stop ends the helper goroutines and waits for them; it may be called
 // more than once.
-func (s *seipdReader) Close() error {
+func (s *seipdReader) stop() {
 	if !s.stopped {
 		s.stopped = true
 		close(s.jobs)
 		close(s.hashq)
 		s.helpers.Wait()
 	}
+}
+
+// Close stops the helpers and reports the integrity of the packet: nil
+// only when it was read to its end and the MDC matched. It may be called
+// more than once.
+func (s *seipdReader) Close() error {
+	s.stop()
 	if s.err == io.EOF {
 		return nil
 	}

@@ -6,13 +6,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // needTools fails the test when a tool the interop tests run is missing:
@@ -233,4 +237,55 @@ func TestUnknownWithKey(t *testing.T) {
 		_, err := buildFilter(name, map[string]any{"requir_signed_by": "x"}, t.TempDir())
 		wantParamError(t, err, "requir_signed_by", "unknown key")
 	}
+}
+
+// TestBuiltinsLeaveNoGoroutines: every built-in's helper goroutines (the
+// zstd coder's, the OpenPGP workers and hasher) are gone when Run returns,
+// whether it succeeded, met bad input, or lost its output.
+func TestBuiltinsLeaveNoGoroutines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	keys := testKeys(t)
+	input := backupLike(3<<20, 21)
+	sym := map[string]any{"passphrase_file": "symmetric.pass"}
+	compressed, err := runFilter(t, newFilter(t, "zstd-compress", map[string]any{"concurrency": int64(2)}, ""), bytes.NewReader(input))
+	if err != nil {
+		t.Fatal(err)
+	}
+	encrypted, err := runFilter(t, newFilter(t, "openpgp-encrypt", sym, keys), bytes.NewReader(input))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		with map[string]any
+		in   []byte
+	}{
+		{"zstd-decompress", nil, compressed},
+		{"zstd-decompress", nil, compressed[:len(compressed)/2]},
+		{"openpgp-decrypt", sym, encrypted},
+		{"openpgp-decrypt", sym, encrypted[:len(encrypted)/2]},
+		{"openpgp-encrypt", sym, input},
+		{"zstd-compress", nil, input},
+	} {
+		f := newFilter(t, tc.name, tc.with, keys)
+		runFilter(t, f, bytes.NewReader(tc.in))
+		// The output fails after the first write: the consumer is gone,
+		// and the error says so (the stage runtime reports a broken pipe
+		// as a consequence, not a cause).
+		err := f.Run(t.Context(), bytes.NewReader(tc.in), &failingWriter{left: 1})
+		if !errors.Is(err, syscall.EPIPE) && !strings.Contains(fmt.Sprint(err), "unexpected end") {
+			t.Errorf("%s with its output gone: %v, want an error wrapping EPIPE", tc.name, err)
+		}
+	}
+}
+
+// failingWriter accepts left writes, then fails like a closed pipe.
+type failingWriter struct{ left int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.left == 0 {
+		return 0, syscall.EPIPE
+	}
+	w.left--
+	return len(p), nil
 }

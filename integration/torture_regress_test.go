@@ -119,3 +119,26 @@ name = "fails"
 command = ["%[1]s", "exitafter", "100000", "9"]
 `, 1, "fails")
 }
+
+// TestRegressionTruncatingStageIsRootCauseNotItsDecoder: found while
+// extending the harness with a stage that passes N bytes on and exits 7,
+// between zstd-compress and zstd-decompress. The decoder then fails on the
+// truncated stream, and whichever stage's end was processed first was
+// blamed: the decoder in 15 runs out of 20. Fixed in pipeline: an own
+// failure waits for the judgement of the upstream stages that ended before
+// its input did.
+func TestRegressionTruncatingStageIsRootCauseNotItsDecoder(t *testing.T) {
+	regressRun(t, 10, `
+[[stage]]
+command = ["%[1]s", "gen", "3000000", "11"]
+[[stage]]
+builtin = "zstd-compress"
+[[stage]]
+name = "cutter"
+command = ["%[1]s", "passafter", "100000", "7"]
+[[stage]]
+builtin = "zstd-decompress"
+[[stage]]
+command = ["cat"]
+`, 1, "cutter")
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -350,11 +351,29 @@ func (r *running) run(ctx context.Context) {
 		timeout = t.C
 	}
 	ctxDone := ctx.Done()
+	// An own failure of a stage whose input ended because an upstream
+	// stage ended first waits until that stage is judged (at most
+	// pendingWait): a stage that exits 7 half-way makes the zstd or gpg
+	// after it fail on a truncated stream, and whichever watchStage
+	// finished first used to be blamed, most often the decoder
+	// (TestRegressionTruncatingStageIsRootCauseNotItsDecoder).
+	judged := make([]bool, len(r.stages))
+	var pending []int
+	var pendingTimer <-chan time.Time
 	for left := len(r.stages); left > 0; {
 		select {
 		case i := <-events:
 			left--
-			r.judge(i)
+			judged[i] = true
+			if r.judge(i, judged) {
+				pending = append(pending, i)
+				if pendingTimer == nil {
+					pendingTimer = time.After(pendingWait)
+				}
+			}
+			pending = r.flushPending(pending, judged, false)
+		case <-pendingTimer:
+			pending = r.flushPending(pending, judged, true)
 		case <-timeout:
 			timeout = nil
 			r.decide(-1, ResultTimeout, fmt.Sprintf("timed out after %s (timeout in %s)", r.job.Timeout, r.job.File))
@@ -371,6 +390,7 @@ func (r *running) run(ctx context.Context) {
 			}
 		}
 	}
+	r.flushPending(pending, judged, true)
 	stagesWG.Wait()
 	// Every stage is over. Pumps still running feed nobody or read from an
 	// input that will never end (an idle stdin): stop them.
@@ -499,9 +519,56 @@ func (r *running) watchStage(i int) {
 	}
 }
 
+// pendingWait bounds how long an own failure waits for the judgement of an
+// upstream stage that ended before it (see run): that stage has exited or
+// closed its output, so its watchStage is about to finish.
+const pendingWait = 2 * time.Second
+
+// flushPending decides the pending own failures whose upstream stages have
+// been judged (all of them when force), in pipeline order; decide keeps the
+// first reason, so an upstream root cause decided meanwhile wins. It
+// returns those still pending.
+func (r *running) flushPending(pending []int, judged []bool, force bool) []int {
+	slices.Sort(pending)
+	var keep []int
+	for _, i := range pending {
+		if !force && r.upstreamEnded(i, judged) {
+			keep = append(keep, i)
+			continue
+		}
+		r.decide(i, ResultFailed, r.failureMessage(i))
+	}
+	return keep
+}
+
+// upstreamEnded reports whether an upstream stage not judged yet ended
+// before stage i's input did: walking up from i, each stage whose output
+// link reached EOF (it closed its stdout) is one i's input depended on.
+func (r *running) upstreamEnded(i int, judged []bool) bool {
+	for j := i - 1; j >= 0; j-- {
+		out := r.links[j+1].pump
+		if out == nil {
+			return false
+		}
+		select {
+		case <-out.Done():
+		default:
+			return false
+		}
+		if !out.Result().EOF {
+			return false
+		}
+		if !judged[j] {
+			return true
+		}
+	}
+	return false
+}
+
 // judge classifies stage i once it is over, and stops the run at the first
-// failure of a stage's own.
-func (r *running) judge(i int) {
+// failure of a stage's own. It returns true, deciding nothing, for an own
+// failure that must wait for the judgement of an upstream stage (see run).
+func (r *running) judge(i int, judged []bool) bool {
 	o := r.outcomes[i]
 	spec := &r.job.Stages[i]
 	res := o.res
@@ -522,9 +589,13 @@ func (r *running) judge(i int) {
 		// process had exited 0 (TestRegressionBackgroundWorkerOfStoppedConsumer).
 		own = true
 	}
+	if own && r.upstreamEnded(i, judged) {
+		return true
+	}
 	if own {
 		r.decide(i, ResultFailed, r.failureMessage(i))
 	}
+	return false
 }
 
 func (r *running) failureMessage(i int) string {

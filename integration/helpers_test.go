@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -42,6 +43,11 @@ func runPipespool(t *testing.T, o runOpts, args ...string) runResult {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, pipespoolBin, args...)
+	// On a hang, SIGQUIT first: the Go runtime then prints every
+	// goroutine's stack to stderr, which the failure message shows. The
+	// kill follows if it does not exit.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Dir = o.Dir
 	cmd.Env = append(os.Environ(), o.Env...)
 	cmd.Stdin = o.Stdin

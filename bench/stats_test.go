@@ -112,6 +112,8 @@ func TestVerdict(t *testing.T) {
 		{"no target", summary{wall: 2 * time.Second}, target{}, "-"},
 		{"met", summary{wall: 1040 * time.Millisecond, rss: 10 << 20}, target{maxRatio: 1.05, maxRSS: 32 << 20}, "met"},
 		{"slow", summary{wall: 1100 * time.Millisecond}, target{maxRatio: 1.05}, "MISSED: time 1.10x > 1.05x"},
+		{"tie as shown", summary{wall: 1004 * time.Millisecond}, target{maxRatio: 1.0}, "met"},
+		{"1/0.85", summary{wall: 1176 * time.Millisecond}, target{maxRatio: 1 / 0.85}, "met"},
 		{"slow and big", summary{wall: 2 * time.Second, rss: 40 << 20}, target{maxRatio: 1.05, maxRSS: 32 << 20},
 			"MISSED: time 2.00x > 1.05x; RSS 40.0 MiB > 32.0 MiB"},
 		{"busy idle", summary{wall: time.Second, cpu: 300 * time.Millisecond}, target{maxCPU: 100 * time.Millisecond},

@@ -25,6 +25,9 @@ func init() {
 // --memory, so what `zstd` wrote without --long=28 or more decodes.
 const defaultZstdMaxMemory = 128 << 20
 
+// defaultZstdConcurrency caps the encoder's default parallelism.
+const defaultZstdConcurrency = 4
+
 // zstdMaxWindow is the largest window the zstd format allows (3.75 TiB);
 // a max_memory above it is clamped, not refused.
 const zstdMaxWindow = uint64(1<<41 + 7*(1<<38))
@@ -46,7 +49,10 @@ func newZstdCompress(with map[string]any, baseDir string) (Filter, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &zstdCompress{level: zstd.SpeedDefault, concurrency: runtime.GOMAXPROCS(0)}
+	// Each goroutine of the encoder holds its own window and blocks:
+	// capped by default so that memory stays well under 64 MiB on a big
+	// machine; a user who wants more says so.
+	f := &zstdCompress{level: zstd.SpeedDefault, concurrency: min(runtime.GOMAXPROCS(0), defaultZstdConcurrency)}
 	if v, ok := p.m["level"]; ok {
 		switch l := v.(type) {
 		case string:

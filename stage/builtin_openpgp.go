@@ -880,7 +880,7 @@ func (f *openpgpDecrypt) copyPlaintext(plain decryptedData, out io.Writer) error
 	}
 	md, err := openpgp.ReadMessage(plain, keyring, nil, pgpConfig())
 	if err != nil {
-		if ierr := integrityError(plain); ierr != nil {
+		if ierr := finishData(plain); ierr != nil {
 			return ierr
 		}
 		return fmt.Errorf("openpgp: malformed encrypted data: %v", err)
@@ -897,18 +897,19 @@ func (f *openpgpDecrypt) copyPlaintext(plain decryptedData, out io.Writer) error
 			break
 		}
 		if rerr != nil {
-			if ierr := integrityError(plain); ierr != nil {
+			if ierr := finishData(plain); ierr != nil {
 				return ierr
 			}
 			return fmt.Errorf("openpgp: %v", explainReadError(rerr))
 		}
 	}
-	if err := closeData(plain); err != nil {
+	if err := finishData(plain); err != nil {
 		return err
 	}
 	return f.checkSignature(md)
 }
 
+// explainReadError names what went wrong reading the decrypted data.
 func explainReadError(err error) string {
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -921,22 +922,12 @@ func explainReadError(err error) string {
 
 const integrityMsg = "integrity check failed: the message was modified or is corrupt (MDC mismatch); discard what was written"
 
-// integrityError drains plain to its end after a parse error, so that a
-// modified message (whose garbage upset the parser) is reported as what it
-// is: a failed integrity check, or a truncated message.
-func integrityError(plain decryptedData) error {
-	if _, err := io.Copy(io.Discard, plain); err != nil {
-		return fmt.Errorf("openpgp: %s", explainReadError(err))
-	}
-	if err := plain.Close(); err != nil {
-		return fmt.Errorf("openpgp: %s", explainReadError(err))
-	}
-	return nil
-}
-
-// closeData reads what the packet parser left (nothing, or a checksum of a
-// compressed packet) and checks the integrity of the whole.
-func closeData(plain decryptedData) error {
+// finishData reads plain to its end and checks the integrity of the whole
+// (MDC or AEAD tag). After a clean end of the literal data there is
+// nothing left, or a compressed packet's checksum; after a parse error,
+// reading on tells what the error was: a modified message (its garbage
+// upset the parser) or a truncated one.
+func finishData(plain decryptedData) error {
 	if _, err := io.Copy(io.Discard, plain); err != nil {
 		return fmt.Errorf("openpgp: %s", explainReadError(err))
 	}

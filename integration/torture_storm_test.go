@@ -114,6 +114,26 @@ func (s *storm) loop() {
 	}
 }
 
+// isGroupLeader reports whether a process leads its process group: a
+// stage's main process. Only those are stopped. A process a stage left
+// behind, stopped at the instant its stage's main process exits, gets
+// SIGHUP from the kernel (its group has just become orphaned with a stopped
+// member, POSIX job control) and dies without a trace: that is the storm
+// killing it, not pipespool losing it (TORTURE_SEED=20261123 runs 3034 and
+// 5142, docs/reliability.md).
+func isGroupLeader(pid string) bool {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return false
+	}
+	f := bytes.Fields(b[i+1:])
+	return len(f) > 2 && string(f[2]) == pid
+}
+
 // targets lists the live pipespool processes started by this test binary
 // and the processes of the torture runs (their argv holds the prefix).
 func (s *storm) targets() (pipespools, stages []int) {
@@ -133,7 +153,7 @@ func (s *storm) targets() (pipespools, stages []int) {
 		switch {
 		case bytes.Equal(argv0, self):
 			pipespools = append(pipespools, pid)
-		case bytes.Contains(cmdline, prefix) && !bytes.HasPrefix(argv0, []byte("strace")):
+		case bytes.Contains(cmdline, prefix) && !bytes.HasPrefix(argv0, []byte("strace")) && isGroupLeader(e.Name()):
 			stages = append(stages, pid)
 		}
 	}

@@ -41,7 +41,7 @@ func TestQueueProcessCrashNextseqNeverPastUnfinishedJob(t *testing.T) {
 	const payload = 3000
 	trials, budget := crashTrials()
 	deadline := time.Now().Add(budget)
-	kills, runs, queues := 0, 0, 0
+	kills, runs, queues, lockWaits := 0, 0, 0, 0
 	for trial := 0; kills < trials && time.Now().Before(deadline); trial++ {
 		dir := t.TempDir()
 		queues++
@@ -57,6 +57,10 @@ func TestQueueProcessCrashNextseqNeverPastUnfinishedJob(t *testing.T) {
 			args = []string{"queue-process", "q", "sh", "--", "-c", script}
 		}
 		for attempt := 0; ; attempt++ {
+			if h := waitLockFree(t, filepath.Join(dir, "q/nextseq.lock")); h != "" {
+				lockWaits++
+				t.Logf("lock still open a moment after the kill: %s", h)
+			}
 			cmd := exec.Command(pipespoolBin, args...)
 			cmd.Dir = dir
 			runs++
@@ -76,7 +80,49 @@ func TestQueueProcessCrashNextseqNeverPastUnfinishedJob(t *testing.T) {
 		checkQueueAfterCrash(t, dir, jobs, payload)
 		checkLogStartEnd(t, dir, jobs)
 	}
-	t.Logf("queue-process (command and pipeline mode): %d queues, %d runs, %d killed at random instants; after every kill nextseq was never past an unfinished job", queues, runs, kills)
+	t.Logf("queue-process (command and pipeline mode): %d queues, %d runs, %d killed at random instants; after every kill nextseq was never past an unfinished job; %d times the lock was briefly still open after the kill", queues, runs, kills, lockWaits)
+}
+
+// waitLockFree waits until no process has path open (the lock of a
+// killed queue-process must die with it), failing with the holders. It
+// returns the first holders seen, "" if there were none.
+func waitLockFree(t *testing.T, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	first := ""
+	for {
+		holders := openers(path)
+		if len(holders) == 0 {
+			return first
+		}
+		if first == "" {
+			first = strings.Join(holders, "; ")
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still open after the kill, by: %v", path, holders)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// openers lists the processes that have path open, with their command lines.
+func openers(path string) []string {
+	var out []string
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		fds, err := os.ReadDir("/proc/" + p.Name() + "/fd")
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			if l, _ := os.Readlink("/proc/" + p.Name() + "/fd/" + fd.Name()); l == path {
+				cmdline, _ := os.ReadFile("/proc/" + p.Name() + "/cmdline")
+				stat, _ := os.ReadFile("/proc/" + p.Name() + "/stat")
+				out = append(out, fmt.Sprintf("pid %s fd %s: %q stat %q", p.Name(), fd.Name(), cmdline, stat))
+			}
+		}
+	}
+	return out
 }
 
 // checkQueueAfterCrash: nextseq is a number; every job below it has

@@ -83,6 +83,10 @@ func (s *storm) loop() {
 				defer wg.Done()
 				defer tracing.Store(false)
 				st := exec.Command("strace", "-f", "-qq", "-p", strconv.Itoa(pid), "-o", "/dev/null")
+				// Dies with the test: an strace left behind keeps its
+				// tracees in ptrace stops (seen after test binaries were
+				// killed).
+				st.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 				if st.Start() != nil {
 					return
 				}

@@ -142,6 +142,10 @@ func (b *Builtin) run(ctx context.Context) {
 	r := &countingReader{r: b.stdin, n: &b.in}
 	w := &countingWriter{w: b.stdout, n: &b.out}
 	err := b.filter.Run(ctx, r, w)
+	// Whether pipespool stopped the stage is decided by the time the
+	// filter returned: a Stop that arrives while the files are being
+	// closed must not turn a failure of its own into "stopped".
+	ended, stopped := time.Now(), b.stopped.Load()
 	if err == nil && !r.eof {
 		// The filter says it is done: the input must be too, or bytes
 		// would be dropped without anybody noticing.
@@ -158,7 +162,7 @@ func (b *Builtin) run(ctx context.Context) {
 	if err == nil && cerr != nil {
 		err = fmt.Errorf("closing output: %w", cerr)
 	}
-	res := Result{Started: b.result.Started, Ended: time.Now(), Stopped: b.stopped.Load()}
+	res := Result{Started: b.result.Started, Ended: ended, Stopped: stopped}
 	if err != nil {
 		res.Err = err
 		res.ExitCode = 1

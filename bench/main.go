@@ -3,7 +3,7 @@
 // pipe) and with its peers (pv, mbuffer, an io.Copy relay, zstd, gpg,
 // fspl), and writes the table of docs/benchmarks.md.
 //
-//	go run ./bench                          # full run, about 6 minutes
+//	go run ./bench                          # full run, 7-10 minutes on 2 cores
 //	go run ./bench -short                   # about 1-2 minutes
 //	go run ./bench -out docs/benchmarks.md  # also write the report
 //	go run ./bench -cases 'relay|zstd'      # only the matching groups

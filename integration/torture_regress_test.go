@@ -118,6 +118,23 @@ shell = "exec 3<&0; cat <&3 3<&- &"
 name = "fails"
 command = ["%[1]s", "exitafter", "100000", "9"]
 `, 1, "fails")
+	// TORTURE_SEED=20261124 run 3996: the producer before such a stage
+	// died of SIGPIPE while nothing was queued for the stage, which was
+	// then blamed as the reader that stopped (fixed: a stage whose
+	// consumer ended first is walked through, partial or not).
+	regressRun(t, 10, `
+pipe_size = "8KiB"
+[[stage]]
+command = ["%[1]s", "gen", "661784", "5"]
+[[stage]]
+command = ["head", "-c", "400000"]
+allow_partial_read = true
+[[stage]]
+shell = "exec 3<&0; cat <&3 3<&- &"
+[[stage]]
+command = ["%[1]s", "closein", "0", "x"]
+allow_partial_read = true
+`, 0, "")
 }
 
 // TestRegressionTruncatingStageIsRootCauseNotItsDecoder: found while

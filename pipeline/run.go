@@ -785,7 +785,7 @@ func (r *running) blamePartialReaders() {
 func (r *running) stoppedReader(i int) int {
 	for j := i + 1; j < len(r.stages); j++ {
 		o := r.outcomes[j]
-		if o.res.Failed() && (o.res.BrokenPipe || o.consumerGone) || !o.res.Failed() && o.partial && o.outputCut {
+		if o.res.Failed() && (o.res.BrokenPipe || o.consumerGone) || !o.res.Failed() && o.outputCut {
 			continue
 		}
 		if o.res.Failed() || o.inputEOF {
@@ -804,7 +804,7 @@ func (r *running) consumerAllowedStop(i int) bool {
 		if o.partial && r.job.Stages[j].AllowPartialRead && !o.res.Failed() {
 			return true
 		}
-		if !(o.res.Failed() && (o.res.BrokenPipe || o.consumerGone) || !o.res.Failed() && o.partial && o.outputCut) {
+		if !(o.res.Failed() && (o.res.BrokenPipe || o.consumerGone) || !o.res.Failed() && o.outputCut) {
 			return false
 		}
 	}

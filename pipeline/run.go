@@ -194,7 +194,10 @@ func (r *running) wire() (ends, error) {
 		}
 		for _, l := range r.links {
 			if l.pump != nil {
+				// A pump closes its ends when Run returns; stopped
+				// first, Run returns at once.
 				l.pump.Stop()
+				l.pump.Run()
 			}
 		}
 		return ends{}, err
@@ -213,6 +216,28 @@ func (r *running) wire() (ends, error) {
 	}
 	for k := 0; k <= n; k++ {
 		var srcEnd, dstEnd pump.End
+		if k > 0 && k < n && r.stages[k-1].Kind() == stage.KindBuiltin && r.stages[k].Kind() == stage.KindBuiltin {
+			// Two built-ins count their own bytes and never leak a pipe
+			// end to a child: one pipe joins them, no pump. That saves a
+			// splice per chunk and a pipe's worth of page moves where
+			// both sides already burn CPU (decrypt then decompress).
+			p, _, err := pump.NewPipe(r.job.PipeSize)
+			if err != nil {
+				return fail(err)
+			}
+			w, werr := childEnd(p.W, k-1, r.stages[k-1].Name()+" stdout")
+			if werr != nil {
+				unix.Close(p.R)
+				return fail(werr)
+			}
+			e.stdout[k-1] = w
+			rd, rerr := childEnd(p.R, k, r.stages[k].Name()+" stdin")
+			if rerr != nil {
+				return fail(rerr)
+			}
+			e.stdin[k] = rd
+			continue
+		}
 		// The producer side of boundary k.
 		if k == 0 {
 			if r.src.regular {
@@ -547,16 +572,31 @@ func (r *running) flushPending(pending []int, judged []bool, force bool) []int {
 func (r *running) upstreamEnded(i int, judged []bool) bool {
 	for j := i - 1; j >= 0; j-- {
 		out := r.links[j+1].pump
-		if out == nil {
+		switch {
+		case out == nil && r.links[j+1].direct == nil:
+			// Two built-ins joined by a plain pipe: the producer closes
+			// the pipe as it ends, so a consumer that read end of file
+			// had an upstream that ended (or is ending: its Done may
+			// close a moment after the consumer's).
+			b, ok := r.stages[j+1].(*stage.Builtin)
+			if !ok || !b.SawInputEOF() {
+				select {
+				case <-r.stages[j].Done():
+				default:
+					return false
+				}
+			}
+		case out == nil:
 			return false
-		}
-		select {
-		case <-out.Done():
 		default:
-			return false
-		}
-		if !out.Result().EOF {
-			return false
+			select {
+			case <-out.Done():
+			default:
+				return false
+			}
+			if !out.Result().EOF {
+				return false
+			}
 		}
 		if !judged[j] {
 			return true

@@ -566,6 +566,10 @@ func TestQueueProcessCrash(t *testing.T) {
 		dir := t.TempDir()
 		makeQueue(t, dir, jobs, 1000)
 		for attempt := 0; ; attempt++ {
+			// A child the killed run was starting (forked, not yet
+			// exec'd) holds a copy of the lock for a moment; a re-run
+			// then rightly exits 75. Wait until nobody has it open.
+			waitLockFree(t, filepath.Join(dir, "q/nextseq.lock"))
 			cmd := exec.Command(pipespoolBin, "queue-process", "q", "sh", "--", "-c", `echo $FSPL_SEQ >> log`)
 			cmd.Dir = dir
 			runs++

@@ -5,9 +5,10 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/pipespool/pipespool/stage"
 )
 
 // WriteMetrics writes the metrics of a run to path in the Prometheus text
@@ -66,7 +67,7 @@ func WriteMetrics(path string, rep *Report, extra ...Metric) error {
 		}
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %s\n", m.Name, m.Help, m.Name, typ, m.Name, job, formatFloat(m.Value))
 	}
-	return writeFileAtomic(path, b.Bytes(), 0o644)
+	return stage.WriteFileAtomic(path, b.Bytes(), 0o644)
 }
 
 // Metric is one more sample for WriteMetrics, labelled with the job like
@@ -120,38 +121,4 @@ func previousMetric(path, name, job string) (float64, bool) {
 		}
 	}
 	return 0, false
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, fsync and rename, then fsyncs the directory so the rename
-// survives a crash.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

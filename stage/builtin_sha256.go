@@ -95,56 +95,8 @@ func (f *sha256Filter) finish(h hash.Hash) error {
 		}
 		return nil
 	}
-	if err := writeFileAtomic(f.writeTo, []byte(hex.EncodeToString(sum)+"\n")); err != nil {
+	if err := WriteFileAtomic(f.writeTo, []byte(hex.EncodeToString(sum)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("sha256: %w", err)
-	}
-	return nil
-}
-
-// writeFileAtomic replaces path with data so that a reader sees the old
-// file or the new one, and a crash leaves one of them: a temp file beside
-// it, fsynced, renamed over it, then the directory fsynced.
-func writeFileAtomic(path string, data []byte) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	cleanup := func() { os.Remove(tmp.Name()) }
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		cleanup()
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	// CreateTemp makes the file 0600; a digest is no secret.
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		cleanup()
-		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		cleanup()
-		return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		cleanup()
-		return fmt.Errorf("close %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		cleanup()
-		return fmt.Errorf("rename %s to %s: %w", tmp.Name(), path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
 	}
 	return nil
 }

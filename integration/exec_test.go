@@ -387,3 +387,34 @@ func TestExecRelativeProgramIsRelativeToJobFile(t *testing.T) {
 		t.Fatalf("exit %d stdout %q: %s", res.Code, res.Stdout, res.Stderr)
 	}
 }
+
+// TestExecJSONLogsSummaryIsOneRecord: with --log-format json every line on
+// stderr is a JSON object, the failure summary included.
+func TestExecJSONLogsSummaryIsOneRecord(t *testing.T) {
+	dir := t.TempDir()
+	job := writeFile(t, dir, "fail.toml", `
+[[stage]]
+name = "producer"
+command = ["cat", "/dev/zero"]
+[[stage]]
+name = "filter"
+shell = "head -c 1000 >/dev/null; echo 'filter: broken' >&2; exit 4"
+`)
+	res := runPipespool(t, runOpts{}, "--log-format", "json", "exec", job, "-o", "none")
+	if res.Code != 1 {
+		t.Fatalf("exit %d: %s", res.Code, res.Stderr)
+	}
+	var last map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(res.Stderr)), "\n") {
+		last = nil
+		if err := json.Unmarshal([]byte(line), &last); err != nil {
+			t.Fatalf("stderr line is not JSON: %q", line)
+		}
+	}
+	if last["root_cause"] != "filter" || last["result"] != "failed" || last["level"] != "ERROR" {
+		t.Fatalf("last record: %v", last)
+	}
+	if stages, _ := last["stages"].([]any); len(stages) != 2 {
+		t.Fatalf("stages: %v", last["stages"])
+	}
+}

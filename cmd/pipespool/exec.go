@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -143,7 +144,14 @@ func runExec(ctx context.Context, opts *execOptions) error {
 		}
 	}
 	if err != nil && rep != nil {
-		fmt.Fprint(opts.g.streams.ErrOut, "pipespool: "+pipeline.Summary(rep))
+		if strings.EqualFold(opts.g.LogFormat, "json") {
+			// A log processor reading JSON lines gets the summary as one
+			// record, with every stage's status and bytes as fields.
+			opts.g.Logger().Error(rep.Message, "job", rep.Job, "result", rep.Result,
+				"root_cause", rep.RootCause, "stages", rep.Stages)
+		} else {
+			fmt.Fprint(opts.g.streams.ErrOut, "pipespool: "+pipeline.Summary(rep))
+		}
 		return reported{err}
 	}
 	return err

@@ -96,10 +96,30 @@ func (f *zstdCompress) Run(ctx context.Context, r io.Reader, w io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("zstd: %w", err)
 	}
-	// The encoder's ReadFrom reads straight into its block buffers.
-	if _, err := enc.ReadFrom(in); err != nil {
-		enc.Close()
-		return sideError(in, out, fmt.Errorf("zstd: compressing: %w", err))
+	// Not enc.ReadFrom: on a read error it stores the error in the
+	// encoder's state without waiting for its block goroutines, which may
+	// store a write error there at the same time (a data race the race
+	// detector found in klauspost/compress v1.20.3, encoder.go:480 against
+	// :411, when a stopped stage's input and output fail together). Write
+	// synchronises with those goroutines; on an error Reset waits for them
+	// and no final frame is written, so a failed stream never looks
+	// complete.
+	buf := make([]byte, copyBufSize)
+	for {
+		n, rerr := in.Read(buf)
+		if n > 0 {
+			if _, werr := enc.Write(buf[:n]); werr != nil {
+				enc.Reset(io.Discard)
+				return sideError(in, out, fmt.Errorf("zstd: compressing: %w", werr))
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			enc.Reset(io.Discard)
+			return sideError(in, out, fmt.Errorf("zstd: compressing: %w", rerr))
+		}
 	}
 	if err := enc.Close(); err != nil {
 		return sideError(in, out, fmt.Errorf("zstd: finishing the frame: %w", err))

@@ -2,6 +2,8 @@ package stage
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"testing"
 )
 
@@ -24,5 +26,39 @@ func TestRegressionZstdEmptyInputRoundTrip(t *testing.T) {
 	}
 	if got := zstdCLI(t, compressed, "-d", "-c"); len(got) != 0 {
 		t.Fatalf("zstd -d: %d bytes, want 0", len(got))
+	}
+}
+
+// failingReader yields n blocks of data, then fails.
+type failingReader struct{ blocks int }
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if r.blocks == 0 {
+		return 0, errors.New("input gone")
+	}
+	r.blocks--
+	for i := range p {
+		p[i] = byte(i*7 + r.blocks)
+	}
+	return len(p), nil
+}
+
+// TestRegressionZstdCompressInputAndOutputFailTogether: found by the
+// in-process torture under the race detector (TORTURE_SEED=
+// 1795458936807107925): when a stopped stage's input and output failed at
+// once, klauspost's Encoder.ReadFrom stored the read error while a block
+// goroutine stored the write error. The filter no longer uses ReadFrom;
+// under -race this test ran into that race, and it must end with an error
+// and no goroutine of the encoder left (goleak in TestMain).
+func TestRegressionZstdCompressInputAndOutputFailTogether(t *testing.T) {
+	f, err := newZstdCompress(map[string]any{"concurrency": int64(2)}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		err := f.Run(context.Background(), &failingReader{blocks: 3 + i%5}, &failingWriter{left: i % 3})
+		if err == nil {
+			t.Fatalf("trial %d: no error though input and output failed", i)
+		}
 	}
 }

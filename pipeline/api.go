@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -63,7 +64,7 @@ type JobError struct {
 func (e *JobError) Error() string {
 	s := e.File
 	if e.Line > 0 {
-		s += ":" + itoa(e.Line)
+		s += ":" + strconv.Itoa(e.Line)
 	}
 	s += ": "
 	if e.Key != "" {
@@ -110,13 +111,3 @@ func (e *InterruptedError) Error() string { return "interrupted by " + e.Signal.
 
 // ExitCode is 128 + the signal: 130 for SIGINT, 143 for SIGTERM.
 func (e *InterruptedError) ExitCode() int { return 128 + int(e.Signal) }
-
-func itoa(n int) string {
-	if n < 0 {
-		return "-" + itoa(-n)
-	}
-	if n < 10 {
-		return string(rune('0' + n))
-	}
-	return itoa(n/10) + string(rune('0'+n%10))
-}

@@ -9,6 +9,7 @@ package stage
 
 import (
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -92,18 +93,8 @@ func (r Result) Status() string {
 	case r.Signal != 0:
 		return "killed by signal " + SignalName(r.Signal)
 	default:
-		return "exit " + itoa(r.ExitCode)
+		return "exit " + strconv.Itoa(r.ExitCode)
 	}
-}
-
-func itoa(n int) string {
-	if n < 0 {
-		return "-" + itoa(-n)
-	}
-	if n < 10 {
-		return string(rune('0' + n))
-	}
-	return itoa(n/10) + string(rune('0'+n%10))
 }
 
 // SignalName returns "SIGPIPE" for syscall.SIGPIPE and so on.
@@ -111,7 +102,7 @@ func SignalName(s syscall.Signal) string {
 	if n, ok := signalNames[s]; ok {
 		return n
 	}
-	return "signal " + itoa(int(s))
+	return "signal " + strconv.Itoa(int(s))
 }
 
 var signalNames = map[syscall.Signal]string{

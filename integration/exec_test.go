@@ -250,7 +250,7 @@ command = ["cat"]
 func TestExecBadJobFile(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ name, body, want string }{
-		{"unknown-key", "[[stage]]\ncommand = [\"cat\"]\nstall_timout = \"5m\"\n", "unknown-key.toml:3: stage.stall_timout: unknown key"},
+		{"unknown-key", "[[stage]]\ncommand = [\"cat\"]\nstall_timout = \"5m\"\n", "unknown-key.toml:3: stage[1].stall_timout: unknown key"},
 		{"wrong-type", "timeout = 5\n[[stage]]\ncommand = [\"cat\"]\n", "wrong-type.toml:1"},
 		{"bad-duration", "[[stage]]\ncommand = [\"cat\"]\n\n[[stage]]\ncommand = [\"cat\"]\nstall_timeout = \"5 minutes\"\n", "bad-duration.toml:6: stage[2].stall_timeout"},
 		{"no-stages", "name = \"x\"\n", "no stages"},

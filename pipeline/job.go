@@ -147,12 +147,12 @@ func LoadDecoderConfig(path string) (*Job, error) {
 func parse(path string, data []byte, needStages bool) (*Job, error) {
 	pos, perr := indexPositions(data)
 	if perr != nil {
-		return nil, tomlError(path, perr, data)
+		return nil, tomlError(path, perr, data, nil)
 	}
 	var raw rawJob
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {
-		return nil, tomlError(path, err, data)
+		return nil, tomlError(path, err, data, pos)
 	}
 	dir, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
@@ -430,12 +430,20 @@ func sanitizeName(n string) string {
 }
 
 // tomlError turns go-toml's errors into a *JobError with the line and key.
-func tomlError(file string, err error, data []byte) *JobError {
+// pos (from indexPositions) names a key inside the n-th [[stage]]
+// "stage[n].key", as validation errors do.
+func tomlError(file string, err error, data []byte, pos map[string]int) *JobError {
 	var sme *toml.StrictMissingError
 	if errors.As(err, &sme) && len(sme.Errors) > 0 {
 		de := sme.Errors[0]
 		line, _ := de.Position()
 		key := strings.Join(de.Key(), ".")
+		if rest, ok := strings.CutPrefix(key, "stage."); ok {
+			// The last [[stage]] header at or above the line owns it.
+			for n := 1; pos[stageKey(n, "")] > 0 && pos[stageKey(n, "")] <= line; n++ {
+				key = stageKey(n, rest)
+			}
+		}
 		return &JobError{File: file, Line: line, Key: key,
 			Msg: "unknown key: check its spelling against docs/job-file.md"}
 	}

@@ -85,7 +85,8 @@ func TestLoadJobErrorsNameLineAndKey(t *testing.T) {
 		key, msg   string
 	}{
 		{"unknown top key", "nme = \"x\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "nme", "unknown key"},
-		{"unknown stage key", "[[stage]]\ncommand=[\"cat\"]\nrequire = 1\n", 3, "stage.require", "unknown key"},
+		{"unknown stage key", "[[stage]]\ncommand=[\"cat\"]\nrequire = 1\n", 3, "stage[1].require", "unknown key"},
+		{"unknown key in stage 2", "[[stage]]\ncommand=[\"cat\"]\n[[stage]]\ncommand=[\"cat\"]\nrequire = 1\n", 5, "stage[2].require", "unknown key"},
 		{"wrong type", "[[stage]]\ncommand = \"cat\"\n", 2, "", ""},
 		{"bad on_stall", "on_stall = \"panic\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "on_stall", "warn, nudge or kill"},
 		{"bad stage on_stall", "[[stage]]\ncommand=[\"cat\"]\n[[stage]]\ncommand=[\"cat\"]\non_stall = \"x\"\n", 5, "stage[2].on_stall", "warn, nudge or kill"},

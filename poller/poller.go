@@ -1,6 +1,7 @@
-// Package poller is a thin epoll wrapper: level-triggered registration of
-// file descriptors, an eventfd so that another goroutine can interrupt a
-// wait, and bookkeeping that refuses to let a registered fd be forgotten.
+// Package poller is a thin epoll wrapper: registration of file descriptors
+// (level-triggered, one-shot or edge-triggered), an eventfd so that another
+// goroutine can interrupt a wait, and bookkeeping that refuses to let a
+// registered fd be forgotten.
 //
 // A Poller is used by one goroutine (its owner) for Add, Modify, Remove and
 // Wait; only Wake may be called from other goroutines.
@@ -25,6 +26,12 @@ const (
 	// caller waits on exactly one side of a transfer without the other
 	// side's hang-up waking it over and over.
 	OneShot = unix.EPOLLONESHOT
+	// Edge reports an fd only when its state changes (a wake-up on its wait
+	// queue) after the last Wait: a side that stays ready, or stays hung
+	// up, reports once. A caller may wait on it only after the fd returned
+	// EAGAIN (or its last event was harvested after that), or it may wait
+	// for a change that has already happened.
+	Edge = unix.EPOLLET
 )
 
 // ErrNotPollable is returned by Add for an fd that epoll cannot watch (a

@@ -4,16 +4,34 @@
 // missed wake-up would hang a backup; the loop is written to make one
 // impossible.
 //
-// The loop keeps one invariant: it waits only after a transfer attempt
-// returned EAGAIN, and then only for the side that made it return EAGAIN
-// (the source when it had nothing to give, the destination when it had no
-// room). That side is armed one-shot and level-triggered in the pump's own
-// epoll instance, so readiness that arrived between the failed attempt and
-// epoll_wait is still reported, and the other side's hang-up or error can
-// never wake the loop while it has nothing to do (which is how an event
-// loop spins at 100% CPU). After any wake-up the loop tries the transfer
-// again rather than trusting the event bits: the transfer's own result
-// (bytes, 0 for EOF, EAGAIN, EPIPE) is the only truth.
+// The loop waits only when a side is known to be exhausted: after a
+// transfer returned EAGAIN, or after a splice between two pipes stopped
+// short (which splice does only when the source ran empty or the
+// destination filled up). Then the change that ends the exhaustion (a
+// write into the source, a read from the full destination) is still to
+// come, and the wait sees it:
+//
+//   - On the splice path both ends stay registered in the pump's own epoll
+//     instance, edge-triggered, the source for input and the destination
+//     for room. A change wakes the pipe's wait queue, which queues an event
+//     whether or not the pump is in epoll_wait yet, so a change between the
+//     failed attempt and the wait is not lost; and a state that persists (a
+//     hang-up, a full destination) is reported once, so the loop cannot
+//     spin on it. A hang-up or error, once harvested, is remembered: from
+//     then on only splice's own EOF, EAGAIN or EPIPE ends the attempts.
+//     Between two pipes of 256 KiB or more, a short splice may instead be
+//     followed by a sleep of at most 100 us that lets a quarter of the pipe
+//     gather (see batchDelay): that halves the wake-ups, and the lock
+//     contention with the stages, of a fast stream.
+//   - On the read/write path (an inherited blocking fd, or files splice
+//     refuses), the side that returned EAGAIN is armed one-shot and
+//     level-triggered, and an inherited blocking fd is touched only after
+//     epoll said it was ready, so no read or write can block where Stop
+//     cannot reach it.
+//
+// After any wake-up the loop tries the transfer again rather than trusting
+// the event bits: the transfer's own result (bytes, 0 for EOF, EAGAIN,
+// EPIPE) is the only truth.
 //
 // EINTR is retried at the syscall. Short transfers are normal and simply
 // continue. EPIPE means the consumer is gone: the pump stops, reports how

@@ -690,3 +690,68 @@ func TestQueuePipelineMode(t *testing.T) {
 		}
 	}
 }
+
+// TestPreparePayloadIntoFileAndPipe: prepare's payload is copied by the
+// kernel (copy_file_range into a file, splice into a pipe); both must carry
+// the input exactly, and a reader that goes away early must end prepare
+// with SIGPIPE, as it ends fspl and any shell tool, not hang it.
+func TestPreparePayloadIntoFileAndPipe(t *testing.T) {
+	dir := t.TempDir()
+	in, sum := randomFile(t, dir, "payload", 5<<20+3, 42)
+	payloadOf := func(packet []byte) string {
+		t.Helper()
+		_, off, err := queue.DecodeHeader(packet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.Sum256(packet[off:])
+		return hex.EncodeToString(h[:])
+	}
+
+	outPath := filepath.Join(dir, "packet.fspl")
+	out, err := os.Create(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runPipespool(t, runOpts{Stdout: out}, "prepare", "-s", "-", "-i", in)
+	out.Close()
+	if res.Code != 0 {
+		t.Fatalf("prepare > file: exit %d: %s", res.Code, res.Stderr)
+	}
+	if got := payloadOf([]byte(readFile(t, outPath))); got != sum {
+		t.Errorf("prepare > file: payload sha256 %s, want %s", got, sum)
+	}
+
+	res = runPipespool(t, runOpts{}, "prepare", "-s", "-", "-i", in) // stdout: a pipe
+	if res.Code != 0 {
+		t.Fatalf("prepare | reader: exit %d: %s", res.Code, res.Stderr)
+	}
+	if got := payloadOf(res.Stdout); got != sum {
+		t.Errorf("prepare | reader: payload sha256 %s, want %s", got, sum)
+	}
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(pipespoolBin, "prepare", "-s", "-", "-i", in)
+	cmd.Stdout = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	io.ReadFull(r, make([]byte, 10))
+	r.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		t.Fatal("prepare into a pipe whose reader went away: still running after a minute")
+	}
+	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGPIPE {
+		t.Errorf("prepare into a closed pipe: %v, want killed by SIGPIPE", err)
+	}
+}

@@ -79,7 +79,7 @@ func (q *Queue) Write(r io.Reader) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("queue-write: %w", err)
 	}
-	_, err = copyLarge(f, r)
+	_, err = Copy(f, r)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -101,9 +101,14 @@ func (q *Queue) Write(r io.Reader) (string, error) {
 // multi-GiB payloads.
 const copyBufSize = 1 << 20
 
-// copyLarge copies r to w, letting os.File use copy_file_range/splice/
-// sendfile when it can and a 1 MiB buffer otherwise.
-func copyLarge(w io.Writer, r io.Reader) (int64, error) {
+// Copy copies r to w: in the kernel when both are files (see CopyFile),
+// through a 1 MiB buffer otherwise.
+func Copy(w io.Writer, r io.Reader) (int64, error) {
+	if wf, ok := w.(*os.File); ok {
+		if rf, ok := r.(*os.File); ok {
+			return CopyFile(wf, rf)
+		}
+	}
 	return io.CopyBuffer(w, r, make([]byte, copyBufSize))
 }
 
@@ -222,7 +227,7 @@ func (q *Queue) CopyPayload(ctx context.Context, dec *Decoder, job Job, w io.Wri
 		if _, err := ReadHeader(f); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
-		_, err = copyLarge(w, f)
+		_, err = Copy(w, f)
 		return err
 	}
 	s, err := dec.Start(ctx, f)
@@ -236,7 +241,7 @@ func (q *Queue) CopyPayload(ctx context.Context, dec *Decoder, job Job, w io.Wri
 		}
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	if _, err := copyLarge(w, s.Out); err != nil {
+	if _, err := Copy(w, s.Out); err != nil {
 		return err
 	}
 	if err := s.Wait(); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -111,7 +110,7 @@ func runPrepare(opts *prepareOptions) error {
 			return fmt.Errorf("prepare: write packet: %w", err)
 		}
 		if in != nil {
-			if _, err := io.CopyBuffer(out, in, make([]byte, 1<<20)); err != nil {
+			if _, err := queue.CopyFile(out, in); err != nil {
 				return fmt.Errorf("prepare: copy payload: %w", err)
 			}
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 
 	"github.com/spf13/cobra"
 
@@ -70,7 +69,7 @@ func NewCmdStdinPayload(g *globalOptions) *cobra.Command {
 				defer stream.Abort()
 				in = stream.Out
 			}
-			if _, err := io.CopyBuffer(g.streams.Out, in, make([]byte, 1<<20)); err != nil {
+			if _, err := queue.Copy(g.streams.Out, in); err != nil {
 				return err
 			}
 			if stream != nil {

@@ -336,6 +336,12 @@ func groupMembers(pgid int) []int {
 		if err != nil || pid == pgid {
 			continue
 		}
+		// One getpgid(2) rules out all but the group's members; only they
+		// have their stat read (for the state). Reading every process's
+		// stat made this scan most of the CPU time of a short run.
+		if g, err := unix.Getpgid(pid); err != nil || g != pgid {
+			continue
+		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
 		if err != nil {
 			continue

@@ -87,6 +87,7 @@ func (h *harness) relayGroup(id, section string, size int64, all bool) *group {
 			if err != nil {
 				return err
 			}
+			g.warm = append(g.warm, in)
 			cat := proc{argv: []string{"cat"}}
 			src := proc{argv: []string{"cat", in}}
 			g.add(h.chainVariant(direct1M, pipeSize, "", src, cat))
@@ -150,6 +151,7 @@ func (h *harness) stages4Group() *group {
 			if err != nil {
 				return err
 			}
+			g.warm = append(g.warm, in)
 			cat := proc{argv: []string{"cat"}}
 			direct := "cat x4, 1 MiB pipes (direct)"
 			g.add(h.chainVariant(direct, pipeSize, "", proc{argv: []string{"cat", in}}, cat, cat, cat))
@@ -179,6 +181,7 @@ func (h *harness) zstdGroups() []*group {
 				if err != nil {
 					return err
 				}
+				g.warm = append(g.warm, in)
 				base := "zstd -3 (CLI)"
 				g.add(h.chainVariant(base, 0, in, proc{argv: []string{"zstd", "-q", "-c", "-3"}}))
 				v, err := h.jobVariant("zstd-compress built-in", "zstd-compress", in, `builtin = "zstd-compress"`)
@@ -195,6 +198,7 @@ func (h *harness) zstdGroups() []*group {
 				if err != nil {
 					return err
 				}
+				g.warm = append(g.warm, in)
 				base := "zstd -d (zstdcat)"
 				g.add(h.chainVariant(base, 0, in, proc{argv: []string{"zstd", "-q", "-d", "-c"}}))
 				v, err := h.jobVariant("zstd-decompress built-in", "zstd-decompress", in, `builtin = "zstd-decompress"`)
@@ -235,6 +239,7 @@ func (h *harness) pgpGroups() []*group {
 				if err != nil {
 					return err
 				}
+				g.warm = append(g.warm, in)
 				if err := h.gpgSetup(); err != nil {
 					return err
 				}
@@ -262,6 +267,7 @@ func (h *harness) pgpGroups() []*group {
 				if err != nil {
 					return err
 				}
+				g.warm = append(g.warm, in)
 				base := "gpg --decrypt (" + how + ")"
 				g.add(h.chainVariant(base, 0, in, h.gpgDecrypt(mode)))
 				v, err := h.jobVariant("openpgp-decrypt built-in ("+how+")", "decrypt-"+mode, in, h.pgpWith("openpgp-decrypt", mode))
@@ -291,6 +297,7 @@ func (h *harness) restoreGroup() *group {
 			if err != nil {
 				return err
 			}
+			g.warm = append(g.warm, in)
 			dec := h.gpgDecrypt("pub")
 			zstd := []string{"zstd", "-q", "-d", "-c"}
 			base := "gpg -d | zstd -d (bash)"
@@ -370,6 +377,7 @@ func (h *harness) queueGroups() []*group {
 				if err != nil {
 					return err
 				}
+				g.warm = append(g.warm, in)
 				st, err := os.Stat(in)
 				if err != nil {
 					return err

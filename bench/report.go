@@ -153,8 +153,11 @@ func (h *harness) report(groups []*group, m *machine, took time.Duration) string
 	}
 	p("the largest of them. *CPU* is user+sys of everything the variant ran (the stages too),\n")
 	p("from wait4 rusage; on a shared machine it is steadier than wall time, as it does not count\n")
-	p("the time a process waited for a CPU. Data is pseudo-random and the same on every run; all input files\n")
-	p("are in the page cache. *Direct* baselines are processes the harness joins with pipes it\n")
+	p("the time a process waited for a CPU. Data is pseudo-random and the same on every run. Inputs of\n")
+	p("up to 1 GiB are read (untimed) right before each run, so they are in the page cache; larger ones\n")
+	p("(the 2 GiB queue payload and prepare input, the 4 GiB relay) may be read partly from disk, alike for\n")
+	p("a case and its baseline (the development machine's page cache was seen holding no more than about\n")
+	p("2.2 GB). *Direct* baselines are processes the harness joins with pipes it\n")
 	p("sized with F_SETPIPE_SZ to %d bytes, the size pipespool gives its own pipes.\n\n", pipeSize)
 
 	var cur string

@@ -156,9 +156,13 @@ func (h *harness) report(groups []*group, m *machine, took time.Duration) string
 	p("the time a process waited for a CPU. Data is pseudo-random and the same on every run. Inputs of\n")
 	p("up to 1 GiB are read (untimed) right before each run, so they are in the page cache; larger ones\n")
 	p("(the 2 GiB queue payload and prepare input, the 4 GiB relay) may be read partly from disk, alike for\n")
-	p("a case and its baseline (the development machine's page cache was seen holding no more than about\n")
-	p("2.2 GB). *Direct* baselines are processes the harness joins with pipes it\n")
+	p("a case and its baseline (the development VMs' page cache was seen holding no more than 1-2.2 GB\n")
+	p("with 20 GB free). *Direct* baselines are processes the harness joins with pipes it\n")
 	p("sized with F_SETPIPE_SZ to %d bytes, the size pipespool gives its own pipes.\n\n", pipeSize)
+	p("On a shared VM, two runs of the same binary can differ by 10%% or more: read a ratio near its\n")
+	p("target together with the other runs in the section (the 1 GiB relay is measured twice, in\n")
+	p("sections 1 and 5), and writing into a new file costs what the host takes to hand the VM fresh\n")
+	p("memory, which varies from run to run (section 4's `cat > file` row is that floor).\n\n")
 
 	var cur string
 	var rows []row

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -107,12 +108,23 @@ func (g *group) measure(ctx context.Context, runs int, log func(string, ...any))
 		}
 		log("%s: round %d/%d done", g.id, round+1, runs)
 	}
+	// Every run's time, in the order run, so that a median that moved
+	// between two reports can be told from a bimodal case.
+	for _, v := range g.variants {
+		ts := make([]string, len(v.samples))
+		for i, s := range v.samples {
+			ts[i] = fmt.Sprintf("%.3f", s.wall.Seconds())
+		}
+		log("%s: %s: %s s", g.id, v.name, strings.Join(ts, " "))
+	}
 	return nil
 }
 
-// warmMax is the largest input warmFiles reads: this machine's page cache
-// was seen holding no more than about 2.2 GB, so a larger file (and the
-// output a case writes next to it) would be read from disk whatever we do.
+// warmMax is the largest input warmFiles reads. The development VMs run
+// DAMON's pageout scheme (memory idle for 60 s is written out, page cache
+// included) and their page cache was seen holding no more than 1-2.2 GB:
+// a larger file, with the output a case writes next to it, would be read
+// partly from disk whatever we do.
 const warmMax = 1 << 30
 
 // warmFiles reads each file of at most warmMax bytes, so that a run finds

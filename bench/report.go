@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ type machine struct {
 	kernel     string
 	goVersion  string
 	pipeMax    string
+	memory     string
 	commit     string
 	loadBefore string
 	loadAfter  string
@@ -35,6 +37,7 @@ func probeEnv() *machine {
 	m.cpu = cpuModel()
 	m.kernel = firstLine("/proc/sys/kernel/osrelease")
 	m.pipeMax = firstLine("/proc/sys/fs/pipe-max-size")
+	m.memory = memoryNote()
 	m.loadBefore = firstLine("/proc/loadavg")
 	m.busyBefore = cpuBusy()
 	if out, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
@@ -63,6 +66,49 @@ func (m *machine) finish(h *harness) {
 		v, _, _ := strings.Cut(strings.SplitN(string(out), "\n", 2)[0], " - Copyright")
 		m.versions = append(m.versions, strings.Trim(strings.TrimSpace(v), "* "))
 	}
+}
+
+// memoryNote is the machine's RAM and, where a DAMON kdamond runs a
+// pageout scheme, the age past which it writes memory out: page cache
+// included, so a file not read for that long may come from disk again.
+func memoryNote() string {
+	note := "unknown"
+	if f, err := os.Open("/proc/meminfo"); err == nil {
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if kb, ok := strings.CutPrefix(s.Text(), "MemTotal:"); ok {
+				if n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64); err == nil {
+					note = fmt.Sprintf("%.1f GiB", float64(n)/(1<<20))
+				}
+				break
+			}
+		}
+		f.Close()
+	}
+	ctxs, _ := filepath.Glob("/sys/kernel/mm/damon/admin/kdamonds/*/contexts/*")
+	for _, c := range ctxs {
+		if firstLine(filepath.Join(c, "..", "..", "state")) != "on" {
+			continue
+		}
+		aggr, err := strconv.ParseInt(firstLine(filepath.Join(c, "monitoring_attrs/intervals/aggr_us")), 10, 64)
+		if err != nil {
+			continue
+		}
+		schemes, _ := filepath.Glob(filepath.Join(c, "schemes/*"))
+		for _, sc := range schemes {
+			if firstLine(filepath.Join(sc, "action")) != "pageout" {
+				continue
+			}
+			age, err := strconv.ParseInt(firstLine(filepath.Join(sc, "access_pattern/age/min")), 10, 64)
+			if err != nil {
+				continue
+			}
+			note += fmt.Sprintf("; DAMON pages out memory idle for %.0f s or more (page cache too)",
+				(time.Duration(age*aggr) * time.Microsecond).Seconds())
+			return note
+		}
+	}
+	return note
 }
 
 func cpuModel() string {
@@ -117,6 +163,7 @@ func (h *harness) report(groups []*group, m *machine, took time.Duration) string
 	p("| date | %s |\n", m.date.Format("2006-01-02 15:04 MST"))
 	p("| CPU | %s, %d cores |\n", m.cpu, m.cores)
 	p("| kernel | %s (pipe-max-size %s) |\n", m.kernel, m.pipeMax)
+	p("| memory | %s |\n", m.memory)
 	p("| Go | %s |\n", m.goVersion)
 	p("| pipespool | %s |\n", m.commit)
 	p("| peers | %s |\n", strings.Join(m.versions, "; "))
@@ -156,8 +203,8 @@ func (h *harness) report(groups []*group, m *machine, took time.Duration) string
 	p("the time a process waited for a CPU. Data is pseudo-random and the same on every run. Inputs of\n")
 	p("up to 1 GiB are read (untimed) right before each run, so they are in the page cache; larger ones\n")
 	p("(the 2 GiB queue payload and prepare input, the 4 GiB relay) may be read partly from disk, alike for\n")
-	p("a case and its baseline (the development VMs' page cache was seen holding no more than 1-2.2 GB\n")
-	p("with 20 GB free). *Direct* baselines are processes the harness joins with pipes it\n")
+	p("a case and its baseline (see *memory* above: the development VMs page out memory idle for a\n")
+	p("minute, page cache included). *Direct* baselines are processes the harness joins with pipes it\n")
 	p("sized with F_SETPIPE_SZ to %d bytes, the size pipespool gives its own pipes.\n\n", pipeSize)
 	p("On a shared VM, two runs of the same binary can differ by 10%% or more: read a ratio near its\n")
 	p("target together with the other runs in the section (the 1 GiB relay is measured twice, in\n")

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,7 +28,13 @@ const helperEnv = "PUMP_TEST_HELPER"
 
 func TestMain(m *testing.M) {
 	if h := os.Getenv(helperEnv); h != "" {
-		os.Exit(runHelper(h))
+		// exit_group at once, not os.Exit: under -race, os.Exit runs the
+		// race runtime's finalizer, which was seen to hang for minutes in
+		// a helper stopped and continued by TestPumpSurvivesSignals... at
+		// its exit (its stdout, the pump's source, then never closes, and
+		// the test reports a hung pump). The helper has nothing to flush:
+		// stdout and stderr are unbuffered.
+		syscall.Exit(runHelper(h))
 	}
 	// Go's netpoller opens its epoll fd and wake-up fd on first use: do
 	// that now, so that the fd leak checks do not count them.

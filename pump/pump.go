@@ -232,18 +232,22 @@ func (p *Pump) State() State {
 }
 
 // spliceBlockedSide says, for a splice that returned EAGAIN, which side made
-// it: splice does not say, so look. Bytes queued in the source, or a
-// destination that would not take a write now, mean the destination had no
-// room; otherwise the source had nothing. Uses only what New set, so it is
-// safe from any goroutine holding fdMu.
+// it: splice does not say, so look. A destination that would not take a
+// write now had no room; else an empty source had nothing. A source with
+// bytes and a destination with room is a change the pump has been woken
+// for (or is about to be) and has not acted on yet: Moving, not waiting
+// on either side. Uses only what New set, so it is safe from any
+// goroutine holding fdMu.
 func (p *Pump) spliceBlockedSide() State {
 	switch {
 	case p.srcFile:
 		return WaitingDst // a regular file never makes splice wait
 	case p.dstFile:
 		return WaitingSrc
-	case Queued(p.src.FD) > 0 || !hasRoom(p.dst.FD):
+	case !hasRoom(p.dst.FD):
 		return WaitingDst
+	case Queued(p.src.FD) > 0:
+		return Moving
 	}
 	return WaitingSrc
 }

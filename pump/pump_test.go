@@ -700,3 +700,40 @@ func BenchmarkPumpPipeToPipe(b *testing.B) {
 		b.Fatalf("read %d, result %+v", n, res)
 	}
 }
+
+// TestPumpStateOfAWakeUpNotActedOn: after a splice that returned EAGAIN,
+// State looks at the pipes. Bytes in the source with room in the
+// destination are a change the pump has not acted on yet (it was woken, or
+// is about to be): Moving, not waiting for output; a full destination is
+// waiting for output, an empty source waiting for input. The pump is not
+// run here, so that the moment cannot pass.
+func TestPumpStateOfAWakeUpNotActedOn(t *testing.T) {
+	checkFDs(t)
+	src, w := pipeFor(t, smallPipe, true)
+	dst, r := pipeFor(t, smallPipe, false)
+	defer w.Close()
+	defer r.Close()
+	p := mustNew(t, src, dst)
+	defer func() { p.Stop(); p.Run() }()
+	p.state.Store(int32(waitingEither)) // as waitEdge leaves it
+	if s := p.State(); s != WaitingSrc {
+		t.Errorf("empty source, empty destination: %v, want %v", s, WaitingSrc)
+	}
+	if _, err := w.Write([]byte("woken")); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.State(); s != Moving {
+		t.Errorf("bytes in the source, room in the destination: %v, want %v", s, Moving)
+	}
+	// Fill the destination (non-blocking, the pump's end) until it takes
+	// no more.
+	full := make([]byte, smallPipe)
+	for {
+		if _, err := unix.Write(dst.FD, full); err != nil {
+			break
+		}
+	}
+	if s := p.State(); s != WaitingDst {
+		t.Errorf("full destination: %v, want %v", s, WaitingDst)
+	}
+}

@@ -418,3 +418,25 @@ shell = "head -c 1000 >/dev/null; echo 'filter: broken' >&2; exit 4"
 		t.Fatalf("stages: %v", last["stages"])
 	}
 }
+
+// TestExecStagesRunTheDefaultPolicy: the pump threads run as SCHED_BATCH
+// (see pump/sched.go), but the stages, and whatever they start, keep the
+// default policy, SCHED_OTHER (0), even a stage started while pumps copy.
+func TestExecStagesRunTheDefaultPolicy(t *testing.T) {
+	dir := t.TempDir()
+	job := writeFile(t, dir, "policy.toml", `
+[[stage]]
+command = ["cat"]
+[[stage]]
+shell = "cat >/dev/null; awk '{print $41}' /proc/$$/stat; sh -c 'awk \"{print \\$41}\" /proc/$$/stat'"
+[[stage]]
+command = ["cat"]
+`)
+	res := runPipespool(t, runOpts{Stdin: bytes.NewReader(make([]byte, 64<<20))}, "exec", job)
+	if res.Code != 0 {
+		t.Fatalf("exit %d: %s", res.Code, res.Stderr)
+	}
+	if got := strings.Fields(string(res.Stdout)); strings.Join(got, " ") != "0 0" {
+		t.Fatalf("policies of the stage and of its child = %q, want 0 0 (SCHED_OTHER)", res.Stdout)
+	}
+}

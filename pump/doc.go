@@ -33,6 +33,12 @@
 // the event bits: the transfer's own result (bytes, 0 for EOF, EAGAIN,
 // EPIPE) is the only truth.
 //
+// While it runs, the pump's goroutine is locked to its thread and that
+// thread runs as SCHED_BATCH (unless someone chose another policy for it):
+// its wake-ups then wait for the stage on the CPU to finish its slice
+// instead of preempting it mid-copy. The stages keep the default policy;
+// see batchThread.
+//
 // EINTR is retried at the syscall. Short transfers are normal and simply
 // continue. EPIPE means the consumer is gone: the pump stops, reports how
 // many bytes it could not deliver, and closes its source so that the

@@ -293,10 +293,13 @@ func (p *Pump) Release() {
 }
 
 // Run copies until EOF, a consumer gone, an error or Stop, then closes the
-// owned ends and returns. Call it once, in its own goroutine.
+// owned ends and returns. Call it once, in its own goroutine: it holds that
+// goroutine's thread, as SCHED_BATCH, until it returns (see batchThread).
 func (p *Pump) Run() Result {
 	defer close(p.done)
+	restore := batchThread()
 	res := p.loop()
+	restore()
 	res.Bytes = p.bytes.Load()
 	p.state.Store(int32(Finished))
 	if res.EOF && p.keepWitnes && p.dstPipe {

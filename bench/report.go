@@ -165,7 +165,7 @@ func (h *harness) report(groups []*group, m *machine, took time.Duration) string
 	p("| kernel | %s (pipe-max-size %s) |\n", m.kernel, m.pipeMax)
 	p("| memory | %s |\n", m.memory)
 	p("| Go | %s |\n", m.goVersion)
-	p("| pipespool | %s |\n", m.commit)
+	p("| pipespool | %s, built static as docs/install.md says (`CGO_ENABLED=0 go build -trimpath`) |\n", m.commit)
 	p("| peers | %s |\n", strings.Join(m.versions, "; "))
 	p("| load average before | %s |\n", m.loadBefore)
 	p("| load average after | %s |\n", m.loadAfter)

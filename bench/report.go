@@ -309,6 +309,40 @@ func scalingSummary(rs []row) string {
 		d := (z.b.wall - a.b.wall).Seconds() / gib
 		s += fmt.Sprintf("Marginal time per GiB from %s to %s: pipespool %.3f s, direct pipe %.3f s (%s).\n",
 			fmtSize(a.amount), fmtSize(z.amount), pp, d, fmtRatio(pp/d))
+		s += fmt.Sprintf("\nTime grows linearly (the marginal time per GiB at most %.2fx the direct pipe's): %s.\n",
+			maxMarginal, linearVerdict(pp, d))
 	}
+	s += fmt.Sprintf("RSS stays flat (at most %s apart, each under %s): %s.\n",
+		fmtMiB(maxRSSSpread), fmtMiB(relayRSS), flatVerdict(minRSS, maxRSS))
 	return s
+}
+
+// The scaling targets of issue 7: the relay's time grows linearly with
+// the stream, as the kernel's does, and its memory does not grow at all.
+const (
+	maxMarginal  = 1.05
+	maxRSSSpread = 2 << 20
+)
+
+// linearVerdict compares pipespool's marginal time per GiB, pp, with the
+// direct pipe's, d.
+func linearVerdict(pp, d float64) string {
+	if d <= 0 {
+		return "not measured"
+	}
+	if r := pp / d; r > maxMarginal {
+		return fmt.Sprintf("MISSED: %s > %.2fx", fmtRatio(r), maxMarginal)
+	}
+	return "met"
+}
+
+// flatVerdict checks the spread of pipespool's peak RSS over the sizes.
+func flatVerdict(minRSS, maxRSS int64) string {
+	switch {
+	case maxRSS-minRSS > maxRSSSpread:
+		return fmt.Sprintf("MISSED: %s apart", fmtMiB(maxRSS-minRSS))
+	case maxRSS >= relayRSS:
+		return fmt.Sprintf("MISSED: %s", fmtMiB(maxRSS))
+	}
+	return "met"
 }

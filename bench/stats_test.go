@@ -140,3 +140,33 @@ func TestJobBodyQuotesPaths(t *testing.T) {
 		}
 	}
 }
+
+func TestScalingSummaryJudgesLinearAndFlat(t *testing.T) {
+	mk := func(size int64, c, b time.Duration, rss int64) row {
+		return row{amount: size, c: summary{wall: c, rss: rss}, b: summary{wall: b}}
+	}
+	// 100 MiB with 8 ms of start-up, then 0.48 s/GiB against the pipe's
+	// 0.46 s/GiB: linear (1.04x) and flat.
+	good := scalingSummary([]row{
+		mk(100<<20, 55*time.Millisecond, 47*time.Millisecond, 9<<20),
+		mk(1<<30, 487*time.Millisecond, 460*time.Millisecond, 9<<20),
+		mk(4<<30, 1927*time.Millisecond, 1840*time.Millisecond, 9<<20+100<<10),
+	})
+	for _, want := range []string{"Time grows linearly (the marginal time per GiB at most 1.05x the direct pipe's): met.",
+		"RSS stays flat (at most 2.0 MiB apart, each under 32.0 MiB): met."} {
+		if !strings.Contains(good, want) {
+			t.Errorf("summary lacks %q:\n%s", want, good)
+		}
+	}
+	// Slower per GiB at scale, and memory growing with the stream.
+	bad := scalingSummary([]row{
+		mk(100<<20, 50*time.Millisecond, 47*time.Millisecond, 9<<20),
+		mk(4<<30, 2500*time.Millisecond, 1840*time.Millisecond, 40<<20),
+	})
+	for _, want := range []string{"linearly (the marginal time per GiB at most 1.05x the direct pipe's): MISSED: 1.37x > 1.05x.",
+		"RSS stays flat (at most 2.0 MiB apart, each under 32.0 MiB): MISSED: 31.0 MiB apart."} {
+		if !strings.Contains(bad, want) {
+			t.Errorf("summary lacks %q:\n%s", want, bad)
+		}
+	}
+}

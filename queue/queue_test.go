@@ -196,6 +196,46 @@ func TestSeqFileDurableWriteAndInit(t *testing.T) {
 	}
 }
 
+func TestSeqFileStageThenCommitOrDiscard(t *testing.T) {
+	sf := SeqFile{Path: filepath.Join(t.TempDir(), "seq")}
+	if err := sf.Write(4); err != nil {
+		t.Fatal(err)
+	}
+	if err := sf.Stage(5); err != nil {
+		t.Fatal(err)
+	}
+	// Staged is not current: a kill here leaves 4.
+	if n, err := sf.Read(); err != nil || n != 4 {
+		t.Fatalf("after Stage(5): %d %v, want 4", n, err)
+	}
+	if err := sf.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := sf.Read(); err != nil || n != 5 {
+		t.Fatalf("after Commit: %d %v, want 5", n, err)
+	}
+	if _, err := os.Stat(sf.Path + ".temp"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temp file left after Commit: %v", err)
+	}
+	if err := sf.Stage(6); err != nil {
+		t.Fatal(err)
+	}
+	sf.Discard()
+	if n, err := sf.Read(); err != nil || n != 5 {
+		t.Fatalf("after Discard: %d %v, want 5", n, err)
+	}
+	if _, err := os.Stat(sf.Path + ".temp"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temp file left after Discard: %v", err)
+	}
+	// Nothing staged: Commit fails and leaves the number alone.
+	if err := sf.Commit(); err == nil {
+		t.Fatal("Commit with nothing staged succeeded")
+	}
+	if n, _ := sf.Read(); n != 5 {
+		t.Fatalf("after a failed Commit: %d, want 5", n)
+	}
+}
+
 func TestJobEnvOrder(t *testing.T) {
 	h := &Header{Seq: 45, CTimeSecs: 1651970311, CTimeNanos: 425412511, Params: [][]byte{[]byte("a")},
 		Env: []EnvVar{{Name: []byte("X"), Value: []byte("1\n2")}}}

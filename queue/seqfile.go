@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 )
 
@@ -45,5 +46,31 @@ func (s SeqFile) ReadOrInit() (uint64, error) {
 // Write replaces the stored number durably: PATH.temp is written, fsynced and
 // renamed over PATH, then the directory is fsynced.
 func (s SeqFile) Write(n uint64) error {
-	return writeFileDurably(s.Path, s.Path+".temp", []byte(strconv.FormatUint(n, 10)+"\n"))
+	return writeFileDurably(s.Path, s.tempPath(), []byte(strconv.FormatUint(n, 10)+"\n"))
 }
+
+func (s SeqFile) tempPath() string { return s.Path + ".temp" }
+
+// Stage is the first half of Write, done ahead of time: PATH.temp = n is
+// written and fsynced, PATH is left alone. Commit then makes n current
+// with one rename, so that what must happen between the work the number
+// stands for and the number's advance is a rename, not two fsyncs.
+func (s SeqFile) Stage(n uint64) error {
+	if err := writeTempDurably(s.tempPath(), n); err != nil {
+		os.Remove(s.tempPath())
+		return err
+	}
+	return nil
+}
+
+// Commit renames the number staged by Stage over PATH and fsyncs the
+// directory.
+func (s SeqFile) Commit() error {
+	if err := os.Rename(s.tempPath(), s.Path); err != nil {
+		return fmt.Errorf("write %s: %w", s.Path, err)
+	}
+	return fsyncDir(filepath.Dir(s.Path))
+}
+
+// Discard removes a number staged and not committed.
+func (s SeqFile) Discard() { os.Remove(s.tempPath()) }

@@ -46,6 +46,8 @@ type running struct {
 	links  []link // len(stages)+1
 
 	pumpsWG sync.WaitGroup
+	// failedC is closed when the run is decided failed (see decide).
+	failedC chan struct{}
 
 	mu       sync.Mutex // guards the fields below
 	outcomes []*outcome
@@ -82,7 +84,7 @@ type outcome struct {
 // *RunError, *InterruptedError, *InputError or *JobError. Every stage is
 // stopped and reaped before Run returns, whatever the path.
 func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
-	r := &running{job: job, opts: opts, root: -1, log: opts.Logger, grace: opts.Grace}
+	r := &running{job: job, opts: opts, root: -1, log: opts.Logger, grace: opts.Grace, failedC: make(chan struct{})}
 	if r.log == nil {
 		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -461,13 +463,29 @@ func (r *running) watchStage(i int) {
 	// pipeline); when it failed, give it a moment to say whether the
 	// consumer had gone, which makes the failure a consequence.
 	if out := r.links[i+1].pump; out != nil {
+		// The last link delivers to the job's output, which nobody stops
+		// downstream: once the run has failed (or this stage, which fails
+		// it), what is left of it is discarded, and a destination that
+		// stopped taking bytes (a full socket, a terminal on XOFF) must
+		// not hold pipespool past its timeout or a SIGTERM.
+		last := i+1 == len(r.stages)
+		var failedC <-chan struct{}
+		if last {
+			failedC = r.failedC
+		}
 		if first.Failed() {
 			select {
 			case <-out.Done():
 			case <-time.After(time.Second):
 			}
 		} else {
-			<-out.Done()
+			select {
+			case <-out.Done():
+			case <-failedC:
+			}
+		}
+		if last && (first.Failed() || r.isFailed()) {
+			out.Stop()
 		}
 		select {
 		case <-out.Done():
@@ -663,6 +681,7 @@ func (r *running) decide(root int, result, msg string) {
 	}
 	r.failed, r.root, r.result, r.message = true, root, result, msg
 	r.mu.Unlock()
+	close(r.failedC)
 	for i, st := range r.stages {
 		if i == root {
 			continue

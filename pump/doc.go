@@ -26,8 +26,12 @@
 //   - On the read/write path (an inherited blocking fd, or files splice
 //     refuses), the side that returned EAGAIN is armed one-shot and
 //     level-triggered, and an inherited blocking fd is touched only after
-//     epoll said it was ready, so no read or write can block where Stop
-//     cannot reach it.
+//     epoll said it was ready. A read then returns what is there; a write
+//     could still sleep until all of it was taken, so an inherited
+//     blocking socket is written with send(2) and MSG_DONTWAIT, and a
+//     terminal through a second opening of it with O_NONBLOCK (its own
+//     flags are shared and never changed): no read or write blocks where
+//     Stop cannot reach it. Another device (a tape) is written as it is.
 //
 // After any wake-up the loop tries the transfer again rather than trusting
 // the event bits: the transfer's own result (bytes, 0 for EOF, EAGAIN,

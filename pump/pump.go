@@ -3,6 +3,7 @@ package pump
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,6 +113,13 @@ type Pump struct {
 
 	witness int // see KeepWitness; -1 when none
 
+	// dstSend, dstAlt: how the read/write path writes to an inherited
+	// blocking socket (send with MSG_DONTWAIT) or terminal (dstAlt, a
+	// second, non-blocking opening of it; -1 when none) without blocking;
+	// see nonBlockingWrites.
+	dstSend bool
+	dstAlt  int
+
 	buf        []byte // read/write path only: bytes read, not yet written
 	bufStart   int
 	bufEnd     int
@@ -171,7 +179,7 @@ func KeepWitness() Option { return func(p *Pump) { p.keepWitnes = true } }
 
 // New prepares a pump from src to dst. Owned ends must be non-blocking.
 func New(src, dst End, opts ...Option) (*Pump, error) {
-	p := &Pump{src: src, dst: dst, witness: -1, done: make(chan struct{})}
+	p := &Pump{src: src, dst: dst, witness: -1, dstAlt: -1, done: make(chan struct{})}
 	for _, o := range opts {
 		o(p)
 	}
@@ -188,7 +196,13 @@ func New(src, dst End, opts ...Option) (*Pump, error) {
 	// cannot reach it.
 	okSide := func(pipe, file bool, e End) bool { return pipe || file || e.Own }
 	p.useSplice = (p.srcPipe || p.dstPipe) && okSide(p.srcPipe, p.srcFile, src) && okSide(p.dstPipe, p.dstFile, dst)
+	if !p.useSplice && !p.dstPipe && p.pollFirst(dst, p.dstFile) {
+		p.dstSend, p.dstAlt = nonBlockingWrites(dst.FD)
+	}
 	if p.poller, err = poller.New(); err != nil {
+		if p.dstAlt >= 0 {
+			unix.Close(p.dstAlt)
+		}
 		return nil, err
 	}
 	if p.srcPipe && p.dstPipe {
@@ -200,6 +214,58 @@ func New(src, dst End, opts ...Option) (*Pump, error) {
 	}
 	p.last.Store(time.Now().UnixNano())
 	return p, nil
+}
+
+// nonBlockingWrites finds how to write to fd, an inherited blocking
+// destination, so that no write blocks: epoll's "ready for output" only
+// promises some room, and a blocking write(2) of more than that to a socket
+// or a terminal sleeps until all of it is taken, where Stop (a job's
+// timeout, SIGTERM) cannot reach it. The fd's flags are shared with other
+// processes and never changed. A socket gets send(2) with MSG_DONTWAIT
+// (sock); a terminal, a second opening of it through /proc/self/fd with
+// O_NONBLOCK on that open file description only (alt, which the pump
+// closes). Any other device (a tape, a printer) is written as before:
+// opening one again can rewind or reset it.
+func nonBlockingWrites(fd int) (sock bool, alt int) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return false, -1
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFSOCK:
+		return true, -1
+	case unix.S_IFCHR:
+		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+			return false, -1 // not a terminal
+		}
+		for {
+			alt, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return false, -1
+			}
+			return false, alt
+		}
+	}
+	return false, -1
+}
+
+// writeDst writes b to the destination on the read/write path.
+func (p *Pump) writeDst(b []byte) (int, error) {
+	switch {
+	case p.dstSend:
+		for {
+			n, err := unix.SendmsgN(p.dst.FD, b, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			if err != unix.EINTR {
+				return max(n, 0), err
+			}
+		}
+	case p.dstAlt >= 0:
+		return ignoringEINTRIO(unix.Write, p.dstAlt, b)
+	}
+	return ignoringEINTRIO(unix.Write, p.dst.FD, b)
 }
 
 func kind(fd int) (pipe, file bool, err error) {
@@ -418,7 +484,7 @@ func (p *Pump) transfer() (int, error) {
 		return 0, unix.EAGAIN
 	}
 	p.dstReady = false
-	n, err := ignoringEINTRIO(unix.Write, p.dst.FD, p.buf[p.bufStart:p.bufEnd])
+	n, err := p.writeDst(p.buf[p.bufStart:p.bufEnd])
 	if err != nil {
 		p.lastRWSide = sideDst
 		return 0, err
@@ -723,6 +789,10 @@ func (p *Pump) closeEnds() error {
 		}
 	}
 	p.srcAdded, p.dstAdded = false, false
+	if p.dstAlt >= 0 {
+		unix.Close(p.dstAlt)
+		p.dstAlt = -1
+	}
 	return errors.Join(errs...)
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -735,5 +736,88 @@ func TestPumpStateOfAWakeUpNotActedOn(t *testing.T) {
 	}
 	if s := p.State(); s != WaitingDst {
 		t.Errorf("full destination: %v, want %v", s, WaitingDst)
+	}
+}
+
+// stuckDestination is an inherited (blocking, not owned) destination that
+// takes a little and then nothing more: a socket whose peer stopped
+// reading, or a terminal whose master side is never read (a terminal on
+// XOFF looks the same to a writer).
+type stuckDestination func(t *testing.T) End
+
+// stuckSocket has a send buffer far smaller than the pump's 256 KiB writes.
+func stuckSocket(t *testing.T) End {
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SetsockoptInt(sp[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(sp[0]); unix.Close(sp[1]) })
+	return End{FD: sp[0], Name: "stdout (socket)"}
+}
+
+// stuckTerminal is the slave side of a new pseudo-terminal.
+func stuckTerminal(t *testing.T) End {
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open /dev/ptmx: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(m) })
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := unix.Open("/dev/pts/"+strconv.Itoa(n), unix.O_WRONLY|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(s) })
+	return End{FD: s, Name: "stdout (terminal)"}
+}
+
+// An inherited destination is written without changing its flags. epoll
+// only says it has some room; a blocking write(2) of more than that sleeps
+// until all of it is taken, and a pump asleep in write cannot be stopped:
+// pipespool then outlived its timeout and SIGTERM whenever its stdout was a
+// socket or a terminal that stopped taking bytes. The pump must write such
+// an end without blocking, return promptly from Stop, leave the end open
+// with its flags as they were, and close what it opened for it.
+func TestPumpStopsWhileInheritedDestinationIsStuck(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		dst  stuckDestination
+	}{{"socket", stuckSocket}, {"terminal", stuckTerminal}} {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			dst := tt.dst(t)
+			flags, err := unix.FcntlInt(uintptr(dst.FD), unix.F_GETFL, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src, w := pipeFor(t, DefaultPipeSize, true)
+			go w.Write(make([]byte, 768<<10)) // ends with an error when the pump closes its source
+			p := mustNew(t, src, dst)
+			done := start(p)
+			// The pump has delivered what the destination took and waits
+			// for room that never comes.
+			waitState(t, p, WaitingDst)
+			p.Stop()
+			res := waitFor(t, done, 5*time.Second, "pump after Stop")
+			if !errors.Is(res.Err, ErrStopped) || res.Bytes == 0 || res.Undelivered == 0 {
+				t.Fatalf("result %+v: want stopped with bytes delivered and undelivered", res)
+			}
+			got, err := unix.FcntlInt(uintptr(dst.FD), unix.F_GETFL, 0)
+			if err != nil {
+				t.Fatalf("the pump closed %s, which it does not own: %v", dst.Name, err)
+			}
+			if got != flags {
+				t.Errorf("flags of %s: %#x, were %#x", dst.Name, got, flags)
+			}
+		})
 	}
 }

@@ -159,3 +159,22 @@ builtin = "zstd-decompress"
 command = ["cat"]
 `, 1, "cutter")
 }
+
+// TestRegressionUpstreamFailingAfterItsConsumerIsRootCause: CI of
+// 2026-12-01, bug 8 in docs/reliability.md. A consumer failed on its own on
+// what it read (zstd on a modified OpenPGP message) while its producer,
+// still running, was about to fail on its own for the reason (the message's
+// integrity check): the consumer was blamed. Here "checker" fails on the
+// 1000 bytes "maker" wrote, while maker waits half a second before it fails.
+func TestRegressionUpstreamFailingAfterItsConsumerIsRootCause(t *testing.T) {
+	regressRun(t, 3, `
+[[stage]]
+command = ["%[1]s", "gen", "1000", "5"]
+[[stage]]
+name = "maker"
+command = ["sh", "-c", "cat; sleep 0.5; exit 5"]
+[[stage]]
+name = "checker"
+command = ["%[1]s", "exitafter", "1000", "3"]
+`, 1, "maker")
+}

@@ -88,7 +88,6 @@ type Builtin struct {
 	filter        Filter
 
 	in, out atomic.Int64 // bytes read from stdin and written to stdout
-	inEOF   atomic.Bool  // the filter read its stdin to end of file
 
 	cancel  context.CancelFunc
 	started chan struct{} // closed once Start has set up the fields below
@@ -140,7 +139,7 @@ func (b *Builtin) Start(stdin, stdout *os.File) error {
 
 func (b *Builtin) run(ctx context.Context) {
 	defer close(b.done)
-	r := &countingReader{r: b.stdin, n: &b.in, eofFlag: &b.inEOF}
+	r := &countingReader{r: b.stdin, n: &b.in}
 	w := &countingWriter{w: b.stdout, n: &b.out}
 	err := b.filter.Run(ctx, r, w)
 	// Whether pipespool stopped the stage is decided by the time the
@@ -206,10 +205,9 @@ func (b *Builtin) Stop(time.Duration) {
 func (b *Builtin) Signal(syscall.Signal) error { return nil }
 
 type countingReader struct {
-	r       io.Reader
-	n       *atomic.Int64
-	eof     bool
-	eofFlag *atomic.Bool
+	r   io.Reader
+	n   *atomic.Int64
+	eof bool
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
@@ -217,14 +215,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	if err == io.EOF {
 		c.eof = true
-		c.eofFlag.Store(true)
 	}
 	return n, err
 }
-
-// SawInputEOF reports whether the filter read its stdin to end of file:
-// its producer had closed its end, so it had ended, or was ending.
-func (b *Builtin) SawInputEOF() bool { return b.inEOF.Load() }
 
 type countingWriter struct {
 	w io.Writer

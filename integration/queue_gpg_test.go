@@ -284,11 +284,28 @@ func TestQueueGpgErrors(t *testing.T) {
 		}
 	}
 
+	// A command that fails after the corrupt data: the decoder's failure
+	// (the message was modified) is named first, the command's after it.
+	for _, dec := range [][]string{{"-d", "openpgp", "--decoder-config", g.config}, {"-d", g.decoder}} {
+		r = run(t, d, nil, nil, pipespoolBin, append(append([]string{"queue-process", "q"}, dec...), "sh", "--", "-c", "cat >/dev/null; exit 4")...)
+		want := `failed: decoder "gpg`
+		if dec[1] == "openpgp" {
+			want = `failed: decoder "openpgp": openpgp: integrity check failed`
+		}
+		if r.code != 1 || !strings.Contains(r.err, want) || !strings.Contains(r.err, "(then the command failed: sh: exit status 4)") ||
+			len(listJobs(t, filepath.Join(d, "q"))) != 2 {
+			t.Errorf("corrupt message, failing command, %s: exit %d, jobs %v, want the decoder named first:\n%s", dec[1], r.code, listJobs(t, filepath.Join(d, "q")), r.err)
+		}
+	}
+
 	// Pipeline mode: the pipeline's output file is never renamed into
 	// place when the decoder's integrity check fails after the last byte.
 	out := filepath.Join(d, "restored.bin")
 	job := writeFile(t, d, "restore.toml", "[output]\npath = \""+out+"\"\n[[stage]]\ncommand = [\"cat\"]\n")
 	r = run(t, d, nil, nil, pipespoolBin, "queue-process", "q", "--job", job, "-d", "openpgp", "--decoder-config", g.config)
+	if strings.Count(r.err, "integrity check failed") != 1 {
+		t.Errorf("pipeline mode, corrupt message: the decoder's failure is not named exactly once:\n%s", r.err)
+	}
 	if r.code != 1 || !strings.Contains(r.err, "q/jobs/"+filepath.Base(big)) {
 		t.Errorf("pipeline mode, corrupt message: exit %d, stderr %s", r.code, r.err)
 	}

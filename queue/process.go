@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -432,18 +433,55 @@ func (q *Queue) runJob(ctx context.Context, job Job, opts ProcessOptions) (jobEr
 	}
 	q.Logger.Debug("running job", "seq", h.Seq, "file", job.Name, "type", h.Type.String())
 	run := &Run{Header: h, Env: JobEnv(h, q, job.Name), Payload: payload}
-	if stream != nil {
-		run.PayloadDone = stream.Wait
-	}
+	decoderLeft := decoderOf(run, stream)
 	jobErr, err = runPacket(ctx, q.Logger, run, opts, func() (*os.File, error) {
 		return os.OpenFile(path+".out", os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
 	})
-	if stream != nil {
-		if derr := stream.Wait(); derr != nil && jobErr == nil && err == nil {
-			jobErr = derr
-		}
+	if derr := decoderLeft(jobErr); err == nil {
+		jobErr = withDecoderFailure(jobErr, derr)
 	}
 	return jobErr, err
+}
+
+// decoderOf gives run the decoder stream's Wait as PayloadDone (nil stream:
+// no decoder) and returns what to call once the run is over: it waits for
+// the decoder and returns its failure, unless the runner already asked for
+// it through PayloadDone and failed the job (pipeline mode's check before
+// the output is committed), which then holds it already.
+func decoderOf(run *Run, stream *Stream) (left func(jobErr error) error) {
+	if stream == nil {
+		return func(error) error { return nil }
+	}
+	var asked atomic.Bool
+	run.PayloadDone = func() error {
+		asked.Store(true)
+		return stream.Wait()
+	}
+	return func(jobErr error) error {
+		derr := stream.Wait()
+		if asked.Load() && jobErr != nil {
+			return nil
+		}
+		return derr
+	}
+}
+
+// withDecoderFailure combines a job's failure with its decoder's. A decoder
+// that failed on its own (a step that got EPIPE or SIGPIPE because the
+// command stopped reading has not: see Stream.Wait) gave the command bad or
+// short data, which is most often why the command failed too (zstd on a
+// modified OpenPGP message finds its checksum wrong before the decoder,
+// which checks the message's integrity at its end, says so): the decoder's
+// failure is named first, the command's after it. Both stay in the chain
+// for errors.Is and errors.As.
+func withDecoderFailure(jobErr, derr error) error {
+	switch {
+	case derr == nil:
+		return jobErr
+	case jobErr == nil:
+		return derr
+	}
+	return fmt.Errorf("%w (then the command failed: %w)", derr, jobErr)
 }
 
 // runPacket runs the packet of run with opts, shared by queue-process and
@@ -507,19 +545,13 @@ func ProcessStdin(ctx context.Context, in *os.File, log *slog.Logger, opts Proce
 		payload = stream.Out
 	}
 	run := &Run{Header: h, Env: JobEnv(h, nil, ""), Payload: payload}
-	if stream != nil {
-		run.PayloadDone = stream.Wait
-	}
+	decoderLeft := decoderOf(run, stream)
 	opts.OutputTo = PassBoth
 	jobErr, err := runPacket(ctx, log, run, opts, nil)
 	if err != nil {
 		return err
 	}
-	if stream != nil {
-		if derr := stream.Wait(); derr != nil && jobErr == nil {
-			jobErr = derr
-		}
-	}
+	jobErr = withDecoderFailure(jobErr, decoderLeft(jobErr))
 	if jobErr != nil {
 		return &stdinJobError{JobFailedError{Seq: h.Seq, Err: jobErr}}
 	}

@@ -247,3 +247,23 @@ func TestJobEnvOrder(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 }
+
+func TestWithDecoderFailureNamesTheDecoderFirst(t *testing.T) {
+	cmdErr, decErr := errors.New("sh: exit status 4"), errors.New(`decoder "openpgp": integrity check failed`)
+	if got := withDecoderFailure(nil, nil); got != nil {
+		t.Errorf("no failure: %v", got)
+	}
+	if got := withDecoderFailure(cmdErr, nil); got != cmdErr {
+		t.Errorf("the command alone: %v", got)
+	}
+	if got := withDecoderFailure(nil, decErr); got != decErr {
+		t.Errorf("the decoder alone: %v", got)
+	}
+	got := withDecoderFailure(cmdErr, decErr)
+	if want := `decoder "openpgp": integrity check failed (then the command failed: sh: exit status 4)`; got.Error() != want {
+		t.Errorf("both: %q, want %q", got, want)
+	}
+	if !errors.Is(got, cmdErr) || !errors.Is(got, decErr) {
+		t.Errorf("both: %v does not wrap the two failures", got)
+	}
+}

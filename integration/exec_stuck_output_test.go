@@ -18,6 +18,13 @@ import (
 // flags; a blocking write there used to hold pipespool past its timeout, a
 // SIGTERM and a stage's failure.
 func stuckStdout(t *testing.T) *os.File {
+	w, _ := stuckStdoutAndReader(t)
+	return w
+}
+
+// stuckStdoutAndReader is stuckStdout with the socket's other end, which
+// the test never reads.
+func stuckStdoutAndReader(t *testing.T) (w, r *os.File) {
 	t.Helper()
 	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -26,9 +33,9 @@ func stuckStdout(t *testing.T) *os.File {
 	if err := unix.SetsockoptInt(sp[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
 		t.Fatal(err)
 	}
-	w, r := os.NewFile(uintptr(sp[0]), "stdout"), os.NewFile(uintptr(sp[1]), "reader")
+	w, r = os.NewFile(uintptr(sp[0]), "stdout"), os.NewFile(uintptr(sp[1]), "reader")
 	t.Cleanup(func() { w.Close(); r.Close() })
-	return w
+	return w, r
 }
 
 const stuckJobHead = `
@@ -65,7 +72,8 @@ command = ["cat"]
 `)
 	cmd := exec.Command(pipespoolBin, "exec", job)
 	cmd.Dir = dir
-	cmd.Stdout = stuckStdout(t)
+	stdout, reader := stuckStdoutAndReader(t)
+	cmd.Stdout = stdout
 	errf, err := os.Create(filepath.Join(dir, "stderr"))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +83,24 @@ command = ["cat"]
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // the socket is full by now
+	// SIGTERM once bytes have reached the socket: pipespool is copying (its
+	// signal handling is set up), and the socket fills at once after that.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := unix.IoctlGetInt(int(reader.Fd()), unix.SIOCINQ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatal("no byte reached pipespool's stdout in 30 s")
+		}
+		time.Sleep(10 * time.Millisecond) // a poll tick, bounded by the deadline
+	}
 	start := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -63,31 +62,6 @@ func writeTempDurably(tmp string, n uint64) error {
 		return fmt.Errorf("write %s: %w", tmp, err)
 	}
 	return nil
-}
-
-// writeFileDurably replaces path with data: write tmp, fsync, rename over
-// path, fsync the directory. A crash leaves either the old or the new
-// content under path, never a mix.
-func writeFileDurably(path, tmp string, data []byte) error {
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return fsyncDir(filepath.Dir(path))
 }
 
 // NewUUID returns a random (version 4) UUID in its canonical lower-case

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 )
 
 // SeqFile is a file holding one sequence number ("4\n"), with its lock file
@@ -46,7 +45,10 @@ func (s SeqFile) ReadOrInit() (uint64, error) {
 // Write replaces the stored number durably: PATH.temp is written, fsynced and
 // renamed over PATH, then the directory is fsynced.
 func (s SeqFile) Write(n uint64) error {
-	return writeFileDurably(s.Path, s.tempPath(), []byte(strconv.FormatUint(n, 10)+"\n"))
+	if err := s.Stage(n); err != nil {
+		return err
+	}
+	return s.Commit()
 }
 
 func (s SeqFile) tempPath() string { return s.Path + ".temp" }
@@ -67,6 +69,7 @@ func (s SeqFile) Stage(n uint64) error {
 // directory.
 func (s SeqFile) Commit() error {
 	if err := os.Rename(s.tempPath(), s.Path); err != nil {
+		s.Discard()
 		return fmt.Errorf("write %s: %w", s.Path, err)
 	}
 	return fsyncDir(filepath.Dir(s.Path))

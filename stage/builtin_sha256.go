@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/pipespool/pipespool/fsutil"
 )
 
 func init() {
@@ -95,7 +97,7 @@ func (f *sha256Filter) finish(h hash.Hash) error {
 		}
 		return nil
 	}
-	if err := WriteFileAtomic(f.writeTo, []byte(hex.EncodeToString(sum)+"\n"), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(f.writeTo, []byte(hex.EncodeToString(sum)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("sha256: %w", err)
 	}
 	return nil

@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pipeline"
-	"github.com/pipespool/pipespool/stage"
 )
 
 // execOptions are the flags of exec.
@@ -107,7 +107,7 @@ func runExec(ctx context.Context, opts *execOptions) error {
 	ctx, stop := execSignalContext(ctx)
 	defer stop()
 	if opts.Lock != "" {
-		lock, err := acquireLock(ctx, opts.Lock, opts.LockWait)
+		lock, err := fsutil.Acquire(ctx, opts.Lock, fsutil.LockOptions{Create: true, Wait: opts.LockWait})
 		if err != nil {
 			var sc *pipeline.SignalCause
 			if errors.As(err, &sc) {
@@ -196,5 +196,5 @@ func writeJSONAtomic(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return stage.WriteFileAtomic(path, append(data, '\n'), 0o644)
+	return fsutil.WriteFileAtomic(path, append(data, '\n'), 0o644)
 }

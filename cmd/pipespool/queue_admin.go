@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -155,8 +156,9 @@ func NewCmdQueueLs(g *globalOptions) *cobra.Command {
 		Use:   "queue-ls -q DIR [-d DECODECMD]",
 		Short: "Gets information about the jobs in a queue",
 		Long: `List the jobs of the queue, in sequence order, in fspl's columns: ID,
-creation timestamp (local time) and file name. Files that do not parse are
-skipped with a warning.`,
+creation timestamp (local time) and file name. Files that do not parse, and
+anything not a regular file, are skipped with a warning. A name that is not
+printable text is shown quoted, with Go's escapes ("fspl-\x1b.fspl").`,
 		Example: "  pipespool queue-ls -q /q\n  pipespool queue-ls /q -d zstd",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, rest, err := queueDirArg(opts.QueueDir, args)
@@ -172,24 +174,29 @@ skipped with a warning.`,
 			}
 			ctx, stop := signalContext()
 			defer stop()
-			jobs, err := queue.Open(dir, g.Logger()).Scan(ctx, dec)
-			if err != nil {
-				return err
-			}
-			if err := writeOut(g, "%-20s %-27s %s\n", "ID", "creation timestamp", "filename"); err != nil {
-				return err
-			}
-			for _, j := range jobs {
-				if err := writeOut(g, "%-20d %-27s %s\n", j.Header.Seq, queue.FormatLocalTime(j.Header.CTime()), j.Name); err != nil {
-					return err
-				}
-			}
-			return nil
+			return listQueue(ctx, g, queue.Open(dir, g.Logger()), dec)
 		},
 	}
 	opts.bindDir(cmd)
 	opts.bindDecoder(cmd)
 	return cmd
+}
+
+// listQueue prints the rows of queue-ls.
+func listQueue(ctx context.Context, g *globalOptions, q *queue.Queue, dec *queue.Decoder) error {
+	jobs, err := q.Scan(ctx, dec)
+	if err != nil {
+		return err
+	}
+	if err := writeOut(g, "%-20s %-27s %s\n", "ID", "creation timestamp", "filename"); err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		if err := writeOut(g, "%-20d %-27s %s\n", j.Seq, queue.FormatLocalTime(j.CTime()), queue.QuoteName(j.Name)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (o *queueDirOptions) bindJob(cmd *cobra.Command) {
@@ -207,16 +214,18 @@ func NewCmdQueueInfo(g *globalOptions) *cobra.Command {
 NAME=value per line (values are raw bytes and may contain newlines).`,
 		Example: "  pipespool queue-info -q /q -j 42",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q, job, _, err := opts.findJob(args)
+			q, job, dec, err := opts.findJob(args)
 			if err != nil {
 				return err
 			}
-			for _, kv := range queue.JobEnv(job.Header, q, job.Name) {
-				if err := writeOut(g, "%s\n", kv); err != nil {
-					return err
-				}
+			ctx, stop := signalContext()
+			defer stop()
+			p, err := q.OpenPacket(ctx, dec, job)
+			if err != nil {
+				return err
 			}
-			return nil
+			defer p.Close()
+			return queue.WriteJobEnv(g.streams.Out, p.Header, q, job.Name)
 		},
 	}
 	opts.bindDir(cmd)

@@ -32,12 +32,7 @@ A bad packet exits 2 with the reason.`,
 			if stream != nil {
 				stream.Abort()
 			}
-			for _, kv := range queue.JobEnv(h, nil, "") {
-				if err := writeOut(g, "%s\n", kv); err != nil {
-					return err
-				}
-			}
-			return nil
+			return queue.WriteJobEnv(g.streams.Out, h, nil, "")
 		},
 	}
 	opts.bindDecoder(cmd)

@@ -506,6 +506,117 @@ func TestHostileQueueLargestSeq(t *testing.T) {
 	h.checkOutside(t, "")
 }
 
+// signedQueue makes OpenPGP packets the way a sender does (pipespool
+// prepare | pipespool exec with openpgp-encrypt), signed or not, and the
+// decoder configuration of the receiver, which requires the signer's
+// signature.
+type signedQueue struct {
+	*hostileDir
+	keys, config string
+}
+
+func newSignedQueue(t *testing.T) *signedQueue {
+	t.Helper()
+	keys, err := filepath.Abs("../testdata/keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &signedQueue{hostileDir: newHostileDir(t), keys: keys}
+	s.config = writeFile(t, s.dir, "keys.toml", fmt.Sprintf("[decoder.openpgp]\nsecret_key = %q\npassphrase_file = %q\nrequire_signed_by = %q\n",
+		filepath.Join(keys, "recipient.sec.asc"), filepath.Join(keys, "recipient.pass"), filepath.Join(keys, "signer.pub.asc")))
+	return s
+}
+
+// packet returns a packet with seq, params and FSPL_SET_EVIL, encrypted to
+// the recipient and signed with signer ("" for none).
+func (s *signedQueue) packet(t *testing.T, seq uint64, signer string) []byte {
+	t.Helper()
+	with := fmt.Sprintf("recipients = [%q]\n", filepath.Join(s.keys, "recipient.pub.asc"))
+	switch signer {
+	case "signer":
+		with += fmt.Sprintf("sign_with = %q\nsign_passphrase_file = %q\n", filepath.Join(s.keys, "signer.sec.asc"), filepath.Join(s.keys, "signer.pass"))
+	case "other":
+		with += fmt.Sprintf("sign_with = %q\n", filepath.Join(s.keys, "other.sec.asc"))
+	}
+	enc := writeFile(t, s.dir, "encrypt.toml", "[[stage]]\nbuiltin = \"openpgp-encrypt\"\n[stage.with]\n"+with)
+	plain := packetOf(&queue.Header{Seq: seq, Params: [][]byte{[]byte("evil-param")}, Env: []queue.EnvVar{{Name: []byte("EVIL"), Value: []byte("1")}}}, "attacker's payload")
+	return []byte(must(t, s.dir, plain, nil, pipespoolBin, "exec", enc, "--log-level", "error"))
+}
+
+// TestHostileQueueUnverifiedPackets: with require_signed_by, the signature
+// is known only at the end of the message; an unsigned packet (or one
+// signed by another key) had its command run on its payload, with its
+// params and FSPL_SET_* (again on every run under Retry). Nothing of such
+// a packet reaches a command, a pipeline, stdout or a listing now: it is a
+// failed job (--on-error decides), and never run.
+func TestHostileQueueUnverifiedPackets(t *testing.T) {
+	for _, tc := range []struct{ signer, why string }{
+		{"", "signature missing"},
+		{"other", "signature by another key"},
+	} {
+		t.Run("signed by "+orNobody(tc.signer), func(t *testing.T) {
+			s := newSignedQueue(t)
+			packet := s.packet(t, 1, tc.signer)
+			name := s.job(t, "", packet)
+			dec := []string{"-d", "openpgp", "--decoder-config", s.config}
+			proc := append(append([]string{"queue-process", "q"}, dec...), append([]string{"--allow-job-params"}, s.command()...)...)
+			refused := want{code: 1, emptyOut: true, stderr: []string{tc.why, "nothing of it was used"}}
+			s.step(t, nil, refused, proc...)
+			s.step(t, nil, refused, proc...) // Retry: again refused, again not run
+			pipeline := writeFile(t, s.dir, "restore.toml", fmt.Sprintf("[output]\npath = %q\n[[stage]]\nshell = 'echo \"$FSPL_SEQ\" >> %s; cat'\n",
+				filepath.Join(s.dir, "restored"), s.ran))
+			s.step(t, nil, refused, append(append([]string{"queue-process", "q"}, dec...), "--job", pipeline)...)
+			s.step(t, packet, refused, append(append([]string{"stdin-process"}, dec...), s.command()...)...)
+			s.step(t, packet, refused, append([]string{"stdin-info"}, dec...)...)
+			s.step(t, packet, refused, append([]string{"stdin-payload"}, dec...)...)
+			s.step(t, nil, refused, append([]string{"queue-info", "q", "-j", "1"}, dec...)...)
+			s.step(t, nil, refused, append([]string{"queue-payload", "q", "-j", "1"}, dec...)...)
+			s.step(t, nil, want{stdout: []string{name + " [unverified]"}, stderr: []string{tc.why}, noStdout: []string{"evil"}},
+				append([]string{"queue-ls", "q"}, dec...)...)
+			s.checkOutside(t, "")
+			if _, err := os.Stat(filepath.Join(s.dir, "restored")); err == nil {
+				t.Errorf("the pipeline's output was written")
+			}
+			// Under Delete it is dropped, and the queue goes on.
+			s.step(t, nil, want{stderr: []string{tc.why}}, append(append([]string{"queue-process", "q", "--on-error", "Delete"}, dec...), s.command()...)...)
+			s.checkOutside(t, "")
+			if jobs := listJobs(t, s.q); len(jobs) != 0 || readFile(t, filepath.Join(s.q, "nextseq")) != "2\n" {
+				t.Errorf("under Delete: jobs %v, nextseq %q", jobs, readFile(t, filepath.Join(s.q, "nextseq")))
+			}
+		})
+	}
+}
+
+func orNobody(s string) string {
+	if s == "" {
+		return "nobody"
+	}
+	return s
+}
+
+// TestHostileQueueSignedPacketRuns: the counterpart: a packet signed by
+// the required key runs, from stdin and from the queue, also when its job
+// file belongs to another user (who could rewrite it between the
+// verification and the run: it is verified and run from a private copy).
+func TestHostileQueueSignedPacketRuns(t *testing.T) {
+	s := newSignedQueue(t)
+	packet := s.packet(t, 1, "signer")
+	dec := []string{"-d", "openpgp", "--decoder-config", s.config}
+	s.step(t, packet, want{stdout: []string{"FSPL_PARAM_1=evil-param", "FSPL_SET_EVIL=1"}}, append([]string{"stdin-info"}, dec...)...)
+	s.step(t, packet, want{stdout: []string{"attacker's payload"}}, append([]string{"stdin-payload"}, dec...)...)
+	s.step(t, packet, want{}, append(append([]string{"stdin-process"}, dec...), s.command()...)...)
+	name := s.job(t, "", packet)
+	if os.Geteuid() == 0 {
+		// Owned by nobody: another user's file.
+		if err := os.Chown(filepath.Join(s.q, "jobs", name), 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.step(t, nil, want{stdout: []string{name + "\n"}, noStdout: []string{"unverified"}}, append([]string{"queue-ls", "q"}, dec...)...)
+	s.step(t, nil, want{}, append(append([]string{"queue-process", "q"}, dec...), s.command()...)...)
+	s.checkOutside(t, "1\n1\n")
+}
+
 // TestHostileQueueAllInOne: every kind of junk at once beside one good
 // job, as an attacker would leave them: the good job runs, each junk file
 // is warned about once, and the run stays within its bounds.

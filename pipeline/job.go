@@ -48,6 +48,9 @@ type Job struct {
 	// [decoder.openpgp] table: what `-d openpgp` of the queue commands
 	// decrypts job files with. nil when the table is absent.
 	OpenPGPDecoder stage.Filter
+	// OpenPGPRequireSigned: the table sets require_signed_by, so the
+	// filter fails unsigned messages (at their end).
+	OpenPGPRequireSigned bool
 }
 
 // StageSpec is one [[stage]] of a job file, validated.
@@ -228,6 +231,7 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 			return nil, v.errf("decoder.openpgp", "%v", err)
 		}
 		job.OpenPGPDecoder = f
+		_, job.OpenPGPRequireSigned = with["require_signed_by"]
 	}
 	if len(raw.Stage) == 0 && needStages {
 		return nil, &JobError{File: path, Key: "stage", Msg: "no stages: add at least one [[stage]] with command, shell or builtin"}

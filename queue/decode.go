@@ -22,6 +22,18 @@ type DecodeStep struct {
 	Shell   string       // shell command, when Builtin is ""
 	Builtin string       // name of the built-in ("zstd")
 	filter  stage.Filter // the built-in's filter
+	// verifies: the step fails a message not signed by the key it
+	// requires, which it can tell only at the message's end.
+	verifies bool
+}
+
+// OpenPGP is the filter of the built-in "openpgp" decoder and its policy.
+type OpenPGP struct {
+	Filter stage.Filter
+	// RequireSigned: Filter fails, at the end of a message, unless a
+	// required key signed it (require_signed_by). Then nothing of a
+	// packet is used before the whole of it has been verified (Verify).
+	RequireSigned bool
 }
 
 // Decoder turns a stored job file into a packet: the steps run in order,
@@ -38,9 +50,9 @@ type Decoder struct {
 
 // ParseDecoders builds a Decoder from -d values, in order. "zstd" is the
 // built-in zstd decompressor, "openpgp" the built-in OpenPGP decrypter
-// whose filter (with its key) openpgp returns, called once and only when
-// "openpgp" is among specs; anything else is a shell command.
-func ParseDecoders(specs []string, openpgp func() (stage.Filter, error)) (*Decoder, error) {
+// whose filter (with its key and policy) openpgp returns, called once and
+// only when "openpgp" is among specs; anything else is a shell command.
+func ParseDecoders(specs []string, openpgp func() (OpenPGP, error)) (*Decoder, error) {
 	d := &Decoder{Shell: os.Getenv("SHELL")}
 	if d.Shell == "" {
 		d.Shell = "/bin/sh"
@@ -55,12 +67,12 @@ func ParseDecoders(specs []string, openpgp func() (stage.Filter, error)) (*Decod
 			if openpgp == nil {
 				return nil, errors.New("-d openpgp: no decryption key: put a [decoder.openpgp] table in the job file")
 			}
-			f, err := openpgp()
+			o, err := openpgp()
 			if err != nil {
 				return nil, err
 			}
-			d.Steps = append(d.Steps, DecodeStep{Builtin: s, filter: f})
-			openpgp = func() (stage.Filter, error) { return f, nil }
+			d.Steps = append(d.Steps, DecodeStep{Builtin: s, filter: o.Filter, verifies: o.RequireSigned})
+			openpgp = func() (OpenPGP, error) { return o, nil }
 		default:
 			d.Steps = append(d.Steps, DecodeStep{Shell: s})
 		}
@@ -111,7 +123,8 @@ type Stream struct {
 	Out *os.File
 
 	procs   []*exec.Cmd
-	aborted bool // Abort killed the shell steps: SIGKILL is not their failure
+	owned   []*os.File // closed once every step is done: a spool the first step reads
+	aborted bool       // Abort killed the shell steps: SIGKILL is not their failure
 	wg      sync.WaitGroup
 	mu      sync.Mutex // guards errs
 	errs    []error
@@ -212,6 +225,9 @@ func (s *Stream) Wait() error {
 			}
 		}
 		s.wg.Wait()
+		for _, f := range s.owned {
+			f.Close()
+		}
 		s.err = errors.Join(s.errs...)
 	})
 	return s.err

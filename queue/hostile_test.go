@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pipespool/pipespool/stage"
 )
 
 // logTo returns a queue logger writing text to b.
@@ -314,6 +316,102 @@ func TestCheckExecSpaceCountsLikeTheKernel(t *testing.T) {
 	sized, _ = DecodeBody(EncodeBody(h))
 	if err := checkExecSpace(sized.Size, nil, nil, false); err == nil {
 		t.Errorf("one byte over the limit: no error")
+	}
+}
+
+// signingFilter stands for a decoder that requires a signature: it passes
+// its input through and fails, at the end, when the input holds
+// "UNSIGNED".
+func signingFilter() stage.Filter {
+	return stage.FilterFunc(func(ctx context.Context, r io.Reader, w io.Writer) error {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte("UNSIGNED")) {
+			return errors.New("signature missing")
+		}
+		return nil
+	})
+}
+
+func verifyingDecoder(t *testing.T) *Decoder {
+	t.Helper()
+	d, err := ParseDecoders([]string{"openpgp"}, func() (OpenPGP, error) {
+		return OpenPGP{Filter: signingFilter(), RequireSigned: true}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestVerifyFirstRunsNothingOfAnUnverifiedPacket: a decoder that finds a
+// packet unsigned only at its end used to have handed its params,
+// environment and payload to the command by then. Now the command never
+// runs for it; under Delete the queue goes on past it.
+func TestVerifyFirstRunsNothingOfAnUnverifiedPacket(t *testing.T) {
+	q := newTestQueue(t, &Header{Seq: 1})
+	if _, err := q.Write(strings.NewReader(string(Encode(&Header{Seq: 2, Params: [][]byte{[]byte("evil")}})) + "UNSIGNED payload")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Write(strings.NewReader(string(Encode(&Header{Seq: 3})) + "signed")); err != nil {
+		t.Fatal(err)
+	}
+	r := &fakeRunner{}
+	err := q.Process(context.Background(), ProcessOptions{Runner: r, Decoder: verifyingDecoder(t), AllowJobParams: true})
+	var ue *UnverifiedError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "signature missing") {
+		t.Fatalf("err %v, want an *UnverifiedError", err)
+	}
+	if len(r.ran) != 1 || r.ran[0] != 1 || nextSeq(t, q) != 2 {
+		t.Fatalf("ran %v, nextseq %d: job 2 must not run, and stay", r.ran, nextSeq(t, q))
+	}
+	r = &fakeRunner{}
+	if err := q.Process(context.Background(), ProcessOptions{Runner: r, Decoder: verifyingDecoder(t), OnError: OnErrorDelete}); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.ran) != 1 || r.ran[0] != 3 || r.data[3] != "signed" || jobCount(t, q) != 0 {
+		t.Fatalf("under Delete: ran %v (%q), %d jobs left", r.ran, r.data[3], jobCount(t, q))
+	}
+}
+
+// TestVerifyFirstCopiesAFileOthersCanWrite: a job file its owner (not
+// pipespool's user) could rewrite between the verification and the run is
+// verified and run from a private copy.
+func TestVerifyFirstCopiesAFileOthersCanWrite(t *testing.T) {
+	q := newTestQueue(t, &Header{Seq: 1})
+	jobs, _ := q.Scan(context.Background(), nil)
+	f, err := os.Open(filepath.Join(q.JobsDir(), jobs[0].Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if othersMayWrite(f) {
+		t.Fatalf("a file of ours, mode 0644, counted as writable by others")
+	}
+	os.Chmod(f.Name(), 0o666)
+	if !othersMayWrite(f) {
+		t.Fatalf("a world-writable file counted as ours alone")
+	}
+	src, err := verifiedJob(context.Background(), verifyingDecoder(t), q.Dir, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if src == f {
+		t.Fatalf("verified in place, where another user could rewrite it")
+	}
+	// The copy has no name, and is what the file held.
+	var st syscall.Stat_t
+	syscall.Fstat(int(src.Fd()), &st)
+	b, _ := io.ReadAll(src)
+	want, _ := os.ReadFile(f.Name())
+	if st.Nlink != 0 || st.Mode&0o077 != 0 || !bytes.Equal(b, want) {
+		t.Errorf("copy: %d links, mode %o, %d bytes of %d", st.Nlink, st.Mode&0o777, len(b), len(want))
 	}
 }
 

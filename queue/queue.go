@@ -370,7 +370,9 @@ func (p *OpenedPacket) Close() {
 }
 
 // OpenPacket opens job (found by a scan) and reads its header, through dec.
-// A file that changed since the scan (another seq) is an error.
+// When dec verifies, the whole packet is verified first (see Verify): a
+// packet that is not is an *UnverifiedError, and nothing of it is read. A
+// file that changed since the scan (another seq) is an error.
 func (q *Queue) OpenPacket(ctx context.Context, dec *Decoder, job Job) (*OpenedPacket, error) {
 	path := QuoteName(q.JobPath(job.Name))
 	f, err := q.openJob(job.Name)
@@ -378,7 +380,17 @@ func (q *Queue) OpenPacket(ctx context.Context, dec *Decoder, job Job) (*OpenedP
 		return nil, fmt.Errorf("job %d (%s): %w", job.Seq, path, err)
 	}
 	p := &OpenedPacket{files: []*os.File{f}}
-	src := f
+	src, err := verifiedJob(ctx, dec, q.Dir, f)
+	if err != nil {
+		p.Close()
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, fmt.Errorf("job %d (%s): %w", job.Seq, path, err)
+	}
+	if src != f {
+		p.files = append(p.files, src)
+	}
 	p.Payload = src
 	var h *Header
 	if dec.Empty() {
@@ -408,7 +420,8 @@ func (q *Queue) OpenPacket(ctx context.Context, dec *Decoder, job Job) (*OpenedP
 	return p, nil
 }
 
-// CopyPayload writes the payload of job (decoded with dec) to w.
+// CopyPayload writes the payload of job (decoded with dec) to w; when dec
+// verifies, only once the whole packet is verified.
 func (q *Queue) CopyPayload(ctx context.Context, dec *Decoder, job Job, w io.Writer) error {
 	p, err := q.OpenPacket(ctx, dec, job)
 	if err != nil {
@@ -424,4 +437,19 @@ func (q *Queue) CopyPayload(ctx context.Context, dec *Decoder, job Job, w io.Wri
 		}
 	}
 	return nil
+}
+
+// VerifyJob verifies the packet of job when dec verifies (see Verify), and
+// returns why it is not verified (an *UnverifiedError), or nil. Nothing of
+// the packet is used, so the job file is verified where it is.
+func (q *Queue) VerifyJob(ctx context.Context, dec *Decoder, job Job) error {
+	if !dec.Verifies() {
+		return nil
+	}
+	f, err := q.openJob(job.Name)
+	if err != nil {
+		return &UnverifiedError{Err: err}
+	}
+	defer f.Close()
+	return dec.Verify(ctx, f)
 }

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,14 +13,18 @@ import (
 )
 
 // runJob runs one job. jobErr is the job's own failure (command failed, Fail
-// packet, too large to be given to a command); err is
+// packet, not verified, too large to be given to a command); err is
 // anything that must stop processing without committing the job (I/O
 // error, interruption).
 func (q *Queue) runJob(ctx context.Context, job Job, opts ProcessOptions) (jobErr, err error) {
 	op, err := q.OpenPacket(ctx, opts.Decoder, job)
 	if err != nil {
-		if ctx.Err() != nil {
+		var ue *UnverifiedError
+		switch {
+		case ctx.Err() != nil:
 			return nil, fmt.Errorf("job %d interrupted: %w", job.Seq, context.Cause(ctx))
+		case errors.As(err, &ue):
+			return ue, nil // a failed job: --on-error decides
 		}
 		return nil, err
 	}
@@ -156,7 +161,8 @@ func runDecoded(ctx context.Context, log *slog.Logger, run *Run, p *packet, opts
 }
 
 // ProcessStdin runs the packet read from in (stdin-process). A bad packet is
-// a *PacketError (exit 2); a failed job a *JobFailedError (exit 1).
+// a *PacketError (exit 2); a failed job a *JobFailedError (exit 1), and so
+// is a packet the decoder did not verify (nothing of it is run).
 func ProcessStdin(ctx context.Context, in *os.File, log *slog.Logger, opts ProcessOptions) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -186,6 +192,11 @@ func ProcessStdin(ctx context.Context, in *os.File, log *slog.Logger, opts Proce
 // Stream's Out, which the caller must Wait for (or Abort). Params and Env
 // are not decoded yet (Header.Decode, Header.Each). A bad packet, or a
 // decoder that fails before the header (a wrong key), is exit 2.
+//
+// When dec verifies, the packet is first copied whole to a private file in
+// $TMPDIR (stdin can be read once, and it is read twice: to verify, then to
+// use), which is gone when the stream is done; a packet that is not
+// verified is an *UnverifiedError, and nothing of it is returned.
 func StdinHeader(ctx context.Context, in *os.File, dec *Decoder) (*Header, *Stream, error) {
 	if dec.Empty() {
 		h, err := ReadHeaderLazy(in)
@@ -194,9 +205,26 @@ func StdinHeader(ctx context.Context, in *os.File, dec *Decoder) (*Header, *Stre
 		}
 		return h, nil, nil
 	}
-	stream, err := dec.StartStream(ctx, in)
-	if err != nil {
-		return nil, nil, &PacketError{Reason: "stdin: cannot start the decoder", Err: err}
+	var stream *Stream
+	if dec.Verifies() {
+		spool, err := privateCopy(os.TempDir(), in)
+		if err != nil {
+			return nil, nil, fmt.Errorf("stdin: copy the packet to verify it: %w", err)
+		}
+		if err := dec.Verify(ctx, spool); err != nil {
+			spool.Close()
+			return nil, nil, fmt.Errorf("stdin: %w", err)
+		}
+		if stream, err = dec.Start(ctx, spool); err != nil {
+			spool.Close()
+			return nil, nil, &PacketError{Reason: "stdin: cannot start the decoder", Err: err}
+		}
+		stream.owned = append(stream.owned, spool)
+	} else {
+		var err error
+		if stream, err = dec.StartStream(ctx, in); err != nil {
+			return nil, nil, &PacketError{Reason: "stdin: cannot start the decoder", Err: err}
+		}
 	}
 	h, err := ReadHeaderLazy(stream.Out)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/klauspost/compress/zstd"
@@ -119,15 +120,25 @@ func (d *Decoder) String() string {
 }
 
 // Stream is a running decoder. Out is the decoded packet; the Stream owns it.
+//
+// Every step is given the chance to finish its own check of what it
+// decodes (an OpenPGP integrity check, a signature, a checksum), which it
+// can only do at the end of its input, also when the step after it, or the
+// command, stopped reading early: Wait reads what is left of Out to its end,
+// and a built-in step that failed reads what is left of its input, before
+// their verdicts are taken. Then the step that made bad data is named, the
+// same for a shell decoder (gpg -d, which fails on a broken pipe) as for a
+// built-in, and first, before any step after it.
 type Stream struct {
 	Out *os.File
 
 	procs   []*exec.Cmd
-	owned   []*os.File // closed once every step is done: a spool the first step reads
-	aborted bool       // Abort killed the shell steps: SIGKILL is not their failure
+	procAt  []int       // the step of each of procs
+	owned   []*os.File  // closed once every step is done: a spool the first step reads
+	aborted atomic.Bool // Abort killed the shell steps: SIGKILL is not their failure
 	wg      sync.WaitGroup
 	mu      sync.Mutex // guards errs
-	errs    []error
+	errs    []error    // by step
 	once    sync.Once
 	err     error
 }
@@ -144,7 +155,7 @@ func (d *Decoder) Start(ctx context.Context, in *os.File) (*Stream, error) {
 // StartStream runs the decoder on in from its current offset, without
 // seeking (stdin-*: a pipe, or a file the caller positioned).
 func (d *Decoder) StartStream(ctx context.Context, in *os.File) (*Stream, error) {
-	s := &Stream{}
+	s := &Stream{errs: make([]error, len(d.Steps))}
 	cur := in
 	owned := false // whether cur is a pipe end this function created
 	for i, step := range d.Steps {
@@ -176,21 +187,28 @@ func (d *Decoder) StartStream(ctx context.Context, in *os.File) (*Stream, error)
 				return nil, fmt.Errorf("decoder %d (%s): %w", i+1, step.Shell, err)
 			}
 			s.procs = append(s.procs, cmd)
+			s.procAt = append(s.procAt, i)
 		} else {
 			s.wg.Add(1)
-			go func(r *os.File, closeR bool, w *os.File, name string, f stage.Filter) {
+			go func(i int, r *os.File, closeR bool, w *os.File, name string, f stage.Filter) {
 				defer s.wg.Done()
 				err := f.Run(ctx, r, w)
 				if cerr := w.Close(); err == nil {
 					err = cerr
 				}
+				if err != nil && closeR && !errors.Is(err, syscall.EPIPE) && !s.aborted.Load() && ctx.Err() == nil {
+					// Failed on its own: the step before may
+					// not be done checking what it sent (it
+					// made the bad data, maybe): let it finish.
+					drain(r)
+				}
 				if closeR {
 					r.Close()
 				}
 				if err != nil && !errors.Is(err, syscall.EPIPE) {
-					s.addErr(fmt.Errorf("decoder %q: %w", name, err))
+					s.setErr(i, fmt.Errorf("decoder %q: %w", name, err))
 				}
-			}(cur, owned, pw, step.Builtin, step.filter)
+			}(i, cur, owned, pw, step.Builtin, step.filter)
 		}
 		cur, owned = pr, true
 	}
@@ -198,30 +216,40 @@ func (d *Decoder) StartStream(ctx context.Context, in *os.File) (*Stream, error)
 	return s, nil
 }
 
-func (s *Stream) addErr(err error) {
+func (s *Stream) setErr(i int, err error) {
 	s.mu.Lock()
-	s.errs = append(s.errs, err)
+	s.errs[i] = err
 	s.mu.Unlock()
 }
 
-// Wait closes Out and waits for every step. A step that died of SIGPIPE or
-// EPIPE (its reader stopped early) is not an error; any other failure is.
+// drain reads r to its end, discarding what it reads.
+func drain(r *os.File) {
+	io.CopyBuffer(io.Discard, plainReader{r}, make([]byte, 64<<10))
+}
+
+// Wait reads what is left of Out to its end (discarding it), closes Out and
+// waits for every step. A step that died of SIGPIPE or EPIPE (a step after
+// it stopped early) is not an error; any other failure is. Failures are
+// given in the order of the steps, the first step first.
 func (s *Stream) Wait() error {
 	s.once.Do(func() {
 		if s.Out != nil {
+			if !s.aborted.Load() {
+				drain(s.Out)
+			}
 			s.Out.Close()
 		}
-		for _, p := range s.procs {
+		for k, p := range s.procs {
 			err := p.Wait()
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
 				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() &&
-					(ws.Signal() == syscall.SIGPIPE || s.aborted && ws.Signal() == syscall.SIGKILL) {
+					(ws.Signal() == syscall.SIGPIPE || s.aborted.Load() && ws.Signal() == syscall.SIGKILL) {
 					continue
 				}
 			}
 			if err != nil {
-				s.addErr(fmt.Errorf("decoder %q: %w", strings.Join(p.Args[2:], " "), err))
+				s.setErr(s.procAt[k], fmt.Errorf("decoder %q: %w", strings.Join(p.Args[2:], " "), err))
 			}
 		}
 		s.wg.Wait()
@@ -237,10 +265,10 @@ func (s *Stream) Wait() error {
 // groups, and waits for everything. It returns what Wait returns, less the
 // SIGKILL it sent: a step's own failure (a wrong key, a broken message).
 func (s *Stream) Abort() error {
+	s.aborted.Store(true)
 	if s.Out != nil {
 		s.Out.Close()
 	}
-	s.aborted = true
 	for _, p := range s.procs {
 		if p.Process != nil {
 			syscall.Kill(-p.Process.Pid, syscall.SIGKILL)

@@ -415,6 +415,35 @@ func TestVerifyFirstCopiesAFileOthersCanWrite(t *testing.T) {
 	}
 }
 
+// TestStreamNamesTheStepThatMadeBadDataFirst: a step that fails at its end
+// (an integrity check) behind one that failed early on its output is named
+// first, and got to finish its check.
+func TestStreamNamesTheStepThatMadeBadDataFirst(t *testing.T) {
+	checking := stage.FilterFunc(func(ctx context.Context, r io.Reader, w io.Writer) error {
+		if _, err := io.Copy(w, r); err != nil {
+			return err
+		}
+		return errors.New("integrity check failed")
+	})
+	early := stage.FilterFunc(func(ctx context.Context, r io.Reader, w io.Writer) error {
+		io.ReadFull(r, make([]byte, 10))
+		return errors.New("checksum mismatch")
+	})
+	d := &Decoder{Steps: []DecodeStep{{Builtin: "first", filter: checking}, {Builtin: "second", filter: early}}}
+	in := filepath.Join(t.TempDir(), "in")
+	os.WriteFile(in, bytes.Repeat([]byte("x"), 4<<20), 0o644)
+	f, _ := os.Open(in)
+	defer f.Close()
+	s, err := d.Start(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Wait()
+	if err == nil || !strings.HasPrefix(err.Error(), `decoder "first": integrity check failed`) || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Fatalf("err %v: want the first step named first, then the second", err)
+	}
+}
+
 func TestQuoteName(t *testing.T) {
 	for in, want := range map[string]string{
 		"fspl-1.fspl":          "fspl-1.fspl",

@@ -55,7 +55,11 @@ type packet struct {
 // the decoder and returns its failure, unless the runner already asked for
 // it through PayloadDone and failed the job (pipeline mode's check before
 // the output is committed), which then holds it already.
-func decoderOf(run *Run, stream *Stream) (left func(jobErr error) error) {
+//
+// The wait reads the rest of the payload (see Stream): the decoder's
+// verdict covers the whole packet, also when the command read only part of
+// it. When ctx is done, the decoder is stopped instead.
+func decoderOf(ctx context.Context, run *Run, stream *Stream) (left func(jobErr error) error) {
 	if stream == nil {
 		return func(error) error { return nil }
 	}
@@ -65,6 +69,10 @@ func decoderOf(run *Run, stream *Stream) (left func(jobErr error) error) {
 		return stream.Wait()
 	}
 	return func(jobErr error) error {
+		if ctx.Err() != nil {
+			stream.Abort()
+			return nil
+		}
 		derr := stream.Wait()
 		if asked.Load() && jobErr != nil {
 			return nil
@@ -95,7 +103,7 @@ func withDecoderFailure(jobErr, derr error) error {
 // openOutput opens the SaveBoth file.
 func runPacket(ctx context.Context, log *slog.Logger, p *packet, opts ProcessOptions, openOutput func() (*os.File, error)) (jobErr, err error) {
 	run := &Run{Header: p.h, Payload: p.payload}
-	decoderLeft := decoderOf(run, p.stream)
+	decoderLeft := decoderOf(ctx, run, p.stream)
 	jobErr, err = runDecoded(ctx, log, run, p, opts, openOutput)
 	if derr := decoderLeft(jobErr); err == nil {
 		jobErr = withDecoderFailure(jobErr, derr)

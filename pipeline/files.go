@@ -75,8 +75,18 @@ type sink struct {
 	atomic *fsutil.AtomicFile // an atomic output's temporary file, or nil
 	file   *os.File           // what the last stage or the output pump writes
 	own    bool
-	// direct: a file (or /dev/null, a device) the last stage writes itself.
+	// direct: a regular file the last stage writes itself (its offset
+	// counts the bytes); anything else goes through a pump, which counts
+	// the bytes and sees a write fail itself.
 	direct bool
+}
+
+// name is how messages name the output.
+func (s *sink) name() string {
+	if s.desc == "-" {
+		return "(stdout)"
+	}
+	return s.desc
 }
 
 // openSink opens the output. A regular file (or a path that does not exist)
@@ -87,9 +97,7 @@ type sink struct {
 func openSink(path string, mode os.FileMode, modeSet bool, stdout *os.File) (*sink, error) {
 	switch path {
 	case "-":
-		st, err := stdout.Stat()
-		regular := err == nil && st.Mode().IsRegular()
-		return &sink{desc: "-", file: stdout, direct: regular}, nil
+		return stdoutSink(stdout)
 	case "none":
 		f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 		if err != nil {
@@ -113,13 +121,57 @@ func openSink(path string, mode os.FileMode, modeSet bool, stdout *os.File) (*si
 		if err != nil {
 			return nil, &InputError{Path: path, Err: fmt.Errorf("cannot open output: %w", unwrapPath(err))}
 		}
-		return &sink{desc: path, file: f, own: true, direct: true}, nil
+		return &sink{desc: path, file: f, own: true}, nil
 	}
 	a, err := fsutil.CreateAtomic(t, fsutil.AtomicOptions{Perm: 0o666, Mode: mode, ModeSet: modeSet})
 	if err != nil {
 		return nil, &InputError{Path: path, Err: fmt.Errorf("cannot create output file in %s: %w", filepath.Dir(t.Path), unwrapPath(err))}
 	}
 	return &sink{desc: path, atomic: a, file: a.File(), own: true, direct: true}, nil
+}
+
+// stdoutSink is pipespool's stdout as the output. A stdout that was closed
+// when pipespool started (the shell's `>&-`) is /dev/null opened
+// read-write by the Go runtime, so that no file pipespool opens lands on fd
+// 1 by accident: writing the stream there would lose it, so it is refused
+// before anything runs. A regular file (`> file`) is handed to the last
+// stage directly, like a shell redirection; anything else goes through a
+// pump.
+func stdoutSink(stdout *os.File) (*sink, error) {
+	if filledByRuntime(stdout) {
+		return nil, &InputError{Path: "-", Err: errors.New("stdout is closed (>&-): give the output with -o FILE, or -o none to discard it")}
+	}
+	st, err := stdout.Stat()
+	regular := err == nil && st.Mode().IsRegular()
+	// A regular stdout that is also stderr (`> log 2>&1`) has its offset
+	// moved by pipespool's own log lines too: a pump counts the stage's
+	// bytes instead.
+	if regular && sameFile(st, os.Stderr) {
+		regular = false
+	}
+	return &sink{desc: "-", file: stdout, direct: regular}, nil
+}
+
+// sameFile reports whether f is the file st describes.
+func sameFile(st os.FileInfo, f *os.File) bool {
+	fst, err := f.Stat()
+	return err == nil && os.SameFile(st, fst)
+}
+
+// filledByRuntime reports whether f is /dev/null opened read-write: what
+// the Go runtime (like daemon(3)) puts on a standard descriptor that was
+// closed at start. A shell's `> /dev/null` opens it write-only.
+func filledByRuntime(f *os.File) bool {
+	fd := rawFD(f)
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_ACCMODE != unix.O_RDWR {
+		return false
+	}
+	var st, null unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || unix.Stat(os.DevNull, &null) != nil {
+		return false
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == null.Rdev
 }
 
 // commit makes an atomic output final (fsync, rename, fsync of the
@@ -168,4 +220,17 @@ func rawFD(f *os.File) int {
 		rc.Control(func(u uintptr) { fd = int(u) })
 	}
 	return fd
+}
+
+// fileSystemFull reports whether the file system f is on has no space left
+// for pipespool's user (root may use the blocks reserved for it).
+func fileSystemFull(f *os.File) bool {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(rawFD(f), &st); err != nil || st.Blocks == 0 {
+		return false
+	}
+	if os.Geteuid() == 0 {
+		return st.Bfree == 0
+	}
+	return st.Bavail == 0
 }

@@ -232,13 +232,18 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 	if len(raw.Stage) == 0 && needStages {
 		return nil, &JobError{File: path, Key: "stage", Msg: "no stages: add at least one [[stage]] with command, shell or builtin"}
 	}
-	names := map[string]int{}
+	// The report names the run's output "output" when it is the root
+	// cause: no stage may be called that (a default name is numbered).
+	names := map[string]int{OutputRootCause: 0}
 	for i, rs := range raw.Stage {
 		s, err := v.stage(i+1, rs, job)
 		if err != nil {
 			return nil, err
 		}
 		if prev, dup := names[s.Name]; dup {
+			if raw.Stage[i].Name != nil && prev == 0 {
+				return nil, v.errf(stageKey(s.Index, "name"), "stage name %q is reserved for the run's output (the report's root_cause): give the stage another name", s.Name)
+			}
 			if raw.Stage[i].Name != nil {
 				return nil, v.errf(stageKey(s.Index, "name"), "stage name %q is already used by stage %d: give each stage a unique name", s.Name, prev)
 			}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 )
 
@@ -197,7 +199,29 @@ func (r *running) facts() runFacts {
 	r.mu.Lock()
 	rf.Stop = r.stop
 	r.mu.Unlock()
+	rf.Sink = r.sinkFacts()
 	return rf
+}
+
+// sinkFacts gathers what the decision needs to know about the output, once
+// every pump has finished.
+func (r *running) sinkFacts() sinkFacts {
+	sf := sinkFacts{Name: r.dst.name()}
+	switch l := r.links[len(r.stages)]; {
+	case l.pump != nil:
+		pr := l.pump.Result()
+		sf.Bytes = pr.Bytes
+		sf.Gone = pr.ConsumerGone
+		if pr.Err != nil && !pr.ConsumerGone && !errors.Is(pr.Err, pump.ErrStopped) {
+			sf.Err = pr.Err
+		}
+	case l.direct != nil:
+		if off, err := l.direct.Seek(0, io.SeekCurrent); err == nil {
+			sf.Bytes = off - l.start
+		}
+		sf.Full = fileSystemFull(l.direct)
+	}
+	return sf
 }
 
 // finish decides the run, commits or discards the output, and builds the
@@ -221,7 +245,10 @@ func (r *running) finish(start time.Time) (*Report, error) {
 	rep := &Report{Job: r.job.Name, JobFile: r.job.File, Start: start, End: time.Now(), Result: v.Result,
 		Message: v.Msg, Input: r.src.desc, Output: r.dst.desc}
 	rep.Duration = rep.End.Sub(start).Seconds()
-	if v.Root >= 0 && v.Root < len(r.stages) {
+	switch {
+	case v.Root == len(r.stages):
+		rep.RootCause = OutputRootCause
+	case v.Root >= 0:
 		rep.RootCause = r.stages[v.Root].Name()
 	}
 	for i := range r.stages {

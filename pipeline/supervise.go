@@ -33,6 +33,17 @@ func (r *running) run(ctx context.Context) {
 			}(l.pump)
 		}
 	}
+	// The output is a party of the run: when it stops taking bytes, that
+	// is a failure of its own, judged like a stage's after every stage.
+	sinkFailed := make(chan struct{}, 1)
+	if out := r.links[len(r.stages)].pump; out != nil {
+		go func() {
+			<-out.Done()
+			if pr := out.Result(); pr.ConsumerGone || pr.Err != nil && !errors.Is(pr.Err, pump.ErrStopped) {
+				sinkFailed <- struct{}{}
+			}
+		}()
+	}
 	events := make(chan int, len(r.stages))
 	var stagesWG sync.WaitGroup
 	for i, st := range r.stages {
@@ -93,6 +104,12 @@ func (r *running) run(ctx context.Context) {
 				if pendingTimer == nil {
 					pendingTimer = time.After(pendingWait)
 				}
+			}
+			pending = r.flushPending(pending, judged, false)
+		case <-sinkFailed:
+			pending = append(pending, len(r.stages))
+			if pendingTimer == nil {
+				pendingTimer = time.After(pendingWait)
 			}
 			pending = r.flushPending(pending, judged, false)
 		case <-pendingTimer:

@@ -90,7 +90,11 @@ type Pump struct {
 	src, dst End
 
 	srcPipe, dstPipe bool // S_ISFIFO
-	srcFile, dstFile bool // regular files: never EAGAIN, not pollable
+	// srcFile, dstFile: the side never waits and cannot be polled: a
+	// regular file, or a device epoll refuses (/dev/null, /dev/zero,
+	// /dev/full, a tape). It is read and written with plain calls, which
+	// end when the device has taken or given the bytes.
+	srcFile, dstFile bool
 	useSplice        bool
 
 	poller             *poller.Poller
@@ -190,20 +194,28 @@ func New(src, dst End, opts ...Option) (*Pump, error) {
 	if p.dstPipe, p.dstFile, err = kind(dst.FD); err != nil {
 		return nil, fmt.Errorf("pump destination %s: %w", dst.Name, err)
 	}
+	if p.poller, err = poller.New(); err != nil {
+		return nil, err
+	}
+	// A device that epoll cannot watch never makes a caller wait for
+	// readiness (it has no poll method): waiting for it would fail, and
+	// giving up would cut the stream. It is a file for the pump.
+	for _, s := range []struct {
+		fd         int
+		pipe, file *bool
+	}{{src.FD, &p.srcPipe, &p.srcFile}, {dst.FD, &p.dstPipe, &p.dstFile}} {
+		if !*s.pipe && !*s.file && !p.pollable(s.fd) {
+			*s.file = true
+		}
+	}
 	// splice(2) needs a pipe on one side. The other side must be a pipe or
-	// a regular file, or an fd we own (non-blocking): splice to or from an
-	// inherited blocking socket or tty could block the pump where Stop
-	// cannot reach it.
+	// a file that never waits, or an fd we own (non-blocking): splice to or
+	// from an inherited blocking socket or tty could block the pump where
+	// Stop cannot reach it.
 	okSide := func(pipe, file bool, e End) bool { return pipe || file || e.Own }
 	p.useSplice = (p.srcPipe || p.dstPipe) && okSide(p.srcPipe, p.srcFile, src) && okSide(p.dstPipe, p.dstFile, dst)
 	if !p.useSplice && !p.dstPipe && p.pollFirst(dst, p.dstFile) {
 		p.dstSend, p.dstAlt = nonBlockingWrites(dst.FD)
-	}
-	if p.poller, err = poller.New(); err != nil {
-		if p.dstAlt >= 0 {
-			unix.Close(p.dstAlt)
-		}
-		return nil, err
 	}
 	if p.srcPipe && p.dstPipe {
 		a, errA := unix.FcntlInt(uintptr(src.FD), unix.F_GETPIPE_SZ, 0)
@@ -214,6 +226,15 @@ func New(src, dst End, opts ...Option) (*Pump, error) {
 	}
 	p.last.Store(time.Now().UnixNano())
 	return p, nil
+}
+
+// pollable reports whether epoll can watch fd.
+func (p *Pump) pollable(fd int) bool {
+	if err := p.poller.Add(fd, poller.In); err != nil {
+		return !errors.Is(err, poller.ErrNotPollable)
+	}
+	p.poller.Remove(fd)
+	return true
 }
 
 // nonBlockingWrites finds how to write to fd, an inherited blocking

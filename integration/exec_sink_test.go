@@ -158,12 +158,13 @@ func TestExecClosedStdoutIsRefused(t *testing.T) {
 }
 
 // TestExecStdoutSharedWithStderrCountsTheStage: `> log 2>&1`: stdout is a
-// regular file whose offset pipespool's own log lines move too. The last
-// stage's bytes_out was the offset, inflated by them.
+// regular file whose offset pipespool's stderr (its log lines, a stage's
+// inherited stderr) moves too. The last stage's bytes_out was the offset,
+// inflated by them.
 func TestExecStdoutSharedWithStderrCountsTheStage(t *testing.T) {
 	dir := t.TempDir()
 	const size = 3 << 20
-	job, report, _ := sinkJob(t, dir, size, `shell = "cat; echo to stderr >&2"`)
+	job, report, _ := sinkJob(t, dir, size, "shell = \"cat; echo to stderr >&2\"\nstderr = \"inherit\"")
 	log := filepath.Join(dir, "log")
 	cmd := exec.Command("sh", "-c", `exec "$@" > "$LOG" 2>&1`, "sh", pipespoolBin, "exec", job, "--report", report, "--log-level", "debug")
 	cmd.Env = append(os.Environ(), "LOG="+log)

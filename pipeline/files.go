@@ -22,18 +22,29 @@ type source struct {
 	start   int64
 }
 
-func openSource(path string, override *os.File, stdin *os.File) (*source, error) {
+func openSource(o *opener, path string, override *os.File, stdin *os.File) (*source, error) {
 	if override != nil {
 		return classifySource("payload", override, false)
 	}
 	if path == "-" {
 		return classifySource("-", stdin, false)
 	}
-	f, err := os.OpenFile(path, os.O_RDONLY, 0)
+	f, err := o.openPath(path, false)
 	if err != nil {
-		return nil, &InputError{Path: path, Err: fmt.Errorf("cannot open input: %w", unwrapPath(err))}
+		return nil, inputError(path, "cannot open input", err)
 	}
 	return classifySource(path, f, true)
+}
+
+// inputError is err from opening path, as an *InputError (exit 2) unless
+// the wait for a FIFO's peer ended the run (a timeout, a signal).
+func inputError(path, what string, err error) error {
+	var re *RunError
+	var ie *InterruptedError
+	if errors.As(err, &re) || errors.As(err, &ie) {
+		return err
+	}
+	return &InputError{Path: path, Err: fmt.Errorf("%s: %w", what, unwrapPath(err))}
 }
 
 func classifySource(desc string, f *os.File, own bool) (*source, error) {
@@ -55,10 +66,6 @@ func classifySource(desc string, f *os.File, own bool) (*source, error) {
 		if s.start, err = f.Seek(0, 1); err != nil {
 			s.start = 0
 		}
-	} else if own {
-		// A FIFO or device we opened ourselves: its open file description
-		// is ours, so the pump may make it non-blocking.
-		unix.SetNonblock(rawFD(f), true)
 	}
 	return s, nil
 }
@@ -94,7 +101,7 @@ func (s *sink) name() string {
 // success; an existing non-regular path is written in place; "-" (and
 // /dev/stdout) is pipespool's stdout; "none" discards. Links are followed
 // and shared directories guarded as fsutil.ResolveForWrite says.
-func openSink(path string, mode os.FileMode, modeSet bool, stdout *os.File) (*sink, error) {
+func openSink(o *opener, path string, mode os.FileMode, modeSet bool, stdout *os.File) (*sink, error) {
 	switch path {
 	case "-":
 		return stdoutSink(stdout)
@@ -110,16 +117,16 @@ func openSink(path string, mode os.FileMode, modeSet bool, stdout *os.File) (*si
 		return nil, &InputError{Path: path, Err: fmt.Errorf("cannot open output: %w", unwrapPath(err))}
 	}
 	if t.FD == 1 {
-		s, err := openSink("-", mode, modeSet, stdout)
+		s, err := openSink(o, "-", mode, modeSet, stdout)
 		if s != nil {
 			s.desc = path
 		}
 		return s, err
 	}
 	if t.Special() {
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		f, err := o.openPath(path, true)
 		if err != nil {
-			return nil, &InputError{Path: path, Err: fmt.Errorf("cannot open output: %w", unwrapPath(err))}
+			return nil, inputError(path, "cannot open output", err)
 		}
 		return &sink{desc: path, file: f, own: true}, nil
 	}

@@ -25,14 +25,17 @@ func (c *SignalCause) Error() string { return "received " + c.Signal.String() }
 
 // running is the state of one run.
 type running struct {
-	job    *Job
-	opts   Options
-	log    *slog.Logger
-	grace  time.Duration
-	src    *source
-	dst    *sink
-	stages []stage.Stage
-	links  []link // len(stages)+1
+	job   *Job
+	opts  Options
+	log   *slog.Logger
+	grace time.Duration
+	// deadline is when the job's timeout ends the run (zero: none); it
+	// counts from the start, the wait for a FIFO's peer included.
+	deadline time.Time
+	src      *source
+	dst      *sink
+	stages   []stage.Stage
+	links    []link // len(stages)+1
 
 	pumpsWG sync.WaitGroup
 	// failedC is closed when the run is stopped (see stopRun).
@@ -82,7 +85,10 @@ func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 		r.opts.Stdout = os.Stdout
 	}
 	start := time.Now()
-	if err := r.build(); err != nil {
+	if job.Timeout > 0 {
+		r.deadline = start.Add(job.Timeout)
+	}
+	if err := r.build(ctx); err != nil {
 		r.closeAll()
 		return nil, err
 	}
@@ -92,7 +98,7 @@ func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 
 // build resolves programs, opens the input and the output, creates every
 // stage and link. Nothing is started yet; on error everything is closed.
-func (r *running) build() error {
+func (r *running) build(ctx context.Context) error {
 	job := r.job
 	n := len(job.Stages)
 	specs := make([]stage.ProcessSpec, n)
@@ -129,7 +135,8 @@ func (r *running) build() error {
 		inPath = job.Dir + "/" + inPath
 	}
 	var err error
-	if r.src, err = openSource(inPath, r.opts.Input, r.opts.Stdin); err != nil {
+	o := &opener{ctx: ctx, deadline: r.deadline, timeout: fmt.Sprintf("timeout %s in %s", job.Timeout, job.File), log: r.log}
+	if r.src, err = openSource(o, inPath, r.opts.Input, r.opts.Stdin); err != nil {
 		return err
 	}
 	outPath := job.Output
@@ -138,7 +145,7 @@ func (r *running) build() error {
 	} else if outPath != "-" && outPath != "none" && !strings.HasPrefix(outPath, "/") {
 		outPath = job.Dir + "/" + outPath
 	}
-	if r.dst, err = openSink(outPath, job.OutputMode, job.OutputModeSet, r.opts.Stdout); err != nil {
+	if r.dst, err = openSink(o, outPath, job.OutputMode, job.OutputModeSet, r.opts.Stdout); err != nil {
 		return err
 	}
 
@@ -288,6 +295,11 @@ func (r *running) stageReport(i int, sv stageVerdict) StageReport {
 	sr.Diagnoses = append([]string(nil), o.diagnoses...)
 	monitorNote := o.note
 	r.mu.Unlock()
+	if i == len(r.stages)-1 && r.dst.desc == "none" && st.Kind() == stage.KindCommand {
+		// The fast discard: the stage writes /dev/null itself, and
+		// nothing sees its bytes.
+		sr.Note = strings.TrimPrefix(sr.Note+"; output none: its bytes_out are not counted (-o /dev/null counts them)", "; ")
+	}
 	if o.leftovers > 0 {
 		sr.Note = strings.TrimPrefix(sr.Note+fmt.Sprintf("; %d leftover process(es) in its group were stopped", o.leftovers), "; ")
 	}

@@ -73,8 +73,8 @@ func (r *running) run(ctx context.Context) {
 	}()
 
 	var timeout <-chan time.Time
-	if r.job.Timeout > 0 {
-		t := time.NewTimer(r.job.Timeout)
+	if !r.deadline.IsZero() {
+		t := time.NewTimer(time.Until(r.deadline))
 		defer t.Stop()
 		timeout = t.C
 	}

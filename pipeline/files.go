@@ -16,18 +16,28 @@ type source struct {
 	desc string   // for the report: the path, "-" for stdin
 	file *os.File // nil never
 	own  bool     // we opened it and close it
-	// regular: a regular file, handed to the first stage directly; start
-	// is its offset then (a packet payload starts after its header).
-	regular bool
-	start   int64
+	// direct: a regular file (or /dev/null for "none"), handed to the
+	// first stage directly; start is its offset then (a packet payload
+	// starts after its header).
+	direct bool
+	start  int64
 }
 
 func openSource(o *opener, path string, override *os.File, stdin *os.File) (*source, error) {
 	if override != nil {
 		return classifySource("payload", override, false)
 	}
-	if path == "-" {
+	switch path {
+	case "-":
 		return classifySource("-", stdin, false)
+	case "none":
+		// A producer (tar c, zfs send) reads nothing: its stdin is
+		// /dev/null, which gives end of file at once.
+		f, err := fsutil.Open(os.DevNull, os.O_RDONLY, 0)
+		if err != nil {
+			return nil, &InputError{Path: os.DevNull, Err: err}
+		}
+		return &source{desc: "none", file: f, own: true, direct: true}, nil
 	}
 	f, err := o.openPath(path, false)
 	if err != nil {
@@ -61,8 +71,8 @@ func classifySource(desc string, f *os.File, own bool) (*source, error) {
 		}
 		return nil, &InputError{Path: desc, Err: errors.New("is a directory, not an input file")}
 	}
-	s := &source{desc: desc, file: f, own: own, regular: st.Mode().IsRegular()}
-	if s.regular {
+	s := &source{desc: desc, file: f, own: own, direct: st.Mode().IsRegular()}
+	if s.direct {
 		if s.start, err = f.Seek(0, 1); err != nil {
 			s.start = 0
 		}

@@ -102,17 +102,18 @@ func (r *running) build(ctx context.Context) error {
 	job := r.job
 	n := len(job.Stages)
 	specs := make([]stage.ProcessSpec, n)
-	// Resolve every program before opening anything: a missing binary is
-	// a job error found before any output file appears.
+	// Validate every stage before opening anything: a missing binary or
+	// dir is a job error found before any output file appears.
+	resolved, err := validateStages(job)
+	if err != nil {
+		return err
+	}
 	for i := range job.Stages {
 		s := &job.Stages[i]
 		if s.Builtin != "" {
 			continue
 		}
-		path, argv, err := resolveProgram(job, s)
-		if err != nil {
-			return &JobError{File: job.File, Line: s.Line, Key: stageKey(s.Index, ""), Msg: fmt.Sprintf("stage %q: %v", s.Name, err)}
-		}
+		argv := resolved[i].argv
 		if i == n-1 && len(r.opts.ExtraArgs) > 0 {
 			if s.Shell != "" {
 				// sh -c SCRIPT NAME ARGS...: the params are $1, $2, ...
@@ -120,7 +121,7 @@ func (r *running) build(ctx context.Context) error {
 			}
 			argv = append(argv, r.opts.ExtraArgs...)
 		}
-		specs[i] = stage.ProcessSpec{Name: s.Name, Path: path, Argv: argv, Dir: s.Dir,
+		specs[i] = stage.ProcessSpec{Name: s.Name, Path: resolved[i].path, Argv: argv, Dir: s.Dir,
 			Env:    mergeEnv(os.Environ(), r.opts.Env, envList(s.Env)),
 			Stderr: s.Stderr, StderrTo: r.opts.StderrTo, Logger: r.log}
 	}
@@ -131,10 +132,10 @@ func (r *running) build(ctx context.Context) error {
 	inPath := job.Input
 	if r.opts.InputPath != "" {
 		inPath = r.opts.InputPath
-	} else if inPath != "-" && !strings.HasPrefix(inPath, "/") {
+	} else if inPath != "-" && inPath != "none" && !strings.HasPrefix(inPath, "/") {
 		inPath = job.Dir + "/" + inPath
 	}
-	var err error
+
 	o := &opener{ctx: ctx, deadline: r.deadline, timeout: fmt.Sprintf("timeout %s in %s", job.Timeout, job.File), log: r.log}
 	if r.src, err = openSource(o, inPath, r.opts.Input, r.opts.Stdin); err != nil {
 		return err

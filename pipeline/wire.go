@@ -178,7 +178,7 @@ func (l linkEnd) release() {
 func (r *running) producerSide(k int, e *ends, open *closers) (src linkEnd, direct bool, err error) {
 	n := len(r.stages)
 	switch {
-	case k == 0 && r.src.regular:
+	case k == 0 && r.src.direct:
 		f, err := dupFile(r.src.file)
 		if err != nil {
 			return src, false, err

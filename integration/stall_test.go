@@ -25,6 +25,7 @@ type stageRep struct {
 	BytesOut  int64    `json:"bytes_out"`
 	ExitCode  *int     `json:"exit_code"`
 	Error     string   `json:"error"`
+	Stderr    string   `json:"stderr_tail"`
 }
 
 type runRep struct {

@@ -180,7 +180,7 @@ func TestLimitBadStageProgram(t *testing.T) {
 		{"./bin/noexec", "is not executable", 2},
 		{"./bin", "is not executable", 2},
 		{"./bin/missing", "no such file or directory", 2},
-		{"./bin/badinterp", `stage "badinterp" failed`, 1},
+		{"./bin/badinterp", `stage "badinterp" did not start`, 1},
 	} {
 		job := writeFile(t, dir, "job.toml", fmt.Sprintf("[[stage]]\ncommand = [\"cat\"]\n[[stage]]\ncommand = [%q]\n", c.prog))
 		res := runPipespool(t, runOpts{Dir: "/"}, "exec", job, "-i", in, "-o", out)

@@ -37,6 +37,13 @@ type running struct {
 	stages   []stage.Stage
 	links    []link // len(stages)+1
 
+	// programs are the external stages' programs as resolved ("" for a
+	// built-in).
+	programs []string
+	// pipeSize is what each pipe asks for (see pipeSizeFor); pipesMade
+	// counts the pipes wire made.
+	pipeSize, pipesMade int
+
 	pumpsWG sync.WaitGroup
 	// failedC is closed when the run is stopped (see stopRun).
 	failedC chan struct{}
@@ -59,7 +66,8 @@ type outcome struct {
 	inputEOF  bool // its input pump delivered everything up to EOF
 	bytesIn   int64
 	bytesOut  int64
-	leftovers int // processes left in its group at the end
+	leftovers int   // processes left in its group at the end
+	startErr  error // why it could not start; nil when it started
 	// Written by the monitor under running.mu:
 	stalls    int
 	nudges    int
@@ -108,6 +116,7 @@ func (r *running) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.programs = make([]string, n)
 	for i := range job.Stages {
 		s := &job.Stages[i]
 		if s.Builtin != "" {
@@ -121,6 +130,7 @@ func (r *running) build(ctx context.Context) error {
 			}
 			argv = append(argv, r.opts.ExtraArgs...)
 		}
+		r.programs[i] = resolved[i].path
 		specs[i] = stage.ProcessSpec{Name: s.Name, Path: resolved[i].path, Argv: argv, Dir: s.Dir,
 			Env:    mergeEnv(os.Environ(), r.opts.Env, envList(s.Env)),
 			Stderr: s.Stderr, StderrTo: r.opts.StderrTo, Logger: r.log}
@@ -192,8 +202,8 @@ func (r *running) stageFacts(i int) stageFacts {
 		ConsumerGone: o.consumerGone, Stopped: res.Stopped, OutputCut: o.outputCut,
 		Partial: o.partial, Unread: o.unread, InputEOF: o.inputEOF,
 		AllowPartialRead: r.job.Stages[i].AllowPartialRead}
-	if res.Err != nil && res.ExitCode == -1 && res.Signal == 0 && res.Started.IsZero() {
-		f.StartErr = res.Err.Error()
+	if o.startErr != nil {
+		f.StartErr = o.startErr.Error()
 	}
 	return f
 }
@@ -279,15 +289,20 @@ func (r *running) stageReport(i int, sv stageVerdict) StageReport {
 	sr := StageReport{Name: st.Name(), Kind: string(st.Kind()), Argv: st.Argv(), Pid: st.Pid(),
 		BytesIn: o.bytesIn, BytesOut: o.bytesOut, StderrTail: string(res.StderrTail),
 		Status: sv.Status, Note: sv.Note}
-	if !res.Started.IsZero() {
+	started := o.started && o.startErr == nil && !res.Started.IsZero()
+	if started {
 		sr.Duration = res.Ended.Sub(res.Started).Seconds()
 	}
-	if res.Err != nil {
+	switch {
+	case o.startErr != nil:
+		sr.Error = o.startErr.Error()
+	case res.Err != nil:
 		sr.Error = res.Err.Error()
 	}
 	if res.Signal != 0 {
 		sr.Signal = stage.SignalName(res.Signal)
-	} else if !res.Started.IsZero() {
+	} else if started {
+		// A stage that never started has no exit status: absent.
 		code := res.ExitCode
 		sr.ExitCode = &code
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"slices"
 	"sync"
 	"syscall"
@@ -48,6 +50,7 @@ func (r *running) run(ctx context.Context) {
 	var stagesWG sync.WaitGroup
 	for i, st := range r.stages {
 		if err := st.Start(e.stdin[i], e.stdout[i]); err != nil {
+			r.outcomes[i].startErr = r.startFailure(i, err)
 			r.log.Debug("stage did not start", "stage", st.Name(), "err", err)
 		}
 		r.outcomes[i].started = true
@@ -309,11 +312,30 @@ func (r *running) judge(i int, judged []bool) bool {
 	if !f.ownFailure() {
 		return false
 	}
-	if upstreamUnjudged(i, judged) {
+	// A stage that could not start read nothing: no stage upstream can
+	// have made it fail, so there is nothing to wait for.
+	if f.StartErr == "" && upstreamUnjudged(i, judged) {
 		return true
 	}
 	r.stopOwn(i)
 	return false
+}
+
+// startFailure is why stage i could not start, naming the real cause: its
+// dir gone since the job was validated is reported by the exec machinery
+// as the program's "no such file or directory".
+func (r *running) startFailure(i int, err error) error {
+	if dir := r.job.Stages[i].Dir; dir != "" {
+		if derr := checkDir(dir); derr != nil {
+			return derr
+		}
+	}
+	if p := r.programs[i]; p != "" && errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(p); serr == nil {
+			return fmt.Errorf("%w (%s exists: is the interpreter on its #! line missing?)", err, p)
+		}
+	}
+	return err
 }
 
 // stopOwn stops the run for the own failure of stage i (unless something

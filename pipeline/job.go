@@ -66,6 +66,9 @@ type StageSpec struct {
 	StallTimeout     time.Duration
 	OnStall          string
 	AllowPartialRead bool
+	// VerifiesInput: the stage checks its input's integrity (to its end)
+	// and gets to finish when a stage after it fails (drain.go).
+	VerifiesInput bool
 }
 
 type rawJob struct {
@@ -107,6 +110,7 @@ type rawStage struct {
 	StallTimeout     *string           `toml:"stall_timeout"`
 	OnStall          *string           `toml:"on_stall"`
 	AllowPartialRead *bool             `toml:"allow_partial_read"`
+	VerifiesInput    *bool             `toml:"verifies_input"`
 }
 
 // Load reads and validates the job file at path. Every error is a *JobError
@@ -422,6 +426,10 @@ func (v *validator) stage(i int, rs rawStage, job *Job) (StageSpec, error) {
 	}
 	if rs.AllowPartialRead != nil {
 		s.AllowPartialRead = *rs.AllowPartialRead
+	}
+	s.VerifiesInput = verifiesByDefault(&s)
+	if rs.VerifiesInput != nil {
+		s.VerifiesInput = *rs.VerifiesInput
 	}
 	return s, nil
 }

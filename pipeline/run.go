@@ -68,6 +68,10 @@ type outcome struct {
 	bytesOut  int64
 	leftovers int   // processes left in its group at the end
 	startErr  error // why it could not start; nil when it started
+	// drained: it failed on its own while a verifying stage upstream ran,
+	// and its input link was drained (drain.go). Written under
+	// running.mu (drainProgress reads it).
+	drained bool
 	// Written by the monitor under running.mu:
 	stalls    int
 	nudges    int
@@ -246,6 +250,7 @@ func (r *running) sinkFacts() sinkFacts {
 // report and the error.
 func (r *running) finish(start time.Time) (*Report, error) {
 	r.src.close()
+	r.settleDrained()
 	rf := r.facts()
 	v := decideRun(rf)
 	if v.Result == ResultSuccess && r.opts.BeforeCommit != nil {

@@ -97,6 +97,12 @@ func (r *running) run(ctx context.Context) {
 	judged := make([]bool, len(r.stages))
 	var pending []int
 	var pendingTimer <-chan time.Time
+	var progress int64 // drainProgress when the pending timer was armed
+	arm := func() {
+		if pendingTimer == nil {
+			pendingTimer, progress = time.After(pendingWait), r.drainProgress()
+		}
+	}
 	for left := len(r.stages); left > 0; {
 		select {
 		case i := <-events:
@@ -104,18 +110,20 @@ func (r *running) run(ctx context.Context) {
 			judged[i] = true
 			if r.judge(i, judged) {
 				pending = append(pending, i)
-				if pendingTimer == nil {
-					pendingTimer = time.After(pendingWait)
-				}
+				arm()
 			}
 			pending = r.flushPending(pending, judged, false)
 		case <-sinkFailed:
 			pending = append(pending, len(r.stages))
-			if pendingTimer == nil {
-				pendingTimer = time.After(pendingWait)
-			}
+			arm()
 			pending = r.flushPending(pending, judged, false)
 		case <-pendingTimer:
+			if p := r.drainProgress(); p != progress {
+				// A drained link or a verifying built-in is still
+				// making progress: its check is still to come.
+				pendingTimer, progress = time.After(pendingWait), p
+				break
+			}
 			pending = r.flushPending(pending, judged, true)
 		case <-timeout:
 			timeout = nil
@@ -229,6 +237,15 @@ func (r *running) watchStage(i int) {
 	// which also makes the producer get EPIPE at its next write.
 	in := r.links[i]
 	switch {
+	case in.pump != nil && res.Failed() && !res.BrokenPipe && !res.Stopped && !o.consumerGone && r.verifierRunning(i):
+		// It failed on its own while a verifying stage upstream still
+		// runs: drain its input so that the stage that made the data
+		// gets to finish its check (drain.go). The link is read once it
+		// has finished (settleDrained).
+		in.pump.Drain()
+		r.mu.Lock()
+		o.drained = true
+		r.mu.Unlock()
 	case in.pump != nil:
 		in.pump.Stop()
 		pr := in.pump.Result()

@@ -150,6 +150,11 @@ func (r *running) wire() (e ends, err error) {
 		if k < n {
 			popts = append(popts, pump.KeepWitness())
 		}
+		if k > 0 && k < n && r.verifierUpstream(k) {
+			// Stage k may fail while a verifying stage upstream runs:
+			// its input link is then drained, not cut (drain.go).
+			popts = append(popts, pump.HoldWhenConsumerGone())
+		}
 		pm, err := pump.New(srcEnd.pumpEnd(), dstEnd.pumpEnd(), popts...)
 		if err != nil {
 			return e, err

@@ -3,6 +3,7 @@ package pump
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"testing"
 	"time"
@@ -82,5 +83,50 @@ func TestPumpFromUnpollableDevice(t *testing.T) {
 	got := waitFor(t, res, 20*time.Second, "pump result")
 	if got.Bytes < 3<<20 {
 		t.Fatalf("result %+v", got)
+	}
+}
+
+// TestPumpHoldThenDrain: a pump made with HoldWhenConsumerGone whose
+// consumer goes early waits for a decision; Drain lets the producer write
+// everything (read and discarded), so that it ends on its own; Stop ends
+// the pump as before, the producer getting EPIPE.
+func TestPumpHoldThenDrain(t *testing.T) {
+	for _, drain := range []bool{true, false} {
+		src, w := pipeFor(t, 64<<10, true)
+		dst, r := pipeFor(t, 64<<10, false)
+		p := mustNew(t, src, dst, HoldWhenConsumerGone())
+		res := start(p)
+		const size = 4 << 20
+		wrote := make(chan error, 1)
+		go func() {
+			_, err := w.Write(bytes.Repeat([]byte{'y'}, size))
+			w.Close()
+			wrote <- err
+		}()
+		buf := make([]byte, 100<<10)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		waitState(t, p, WaitingDst)
+		if drain {
+			p.Drain()
+			if err := waitFor(t, wrote, 20*time.Second, "producer"); err != nil {
+				t.Fatalf("drain: the producer could not write everything: %v", err)
+			}
+			got := waitFor(t, res, 20*time.Second, "pump result")
+			if !got.EOF || got.Bytes != size || got.Drained <= 0 || got.Drained >= size {
+				t.Fatalf("drain: %+v", got)
+			}
+			continue
+		}
+		p.Stop()
+		got := waitFor(t, res, 20*time.Second, "pump result")
+		if !got.ConsumerGone {
+			t.Fatalf("stop: %+v", got)
+		}
+		if err := waitFor(t, wrote, 20*time.Second, "producer"); err == nil {
+			t.Fatalf("stop: the producer wrote everything, want EPIPE")
+		}
 	}
 }

@@ -154,6 +154,9 @@ type runFacts struct {
 	// CheckErr is the caller's check before commit (Options.BeforeCommit),
 	// made only when everything else succeeded.
 	CheckErr error
+	// Sidecar is a stage's file beside the output (sha256's digest) that
+	// could not be committed after the output was.
+	Sidecar *sidecarFailure
 }
 
 // verdict is the decision.
@@ -184,7 +187,8 @@ type stageVerdict struct {
 //  4. Else the output, if it stopped taking bytes (its reader went away, a
 //     write failed); the output is also named when the last stage failed
 //     writing it directly onto a full file system.
-//  5. Else the check before commit, then the commit of the output.
+//  5. Else the check before commit, then the commit of the output, then
+//     the commit of the stages' files beside it (sha256's digest).
 func decideRun(rf runFacts) verdict {
 	n := len(rf.Stages)
 	v := verdict{Result: ResultSuccess, Root: -1, Stages: make([]stageVerdict, n)}
@@ -239,6 +243,9 @@ func decideRun(rf runFacts) verdict {
 	}
 	if rf.Sink.CommitErr != nil {
 		setRoot(n, ResultFailed, rf.Sink.CommitErr.Error())
+	}
+	if sc := rf.Sidecar; sc != nil && sc.Stage >= 0 && sc.Stage < n {
+		setRoot(sc.Stage, ResultFailed, fmt.Sprintf("stage %q: %v (the output was committed)", rf.Stages[sc.Stage].Name, sc.Err))
 	}
 	merged := slices.Clone(rf.Stages)
 	for i := range merged {

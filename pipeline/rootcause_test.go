@@ -207,6 +207,11 @@ func TestDecideRun(t *testing.T) {
 			result: ResultFailed, root: 1, msg: "fsync",
 		},
 		{
+			name:   "a stage's file beside the output (sha256's digest) that cannot be committed fails the run",
+			facts:  runFacts{Stages: []stageFacts{okStage("sha256"), okStage("cat")}, Sidecar: &sidecarFailure{Stage: 0, Err: errors.New("writing its digest: read-only file system")}},
+			result: ResultFailed, root: 0, msg: `stage "sha256": writing its digest: read-only file system (the output was committed)`,
+		},
+		{
 			name: "the output is a party: its reader went away, the last stage's SIGPIPE is a consequence",
 			facts: runFacts{Stages: []stageFacts{sigpipeStage("zero"), sigpipeStage("cat")},
 				Sink: sinkFacts{Name: "(stdout)", Bytes: 1 << 20, Gone: true}, Stop: &stopCause{Own: true, Stage: 2}},

@@ -261,9 +261,14 @@ func (r *running) finish(start time.Time) (*Report, error) {
 	if v.Result == ResultSuccess {
 		if rf.Sink.CommitErr = r.dst.commit(); rf.Sink.CommitErr != nil {
 			v = decideRun(rf)
+		} else if rf.Sidecar = r.commitSidecars(); rf.Sidecar != nil {
+			v = decideRun(rf)
 		}
 	} else {
 		r.dst.discard()
+	}
+	if v.Result != ResultSuccess {
+		r.discardSidecars()
 	}
 	rep := &Report{Job: r.job.Name, JobFile: r.job.File, Start: start, End: time.Now(), Result: v.Result,
 		Message: v.Msg, Input: r.src.desc, Output: r.dst.desc}

@@ -27,6 +27,9 @@ type storm struct {
 	stops   atomic.Int64
 	straces atomic.Int64
 	chlds   atomic.Int64
+	// leftover counts strace processes still alive after Stop waited for
+	// the storm: each was killed then, and the test fails on any.
+	leftover int
 }
 
 func startStorm(seed uint64, prefix string) *storm {
@@ -37,13 +40,43 @@ func startStorm(seed uint64, prefix string) *storm {
 }
 
 // Stop ends the storm and waits for it: nothing is left stopped or traced.
+// An strace still alive after that (none should be: each was waited for)
+// is killed and counted in leftover.
 func (s *storm) Stop() {
 	select {
 	case <-s.stop:
 	default:
 		close(s.stop)
+		<-s.done
+		for _, pid := range childrenNamed("strace") {
+			syscall.Kill(pid, syscall.SIGKILL)
+			s.leftover++
+		}
 	}
 	<-s.done
+}
+
+// childrenNamed lists the live child processes of the test binary whose
+// command name is comm.
+func childrenNamed(comm string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		f := bytes.Fields(b[end+1:])
+		if string(b[open+1:end]) == comm && len(f) > 1 && string(f[0]) != "Z" && string(f[1]) == strconv.Itoa(os.Getpid()) {
+			pid, _ := strconv.Atoi(e.Name())
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func (s *storm) pause(d time.Duration) bool {

@@ -272,9 +272,9 @@ func TestHostileQueueNotRegularFiles(t *testing.T) {
 		name, kind string
 		make       func(t *testing.T, h *hostileDir, path string)
 	}{
-		{"FIFO", "type=FIFO", func(t *testing.T, h *hostileDir, p string) { mkfifo(t, p) }},
+		{"FIFO", "type=FIFO", func(t *testing.T, h *hostileDir, p string) { mkfifo(t, filepath.Dir(p), filepath.Base(p)) }},
 		{"link to a FIFO", `type="symbolic link"`, func(t *testing.T, h *hostileDir, p string) {
-			mkfifo(t, filepath.Join(h.dir, "fifo"))
+			mkfifo(t, h.dir, "fifo")
 			symlink(t, filepath.Join(h.dir, "fifo"), p)
 		}},
 		{"link to /dev/zero", `type="symbolic link"`, func(t *testing.T, h *hostileDir, p string) { symlink(t, "/dev/zero", p) }},
@@ -312,13 +312,6 @@ func TestHostileQueueNotRegularFiles(t *testing.T) {
 				t.Errorf("nextseq %q, want 2", got)
 			}
 		})
-	}
-}
-
-func mkfifo(t *testing.T, p string) {
-	t.Helper()
-	if err := syscall.Mkfifo(p, 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -623,7 +616,7 @@ func TestHostileQueueSignedPacketRuns(t *testing.T) {
 func TestHostileQueueAllInOne(t *testing.T) {
 	h := newHostileDir(t)
 	h.job(t, "", packetOf(&queue.Header{Seq: 1}, "good"))
-	mkfifo(t, filepath.Join(h.q, "jobs", "fspl-fifo.fspl"))
+	mkfifo(t, filepath.Join(h.q, "jobs"), "fspl-fifo.fspl")
 	symlink(t, "fspl-fifo.fspl", filepath.Join(h.q, "jobs", "fspl-to-fifo.fspl"))
 	symlink(t, "/dev/zero", filepath.Join(h.q, "jobs", "fspl-zero.fspl"))
 	os.Mkdir(filepath.Join(h.q, "jobs", "fspl-dir.fspl"), 0o755)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -456,6 +457,30 @@ func TestQuoteName(t *testing.T) {
 	} {
 		if got := QuoteName(in); got != want {
 			t.Errorf("QuoteName(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestSizeCountsTheDigitsOfEachParamNumber: FSPL_PARAM_100=... is one byte
+// longer than FSPL_PARAM_99=...; the summary (which takes short params in
+// batches) and the full decode agree on it.
+func TestSizeCountsTheDigitsOfEachParamNumber(t *testing.T) {
+	for _, n := range []int{9, 10, 99, 100, 1000, 12345} {
+		h := &Header{Seq: 1, Params: make([][]byte, n)}
+		h.Params[n-1] = []byte("abcde")
+		b := Encode(h)
+		var hs headerScanner
+		sum, err := hs.summary(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, _, err := DecodeHeader(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := len("FSPL_PARAM_" + strconv.Itoa(n) + "=abcde")
+		if sum.Size.LongestParamVar != want || full.Size != sum.Size {
+			t.Errorf("%d params: summary %+v, full %+v, want LongestParamVar %d", n, sum.Size, full.Size, want)
 		}
 	}
 }

@@ -419,32 +419,44 @@ func (r *mpReader) smallUints(max int, b *[]byte, keep bool) int {
 	return k
 }
 
-// shortByteArray consumes a byte string encoded as a fixarray of fixints
-// (up to 15 bytes below 0x80: most params and names) when all of it is at
-// hand, and returns its length; ok is false, and nothing is consumed,
-// otherwise.
-func (r *mpReader) shortByteArray() (n int, ok bool) {
+// shortByteArrays consumes up to max byte strings encoded as fixarrays of
+// fixints (up to 15 bytes below 0x80: most params and names), as many as
+// are wholly at hand (the slice, or what the stream has buffered), calls
+// each with the length of each, and returns how many it took: 0 when the
+// next one is not of that form or not all at hand.
+func (r *mpReader) shortByteArrays(max int, each func(n int)) int {
 	var p []byte
 	if r.src != nil {
-		p, _ = r.src.Peek(min(16, r.remaining()))
-	} else {
-		p = r.b[r.off:min(len(r.b), r.off+16)]
-	}
-	if len(p) == 0 || p[0]&0xf0 != 0x90 {
-		return 0, false
-	}
-	n = int(p[0] & 0x0f)
-	if 1+n > len(p) {
-		return 0, false
-	}
-	for _, c := range p[1 : 1+n] {
-		if c >= 0x80 {
-			return 0, false
+		if r.src.Buffered() < 16 {
+			r.src.Peek(min(16, r.remaining())) // fill
 		}
+		p, _ = r.src.Peek(min(r.src.Buffered(), r.remaining()))
+	} else {
+		p = r.b[r.off:]
+	}
+	k, used := 0, 0
+outer:
+	for k < max && used < len(p) {
+		c := p[used]
+		if c&0xf0 != 0x90 {
+			break
+		}
+		n := int(c & 0x0f)
+		if used+1+n > len(p) {
+			break
+		}
+		for _, b := range p[used+1 : used+1+n] {
+			if b >= 0x80 {
+				break outer
+			}
+		}
+		used += 1 + n
+		k++
+		each(n)
 	}
 	if r.src != nil {
-		r.src.Discard(1 + n)
+		r.src.Discard(used)
 	}
-	r.off += 1 + n
-	return n, true
+	r.off += used
+	return k
 }

@@ -209,20 +209,26 @@ func decodeParams(r *mpReader, h *Header, v *visitor) error {
 	if err := checkEntries(h, m); err != nil {
 		return err
 	}
+	s := &h.Size
 	digits, tens := 1, 10 // of j+1
 	for j := 0; j < m; j++ {
 		if j+1 == tens {
 			digits, tens = digits+1, tens*10
 		}
 		if v == nil {
-			// Counting only: a short param of fixints (most are) is
-			// taken in place, without the general path's calls.
-			if n, ok := r.shortByteArray(); ok {
-				s := &h.Size
+			// Counting only: short params of fixints (most are) are
+			// taken in place, as many as are at hand, without the
+			// general path's calls per param.
+			if k := r.shortByteArrays(m-j, func(n int) {
 				s.Params++
 				s.ParamBytes += n
 				s.LongestParam = max(s.LongestParam, n)
 				s.LongestParamVar = max(s.LongestParamVar, paramVarFixed+digits+n)
+				if j++; j+1 == tens {
+					digits, tens = digits+1, tens*10
+				}
+			}); k > 0 {
+				j-- // the loop's own increment
 				continue
 			}
 		}
@@ -231,7 +237,6 @@ func decodeParams(r *mpReader, h *Header, v *visitor) error {
 		if err != nil {
 			return fmt.Errorf("params[%d]: %w", j, err)
 		}
-		s := &h.Size
 		s.Params++
 		s.ParamBytes += n
 		s.LongestParam = max(s.LongestParam, n)

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/fsutil"
 )
 
 // WriteMetrics writes the metrics of a run to path in the Prometheus text
@@ -67,7 +67,7 @@ func WriteMetrics(path string, rep *Report, extra ...Metric) error {
 		}
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %s\n", m.Name, m.Help, m.Name, typ, m.Name, job, formatFloat(m.Value))
 	}
-	return stage.WriteFileAtomic(path, b.Bytes(), 0o644)
+	return fsutil.WriteFileAtomic(path, b.Bytes(), 0o644)
 }
 
 // Metric is one more sample for WriteMetrics, labelled with the job like

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pipespool/pipespool/filter"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 )
@@ -162,7 +163,7 @@ func (r *running) build() error {
 	for i := range job.Stages {
 		s := &job.Stages[i]
 		if s.Builtin != "" {
-			if cw, ok := s.Filter.(stage.ConfigWarner); ok {
+			if cw, ok := s.Filter.(filter.ConfigWarner); ok {
 				for _, w := range cw.Warnings() {
 					r.log.Warn(fmt.Sprintf("stage %q: %s", s.Name, w), "stage", s.Name)
 				}

@@ -38,7 +38,5 @@ go test -run '^$' -fuzz '^FuzzLoadJob$' -fuzztime "$fuzztime" ./pipeline/
 if grep -q 'func FuzzDecodePacket' queue/*_test.go 2>/dev/null; then
   go test -run '^$' -fuzz '^FuzzDecodePacket$' -fuzztime "$fuzztime" ./queue/
 fi
-if grep -q 'func FuzzZstdDecompress' stage/*_test.go 2>/dev/null; then
-  go test -run '^$' -fuzz '^FuzzZstdDecompress$' -fuzztime "$fuzztime" ./stage/
-fi
+go test -run '^$' -fuzz '^FuzzZstdDecompress$' -fuzztime "$fuzztime" ./filter/
 echo "all tests passed" >&2

@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pipeline"
-	"github.com/pipespool/pipespool/stage"
 )
 
 // execOptions are the flags of exec.
@@ -196,5 +196,5 @@ func writeJSONAtomic(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return stage.WriteFileAtomic(path, append(data, '\n'), 0o644)
+	return fsutil.WriteFileAtomic(path, append(data, '\n'), 0o644)
 }

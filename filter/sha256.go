@@ -1,4 +1,4 @@
-package stage
+package filter
 
 import (
 	"context"
@@ -10,10 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/pipespool/pipespool/fsutil"
 )
 
 func init() {
-	RegisterBuiltin("sha256", newSHA256)
+	Register("sha256", newSHA256)
 }
 
 // sha256Filter passes its input through unchanged and checks or records
@@ -95,7 +97,7 @@ func (f *sha256Filter) finish(h hash.Hash) error {
 		}
 		return nil
 	}
-	if err := WriteFileAtomic(f.writeTo, []byte(hex.EncodeToString(sum)+"\n"), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(f.writeTo, []byte(hex.EncodeToString(sum)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("sha256: %w", err)
 	}
 	return nil

@@ -1,4 +1,4 @@
-package stage
+package filter
 
 import (
 	"context"
@@ -16,8 +16,8 @@ import (
 // `cat a.zst b.zst`) and skippable frames included.
 
 func init() {
-	RegisterBuiltin("zstd-compress", newZstdCompress)
-	RegisterBuiltin("zstd-decompress", newZstdDecompress)
+	Register("zstd-compress", newZstdCompress)
+	Register("zstd-decompress", newZstdDecompress)
 }
 
 // defaultZstdMaxMemory bounds the decoder's window when max_memory is not

@@ -1,4 +1,4 @@
-package stage
+package filter
 
 import (
 	"bufio"
@@ -14,16 +14,6 @@ import (
 	"strconv"
 	"strings"
 )
-
-// ConfigWarner is implemented by the filters of built-ins whose
-// configuration is accepted but deserves a word to the user: a secret key
-// or passphrase file that other users can read, for instance. The pipeline
-// logs each warning once, after the job file validated, naming the stage.
-type ConfigWarner interface {
-	// Warnings returns the messages, each a full sentence without the
-	// stage name; nil when there is nothing to say.
-	Warnings() []string
-}
 
 // copyBufSize is the buffer used between io layers in the built-ins. Pipes
 // pipespool creates are asked for 1 MiB (pipe_size); a read of 256 KiB takes

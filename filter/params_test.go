@@ -1,4 +1,4 @@
-package stage
+package filter
 
 import (
 	"bytes"
@@ -119,7 +119,7 @@ func newFilter(t testing.TB, name string, with map[string]any, baseDir string) F
 }
 
 func buildFilter(name string, with map[string]any, baseDir string) (Filter, error) {
-	factory, ok := LookupBuiltin(name)
+	factory, ok := Lookup(name)
 	if !ok {
 		return nil, errors.New("no built-in " + name)
 	}

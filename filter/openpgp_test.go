@@ -1,10 +1,8 @@
-package stage
+package filter
 
 import (
 	"bytes"
 	"crypto"
-	"crypto/aes"
-	"crypto/cipher"
 	"io"
 	"os"
 	"os/exec"
@@ -14,6 +12,8 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+
+	"github.com/pipespool/pipespool/filter/seipd"
 )
 
 // Key IDs of testdata/keys (see generate.sh): the primary (signing) key and
@@ -351,14 +351,14 @@ func badlySigned(t testing.TB, keys string, input []byte) []byte {
 	if err := packet.SerializeEncryptedKeyAEAD(&msg, ek.PublicKey, packet.CipherAES256, false, key, pgpConfig()); err != nil {
 		t.Fatal(err)
 	}
-	enc, err := newSEIPDWriter(&msg, key)
+	enc, err := seipd.NewWriter(&msg, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ops := &packet.OnePassSignature{Version: 3, SigType: packet.SigTypeBinary, Hash: crypto.SHA256,
 		PubKeyAlgo: sk.PrivateKey.PubKeyAlgo, KeyId: sk.PrivateKey.KeyId, IsLast: true}
 	ops.Serialize(enc)
-	lit := newPartialWriter(enc, packetTagLiteral, pgpChunk)
+	lit := seipd.NewPartialWriter(enc, seipd.TagLiteral, pgpChunk)
 	lit.Write([]byte{'b', 0, 0, 0, 0, 0})
 	lit.Write(input)
 	lit.Close()
@@ -455,41 +455,6 @@ func TestOpenPGPDecryptGarbageNeverPanics(t *testing.T) {
 				t.Fatalf("%s mutation %d: no error", name, i)
 			}
 		}
-	}
-}
-
-func TestCFBDecryptMatchesCryptoCipher(t *testing.T) {
-	block, _ := aes.NewCipher(randomBytes(32, 1))
-	var iv [aes.BlockSize]byte
-	copy(iv[:], randomBytes(16, 2))
-	for _, n := range []int{0, 1, 15, 16, 17, 31, 32, 33, 1000, 4096, 4099} {
-		ct := randomBytes(n, uint64(n))
-		want := make([]byte, n)
-		cipher.NewCFBDecrypter(block, iv[:]).XORKeyStream(want, ct)
-		got := append([]byte(nil), ct...)
-		cfbDecrypt(block, iv, got, make([]byte, n+16))
-		if !bytes.Equal(got, want) {
-			t.Fatalf("%d bytes: cfbDecrypt differs from crypto/cipher's CFB", n)
-		}
-	}
-}
-
-func TestCFBEncrypterMatchesCryptoCipher(t *testing.T) {
-	block, _ := aes.NewCipher(randomBytes(32, 3))
-	data := randomBytes(70000, 4)
-	want := make([]byte, len(data))
-	cipher.NewCFBEncrypter(block, make([]byte, aes.BlockSize)).XORKeyStream(want, data)
-	// Writes of every alignment, as packet headers make them.
-	x := cfbEncrypter{b: block}
-	block.Encrypt(x.out[:], x.out[:])
-	got := make([]byte, len(data))
-	for off, k := 0, 1; off < len(data); k = k*7%5003 + 1 {
-		k = min(k, len(data)-off)
-		x.XORKeyStream(got[off:off+k], data[off:off+k])
-		off += k
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("cfbEncrypter differs from crypto/cipher's CFB")
 	}
 }
 

@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/aes"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
@@ -23,20 +23,24 @@ type openpgpDecrypt struct {
 	passphrase  []byte   // unlocks secret, or decrypts a symmetric message
 	passPath    string
 	requireSign *keyFile // or nil
+	limits      pgpLimits
 	warnings    []string
 }
 
 // Warnings implements ConfigWarner.
 func (f *openpgpDecrypt) Warnings() []string { return f.warnings }
 
-// newOpenPGPDecrypt validates secret_key, passphrase_file and
-// require_signed_by.
+// newOpenPGPDecrypt validates secret_key, passphrase_file,
+// require_signed_by and the limits on what a message may cost.
 func newOpenPGPDecrypt(with map[string]any, baseDir string) (Filter, error) {
-	p, err := newWithParams(with, baseDir, "secret_key", "passphrase_file", "require_signed_by")
+	p, err := newWithParams(with, baseDir, append([]string{"secret_key", "passphrase_file", "require_signed_by"}, limitKeys...)...)
 	if err != nil {
 		return nil, err
 	}
 	f := &openpgpDecrypt{}
+	if f.limits, err = p.readLimits(); err != nil {
+		return nil, err
+	}
 	if name, ok, err := p.str("secret_key"); err != nil {
 		return nil, err
 	} else if ok {
@@ -69,26 +73,14 @@ func newOpenPGPDecrypt(with map[string]any, baseDir string) (Filter, error) {
 // Run implements Filter.
 func (f *openpgpDecrypt) Run(ctx context.Context, r io.Reader, w io.Writer) error {
 	in, out := &ioSide{ctx: ctx, r: r}, &ioSide{ctx: ctx, w: w}
-	err := f.run(in, out)
-	if err != nil && !errors.Is(err, errDecryptOutput) {
-		// A decoder sees a failed read as a broken message; say what broke.
-		if in.err != nil {
-			return fmt.Errorf("reading input: %w", in.err)
-		}
-	}
-	if out.err != nil {
-		return fmt.Errorf("writing output: %w", out.err)
-	}
-	return err
+	sink := &drainingWriter{w: out}
+	return decoderResult(in, sink, f.run(in, sink))
 }
-
-// errDecryptOutput marks a failure to write the plaintext.
-var errDecryptOutput = errors.New("writing output")
 
 // truncatedMsg is how every flavour of early end reads to the user.
 const truncatedMsg = "truncated message: the input ends before the OpenPGP message does"
 
-func (f *openpgpDecrypt) run(in io.Reader, out io.Writer) error {
+func (f *openpgpDecrypt) run(in io.Reader, out *drainingWriter) error {
 	br := bufio.NewReaderSize(in, copyBufSize)
 	head, _ := br.Peek(64)
 	if len(head) == 0 {
@@ -97,53 +89,25 @@ func (f *openpgpDecrypt) run(in io.Reader, out io.Writer) error {
 	var body io.Reader = br
 	armored := bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte("-----BEGIN PGP"))
 	if armored {
-		block, err := armor.Decode(br)
+		ar, err := newArmorReader(br)
 		if err != nil {
-			return fmt.Errorf("openpgp: not an OpenPGP message: bad armor: %v", err)
+			return fmt.Errorf("openpgp: not an OpenPGP message: %v", err)
 		}
-		if block.Type != "PGP MESSAGE" {
-			return fmt.Errorf("openpgp: not an OpenPGP message: the armor holds a %s", strings.ToLower(block.Type))
-		}
-		body = block.Body
+		body = ar
 	} else if head[0]&0x80 == 0 {
 		return fmt.Errorf("openpgp: not an OpenPGP message: it starts with bytes %x%s", head[:min(8, len(head))], guessFormat(head))
 	}
 
-	packets := packet.NewReader(body)
-	var pkesks []*packet.EncryptedKey
-	var skesks []*packet.SymmetricKeyEncrypted
-	var edp packet.Packet
-	for first := true; edp == nil; first = false {
-		p, err := packets.Next()
-		switch {
-		case err == io.EOF && first:
-			return errors.New("openpgp: not an OpenPGP message: no packets")
-		case err == io.EOF, errors.Is(err, io.ErrUnexpectedEOF):
-			return errors.New("openpgp: " + truncatedMsg)
-		case err != nil && first:
-			return fmt.Errorf("openpgp: not an OpenPGP message: %v", err)
-		case err != nil:
-			return fmt.Errorf("openpgp: malformed message: %v", err)
-		}
-		switch p := p.(type) {
-		case *packet.EncryptedKey:
-			pkesks = append(pkesks, p)
-		case *packet.SymmetricKeyEncrypted:
-			skesks = append(skesks, p)
-		case *packet.SymmetricallyEncrypted, *packet.AEADEncrypted:
-			edp = p
-		case *packet.Compressed, *packet.LiteralData, *packet.OnePassSignature, *packet.Signature:
-			return errors.New("openpgp: the message is not encrypted (signed or plain data only); openpgp-decrypt reads encrypted messages")
-		case *packet.PublicKey, *packet.PrivateKey:
-			return errors.New("openpgp: not an OpenPGP message: the input is a key, not a message")
-		}
-	}
-
-	plain, err := f.decryptData(edp, pkesks, skesks)
+	h := &msgHead{limits: f.limits}
+	edp, err := f.readHead(body, h)
 	if err != nil {
 		return err
 	}
-	// seipdReader's helper goroutines stop on every path. (The library's
+	plain, err := f.decryptData(edp, h)
+	if err != nil {
+		return err
+	}
+	// seipd.Reader's helper goroutines stop on every path. (The library's
 	// readers are not closed here: their Close reads to the end of the
 	// input, which after a failure nobody wants.)
 	if sr, ok := plain.(*seipd.Reader); ok {
@@ -154,8 +118,8 @@ func (f *openpgpDecrypt) run(in io.Reader, out io.Writer) error {
 	}
 	// Nothing may follow the encrypted data: a second message glued on is
 	// not what the user meant to restore.
-	if p, err := packets.Next(); err == nil {
-		return fmt.Errorf("openpgp: data follows the encrypted message (a %T packet)", p)
+	if hdr, err := readPacketHeader(body); err == nil {
+		return fmt.Errorf("openpgp: data follows the encrypted message (a packet of type %d)", hdr.tag)
 	} else if err != io.EOF {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return errors.New("openpgp: " + truncatedMsg)
@@ -189,78 +153,101 @@ type decryptedData interface {
 	Close() error
 }
 
-// decryptData finds the session key (a PKESK for our secret key, or an
-// SKESK that our passphrase opens) and returns the decrypting reader.
-func (f *openpgpDecrypt) decryptData(edp packet.Packet, pkesks []*packet.EncryptedKey, skesks []*packet.SymmetricKeyEncrypted) (decryptedData, error) {
+// decryptionKeys are the keys of secret_key that may open ek: the one it
+// names, or each decryption key for a hidden recipient.
+func (f *openpgpDecrypt) decryptionKeys(ek *packet.EncryptedKey) []openpgp.Key {
+	var keys []openpgp.Key
+	if ek.KeyId == 0 {
+		keys = f.secret.entities.DecryptionKeys()
+	} else {
+		keys = f.secret.entities.KeysById(ek.KeyId)
+	}
+	usable := keys[:0]
+	for _, k := range keys {
+		if k.PrivateKey != nil {
+			usable = append(usable, k)
+		}
+	}
+	return usable
+}
+
+// decryptData finds the session key among the packets the head kept (a
+// PKESK for our secret key, or an SKESK that our passphrase opens), PKESKs
+// first, and returns the decrypting reader. When none opens the data, the
+// error says why, most telling first: a packet refused by a limit, packets
+// left untried by max_session_keys, a cipher not supported, a wrong
+// passphrase or key.
+func (f *openpgpDecrypt) decryptData(edp packet.Packet, h *msgHead) (decryptedData, error) {
 	config := pgpConfig()
 	if se, ok := edp.(*packet.SymmetricallyEncrypted); ok && !se.IntegrityProtected {
 		return nil, errors.New("openpgp: the message is not integrity protected (old Symmetrically Encrypted packet without MDC); refusing to decrypt it")
 	}
 	var wrongKey error
+	data := &dataOpener{edp: edp}
 	tryKey := func(cf packet.CipherFunction, key []byte) (decryptedData, error) {
-		d, err := openData(edp, cf, key)
+		// (A session key of a v6 SKESK or PKESK comes without a cipher:
+		// the SEIPD v2 packet names it.)
+		if cf != 0 && !cf.IsSupported() {
+			h.noteUnsupported("the message is encrypted with " + cipherName(byte(cf)))
+			return nil, nil
+		}
+		d, err := data.open(cf, key)
 		if errors.Is(err, pgperrors.ErrKeyIncorrect) || errors.Is(err, seipd.ErrWrongKey) {
 			return nil, nil
 		}
 		return d, err
 	}
-
-	if f.secret != nil {
-		for _, ek := range pkesks {
-			var keys []openpgp.Key
-			if ek.KeyId == 0 { // hidden recipient (gpg -R): try each key
-				keys = f.secret.entities.DecryptionKeys()
-			} else {
-				keys = f.secret.entities.KeysById(ek.KeyId)
+	for _, kp := range h.pkesks {
+		ek := kp.pkesk
+		for _, k := range f.decryptionKeys(ek) {
+			if err := unlockKey(k.PrivateKey, f.passphrase, f.passPath); err != nil {
+				return nil, fmt.Errorf("openpgp: %w", err)
 			}
-			for _, k := range keys {
-				if k.PrivateKey == nil {
-					continue
+			if err := ek.Decrypt(k.PrivateKey, config); err != nil {
+				var unsupported pgperrors.UnsupportedError
+				if errors.As(err, &unsupported) && ek.CipherFunc != 0 && !ek.CipherFunc.IsSupported() {
+					h.noteUnsupported("the message is encrypted with " + cipherName(byte(ek.CipherFunc)))
 				}
-				if err := unlockKey(k.PrivateKey, f.passphrase, f.passPath); err != nil {
-					return nil, fmt.Errorf("openpgp: %w", err)
-				}
-				if err := ek.Decrypt(k.PrivateKey, config); err != nil {
-					wrongKey = err
-					continue
-				}
-				d, err := tryKey(ek.CipherFunc, ek.Key)
-				if d != nil || err != nil {
-					return d, err
-				}
-			}
-		}
-	}
-	if f.passphrase != nil && len(skesks) > 0 {
-		for _, s := range skesks {
-			key, cf, err := s.Decrypt(f.passphrase)
-			if err != nil {
-				// With a wrong passphrase, the session key usually decrypts
-				// to an impossible cipher number.
+				wrongKey = err
 				continue
 			}
-			d, err := tryKey(cf, key)
+			d, err := tryKey(ek.CipherFunc, ek.Key)
 			if d != nil || err != nil {
 				return d, err
 			}
 		}
-		if len(pkesks) == 0 || f.secret == nil {
-			return nil, fmt.Errorf("openpgp: wrong passphrase in %s: it does not decrypt this message", f.passPath)
+	}
+	for _, kp := range h.skesks {
+		key, cf, err := kp.skesk.Decrypt(f.passphrase)
+		if err != nil {
+			// With a wrong passphrase, the session key usually decrypts
+			// to an impossible cipher number.
+			continue
+		}
+		d, err := tryKey(cf, key)
+		if d != nil || err != nil {
+			return d, err
 		}
 	}
+	return nil, f.noSessionKey(h, wrongKey)
+}
 
-	if len(pkesks) == 0 {
-		return nil, errors.New("openpgp: the message is encrypted with a passphrase (symmetric), not to a key: set passphrase_file to that passphrase")
+// noSessionKey explains why no packet of the head opened the data.
+func (f *openpgpDecrypt) noSessionKey(h *msgHead, wrongKey error) error {
+	switch {
+	case h.refused != nil:
+		return h.refused
+	case h.notTried > 0:
+		return fmt.Errorf("openpgp: no session key found in the %d session-key packets tried, the limit max_session_keys; %s and %d more after it were not tried: if the message is trusted, raise max_session_keys in this stage's [stage.with] (or [decoder.openpgp] for -d openpgp)",
+			h.tryable(), h.firstSkip, h.notTried-1)
+	case strings.HasPrefix(h.unsupported, "the message is encrypted with"):
+		return fmt.Errorf("openpgp: %s, which openpgp-decrypt does not support (it reads AES, CAST5 and 3DES): decrypt it with gpg, or have it encrypted with AES", h.unsupported)
+	case f.passphrase != nil && len(h.skesks) > 0 && (len(h.pkesks) == 0 || f.secret == nil):
+		return fmt.Errorf("openpgp: wrong passphrase in %s: it does not decrypt this message", f.passPath)
+	case !h.hasPKs:
+		return errors.New("openpgp: the message is encrypted with a passphrase (symmetric), not to a key: set passphrase_file to that passphrase")
 	}
-	var ids []string
-	for _, ek := range pkesks {
-		if ek.KeyId == 0 {
-			ids = append(ids, "(hidden recipient)")
-		} else {
-			ids = append(ids, keyIDString(ek.KeyId))
-		}
-	}
-	msg := fmt.Sprintf("openpgp: no secret key for this message; it is encrypted to key IDs %s", strings.Join(ids, ", "))
+	msg := fmt.Sprintf("openpgp: no secret key for this message; it is encrypted to key IDs %s", h.recipients())
 	if f.secret != nil {
 		msg += fmt.Sprintf(", and secret_key %s holds %s", f.secret.path, f.secret.keyIDs())
 	} else {
@@ -269,28 +256,55 @@ func (f *openpgpDecrypt) decryptData(edp packet.Packet, pkesks []*packet.Encrypt
 	if wrongKey != nil {
 		msg += fmt.Sprintf(" (decrypting the session key failed: %v)", wrongKey)
 	}
-	return nil, errors.New(msg)
+	if h.unsupported != "" {
+		msg += fmt.Sprintf(" (%s)", h.unsupported)
+	}
+	return errors.New(msg)
 }
 
-// openData opens the encrypted data packet with a session key. SEIPD v1
-// with AES, what gpg 2.2 writes, goes through seipd.Reader; anything else
-// (other ciphers, AEAD) through the library.
-func openData(edp packet.Packet, cf packet.CipherFunction, key []byte) (decryptedData, error) {
-	if se, ok := edp.(*packet.SymmetricallyEncrypted); ok && se.Version == 1 {
+// dataOpener opens the encrypted data packet with the session keys tried
+// one after the other. SEIPD v1 with AES, what gpg 2.2 writes, goes
+// through seipd.Reader; anything else (other ciphers, AEAD) through the
+// library. A key is checked on the random prefix at the start of a SEIPD
+// v1 body (RFC 9580 5.13.2), which is read once and replayed for each key:
+// a wrong key must not consume the bytes the next key needs.
+type dataOpener struct {
+	edp  packet.Packet
+	head []byte // the start of a SEIPD v1 body, prefix of any cipher
+	err  error  // reading head
+}
+
+// open returns the plaintext of the data under key; a wrong key is
+// pgperrors.ErrKeyIncorrect or seipd.ErrWrongKey.
+func (o *dataOpener) open(cf packet.CipherFunction, key []byte) (decryptedData, error) {
+	var rc io.ReadCloser
+	var err error
+	switch e := o.edp.(type) {
+	case *packet.SymmetricallyEncrypted:
+		if e.Version != 1 {
+			rc, err = e.Decrypt(cf, key)
+			break
+		}
+		if o.head == nil && o.err == nil {
+			o.head = make([]byte, aes.BlockSize+2) // the largest prefix
+			if _, err := io.ReadFull(e.Contents, o.head); err != nil {
+				o.err = errors.New("openpgp: " + truncatedMsg)
+			}
+		}
+		if o.err != nil {
+			return nil, o.err
+		}
+		contents := io.MultiReader(bytes.NewReader(o.head), e.Contents)
 		switch cf {
 		case packet.CipherAES128, packet.CipherAES192, packet.CipherAES256:
-			r, err := seipd.NewReader(se.Contents, key)
+			r, err := seipd.NewReader(contents, key)
 			if err != nil {
 				return nil, err
 			}
 			return r, nil
 		}
-	}
-	var rc io.ReadCloser
-	var err error
-	switch e := edp.(type) {
-	case *packet.SymmetricallyEncrypted:
-		rc, err = e.Decrypt(cf, key)
+		fresh := &packet.SymmetricallyEncrypted{Version: 1, IntegrityProtected: true, Contents: contents}
+		rc, err = fresh.Decrypt(cf, key)
 	case *packet.AEADEncrypted:
 		rc, err = e.Decrypt(cf, key)
 	}
@@ -301,90 +315,4 @@ func openData(edp packet.Packet, cf packet.CipherFunction, key []byte) (decrypte
 		return nil, fmt.Errorf("openpgp: %v", err)
 	}
 	return rc, nil
-}
-
-// copyPlaintext parses the packets inside the encrypted data (compressed,
-// one-pass signature, literal data, signature), writes the literal data to
-// out, and checks integrity and signature once the last byte is through.
-func (f *openpgpDecrypt) copyPlaintext(plain decryptedData, out io.Writer) error {
-	var keyring openpgp.KeyRing
-	if f.requireSign != nil {
-		keyring = f.requireSign.entities
-	}
-	md, err := openpgp.ReadMessage(plain, keyring, nil, pgpConfig())
-	if err != nil {
-		if ierr := finishData(plain); ierr != nil {
-			return ierr
-		}
-		return fmt.Errorf("openpgp: malformed encrypted data: %v", err)
-	}
-	buf := make([]byte, copyBufSize)
-	for {
-		n, rerr := md.UnverifiedBody.Read(buf)
-		if n > 0 {
-			if _, werr := out.Write(buf[:n]); werr != nil {
-				return fmt.Errorf("%w: %w", errDecryptOutput, werr)
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			if ierr := finishData(plain); ierr != nil {
-				return ierr
-			}
-			return fmt.Errorf("openpgp: %v", explainReadError(rerr))
-		}
-	}
-	if err := finishData(plain); err != nil {
-		return err
-	}
-	return f.checkSignature(md)
-}
-
-// explainReadError names what went wrong reading the decrypted data.
-func explainReadError(err error) string {
-	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return truncatedMsg
-	case errors.Is(err, seipd.ErrIntegrity), errors.Is(err, pgperrors.ErrMDCHashMismatch), errors.Is(err, pgperrors.ErrMDCMissing):
-		return integrityMsg
-	}
-	return "malformed encrypted data: " + err.Error()
-}
-
-const integrityMsg = "integrity check failed: the message was modified or is corrupt (MDC mismatch); discard what was written"
-
-// finishData reads plain to its end and checks the integrity of the whole
-// (MDC or AEAD tag). After a clean end of the literal data there is
-// nothing left, or a compressed packet's checksum; after a parse error,
-// reading on tells what the error was: a modified message (its garbage
-// upset the parser) or a truncated one.
-func finishData(plain decryptedData) error {
-	if _, err := io.Copy(io.Discard, plain); err != nil {
-		return fmt.Errorf("openpgp: %s", explainReadError(err))
-	}
-	if err := plain.Close(); err != nil {
-		return fmt.Errorf("openpgp: %s", explainReadError(err))
-	}
-	return nil
-}
-
-// checkSignature enforces require_signed_by, after the last byte.
-func (f *openpgpDecrypt) checkSignature(md *openpgp.MessageDetails) error {
-	if f.requireSign == nil {
-		return nil
-	}
-	want := f.requireSign.keyIDs()
-	switch {
-	case !md.IsSigned:
-		return fmt.Errorf("openpgp: signature missing: the message is not signed, and require_signed_by wants a signature by %s (%s)", want, f.requireSign.path)
-	case md.SignedBy == nil:
-		return fmt.Errorf("openpgp: signature by another key: the message is signed by %s, not by require_signed_by's %s (%s)", keyIDString(md.SignedByKeyId), want, f.requireSign.path)
-	case md.SignatureError != nil:
-		return fmt.Errorf("openpgp: bad signature by %s: %v", keyIDString(md.SignedByKeyId), md.SignatureError)
-	case md.Signature == nil:
-		return fmt.Errorf("openpgp: signature missing: the one-pass signature by %s is not followed by a signature", keyIDString(md.SignedByKeyId))
-	}
-	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // copyBufSize is the buffer used between io layers in the built-ins. Pipes
@@ -152,9 +153,14 @@ func (p *withParams) resolve(name string) string {
 	return filepath.Join(p.baseDir, name)
 }
 
-// readFile reads a (small) key or passphrase file named by key. secret says
-// the file holds a secret: one that other users can read is accepted with a
-// warning, the way ssh would rather refuse it.
+// readFile reads a (small) key or passphrase file named by key. Whoever
+// can change such a file decides what pipespool decrypts, signs or trusts,
+// so, as ssh does with its keys, a file another user can write is refused:
+// one writable by others (mode o+w), or owned by another user than the one
+// running pipespool and root. A group-writable file is accepted with a
+// warning (a backup group may share it). secret says the file holds a
+// secret: one that other users can read is accepted with a warning, where
+// ssh would refuse it.
 func (p *withParams) readFile(key, name string, secret bool) ([]byte, string, error) {
 	if name == "" {
 		return nil, "", &ParamError{Key: key, Msg: "must name a file, not be empty"}
@@ -172,6 +178,13 @@ func (p *withParams) readFile(key, name string, secret bool) ([]byte, string, er
 	if !fi.Mode().IsRegular() {
 		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("%s is not a regular file", path)}
 	}
+	perm := fi.Mode().Perm()
+	if perm&0o002 != 0 {
+		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("%s can be changed by any user (mode %04o): refused, anyone could put their key or passphrase there; chmod o-w it", path, perm)}
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("%s is owned by another user (uid %d) than the one running pipespool (uid %d): refused, that user could change it; chown it to this user or root", path, st.Uid, os.Geteuid())}
+	}
 	// Key files are small; the limit keeps a mistaken path (a disk image)
 	// from being read into memory.
 	const maxKeyFile = 16 << 20
@@ -182,9 +195,13 @@ func (p *withParams) readFile(key, name string, secret bool) ([]byte, string, er
 	if err != nil {
 		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("cannot read %s: %v", path, err)}
 	}
-	if secret && fi.Mode().Perm()&0o044 != 0 {
+	if perm&0o020 != 0 {
 		p.warnings = append(p.warnings, fmt.Sprintf(
-			"%s (%s) can be read by other users (mode %04o); chmod 600 it", path, key, fi.Mode().Perm()))
+			"%s (%s) can be changed by the users of its group (mode %04o); chmod g-w it", path, key, perm))
+	}
+	if secret && perm&0o044 != 0 {
+		p.warnings = append(p.warnings, fmt.Sprintf(
+			"%s (%s) can be read by other users (mode %04o); chmod 600 it", path, key, perm))
 	}
 	return data, path, nil
 }
@@ -349,4 +366,48 @@ func sideError(in, out *ioSide, err error) error {
 		return fmt.Errorf("reading input: %w", in.err)
 	}
 	return err
+}
+
+// drainingWriter passes writes to w until one fails, then discards them
+// all and says they succeeded. A decoder whose consumer is gone (EPIPE:
+// the stage after it failed, maybe on the corrupt bytes it was handed)
+// still reads its input to the end and checks its integrity: a corrupt
+// stream is then the decoder's own failure, named as the root cause,
+// instead of a broken pipe. The cost is reading and decoding the rest of
+// the input, what the stream would have cost anyway; stopping the stage
+// (cancelling its context) still ends it at its next read.
+type drainingWriter struct {
+	w   io.Writer
+	err error // the first error of w; writes since were discarded
+}
+
+func (d *drainingWriter) Write(p []byte) (int, error) {
+	if d.err == nil {
+		if _, err := d.w.Write(p); err != nil {
+			d.err = err
+		}
+	}
+	return len(p), nil
+}
+
+// decoderResult is what a decoder that wrote through sink reports, given
+// err, its own verdict on the input.
+func decoderResult(in *ioSide, sink *drainingWriter, err error) error {
+	switch {
+	case in.err != nil && sink.err != nil:
+		// The output failed first, and checking the rest of the input was
+		// cut short (pipespool stopped the stage): the output's failure
+		// stands.
+		return fmt.Errorf("writing output: %w", sink.err)
+	case in.err != nil:
+		// A decoder sees a failed read as a broken stream; say what broke.
+		return fmt.Errorf("reading input: %w", in.err)
+	case err != nil:
+		// The stream's own failure, even when found after the output
+		// failed.
+		return err
+	case sink.err != nil:
+		return fmt.Errorf("writing output: %w", sink.err)
+	}
+	return nil
 }

@@ -259,22 +259,27 @@ func TestBuiltinsLeaveNoGoroutines(t *testing.T) {
 		name string
 		with map[string]any
 		in   []byte
+		own  string // the error when the input is bad: its own, found after the output failed
 	}{
-		{"zstd-decompress", nil, compressed},
-		{"zstd-decompress", nil, compressed[:len(compressed)/2]},
-		{"openpgp-decrypt", sym, encrypted},
-		{"openpgp-decrypt", sym, encrypted[:len(encrypted)/2]},
-		{"openpgp-encrypt", sym, input},
-		{"zstd-compress", nil, input},
+		{"zstd-decompress", nil, compressed, ""},
+		{"zstd-decompress", nil, compressed[:len(compressed)/2], "unexpected end of stream"},
+		{"openpgp-decrypt", sym, encrypted, ""},
+		{"openpgp-decrypt", sym, encrypted[:len(encrypted)/2], "truncated message"},
+		{"openpgp-encrypt", sym, input, ""},
+		{"zstd-compress", nil, input, ""},
 	} {
 		f := newFilter(t, tc.name, tc.with, keys)
 		runFilter(t, f, bytes.NewReader(tc.in))
 		// The output fails after the first write: the consumer is gone,
 		// and the error says so (the stage runtime reports a broken pipe
-		// as a consequence, not a cause).
+		// as a consequence, not a cause), unless the decoder, reading on,
+		// finds its input bad.
 		err := f.Run(t.Context(), bytes.NewReader(tc.in), &failingWriter{left: 1})
-		if !errors.Is(err, syscall.EPIPE) && !strings.Contains(fmt.Sprint(err), "unexpected end") {
+		switch {
+		case tc.own == "" && !errors.Is(err, syscall.EPIPE):
 			t.Errorf("%s with its output gone: %v, want an error wrapping EPIPE", tc.name, err)
+		case tc.own != "" && (errors.Is(err, syscall.EPIPE) || !strings.Contains(fmt.Sprint(err), tc.own)):
+			t.Errorf("%s with its output gone, input cut short: %v, want its own error %q", tc.name, err, tc.own)
 		}
 	}
 }

@@ -175,10 +175,16 @@ func (f *zstdDecompress) Run(ctx context.Context, r io.Reader, w io.Writer) erro
 		return fmt.Errorf("zstd: %w", err)
 	}
 	defer dec.Close()
-	// WriteTo hands out decoded blocks without another copy.
-	_, err = dec.WriteTo(out)
-	if err != nil {
-		return sideError(in, out, f.explain(err))
+	// WriteTo hands out decoded blocks without another copy. When the
+	// output fails, the rest is still decoded (and discarded) so that the
+	// frames' checksums are checked: corrupt input is then this stage's
+	// own failure, not the broken pipe of a consumer that died of it.
+	sink := &drainingWriter{w: out}
+	if _, err := dec.WriteTo(sink); err != nil || in.err != nil || sink.err != nil {
+		if err != nil {
+			err = f.explain(err)
+		}
+		return decoderResult(in, sink, err)
 	}
 	// The input's length, not the output's: a valid frame of an empty
 	// stream decodes to 0 bytes and is no error

@@ -98,7 +98,10 @@ func (b *Builtin) run(ctx context.Context) {
 		res.Err = err
 		res.ExitCode = 1
 		res.BrokenPipe = errors.Is(err, syscall.EPIPE)
-		res.StderrTail = []byte(err.Error())
+		// The error is the built-in's stderr; its tail is kept as a
+		// process's is, whatever the length of the message.
+		msg := err.Error()
+		res.StderrTail = []byte(msg[max(0, len(msg)-StderrTailSize):])
 	}
 	b.result = res
 	b.cancel()

@@ -486,18 +486,3 @@ func BenchmarkOpenPGPEncrypt(b *testing.B) {
 		}
 	}
 }
-
-func FuzzOpenPGPDecrypt(f *testing.F) {
-	keys := testKeys(f)
-	sym := map[string]any{"passphrase_file": "symmetric.pass"}
-	var msg bytes.Buffer
-	if err := newFilter(f, "openpgp-encrypt", sym, keys).Run(f.Context(), bytes.NewReader([]byte("seed data\n")), &msg); err != nil {
-		f.Fatal(err)
-	}
-	f.Add(msg.Bytes())
-	f.Add([]byte("-----BEGIN PGP MESSAGE-----\n\nwy4ECQMI\n=abcd\n-----END PGP MESSAGE-----\n"))
-	dec := newFilter(f, "openpgp-decrypt", sym, keys)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		dec.Run(t.Context(), bytes.NewReader(data), io.Discard)
-	})
-}

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/units"
 )
 
 // Describe is the resolved stage graph printed by check and --dry-run. It
@@ -55,7 +56,7 @@ func Describe(job *Job, opts Options) (string, error) {
 	if job.Timeout > 0 {
 		timeout = job.Timeout.String()
 	}
-	fmt.Fprintf(&b, "timeout: %s; pipe size: %s\n", timeout, HumanBytes(int64(job.PipeSize)))
+	fmt.Fprintf(&b, "timeout: %s; pipe size: %s\n", timeout, units.FormatSize(int64(job.PipeSize)))
 	return b.String(), nil
 }
 

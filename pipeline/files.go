@@ -1,14 +1,14 @@
 package pipeline
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pipespool/pipespool/fsutil"
 )
 
 // source is the pipeline's input.
@@ -71,19 +71,19 @@ func (s *source) close() {
 
 // sink is the pipeline's output.
 type sink struct {
-	desc  string
-	final string   // the final path of an atomic output, else ""
-	temp  string   // the temporary path written before the rename
-	file  *os.File // what the last stage or the output pump writes
-	own   bool
+	desc   string
+	atomic *fsutil.AtomicFile // an atomic output's temporary file, or nil
+	file   *os.File           // what the last stage or the output pump writes
+	own    bool
 	// direct: a file (or /dev/null, a device) the last stage writes itself.
 	direct bool
 }
 
 // openSink opens the output. A regular file (or a path that does not exist)
 // is written under a temporary name in the same directory and renamed on
-// success; an existing non-regular path is written in place; "-" is
-// pipespool's stdout; "none" discards.
+// success; an existing non-regular path is written in place; "-" (and
+// /dev/stdout) is pipespool's stdout; "none" discards. Links are followed
+// and shared directories guarded as fsutil.ResolveForWrite says.
 func openSink(path string, mode os.FileMode, modeSet bool, stdout *os.File) (*sink, error) {
 	switch path {
 	case "-":
@@ -97,90 +97,55 @@ func openSink(path string, mode os.FileMode, modeSet bool, stdout *os.File) (*si
 		}
 		return &sink{desc: "none", file: f, own: true, direct: true}, nil
 	}
-	st, err := os.Stat(path)
-	if err == nil && !st.Mode().IsRegular() {
-		if st.IsDir() {
-			return nil, &InputError{Path: path, Err: errors.New("output is a directory: name a file")}
+	t, err := fsutil.ResolveForWrite(path)
+	if err != nil {
+		return nil, &InputError{Path: path, Err: fmt.Errorf("cannot open output: %w", unwrapPath(err))}
+	}
+	if t.FD == 1 {
+		s, err := openSink("-", mode, modeSet, stdout)
+		if s != nil {
+			s.desc = path
 		}
+		return s, err
+	}
+	if t.Special() {
 		f, err := os.OpenFile(path, os.O_WRONLY, 0)
 		if err != nil {
 			return nil, &InputError{Path: path, Err: fmt.Errorf("cannot open output: %w", unwrapPath(err))}
 		}
 		return &sink{desc: path, file: f, own: true, direct: true}, nil
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	var rnd [6]byte
-	rand.Read(rnd[:])
-	temp := filepath.Join(dir, "."+base+".pipespool-"+hex.EncodeToString(rnd[:])+".tmp")
-	perm := os.FileMode(0o666)
-	if modeSet {
-		perm = mode
-	}
-	f, err := os.OpenFile(temp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	a, err := fsutil.CreateAtomic(t, fsutil.AtomicOptions{Perm: 0o666, Mode: mode, ModeSet: modeSet})
 	if err != nil {
-		return nil, &InputError{Path: path, Err: fmt.Errorf("cannot create output file in %s: %w", dir, unwrapPath(err))}
+		return nil, &InputError{Path: path, Err: fmt.Errorf("cannot create output file in %s: %w", filepath.Dir(t.Path), unwrapPath(err))}
 	}
-	if modeSet {
-		// The umask must not weaken or strengthen a mode the job asked for.
-		if err := f.Chmod(mode); err != nil {
-			f.Close()
-			os.Remove(temp)
-			return nil, &InputError{Path: path, Err: err}
-		}
-	}
-	return &sink{desc: path, final: path, temp: temp, file: f, own: true, direct: true}, nil
+	return &sink{desc: path, atomic: a, file: a.File(), own: true, direct: true}, nil
 }
 
-// commit makes an atomic output final: fsync, close, rename, fsync of the
-// directory. On error the temporary file is removed and nothing appears
+// commit makes an atomic output final (fsync, rename, fsync of the
+// directory) or closes another output it opened. On error nothing appears
 // under the final name.
 func (s *sink) commit() error {
-	if s.final == "" {
-		if s.own {
-			return s.file.Close()
+	if s.atomic != nil {
+		if err := s.atomic.Commit(); err != nil {
+			return fmt.Errorf("output %w", err)
 		}
 		return nil
 	}
-	err := s.file.Sync()
-	if cerr := s.file.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(s.temp, s.final)
-	}
-	if err != nil {
-		os.Remove(s.temp)
-		return fmt.Errorf("output %s: %w (nothing was written under that name)", s.final, err)
-	}
-	return syncDir(filepath.Dir(s.final))
-}
-
-// discard drops an atomic output's temporary file.
-func (s *sink) discard() {
 	if s.own {
-		s.file.Close()
-	}
-	if s.temp != "" {
-		os.Remove(s.temp)
-	}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
+		return s.file.Close()
 	}
 	return nil
+}
+
+// discard drops an atomic output's temporary file, or closes another
+// output it opened.
+func (s *sink) discard() {
+	if s.atomic != nil {
+		s.atomic.Discard()
+	} else if s.own {
+		s.file.Close()
+	}
 }
 
 // dupFile returns a new *os.File on a close-on-exec duplicate of f's fd: the

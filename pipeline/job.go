@@ -18,6 +18,7 @@ import (
 	"github.com/pipespool/pipespool/filter"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/units"
 )
 
 // Stall policies (on_stall).
@@ -180,7 +181,7 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 		return nil, err
 	}
 	if raw.PipeSize != nil {
-		n, err := ParseSize(raw.PipeSize)
+		n, err := units.ParseSize(raw.PipeSize)
 		if err != nil {
 			return nil, v.errf("pipe_size", "%v", err)
 		}
@@ -536,43 +537,4 @@ func offsetIn(data, sub []byte) (int, bool) {
 		return 0, false // an unescaped copy, not the input
 	}
 	return int(p - base), true
-}
-
-// ParseSize parses "64KiB", "1MiB", "2GiB", "512", "1M" (powers of 1024) or
-// an integer, as bytes.
-func ParseSize(v any) (int64, error) {
-	switch x := v.(type) {
-	case int64:
-		if x < 0 {
-			return 0, fmt.Errorf("%d: a size cannot be negative", x)
-		}
-		return x, nil
-	case string:
-		s := strings.TrimSpace(x)
-		i := 0
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-		n, err := strconv.ParseInt(s[:i], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%q is not a size: use e.g. \"64KiB\", \"1MiB\" or bytes", x)
-		}
-		mult := int64(1)
-		switch strings.TrimSpace(s[i:]) {
-		case "", "B":
-		case "K", "KB", "KiB", "k":
-			mult = 1 << 10
-		case "M", "MB", "MiB":
-			mult = 1 << 20
-		case "G", "GB", "GiB":
-			mult = 1 << 30
-		default:
-			return 0, fmt.Errorf("%q is not a size: use e.g. \"64KiB\", \"1MiB\" or bytes", x)
-		}
-		if n > (1<<62)/mult {
-			return 0, fmt.Errorf("%q is too large", x)
-		}
-		return n * mult, nil
-	}
-	return 0, fmt.Errorf("%v is not a size: use a string such as \"1MiB\" or an integer", v)
 }

@@ -128,19 +128,6 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[any]int64{"64KiB": 64 << 10, "1MiB": 1 << 20, "2GiB": 2 << 30, "512": 512, int64(4096): 4096, "1M": 1 << 20} {
-		if got, err := ParseSize(in); err != nil || got != want {
-			t.Errorf("ParseSize(%v) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []any{"", "MiB", "1TB", "-1", int64(-5), 1.5, "99999999999999999999"} {
-		if _, err := ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%v): no error", in)
-		}
-	}
-}
-
 // FuzzLoadJob: any input is a job or a *JobError, never a panic.
 func FuzzLoadJob(f *testing.F) {
 	seeds, _ := filepath.Glob("../testdata/jobs/*.toml")

@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/pipespool/pipespool/units"
 )
 
 // rateWindow is how far back the displayed rate looks: long enough to
@@ -85,7 +87,7 @@ func (v *progressView) draw(m *monitorState, now time.Time) {
 			name = name[:maxNameWidth-1] + "~"
 		}
 		fmt.Fprintf(&v.buf, "%-*s  in %10s  out %10s  %12s  %s\n", width, name,
-			HumanBytes(max(w.in, 0)), HumanBytes(max(w.out, 0)), HumanBytes(int64(max(w.rateIn.rate(), w.rateOut.rate())))+"/s", m.stateOf(i))
+			units.FormatSize(max(w.in, 0)), units.FormatSize(max(w.out, 0)), units.FormatSize(int64(max(w.rateIn.rate(), w.rateOut.rate())))+"/s", m.stateOf(i))
 	}
 	v.w.Write(v.buf.Bytes())
 	v.drawn = true

@@ -3,6 +3,8 @@ package pipeline
 import (
 	"fmt"
 	"strings"
+
+	"github.com/pipespool/pipespool/units"
 )
 
 // Summary is the failure summary printed to stderr (and mailed by cron):
@@ -27,7 +29,7 @@ func Summary(rep *Report) string {
 		if s.Name == rep.RootCause {
 			mark = "*"
 		}
-		fmt.Fprintf(&b, "%s %d %-*s  %-26s in %-10s out %-10s", mark, i+1, width, s.Name, status, HumanBytes(s.BytesIn), HumanBytes(s.BytesOut))
+		fmt.Fprintf(&b, "%s %d %-*s  %-26s in %-10s out %-10s", mark, i+1, width, s.Name, status, units.FormatSize(s.BytesIn), units.FormatSize(s.BytesOut))
 		if s.Note != "" {
 			b.WriteString(" " + s.Note)
 		}
@@ -50,18 +52,4 @@ func Summary(rep *Report) string {
 		}
 	}
 	return b.String()
-}
-
-// HumanBytes formats n as "512 B", "1.5 KiB", "3.0 GiB".
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pipespool/pipespool/fsutil"
 )
 
 // Order is the order in which queue-process runs jobs.
@@ -172,7 +174,7 @@ func (q *Queue) Process(ctx context.Context, opts ProcessOptions) (err error) {
 		}
 		return err
 	}
-	defer lock.Close()
+	defer lock.Release()
 	if opts.OrderBy == OrderTimestamp {
 		return q.processByTimestamp(ctx, opts)
 	}
@@ -312,7 +314,7 @@ func (c *committer) start(seq uint64, name string, del bool) error {
 	c.pending = make(chan error, 1)
 	c.temp = seq + 2
 	go func() {
-		err := fsyncDir(filepath.Dir(c.sf.Path))
+		err := fsutil.SyncDir(filepath.Dir(c.sf.Path))
 		if err != nil {
 			err = fmt.Errorf("job %d ran but nextseq could not be made durable (it may run again): %w", seq, err)
 		} else if del {
@@ -341,7 +343,7 @@ func (c *committer) finish() error {
 		}
 	}
 	if c.deleted {
-		if ferr := fsyncDir(c.q.JobsDir()); err == nil {
+		if ferr := fsutil.SyncDir(c.q.JobsDir()); err == nil {
 			err = ferr
 		}
 	}
@@ -394,7 +396,7 @@ func (q *Queue) deleteJob(name string, opts ProcessOptions) error {
 	if err := os.Remove(filepath.Join(q.JobsDir(), name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete processed job: %w", err)
 	}
-	return fsyncDir(q.JobsDir())
+	return fsutil.SyncDir(q.JobsDir())
 }
 
 // runJob runs one job. jobErr is the job's own failure (command failed, Fail
@@ -402,7 +404,7 @@ func (q *Queue) deleteJob(name string, opts ProcessOptions) error {
 // job (I/O error, interruption).
 func (q *Queue) runJob(ctx context.Context, job Job, opts ProcessOptions) (jobErr, err error) {
 	path := filepath.Join(q.JobsDir(), job.Name)
-	f, err := openFile(path, os.O_RDONLY, 0)
+	f, err := fsutil.Open(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("job %d: %w", job.Header.Seq, err)
 	}

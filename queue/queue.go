@@ -13,6 +13,8 @@ import (
 	"slices"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pipespool/pipespool/fsutil"
 )
 
 // Queue is a queue directory.
@@ -45,7 +47,7 @@ func Init(dir string, appendOnly bool) error {
 	if err := os.MkdirAll(filepath.Join(dir, "jobs"), 0o755); err != nil {
 		return fmt.Errorf("queue-init: %w", err)
 	}
-	if err := fsyncDir(dir); err != nil {
+	if err := fsutil.SyncDir(dir); err != nil {
 		return err
 	}
 	if appendOnly {
@@ -57,13 +59,13 @@ func Init(dir string, appendOnly bool) error {
 	if err != nil {
 		return fmt.Errorf("queue-init %s: %w", dir, err)
 	}
-	defer lock.Close()
+	defer lock.Release()
 	if _, err := os.Stat(sf.Path); errors.Is(err, fs.ErrNotExist) {
 		return sf.Write(1)
 	} else if err != nil {
 		return fmt.Errorf("queue-init: %w", err)
 	}
-	return fsyncDir(dir)
+	return fsutil.SyncDir(dir)
 }
 
 // Write stores the packet read from r as a new job: it writes
@@ -75,7 +77,7 @@ func (q *Queue) Write(r io.Reader) (string, error) {
 	uuid := NewUUID()
 	tmp := filepath.Join(q.JobsDir(), "tmp-fspl-"+uuid+".fspl.tmp")
 	name := "fspl-" + uuid + ".fspl"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o644)
+	f, err := fsutil.CreateExclusive(tmp, os.O_WRONLY, 0o644)
 	if err != nil {
 		return "", fmt.Errorf("queue-write: %w", err)
 	}
@@ -93,7 +95,7 @@ func (q *Queue) Write(r io.Reader) (string, error) {
 		os.Remove(tmp)
 		return "", fmt.Errorf("queue-write to %s: %w", q.JobsDir(), err)
 	}
-	return name, fsyncDir(q.JobsDir())
+	return name, fsutil.SyncDir(q.JobsDir())
 }
 
 // copyBufSize is the buffer for copies that the kernel cannot do by itself

@@ -159,7 +159,7 @@ func TestLockExcludes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer l.Release()
 	err = q.Process(context.Background(), ProcessOptions{Runner: &fakeRunner{}})
 	var held *LockHeldError
 	if !errors.As(err, &held) || held.ExitCode() != 75 {

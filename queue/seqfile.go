@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/pipespool/pipespool/fsutil"
 )
 
 // SeqFile is a file holding one sequence number ("4\n"), with its lock file
@@ -72,7 +74,7 @@ func (s SeqFile) Commit() error {
 		s.Discard()
 		return fmt.Errorf("write %s: %w", s.Path, err)
 	}
-	return fsyncDir(filepath.Dir(s.Path))
+	return fsutil.SyncDir(filepath.Dir(s.Path))
 }
 
 // Discard removes a number staged and not committed.

@@ -107,7 +107,7 @@ func runExec(ctx context.Context, opts *execOptions) error {
 	ctx, stop := execSignalContext(ctx)
 	defer stop()
 	if opts.Lock != "" {
-		lock, err := acquireLock(ctx, opts.Lock, opts.LockWait)
+		lock, err := fsutil.Acquire(ctx, opts.Lock, fsutil.LockOptions{Create: true, Wait: opts.LockWait})
 		if err != nil {
 			var sc *pipeline.SignalCause
 			if errors.As(err, &sc) {

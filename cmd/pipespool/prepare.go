@@ -137,7 +137,7 @@ func withSeq(seqfile string, f func(seq uint64) error) error {
 	if err != nil {
 		return fmt.Errorf("seqfile %s: %w", seqfile, err)
 	}
-	defer lock.Close()
+	defer lock.Release()
 	seq, err := sf.ReadOrInit()
 	if err != nil {
 		return err
@@ -186,7 +186,7 @@ func withSeqRead(seqfile string, f func(uint64) error) error {
 	if err != nil {
 		return fmt.Errorf("seqfile %s: %w", seqfile, err)
 	}
-	defer lock.Close()
+	defer lock.Release()
 	n, err := sf.ReadOrInit()
 	if err != nil {
 		return err
@@ -216,7 +216,7 @@ func NewCmdPrepareSetNext(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("seqfile %s: %w", opts.SeqFile, err)
 			}
-			defer lock.Close()
+			defer lock.Release()
 			return sf.Write(n)
 		},
 	}

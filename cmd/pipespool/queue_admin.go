@@ -332,6 +332,6 @@ func (o *queueDirOptions) withNextSeq(args []string, nargs int, f func(queue.Seq
 		}
 		return err
 	}
-	defer lock.Close()
+	defer lock.Release()
 	return f(sf, rest)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pipeline"
 	"github.com/pipespool/pipespool/queue"
 )
@@ -173,7 +174,7 @@ func runQueueProcess(opts *queueProcessOptions) error {
 	ctx, stop := signalContext()
 	defer stop()
 	if opts.Lock != "" {
-		lock, err := acquireLock(ctx, opts.Lock, opts.LockWait)
+		lock, err := fsutil.Acquire(ctx, opts.Lock, fsutil.LockOptions{Create: true, Wait: opts.LockWait})
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,37 @@
+package units
+
+import "testing"
+
+// The two parsers pipespool once had disagreed on "1MB", "1.5MiB" and
+// "64M"; these rows are the one rule.
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want int64
+	}{
+		{"64KiB", 64 << 10}, {"1MiB", 1 << 20}, {"2GiB", 2 << 30}, {"1TiB", 1 << 40},
+		{"512", 512}, {"512B", 512}, {" 7 MiB ", 7 << 20}, {int64(4096), 4096}, {4096, 4096},
+		{"64M", 64 << 20}, {"1M", 1 << 20}, {"4k", 4 << 10}, {"4K", 4 << 10}, {"1G", 1 << 30},
+		{"1MB", 1000000}, {"500kB", 500000}, {"10KB", 10000}, {"1GB", 1e9}, {"1TB", 1e12},
+		{"1.5MiB", 3 << 19}, {"0.5KiB", 512}, {"1.5", 1}, {"0", 0},
+	} {
+		if got, err := ParseSize(tc.in); err != nil || got != tc.want {
+			t.Errorf("ParseSize(%#v) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []any{"", "MiB", "-1", "+1", int64(-5), 1.5, "1.5.2MiB", "1XB", "NaN", "Inf", "1e400",
+		"99999999999999999999", "9999999999999TiB", "1 MiB/s", true} {
+		if n, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%#v) = %d, want an error", in, n)
+		}
+	}
+}
+
+func TestFormatSize(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB",
+		3 << 30: "3.0 GiB", 1 << 62: "4.0 EiB"} {
+		if got := FormatSize(n); got != want {
+			t.Errorf("FormatSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

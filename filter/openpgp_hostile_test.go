@@ -103,15 +103,15 @@ func TestOpenPGPDecryptRefusesCostlyS2K(t *testing.T) {
 		want []string
 	}{
 		{"argon2 128 MiB", sym, concat(skeskV4(argon2S2K(1, 4, 17)), junkData()),
-			[]string{"session-key packet 1 (SKESK)", "Argon2 with 128MiB of memory", "max_argon2_memory (64MiB)", "raise max_argon2_memory"}},
+			[]string{"session-key packet 1 (SKESK)", "Argon2 with 128.0 MiB of memory", "max_argon2_memory (64.0 MiB)", "raise max_argon2_memory"}},
 		{"argon2 2 TiB", sym, concat(skeskV4(argon2S2K(1, 4, 31)), junkData()),
-			[]string{"session-key packet 1 (SKESK)", "Argon2 with 2TiB of memory", "max_argon2_memory"}},
+			[]string{"session-key packet 1 (SKESK)", "Argon2 with 2.0 TiB of memory", "max_argon2_memory"}},
 		{"argon2 4 passes", sym, concat(skeskV4(argon2S2K(4, 4, 10)), junkData()),
 			[]string{"session-key packet 1 (SKESK)", "4 passes", "max_argon2_passes (3)"}},
 		{"iterated over a lowered max_s2k_count", with("max_s2k_count", int64(1<<20)), concat(pkesk(42), skeskV4(iteratedS2K(255)), junkData()),
 			[]string{"session-key packet 2 (SKESK)", "iterated S2K of 65011712 bytes", "max_s2k_count (1048576)"}},
 		{"argon2 2 GiB, lowered limits", with("max_argon2_memory", "1MiB", "max_argon2_passes", int64(1)), concat(skeskV4(argon2S2K(1, 4, 11)), junkData()),
-			[]string{"Argon2 with 2MiB of memory", "max_argon2_memory (1MiB)"}},
+			[]string{"Argon2 with 2.0 MiB of memory", "max_argon2_memory (1.0 MiB)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFilter(t, "openpgp-decrypt", tc.with, keys)

@@ -2,7 +2,8 @@ package filter
 
 import (
 	"fmt"
-	"strconv"
+
+	"github.com/pipespool/pipespool/units"
 )
 
 // An OpenPGP message chooses how much work its session-key packets cost:
@@ -59,7 +60,7 @@ func (p *withParams) readLimits() (pgpLimits, error) {
 		l.maxS2KCount = n
 	}
 	if v, ok := p.m["max_argon2_memory"]; ok {
-		n, err := parseSize(v)
+		n, err := units.ParseSize(v)
 		if err != nil {
 			return l, &ParamError{Key: "max_argon2_memory", Msg: err.Error()}
 		}
@@ -166,26 +167,13 @@ func (l pgpLimits) checkS2K(info skeskInfo) (msg, key string) {
 		}
 	case s2kArgon2:
 		if info.argonMemory > l.maxArgon2Memory {
-			return fmt.Sprintf("asks for Argon2 with %s of memory, more than max_argon2_memory (%s)", formatBytes(info.argonMemory), formatBytes(l.maxArgon2Memory)), "max_argon2_memory"
+			return fmt.Sprintf("asks for Argon2 with %s of memory, more than max_argon2_memory (%s)", units.FormatSize(info.argonMemory), units.FormatSize(l.maxArgon2Memory)), "max_argon2_memory"
 		}
 		if info.argonPasses > l.maxArgon2Passes {
 			return fmt.Sprintf("asks for Argon2 with %d passes, more than max_argon2_passes (%d)", info.argonPasses, l.maxArgon2Passes), "max_argon2_passes"
 		}
 	}
 	return "", ""
-}
-
-// formatBytes writes a power-of-two size the way the limits are given.
-func formatBytes(n int64) string {
-	for _, u := range []struct {
-		s string
-		m int64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n >= u.m && n%u.m == 0 {
-			return strconv.FormatInt(n/u.m, 10) + u.s
-		}
-	}
-	return strconv.FormatInt(n, 10) + " bytes"
 }
 
 // cipherName names an OpenPGP symmetric cipher (RFC 9580 9.3).

@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 )
@@ -240,73 +238,6 @@ func firstLine(data []byte) []byte {
 	}
 	line = bytes.TrimSuffix(line, []byte("\r"))
 	return append([]byte(nil), line...)
-}
-
-// parseSize reads a byte size: an integer, or a string "64KiB", "1MiB",
-// "2GiB", "1TiB" (powers of 1024), "500kB", "10MB", "1GB" (powers of 1000)
-// or a plain number of bytes.
-func parseSize(v any) (int64, error) {
-	switch n := v.(type) {
-	case int64:
-		if n < 0 {
-			return 0, fmt.Errorf("size %d is negative", n)
-		}
-		return n, nil
-	case int:
-		if n < 0 {
-			return 0, fmt.Errorf("size %d is negative", n)
-		}
-		return int64(n), nil
-	case string:
-		return parseSizeString(n)
-	}
-	return 0, fmt.Errorf("must be a size such as \"64MiB\" or an integer number of bytes, not %s", typeName(v))
-}
-
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	// Longest suffixes first, so that "KiB" is not read as "B".
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"kB", 1000}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
-	{"TB", 1000 * 1000 * 1000 * 1000},
-	{"B", 1},
-}
-
-func parseSizeString(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(t, u.suffix) {
-			mult = u.mult
-			t = strings.TrimSpace(strings.TrimSuffix(t, u.suffix))
-			break
-		}
-	}
-	if t == "" {
-		return 0, fmt.Errorf("%q is not a size such as \"64MiB\"", s)
-	}
-	// A fractional number of units ("1.5GiB") is allowed; bytes are whole.
-	if strings.ContainsAny(t, ".eE") {
-		f, err := strconv.ParseFloat(t, 64)
-		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
-			return 0, fmt.Errorf("%q is not a size such as \"64MiB\"", s)
-		}
-		b := f * float64(mult)
-		if b > math.MaxInt64/2 {
-			return 0, fmt.Errorf("%q is too large", s)
-		}
-		return int64(b), nil
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size such as \"64MiB\"", s)
-	}
-	if n > math.MaxInt64/mult {
-		return 0, fmt.Errorf("%q is too large", s)
-	}
-	return n * mult, nil
 }
 
 // newBufReader returns a reader with a buffer of copyBufSize, so that the

@@ -155,41 +155,6 @@ func wantParamError(t testing.TB, err error, key, msg string) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	for _, tc := range []struct {
-		in   any
-		want int64
-		bad  bool
-	}{
-		{"64KiB", 64 << 10, false},
-		{"1MiB", 1 << 20, false},
-		{"1GiB", 1 << 30, false},
-		{"1.5GiB", 3 << 29, false},
-		{"10MB", 10e6, false},
-		{"4096", 4096, false},
-		{"512 B", 512, false},
-		{int64(1 << 20), 1 << 20, false},
-		{"", 0, true},
-		{"MiB", 0, true},
-		{"-1MiB", 0, true},
-		{"12 parsecs", 0, true},
-		{"99999999999TiB", 0, true},
-		{true, 0, true},
-		{int64(-5), 0, true},
-	} {
-		got, err := parseSize(tc.in)
-		if tc.bad {
-			if err == nil {
-				t.Errorf("parseSize(%v) = %d, want an error", tc.in, got)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("parseSize(%v) = %d, %v; want %d", tc.in, got, err, tc.want)
-		}
-	}
-}
-
 func TestPassphraseFileFirstLine(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ content, want string }{

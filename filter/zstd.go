@@ -8,6 +8,8 @@ import (
 	"runtime"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/pipespool/pipespool/units"
 )
 
 // The zstd built-ins use github.com/klauspost/compress/zstd, which writes
@@ -141,7 +143,7 @@ func newZstdDecompress(with map[string]any, baseDir string) (Filter, error) {
 	}
 	f := &zstdDecompress{maxMemory: defaultZstdMaxMemory}
 	if v, ok := p.m["max_memory"]; ok {
-		n, err := parseSize(v)
+		n, err := units.ParseSize(v)
 		if err != nil {
 			return nil, &ParamError{Key: "max_memory", Msg: err.Error()}
 		}

@@ -117,11 +117,11 @@ func hostileMessages(t *testing.T, dir string) map[string]struct{ path, want str
 		}
 		msgs[name] = struct{ path, want string }{p, want}
 	}
-	add("argon2-2GiB", "Argon2 with 2GiB of memory, more than max_argon2_memory (64MiB)", func(w io.Writer) {
+	add("argon2-2GiB", "Argon2 with 2.0 GiB of memory, more than max_argon2_memory (64.0 MiB)", func(w io.Writer) {
 		w.Write(argon2SKESK(1, 21))
 		w.Write(junkSEIPD())
 	})
-	add("argon2-2TiB", "Argon2 with 2TiB of memory", func(w io.Writer) {
+	add("argon2-2TiB", "Argon2 with 2.0 TiB of memory", func(w io.Writer) {
 		w.Write(argon2SKESK(1, 31))
 		w.Write(junkSEIPD())
 	})

@@ -295,7 +295,7 @@ func (f *openpgpDecrypt) readKeyPacket(src io.Reader, hdr pgpHeader, h *msgHead)
 		var unsupported pgperrors.UnsupportedError
 		if errors.As(err, &unsupported) {
 			// go-crypto skips these too: another packet may do.
-			if hdr.tag == tagPKESK && len(body) >= 10 {
+			if hdr.tag == tagPKESK && len(body) >= 10 && body[0] == 3 { // v3: version, key ID
 				h.listRecipient(keyIDString(binary.BigEndian.Uint64(body[1:9])))
 			}
 			h.noteUnsupported(fmt.Sprintf("%s: %v", name, err))

@@ -18,6 +18,8 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/ProtonMail/go-crypto/openpgp/s2k"
+
+	"github.com/pipespool/pipespool/filter/seipd"
 )
 
 // The hostile messages of these tests are built from their packets: a
@@ -473,4 +475,36 @@ func TestOpenPGPRefusesFilesOthersCanChange(t *testing.T) {
 		}
 		os.Chmod(path, st.Mode().Perm())
 	}
+}
+
+// TestOpenPGPDecryptRefusesTwoLiterals: a second literal data packet after
+// the first is an error, not bytes silently dropped or appended.
+func TestOpenPGPDecryptRefusesTwoLiterals(t *testing.T) {
+	keys := testKeys(t)
+	key := randomBytes(32, 36)
+	p, _ := newWithParams(map[string]any{}, keys)
+	rcpt, err := p.readKeyFile("recipients", "plain.pub.asc", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, _ := rcpt.entities[0].EncryptionKey(time.Now())
+	var msg bytes.Buffer
+	if err := packet.SerializeEncryptedKeyAEAD(&msg, ek.PublicKey, packet.CipherAES256, false, key, pgpConfig()); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := seipd.NewWriter(&msg, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, part := range []string{"first\n", "second\n"} {
+		lit := seipd.NewPartialWriter(enc, seipd.TagLiteral, pgpChunk)
+		lit.Write(append([]byte{'b', 0, 0, 0, 0, 0}, part...))
+		lit.Close()
+	}
+	if err := enc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f := newFilter(t, "openpgp-decrypt", map[string]any{"secret_key": "plain.sec.asc"}, keys)
+	_, err = runFilter(t, f, bytes.NewReader(msg.Bytes()))
+	wantErr(t, err, "more data follows the literal data")
 }

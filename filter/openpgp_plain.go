@@ -113,8 +113,16 @@ func (f *openpgpDecrypt) copyPlaintext(plain decryptedData, out *drainingWriter)
 		if err != nil {
 			return f.malformed(plain, err)
 		}
-		if sig, ok := p.(*packet.Signature); ok {
-			f.verify(sigs, sig)
+		switch p := p.(type) {
+		case *packet.Signature:
+			f.verify(sigs, p)
+		case *packet.LiteralData, *packet.Compressed, *packet.SymmetricallyEncrypted, *packet.AEADEncrypted:
+			// One literal data packet per message (RFC 9580 10.3); gpg
+			// refuses more too ("multiple plaintexts").
+			if ierr := finishData(plain); ierr != nil {
+				return ierr
+			}
+			return errors.New("openpgp: malformed encrypted data: more data follows the literal data")
 		}
 	}
 	if err := finishData(plain); err != nil {

@@ -14,15 +14,15 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/filter"
 )
 
 // DecodeStep is one decoder: a shell command (run as $SHELL -c, like fspl)
 // or a built-in filter.
 type DecodeStep struct {
-	Shell   string       // shell command, when Builtin is ""
-	Builtin string       // name of the built-in ("zstd")
-	filter  stage.Filter // the built-in's filter
+	Shell   string        // shell command, when Builtin is ""
+	Builtin string        // name of the built-in ("zstd")
+	filter  filter.Filter // the built-in's filter
 	// verifies: the step fails a message not signed by the key it
 	// requires, which it can tell only at the message's end.
 	verifies bool
@@ -30,7 +30,7 @@ type DecodeStep struct {
 
 // OpenPGP is the filter of the built-in "openpgp" decoder and its policy.
 type OpenPGP struct {
-	Filter stage.Filter
+	Filter filter.Filter
 	// RequireSigned: Filter fails, at the end of a message, unless a
 	// required key signed it (require_signed_by). Then nothing of a
 	// packet is used before the whole of it has been verified (Verify).
@@ -81,15 +81,15 @@ func ParseDecoders(specs []string, openpgp func() (OpenPGP, error)) (*Decoder, e
 	return d, nil
 }
 
-// zstdFilter is the zstd-decompress built-in when the stage package has it,
+// zstdFilter is the zstd-decompress built-in when the filter package has it,
 // else klauspost's decoder directly.
-func zstdFilter() stage.Filter {
-	if f, ok := stage.LookupBuiltin("zstd-decompress"); ok {
+func zstdFilter() filter.Filter {
+	if f, ok := filter.Lookup("zstd-decompress"); ok {
 		if filt, err := f(map[string]any{}, "."); err == nil {
 			return filt
 		}
 	}
-	return stage.FilterFunc(func(ctx context.Context, r io.Reader, w io.Writer) error {
+	return filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error {
 		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return err
@@ -190,7 +190,7 @@ func (d *Decoder) StartStream(ctx context.Context, in *os.File) (*Stream, error)
 			s.procAt = append(s.procAt, i)
 		} else {
 			s.wg.Add(1)
-			go func(i int, r *os.File, closeR bool, w *os.File, name string, f stage.Filter) {
+			go func(i int, r *os.File, closeR bool, w *os.File, name string, f filter.Filter) {
 				defer s.wg.Done()
 				err := f.Run(ctx, r, w)
 				if cerr := w.Close(); err == nil {

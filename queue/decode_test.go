@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/filter"
 )
 
 func TestParseDecodersOpenPGPNeedsAKey(t *testing.T) {
@@ -24,7 +24,7 @@ func TestParseDecodersOpenPGPNeedsAKey(t *testing.T) {
 	calls := 0
 	d, err := ParseDecoders([]string{"openpgp", "zstd", "openpgp"}, func() (OpenPGP, error) {
 		calls++
-		return OpenPGP{Filter: stage.FilterFunc(func(ctx context.Context, r io.Reader, w io.Writer) error { _, err := io.Copy(w, r); return err })}, nil
+		return OpenPGP{Filter: filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error { _, err := io.Copy(w, r); return err })}, nil
 	})
 	if err != nil || calls != 1 || d.String() != "builtin:openpgp | builtin:zstd | builtin:openpgp" {
 		t.Fatalf("decoder %v, err %v, key loaded %d times", d, err, calls)
@@ -49,7 +49,7 @@ func TestScanNamesTheDecodersFailure(t *testing.T) {
 	var log strings.Builder
 	q := Open(dir, slog.New(slog.NewTextHandler(&log, nil)))
 	d, err := ParseDecoders([]string{"openpgp"}, func() (OpenPGP, error) {
-		return OpenPGP{Filter: stage.FilterFunc(func(ctx context.Context, r io.Reader, w io.Writer) error {
+		return OpenPGP{Filter: filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error {
 			return errors.New("openpgp: no secret key for this message")
 		})}, nil
 	})

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/filter"
 )
 
 // logTo returns a queue logger writing text to b.
@@ -323,8 +323,8 @@ func TestCheckExecSpaceCountsLikeTheKernel(t *testing.T) {
 // signingFilter stands for a decoder that requires a signature: it passes
 // its input through and fails, at the end, when the input holds
 // "UNSIGNED".
-func signingFilter() stage.Filter {
-	return stage.FilterFunc(func(ctx context.Context, r io.Reader, w io.Writer) error {
+func signingFilter() filter.Filter {
+	return filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error {
 		b, err := io.ReadAll(r)
 		if err != nil {
 			return err
@@ -420,13 +420,13 @@ func TestVerifyFirstCopiesAFileOthersCanWrite(t *testing.T) {
 // (an integrity check) behind one that failed early on its output is named
 // first, and got to finish its check.
 func TestStreamNamesTheStepThatMadeBadDataFirst(t *testing.T) {
-	checking := stage.FilterFunc(func(ctx context.Context, r io.Reader, w io.Writer) error {
+	checking := filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error {
 		if _, err := io.Copy(w, r); err != nil {
 			return err
 		}
 		return errors.New("integrity check failed")
 	})
-	early := stage.FilterFunc(func(ctx context.Context, r io.Reader, w io.Writer) error {
+	early := filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error {
 		io.ReadFull(r, make([]byte, 10))
 		return errors.New("checksum mismatch")
 	})

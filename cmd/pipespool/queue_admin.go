@@ -10,9 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pipespool/pipespool/filter"
 	"github.com/pipespool/pipespool/pipeline"
 	"github.com/pipespool/pipespool/queue"
-	"github.com/pipespool/pipespool/stage"
 )
 
 // queueDirOptions is the -q DIR every queue-* command takes.
@@ -79,7 +79,7 @@ func (o *queueDirOptions) openpgpDecoder(dir, jobFile string) (queue.OpenPGP, er
 		return queue.OpenPGP{}, usageErrorf("-d openpgp: %s has no [decoder.openpgp] table: add one with secret_key "+
 			"and passphrase_file (or passphrase_file alone for a passphrase-encrypted queue); see docs/queue.md", path)
 	}
-	if cw, ok := job.OpenPGPDecoder.(stage.ConfigWarner); ok {
+	if cw, ok := job.OpenPGPDecoder.(filter.ConfigWarner); ok {
 		for _, w := range cw.Warnings() {
 			o.g.Logger().Warn(w, "file", path, "table", "decoder.openpgp")
 		}

@@ -121,21 +121,24 @@ func (d *Decoder) String() string {
 
 // Stream is a running decoder. Out is the decoded packet; the Stream owns it.
 //
-// Every step is given the chance to finish its own check of what it
-// decodes (an OpenPGP integrity check, a signature, a checksum), which it
-// can only do at the end of its input, also when the step after it, or the
-// command, stopped reading early: Wait reads what is left of Out to its end,
-// and a built-in step that failed reads what is left of its input, before
-// their verdicts are taken. Then the step that made bad data is named, the
-// same for a shell decoder (gpg -d, which fails on a broken pipe) as for a
-// built-in, and first, before any step after it.
+// A step checks what it decodes (an OpenPGP integrity check, a signature, a
+// checksum) at the end of its input. When its reader failed, it is given
+// the chance to finish that check: Wait reads what is left of Out to its
+// end, and a built-in step that failed on its own reads what is left of its
+// input, before the verdicts are taken. Then the step that made bad data is
+// named, the same for a shell decoder (gpg -d, which fails on a broken
+// pipe) as for a built-in, and first, before any step after it. When its
+// reader succeeded without reading everything, nobody wants the rest: Stop
+// stops the steps still running, whose broken pipe or SIGKILL is then no
+// failure, and keeps the verdicts of those already done.
 type Stream struct {
 	Out *os.File
 
 	procs   []*exec.Cmd
 	procAt  []int       // the step of each of procs
 	owned   []*os.File  // closed once every step is done: a spool the first step reads
-	aborted atomic.Bool // Abort killed the shell steps: SIGKILL is not their failure
+	stopped atomic.Bool // Stop killed the shell steps and cancelled the built-ins: not their failure
+	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	mu      sync.Mutex // guards errs
 	errs    []error    // by step
@@ -155,7 +158,8 @@ func (d *Decoder) Start(ctx context.Context, in *os.File) (*Stream, error) {
 // StartStream runs the decoder on in from its current offset, without
 // seeking (stdin-*: a pipe, or a file the caller positioned).
 func (d *Decoder) StartStream(ctx context.Context, in *os.File) (*Stream, error) {
-	s := &Stream{errs: make([]error, len(d.Steps))}
+	ctx, cancel := context.WithCancel(ctx)
+	s := &Stream{errs: make([]error, len(d.Steps)), cancel: cancel}
 	cur := in
 	owned := false // whether cur is a pipe end this function created
 	for i, step := range d.Steps {
@@ -164,7 +168,7 @@ func (d *Decoder) StartStream(ctx context.Context, in *os.File) (*Stream, error)
 			if owned {
 				cur.Close()
 			}
-			s.Abort()
+			s.Stop()
 			return nil, err
 		}
 		if step.Builtin == "" {
@@ -183,7 +187,7 @@ func (d *Decoder) StartStream(ctx context.Context, in *os.File) (*Stream, error)
 			}
 			if err != nil {
 				pr.Close()
-				s.Abort()
+				s.Stop()
 				return nil, fmt.Errorf("decoder %d (%s): %w", i+1, step.Shell, err)
 			}
 			s.procs = append(s.procs, cmd)
@@ -196,7 +200,7 @@ func (d *Decoder) StartStream(ctx context.Context, in *os.File) (*Stream, error)
 				if cerr := w.Close(); err == nil {
 					err = cerr
 				}
-				if err != nil && closeR && !errors.Is(err, syscall.EPIPE) && !s.aborted.Load() && ctx.Err() == nil {
+				if err != nil && closeR && !errors.Is(err, syscall.EPIPE) && !s.stopped.Load() && ctx.Err() == nil {
 					// Failed on its own: the step before may
 					// not be done checking what it sent (it
 					// made the bad data, maybe): let it finish.
@@ -205,7 +209,7 @@ func (d *Decoder) StartStream(ctx context.Context, in *os.File) (*Stream, error)
 				if closeR {
 					r.Close()
 				}
-				if err != nil && !errors.Is(err, syscall.EPIPE) {
+				if err != nil && !errors.Is(err, syscall.EPIPE) && !(s.stopped.Load() && errors.Is(err, context.Canceled)) {
 					s.setErr(i, fmt.Errorf("decoder %q: %w", name, err))
 				}
 			}(i, cur, owned, pw, step.Builtin, step.filter)
@@ -234,7 +238,7 @@ func drain(r *os.File) {
 func (s *Stream) Wait() error {
 	s.once.Do(func() {
 		if s.Out != nil {
-			if !s.aborted.Load() {
+			if !s.stopped.Load() {
 				drain(s.Out)
 			}
 			s.Out.Close()
@@ -244,7 +248,7 @@ func (s *Stream) Wait() error {
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
 				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() &&
-					(ws.Signal() == syscall.SIGPIPE || s.aborted.Load() && ws.Signal() == syscall.SIGKILL) {
+					(ws.Signal() == syscall.SIGPIPE || s.stopped.Load() && ws.Signal() == syscall.SIGKILL) {
 					continue
 				}
 			}
@@ -253,6 +257,7 @@ func (s *Stream) Wait() error {
 			}
 		}
 		s.wg.Wait()
+		s.cancel()
 		for _, f := range s.owned {
 			f.Close()
 		}
@@ -261,18 +266,25 @@ func (s *Stream) Wait() error {
 	return s.err
 }
 
-// Abort stops the decoder: closes Out, kills the shell steps' process
-// groups, and waits for everything. It returns what Wait returns, less the
-// SIGKILL it sent: a step's own failure (a wrong key, a broken message).
-func (s *Stream) Abort() error {
-	s.aborted.Store(true)
-	if s.Out != nil {
-		s.Out.Close()
-	}
+// Stop stops the decoder: cancels the built-in steps, kills the shell
+// steps' process groups, closes Out, and waits for everything. It returns
+// what Wait returns, less what the stop caused (cancellation, SIGKILL, a
+// broken pipe): the failure of a step that
+// ended on its own (a wrong key, a broken message read to its end). The
+// kill comes first, so that a shell step (gpg, which fails on EPIPE) dies
+// of it rather than of the closed pipe.
+func (s *Stream) Stop() error {
+	s.stopped.Store(true)
+	// A built-in whose output fails reads the rest of its input to check
+	// it: cancelled, it ends at its next read instead.
+	s.cancel()
 	for _, p := range s.procs {
 		if p.Process != nil {
 			syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
 		}
+	}
+	if s.Out != nil {
+		s.Out.Close()
 	}
 	return s.Wait()
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -482,5 +483,47 @@ func TestSizeCountsTheDigitsOfEachParamNumber(t *testing.T) {
 		if sum.Size.LongestParamVar != want || full.Size != sum.Size {
 			t.Errorf("%d params: summary %+v, full %+v, want LongestParamVar %d", n, sum.Size, full.Size, want)
 		}
+	}
+}
+
+// TestScanStopsTheDecoderAfterTheHeader: a built-in decoder whose output
+// fails reads the rest of its input to check it (to be named when it made
+// bad data); after the scan has read a header, nobody wants that, and the
+// scan of a queue through -d openpgp read and decrypted every job file in
+// full. The decoder is cancelled instead.
+func TestScanStopsTheDecoderAfterTheHeader(t *testing.T) {
+	q := newTestQueue(t)
+	big := bytes.Repeat([]byte("payload!"), 8<<20) // 64 MiB
+	if _, err := q.Write(bytes.NewReader(append(Encode(&Header{Seq: 1}), big...))); err != nil {
+		t.Fatal(err)
+	}
+	var read atomic.Int64
+	checking := filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error {
+		buf := make([]byte, 64<<10)
+		var werr error
+		for {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			n, err := r.Read(buf)
+			read.Add(int64(n))
+			if werr == nil && n > 0 {
+				_, werr = w.Write(buf[:n]) // on failure, go on reading: the check
+			}
+			if err == io.EOF {
+				return werr
+			}
+			if err != nil {
+				return err
+			}
+		}
+	})
+	d := &Decoder{Steps: []DecodeStep{{Builtin: "checking", filter: checking}}}
+	jobs, err := q.Scan(context.Background(), d)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("jobs %v, err %v", jobs, err)
+	}
+	if n := read.Load(); n > 16<<20 {
+		t.Errorf("the decoder read %d bytes of a 64 MiB job file to give its header", n)
 	}
 }

@@ -286,7 +286,7 @@ func (s *scanner) readHeader(ctx context.Context, f *os.File) (*Header, error) {
 		return nil, err
 	}
 	h, err := s.hs.summary(st.Out)
-	derr := st.Abort()
+	derr := st.Stop()
 	if err != nil && derr != nil {
 		// The decoder's own failure (a wrong key, not an OpenPGP
 		// message) is the reason the header is missing.
@@ -361,7 +361,7 @@ func (p *OpenedPacket) Stream() *Stream { return p.stream }
 // Close stops the decoder and closes the files. It is idempotent.
 func (p *OpenedPacket) Close() {
 	if p.stream != nil {
-		p.stream.Abort()
+		p.stream.Stop()
 	}
 	for _, f := range p.files {
 		f.Close()
@@ -403,7 +403,7 @@ func (q *Queue) OpenPacket(ctx context.Context, dec *Decoder, job Job) (*OpenedP
 		p.Payload = p.stream.Out
 		h, err = ReadHeaderLazy(p.stream.Out)
 		if err != nil {
-			if derr := p.stream.Abort(); derr != nil {
+			if derr := p.stream.Stop(); derr != nil {
 				err = derr
 			}
 		}

@@ -50,15 +50,19 @@ type packet struct {
 	stream  *Stream
 }
 
-// decoderOf gives run the decoder stream's Wait as PayloadDone (nil stream:
-// no decoder) and returns what to call once the run is over: it waits for
-// the decoder and returns its failure, unless the runner already asked for
-// it through PayloadDone and failed the job (pipeline mode's check before
-// the output is committed), which then holds it already.
+// decoderOf gives run the decoder's verdict as PayloadDone (nil stream: no
+// decoder) and returns what to call once the run is over: it returns the
+// decoder's failure, unless the runner already asked for it through
+// PayloadDone and failed the job (pipeline mode's check before the output
+// is committed), which then holds it already.
 //
-// The wait reads the rest of the payload (see Stream): the decoder's
-// verdict covers the whole packet, also when the command read only part of
-// it. When ctx is done, the decoder is stopped instead.
+// What is wanted of the decoder depends on the command, as for the stages
+// of a pipeline: when it failed, the rest of the payload is read and
+// discarded (Stream.Wait) so that every decoder step finishes its check and
+// one that made bad data is named; when it succeeded, the steps that are
+// done give their verdict (a modified message read to its end fails) and
+// those still running are stopped (Stream.Stop): nobody wants the rest.
+// When ctx is done, the decoder is stopped and says nothing.
 func decoderOf(ctx context.Context, run *Run, stream *Stream) (left func(jobErr error) error) {
 	if stream == nil {
 		return func(error) error { return nil }
@@ -66,18 +70,20 @@ func decoderOf(ctx context.Context, run *Run, stream *Stream) (left func(jobErr 
 	var asked atomic.Bool
 	run.PayloadDone = func() error {
 		asked.Store(true)
-		return stream.Wait()
+		return stream.Stop()
 	}
 	return func(jobErr error) error {
-		if ctx.Err() != nil {
-			stream.Abort()
+		switch {
+		case ctx.Err() != nil:
+			stream.Stop()
 			return nil
-		}
-		derr := stream.Wait()
-		if asked.Load() && jobErr != nil {
+		case asked.Load() && jobErr != nil:
+			stream.Stop()
 			return nil
+		case jobErr != nil:
+			return stream.Wait()
 		}
-		return derr
+		return stream.Stop()
 	}
 }
 
@@ -181,7 +187,7 @@ func ProcessStdin(ctx context.Context, in *os.File, log *slog.Logger, opts Proce
 	}
 	payload := in
 	if stream != nil {
-		defer stream.Abort()
+		defer stream.Stop()
 		payload = stream.Out
 	}
 	opts.OutputTo = PassBoth
@@ -197,7 +203,7 @@ func ProcessStdin(ctx context.Context, in *os.File, log *slog.Logger, opts Proce
 
 // StdinHeader reads the header of the packet on in (stdin-*), through dec
 // when it is not empty: then the payload is to be read from the returned
-// Stream's Out, which the caller must Wait for (or Abort). Params and Env
+// Stream's Out, which the caller must Wait for (or Stop). Params and Env
 // are not decoded yet (Header.Decode, Header.Each). A bad packet, or a
 // decoder that fails before the header (a wrong key), is exit 2.
 //
@@ -236,7 +242,7 @@ func StdinHeader(ctx context.Context, in *os.File, dec *Decoder) (*Header, *Stre
 	}
 	h, err := ReadHeaderLazy(stream.Out)
 	if err != nil {
-		if derr := stream.Abort(); derr != nil {
+		if derr := stream.Stop(); derr != nil {
 			return nil, nil, &PacketError{Reason: "stdin: the decoder failed", Err: derr}
 		}
 		return nil, nil, fmt.Errorf("stdin (decoded with %s): %w", dec, err)

@@ -91,11 +91,11 @@ func (d *Decoder) Verify(ctx context.Context, in *os.File) error {
 		err = fmt.Errorf("decoder %q: %w", step.Builtin, err)
 	}
 	if pre != nil {
-		// Aborted when the verifying step stopped early: a step that
+		// Stopped when the verifying step stopped early: a step that
 		// failed on its own is still named, before it.
 		var perr error
 		if err != nil {
-			perr = pre.Abort()
+			perr = pre.Stop()
 		} else {
 			perr = pre.Wait()
 		}

@@ -30,7 +30,7 @@ A bad packet exits 2 with the reason.`,
 				return err
 			}
 			if stream != nil {
-				stream.Abort()
+				stream.Stop()
 			}
 			return queue.WriteJobEnv(g.streams.Out, h, nil, "")
 		},
@@ -61,7 +61,7 @@ func NewCmdStdinPayload(g *globalOptions) *cobra.Command {
 			}
 			in := g.streams.In
 			if stream != nil {
-				defer stream.Abort()
+				defer stream.Stop()
 				in = stream.Out
 			}
 			if _, err := queue.Copy(g.streams.Out, in); err != nil {

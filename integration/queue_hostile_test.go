@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -129,7 +130,9 @@ func runBounded(t *testing.T, dir string, stdin []byte, args ...string) boundedR
 	cmd := exec.Command(self, append([]string{pipespoolBin}, args...)...)
 	cmd.Env = append(os.Environ(), spawnRusage+"=1")
 	cmd.ExtraFiles = []*os.File{wpipe}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own group, killed whole on a hang; and gone with this test
+	// binary, should a timeout kill it first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Dir = dir
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
@@ -175,6 +178,9 @@ func init() {
 	report := os.NewFile(3, "rusage")
 	cmd := exec.Command(os.Args[1], os.Args[2:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// The parent-death signal follows the thread that forked.
+	runtime.LockOSThread()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	err := cmd.Run()
 	if cmd.ProcessState == nil {
 		fmt.Fprintln(os.Stderr, "spawner:", err)

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"time"
 
+	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 )
@@ -20,7 +21,7 @@ const (
 	// progressTick redraws the progress display a few times a second.
 	progressTick = 250 * time.Millisecond
 	// maxRescan is the longest interval between two scans of /proc for
-	// the members of each stage's process group (see scanGroups).
+	// the members of each stage's process group (see proc.GroupMembers).
 	maxRescan = 30 * time.Second
 )
 
@@ -86,8 +87,8 @@ func (r *running) monitor(stop <-chan struct{}) {
 type monitorState struct {
 	r        *running
 	w        []watch
-	pr       procReader
-	groups   map[int][]int // leader pid -> other members, filled by scanGroups
+	pr       proc.Reader
+	groups   map[int][]int // leader pid -> other members, filled by proc.GroupMembers
 	rescan   time.Duration // interval between two group scans
 	lastScan time.Time
 	progress *progressView // nil when there is no display
@@ -108,7 +109,7 @@ func newMonitor(r *running) *monitorState {
 		if t := r.job.Stages[i].StallTimeout; t > 0 {
 			// Scan at least twice per timeout, so a process a stage
 			// started since the last scan is seen before it could be
-			// taken for a stall (see scanGroups).
+			// taken for a stall.
 			m.rescan = min(m.rescan, max(t/2, time.Second))
 		}
 	}
@@ -201,7 +202,7 @@ func (m *monitorState) scan(now time.Time) {
 	if len(m.groups) == 0 {
 		return
 	}
-	m.pr.scanGroups(m.groups)
+	proc.GroupMembers(m.groups)
 	for i, st := range m.r.stages {
 		if pid := st.Pid(); pid > 0 {
 			if mem, ok := m.groups[pid]; ok {
@@ -239,14 +240,14 @@ func (m *monitorState) sample(i int, now time.Time) {
 	}
 	pid := st.Pid()
 	in, out := m.linkBytes(i, pid)
-	var ps procSample
+	var ps proc.Sample
 	if st.Kind() == stage.KindBuiltin {
 		in, out = st.Counters()
 	} else if pid > 0 {
-		ps = m.pr.sampleGroup(pid, w.members)
+		ps = m.pr.SampleGroup(pid, w.members)
 	}
-	if in != w.in || out != w.out || ps.cpu != w.cpu || ps.io != w.io {
-		w.in, w.out, w.cpu, w.io = in, out, ps.cpu, ps.io
+	if in != w.in || out != w.out || ps.CPU != w.cpu || ps.IO != w.io {
+		w.in, w.out, w.cpu, w.io = in, out, ps.CPU, ps.IO
 		w.lastMove = now
 		m.moved(i)
 	}
@@ -269,7 +270,7 @@ func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
 	case l.direct != nil && pid > 0:
 		// A file handed over directly: its offset, read through the
 		// child's fdinfo (Seek on our copy would race with the stage).
-		if pos := m.pr.fdPos(pid, 0); pos >= 0 {
+		if pos := m.pr.FDPos(pid, 0); pos >= 0 {
 			in = pos - l.start
 		}
 	}
@@ -280,7 +281,7 @@ func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
 			out += int64(q)
 		}
 	case l.direct != nil && pid > 0:
-		if pos := m.pr.fdPos(pid, 1); pos >= 0 {
+		if pos := m.pr.FDPos(pid, 1); pos >= 0 {
 			out = pos - l.start
 		}
 	}

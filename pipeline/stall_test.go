@@ -101,39 +101,6 @@ command = ["sleep", "30"]
 	}
 }
 
-func TestParseStatWithOddCommand(t *testing.T) {
-	line := []byte("4242 (a) b (c)) S 1 4242 4242 0 -1 4194304 100 0 0 0 17 5 3 2 20 0 1 0 100 1000 10")
-	st, ok := parseStat(line)
-	if !ok || st.state != 'S' || st.pgrp != 4242 || st.utime != 17 || st.stime != 5 || st.cutime != 3 || st.cstime != 2 {
-		t.Errorf("parseStat = %+v, %v", st, ok)
-	}
-	if c := parseStatComm(line); c != "a) b (c)" {
-		t.Errorf("comm %q", c)
-	}
-}
-
-func TestDecodeSyscallLine(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"232 0x5 0x7ffd 0x80 0xffffffff 0x0 0x0 0x7ffd 0x4011", "epoll_wait(5, ...)"},
-		{"1 0x1 0xc000100000 0x10000 0x0 0x0 0x0 0x7ffd 0x4011", "write(1, ...)"},
-		{"230 0x0 0x0 0x7ffd 0x7ffd 0x0 0x0 0x7ffd 0x4011", "clock_nanosleep(...)"},
-		{"7 0x7ffd 0x2 0xffffffff 0x0 0x0 0x0 0x7ffd 0x4011", "poll(...)"},
-		{"running", "running"},
-		{"-1 0x7ffd 0x4011", "not in a syscall"},
-	} {
-		if _, _, got := decodeSyscallLine([]byte(tc.in + "\n")); got != tc.want {
-			t.Errorf("%q: got %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-func TestParseIO(t *testing.T) {
-	b := []byte("rchar: 10\nwchar: 20\nsyscr: 3\nsyscw: 4\nread_bytes: 4096\nwrite_bytes: 0\ncancelled_write_bytes: 0\n")
-	if got := parseIO(b); got != 10+20+4096 {
-		t.Errorf("parseIO = %d", got)
-	}
-}
-
 // TestTermProgressLetsLogsThrough: a log line clears the frame, is written,
 // and the frame is drawn again below it; an empty frame clears the screen
 // part the display used.
@@ -147,20 +114,5 @@ func TestTermProgressLetsLogsThrough(t *testing.T) {
 	want := "a 1\nb 2\n" + up + up + "level=WARN msg=x\n" + "a 1\nb 2\n" + up + up
 	if out.String() != want {
 		t.Errorf("got %q\nwant %q", out.String(), want)
-	}
-}
-
-// BenchmarkSampleProcess is the /proc part of one monitor tick for one
-// external stage (stat, io, fdinfo): what stall detection costs per stage
-// per second with the default stall_timeout.
-func BenchmarkSampleProcess(b *testing.B) {
-	var pr procReader
-	pid := os.Getpid()
-	for b.Loop() {
-		s := pr.sampleGroup(pid, nil)
-		if !s.alive {
-			b.Fatal("not alive")
-		}
-		pr.fdPos(pid, 0)
 	}
 }

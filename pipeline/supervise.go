@@ -1,0 +1,336 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pipespool/pipespool/pump"
+	"github.com/pipespool/pipespool/stage"
+)
+
+// run starts everything, supervises, and returns when every stage is over
+// and every pump has finished.
+func (r *running) run(ctx context.Context) {
+	e, err := r.wire()
+	if err != nil {
+		// No stage was started: each reports "not-started".
+		r.decide(-1, ResultFailed, fmt.Sprintf("setting up pipes: %v", err))
+		return
+	}
+	// Pumps first: they only move bytes once stages produce them.
+	for _, l := range r.links {
+		if l.pump != nil {
+			r.pumpsWG.Add(1)
+			go func(p *pump.Pump) {
+				defer r.pumpsWG.Done()
+				p.Run()
+			}(l.pump)
+		}
+	}
+	events := make(chan int, len(r.stages))
+	var stagesWG sync.WaitGroup
+	for i, st := range r.stages {
+		if err := st.Start(e.stdin[i], e.stdout[i]); err != nil {
+			r.log.Debug("stage did not start", "stage", st.Name(), "err", err)
+		}
+		r.outcomes[i].started = true
+		stagesWG.Add(1)
+		go func(i int) {
+			defer stagesWG.Done()
+			r.watchStage(i)
+			events <- i
+		}(i)
+	}
+
+	// The monitor watches progress (stall detection, progress display)
+	// until every stage is over.
+	stopMonitor := make(chan struct{})
+	monitorDone := make(chan struct{})
+	go func() {
+		defer close(monitorDone)
+		r.monitor(stopMonitor)
+	}()
+	defer func() {
+		close(stopMonitor)
+		<-monitorDone
+	}()
+
+	var timeout <-chan time.Time
+	if r.job.Timeout > 0 {
+		t := time.NewTimer(r.job.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	ctxDone := ctx.Done()
+	// An own failure waits until every stage upstream of it is judged (at
+	// most pendingWait), and the most upstream own failure is the root
+	// cause. A stage that exits 7 half-way makes the zstd or gpg after it
+	// fail on a truncated stream, and whichever watchStage finished first
+	// used to be blamed, most often the decoder
+	// (TestRegressionTruncatingStageIsRootCauseNotItsDecoder). And a
+	// decoder can fail on corrupt data before the stage that produced it
+	// says why: zstd found its checksum wrong while openpgp-decrypt, still
+	// running, was about to report the modified message (the MDC is checked
+	// at the end), and zstd was blamed in about 1 run in 20. Upstream
+	// stages are not stopped meanwhile: with their consumer gone they end
+	// at their next write, as a consequence, or fail on their own first.
+	judged := make([]bool, len(r.stages))
+	var pending []int
+	var pendingTimer <-chan time.Time
+	for left := len(r.stages); left > 0; {
+		select {
+		case i := <-events:
+			left--
+			judged[i] = true
+			if r.judge(i, judged) {
+				pending = append(pending, i)
+				if pendingTimer == nil {
+					pendingTimer = time.After(pendingWait)
+				}
+			}
+			pending = r.flushPending(pending, judged, false)
+		case <-pendingTimer:
+			pending = r.flushPending(pending, judged, true)
+		case <-timeout:
+			timeout = nil
+			r.decide(-1, ResultTimeout, fmt.Sprintf("timed out after %s (timeout in %s)", r.job.Timeout, r.job.File))
+		case <-ctxDone:
+			ctxDone = nil
+			var sc *SignalCause
+			if errors.As(context.Cause(ctx), &sc) {
+				r.stopRun(stopCause{Stage: -1, Result: ResultInterrupted, Msg: "interrupted by " + sc.Signal.String(), Signal: sc.Signal})
+			} else {
+				r.decide(-1, ResultFailed, fmt.Sprintf("cancelled: %v", context.Cause(ctx)))
+			}
+		}
+	}
+	r.flushPending(pending, judged, true)
+	stagesWG.Wait()
+	// Every stage is over. Pumps still running feed nobody or read from an
+	// input that will never end (an idle stdin): stop them.
+	for _, l := range r.links {
+		if l.pump != nil {
+			if r.isFailed() {
+				l.pump.Stop()
+			}
+		}
+	}
+	r.pumpsWG.Wait()
+}
+
+// isOver reports whether stage i has ended (false past the last stage).
+func (r *running) isOver(i int) bool {
+	if i >= len(r.stages) {
+		return false
+	}
+	select {
+	case <-r.stages[i].Done():
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *running) isFailed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stop != nil
+}
+
+// watchStage follows stage i to its end: the main process exits, its output
+// link finishes, what is left of its process group is stopped, and its
+// input link is settled. Then it records the outcome.
+func (r *running) watchStage(i int) {
+	st := r.stages[i]
+	o := r.outcomes[i]
+	<-st.Done()
+	first := st.Wait()
+	// The output link: when the stage succeeded, wait for it to drain (a
+	// process the stage left behind may still be writing, as in a shell
+	// pipeline); when it failed, give it a moment to say whether the
+	// consumer had gone, which makes the failure a consequence.
+	if out := r.links[i+1].pump; out != nil {
+		// The last link delivers to the job's output, which nobody stops
+		// downstream: once the run has failed (or this stage, which fails
+		// it), what is left of it is discarded, and a destination that
+		// stopped taking bytes (a full socket, a terminal on XOFF) must
+		// not hold pipespool past its timeout or a SIGTERM.
+		last := i+1 == len(r.stages)
+		var failedC <-chan struct{}
+		if last {
+			failedC = r.failedC
+		}
+		if first.Failed() {
+			select {
+			case <-out.Done():
+			case <-time.After(time.Second):
+			}
+		} else {
+			select {
+			case <-out.Done():
+			case <-failedC:
+			}
+		}
+		if last && (first.Failed() || r.isFailed()) {
+			out.Stop()
+		}
+		select {
+		case <-out.Done():
+			// A pump stopped because its consumer was over (see "the
+			// input link" below) closed this stage's stdout reader just
+			// as an EPIPE would have: a shell stage then exits 141 (its
+			// last command's SIGPIPE) rather than dying of the signal,
+			// and was blamed as the root cause
+			// (TestRegressionShellStageExit141AfterConsumerEnded). Only
+			// when bytes were refused or the status says SIGPIPE: a
+			// stage idle at the stop that then fails with nothing to
+			// write failed on its own
+			// (TestRegressionProducerFailingAfterConsumerClosedIsRootCause).
+			pr := out.Result()
+			o.outputCut = pr.ConsumerGone || errors.Is(pr.Err, pump.ErrStopped) && r.isOver(i+1)
+			o.consumerGone = pr.ConsumerGone || o.outputCut &&
+				(pr.Undelivered > 0 || first.ExitCode == 128+int(syscall.SIGPIPE))
+		default:
+		}
+	}
+	if p, ok := st.(*stage.Process); ok {
+		o.leftovers = p.Cleanup(r.grace)
+	}
+	res := st.Wait()
+	o.res = res
+	// The input link: nobody reads it any more. A pump still running (its
+	// producer idle, or still writing) has undelivered input: stop it,
+	// which also makes the producer get EPIPE at its next write.
+	in := r.links[i]
+	switch {
+	case in.pump != nil:
+		in.pump.Stop()
+		pr := in.pump.Result()
+		// Bytes the stage never read: what the pump could not deliver
+		// (ConsumerGone, or stopped here with input still queued) plus
+		// what it delivered but the stage left in its pipe (the witness).
+		left := pr.Undelivered
+		w := in.pump.Leftover()
+		in.pump.Release()
+		if w > 0 {
+			left += int64(w)
+		}
+		o.unread = left
+		o.partial = left > 0
+		o.inputEOF = pr.EOF
+		o.bytesIn = pr.Bytes - pr.Unread - int64(max(w, 0))
+	case in.direct != nil:
+		if off, err := in.direct.Seek(0, io.SeekCurrent); err == nil {
+			o.bytesIn = off - in.start
+			if fi, err := in.direct.Stat(); err == nil && off < fi.Size() {
+				o.partial = true
+				o.unread = fi.Size() - off
+			}
+		}
+	}
+	if out := r.links[i+1]; out.pump != nil {
+		// What the stage wrote: what the pump delivered, plus what it
+		// left in its source pipe and buffer (Undelivered includes the
+		// destination's queue, which Bytes already counts).
+		pr := out.pump.Result()
+		o.bytesOut = pr.Bytes + pr.Undelivered - pr.Unread
+	} else if out.direct != nil {
+		if off, err := out.direct.Seek(0, io.SeekCurrent); err == nil {
+			o.bytesOut = off - out.start
+		}
+	}
+	if st.Kind() == stage.KindBuiltin {
+		// A built-in counts its own bytes, whatever its links are.
+		o.bytesIn, o.bytesOut = st.Counters()
+	}
+}
+
+// pendingWait bounds how long an own failure waits for the judgement of the
+// stages upstream of it (see run): one that ended is about to be judged, one
+// still running ends at its next write into the failed stage; one that does
+// neither (it waits for its own input) is stopped when the wait is over.
+const pendingWait = 2 * time.Second
+
+// flushPending decides the pending own failures whose upstream stages have
+// been judged (all of them when force): each stops the run, unless
+// something stopped it already. It returns those still pending.
+func (r *running) flushPending(pending []int, judged []bool, force bool) []int {
+	slices.Sort(pending)
+	var keep []int
+	for _, i := range pending {
+		if !force && upstreamUnjudged(i, judged) {
+			keep = append(keep, i)
+			continue
+		}
+		r.stopOwn(i)
+	}
+	return keep
+}
+
+// upstreamUnjudged reports whether a stage upstream of i has not been
+// judged yet: it is still running, or its end is still being looked at.
+func upstreamUnjudged(i int, judged []bool) bool {
+	for j := range i {
+		if !judged[j] {
+			return true
+		}
+	}
+	return false
+}
+
+// judge classifies stage i once it is over, and stops the run at the first
+// failure of a stage's own. It returns true, deciding nothing, for an own
+// failure that must wait for the judgement of an upstream stage (see run).
+func (r *running) judge(i int, judged []bool) bool {
+	f := r.stageFacts(i)
+	if !f.ownFailure() {
+		return false
+	}
+	if upstreamUnjudged(i, judged) {
+		return true
+	}
+	r.stopOwn(i)
+	return false
+}
+
+// stopOwn stops the run for the own failure of stage i (unless something
+// stopped it first); decideRun names the root cause once every stage is
+// over.
+func (r *running) stopOwn(i int) { r.stopRun(stopCause{Own: true, Stage: i}) }
+
+// decide stops the run for a reason of the run's (a timeout, a signal, a
+// stalled stage killed: root is that stage, else -1), unless something
+// stopped it first.
+func (r *running) decide(root int, result, msg string) {
+	r.stopRun(stopCause{Stage: root, Result: result, Msg: msg})
+}
+
+// stopRun records the first reason the run failed and stops every stage
+// that is still running but the one the reason names. Later calls keep the
+// first reason.
+func (r *running) stopRun(c stopCause) {
+	r.mu.Lock()
+	if r.stop != nil {
+		r.mu.Unlock()
+		return
+	}
+	r.stop = &c
+	r.mu.Unlock()
+	close(r.failedC)
+	for i, st := range r.stages {
+		if i == c.Stage {
+			continue
+		}
+		select {
+		case <-st.Done():
+		default:
+			st.Stop(r.grace)
+		}
+	}
+}

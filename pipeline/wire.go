@@ -1,0 +1,233 @@
+package pipeline
+
+import (
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pipespool/pipespool/pump"
+	"github.com/pipespool/pipespool/stage"
+)
+
+// link is the connection into stage k (k = len(stages) for the output): a
+// pump, or a file handed over directly.
+type link struct {
+	pump   *pump.Pump // nil when direct
+	direct *os.File   // our copy of a directly handed file, for its offset
+	start  int64      // its offset when handed over
+}
+
+// ends are the files handed to the stages, prepared by wire.
+type ends struct{ stdin, stdout []*os.File }
+
+// ownedFD is a descriptor pipespool created and must close exactly once:
+// either Close (idempotent) closes it, or Release hands it to a new owner
+// (a pump, an *os.File for a stage), after which Close does nothing.
+type ownedFD struct{ fd int } // -1 once closed or released
+
+func newOwnedFD(fd int) *ownedFD { return &ownedFD{fd: fd} }
+
+// Close closes the descriptor unless it was closed or released already.
+func (o *ownedFD) Close() error {
+	if o.fd < 0 {
+		return nil
+	}
+	fd := o.fd
+	o.fd = -1
+	return unix.Close(fd)
+}
+
+// Release gives up ownership and returns the descriptor.
+func (o *ownedFD) Release() int {
+	fd := o.fd
+	o.fd = -1
+	return fd
+}
+
+// File hands the descriptor to a new *os.File named name.
+func (o *ownedFD) File(name string) *os.File { return os.NewFile(uintptr(o.Release()), name) }
+
+// closers is what wire has created and not yet handed over, closed in one
+// place when wiring fails (as os/exec closes its child's files).
+type closers []io.Closer
+
+func (c *closers) add(x io.Closer) { *c = append(*c, x) }
+
+func (c closers) closeAll() {
+	for i := len(c) - 1; i >= 0; i-- {
+		c[i].Close()
+	}
+}
+
+// pumpCloser closes a pump that never ran: stopped first, Run returns at
+// once and closes the ends it owns.
+type pumpCloser struct{ p *pump.Pump }
+
+func (c pumpCloser) Close() error {
+	c.p.Stop()
+	c.p.Run()
+	return nil
+}
+
+// newPipe creates a pipe of the job's size, both ends owned by open.
+func (r *running) newPipe(open *closers) (rd, wr *ownedFD, err error) {
+	p, _, err := pump.NewPipe(r.job.PipeSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	rd, wr = newOwnedFD(p.R), newOwnedFD(p.W)
+	open.add(rd)
+	open.add(wr)
+	return rd, wr, nil
+}
+
+// childEnd hands the end of a pipe that stage i will use to an *os.File
+// (which open then owns): blocking for a process (programs expect it),
+// non-blocking for a built-in (Go's poller then parks its goroutine, and
+// Stop can interrupt it).
+func (r *running) childEnd(fd *ownedFD, i int, name string, open *closers) (*os.File, error) {
+	if r.stages[i].Kind() == stage.KindBuiltin {
+		if err := pump.SetNonblock(fd.fd); err != nil {
+			return nil, err
+		}
+	}
+	f := fd.File(name)
+	open.add(f)
+	return f, nil
+}
+
+// wire creates the links: for each boundary k a direct file or a pump with
+// its pipes. It returns what each stage gets as stdin and stdout. On error
+// everything it created is closed.
+func (r *running) wire() (e ends, err error) {
+	var open closers
+	defer func() {
+		if err != nil {
+			open.closeAll()
+			e = ends{}
+		}
+	}()
+	n := len(r.stages)
+	e = ends{stdin: make([]*os.File, n), stdout: make([]*os.File, n)}
+	for k := 0; k <= n; k++ {
+		if k > 0 && k < n && r.stages[k-1].Kind() == stage.KindBuiltin && r.stages[k].Kind() == stage.KindBuiltin {
+			// Two built-ins count their own bytes and never leak a pipe
+			// end to a child: one pipe joins them, no pump. That saves a
+			// splice per chunk and a pipe's worth of page moves where
+			// both sides already burn CPU (decrypt then decompress).
+			rd, wr, err := r.newPipe(&open)
+			if err != nil {
+				return e, err
+			}
+			if e.stdout[k-1], err = r.childEnd(wr, k-1, r.stages[k-1].Name()+" stdout", &open); err != nil {
+				return e, err
+			}
+			if e.stdin[k], err = r.childEnd(rd, k, r.stages[k].Name()+" stdin", &open); err != nil {
+				return e, err
+			}
+			continue
+		}
+		srcEnd, direct, err := r.producerSide(k, &e, &open)
+		if err != nil || direct {
+			if err != nil {
+				return e, err
+			}
+			continue
+		}
+		dstEnd, err := r.consumerSide(k, &e, &open)
+		if err != nil {
+			return e, err
+		}
+		var popts []pump.Option
+		if k < n {
+			popts = append(popts, pump.KeepWitness())
+		}
+		pm, err := pump.New(srcEnd.pumpEnd(), dstEnd.pumpEnd(), popts...)
+		if err != nil {
+			return e, err
+		}
+		// The pump owns its ends from now on.
+		srcEnd.release()
+		dstEnd.release()
+		open.add(pumpCloser{pm})
+		r.links[k] = link{pump: pm}
+	}
+	return e, nil
+}
+
+// linkEnd is one side of a pump being wired: an fd we own (a pipe end), or
+// one we only borrow (pipespool's stdin or stdout, the input or output).
+type linkEnd struct {
+	owned *ownedFD // nil when borrowed
+	fd    int
+	name  string
+}
+
+func (l linkEnd) pumpEnd() pump.End { return pump.End{FD: l.fd, Own: l.owned != nil, Name: l.name} }
+
+func (l linkEnd) release() {
+	if l.owned != nil {
+		l.owned.Release()
+	}
+}
+
+// producerSide prepares what feeds boundary k: the input, or stage k-1's
+// stdout. direct reports that the boundary needs no pump (a regular file
+// handed over as it is).
+func (r *running) producerSide(k int, e *ends, open *closers) (src linkEnd, direct bool, err error) {
+	n := len(r.stages)
+	switch {
+	case k == 0 && r.src.regular:
+		f, err := dupFile(r.src.file)
+		if err != nil {
+			return src, false, err
+		}
+		open.add(f)
+		e.stdin[0] = f
+		r.links[0] = link{direct: r.src.file, start: r.src.start}
+		return src, true, nil
+	case k == 0:
+		return linkEnd{fd: rawFD(r.src.file), name: "input " + r.src.desc}, false, nil
+	case k == n && r.dst.direct:
+		f, err := dupFile(r.dst.file)
+		if err != nil {
+			return src, false, err
+		}
+		open.add(f)
+		e.stdout[n-1] = f
+		off, _ := r.dst.file.Seek(0, io.SeekCurrent)
+		r.links[n] = link{direct: r.dst.file, start: off}
+		return src, true, nil
+	}
+	rd, wr, err := r.newPipe(open)
+	if err != nil {
+		return src, false, err
+	}
+	if err := pump.SetNonblock(rd.fd); err != nil {
+		return src, false, err
+	}
+	if e.stdout[k-1], err = r.childEnd(wr, k-1, r.stages[k-1].Name()+" stdout", open); err != nil {
+		return src, false, err
+	}
+	return linkEnd{owned: rd, fd: rd.fd, name: "output of stage " + r.stages[k-1].Name()}, false, nil
+}
+
+// consumerSide prepares what boundary k delivers to: the output, or stage
+// k's stdin.
+func (r *running) consumerSide(k int, e *ends, open *closers) (linkEnd, error) {
+	if k == len(r.stages) {
+		return linkEnd{fd: rawFD(r.dst.file), name: "output " + r.dst.desc}, nil
+	}
+	rd, wr, err := r.newPipe(open)
+	if err != nil {
+		return linkEnd{}, err
+	}
+	if err := pump.SetNonblock(wr.fd); err != nil {
+		return linkEnd{}, err
+	}
+	if e.stdin[k], err = r.childEnd(rd, k, r.stages[k].Name()+" stdin", open); err != nil {
+		return linkEnd{}, err
+	}
+	return linkEnd{owned: wr, fd: wr.fd, name: "input of stage " + r.stages[k].Name()}, nil
+}

@@ -226,7 +226,7 @@ func (m *monitorState) diagnose(i int, idle time.Duration) string {
 		outQ = p.SrcQueued()
 	}
 	fmt.Fprintf(&b, "; input %s, output %s", queuedText(inQ, r.links[i]), queuedText(outQ, r.links[i+1]))
-	b.WriteString(verdict(at, inQ, outQ))
+	b.WriteString(stallVerdict(at, inQ, outQ))
 	if waiting := m.waitingFor(i); len(waiting) > 0 {
 		fmt.Fprintf(&b, "; waiting on it: %s", strings.Join(waiting, ", "))
 	}
@@ -343,9 +343,9 @@ func (m *monitorState) blockedPoint(pid int, members []int) point {
 // Stopped reports whether the thread is stopped by a signal or a tracer.
 func (b point) Stopped() bool { return b.State == 'T' || b.State == 't' }
 
-// verdict is the end of a diagnosis: why the stage does not move, when
+// stallVerdict is the end of a diagnosis: why the stage does not move, when
 // that can be told from where it is and what is queued around it.
-func verdict(at point, inQ, outQ int) string {
+func stallVerdict(at point, inQ, outQ int) string {
 	switch {
 	case at.State == 'T':
 		// Where a stopped process sits says nothing about a wake-up:

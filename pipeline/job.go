@@ -99,7 +99,7 @@ type rawStage struct {
 	Name             *string           `toml:"name"`
 	Builtin          *string           `toml:"builtin"`
 	With             map[string]any    `toml:"with"`
-	Command          []string          `toml:"command"`
+	Command          any               `toml:"command"` // an array of strings; checked by validator.stage
 	Shell            *string           `toml:"shell"`
 	Env              map[string]string `toml:"env"`
 	Dir              *string           `toml:"dir"`
@@ -285,6 +285,44 @@ func (v *validator) errf(key, format string, args ...any) *JobError {
 	return &JobError{File: v.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
 }
 
+// command checks a stage's command: an array of strings, the program
+// first. A string is the usual mistake (command = "zstd -d"): the error
+// says what to write instead.
+func (v *validator) command(key string, raw any) ([]string, error) {
+	switch c := raw.(type) {
+	case string:
+		fields := strings.Fields(c)
+		if len(fields) == 0 {
+			fields = []string{"zstd", "-d"}
+		}
+		return nil, v.errf(key, "is a string; it must be an array: the program and its arguments, one string each, as in command = %s (or write shell = %q to have /bin/sh run it)",
+			tomlArray(fields), c)
+	case []any:
+		argv := make([]string, len(c))
+		for j, a := range c {
+			s, ok := a.(string)
+			if !ok {
+				return nil, v.errf(key, "element %d is %v, not a string: quote it, as in command = [\"head\", \"-c\", \"100\"]", j+1, a)
+			}
+			argv[j] = s
+		}
+		if len(argv) == 0 || argv[0] == "" {
+			return nil, v.errf(key, "is empty: give the program and its arguments, e.g. [\"zstd\", \"-d\"]")
+		}
+		return argv, nil
+	}
+	return nil, v.errf(key, "must be an array of strings: the program and its arguments, e.g. [\"zstd\", \"-d\"]")
+}
+
+// tomlArray writes a TOML array of strings.
+func tomlArray(items []string) string {
+	q := make([]string, len(items))
+	for i, it := range items {
+		q[i] = strconv.Quote(it)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
 func (v *validator) duration(key string, s *string, def time.Duration) (time.Duration, error) {
 	if s == nil {
 		return def, nil
@@ -358,11 +396,12 @@ func (v *validator) stage(i int, rs rawStage, job *Job) (StageSpec, error) {
 		}
 		s.Filter = f
 	case rs.Command != nil:
-		if len(rs.Command) == 0 || rs.Command[0] == "" {
-			return s, v.errf(stageKey(i, "command"), "is empty: give the program and its arguments, e.g. [\"zstd\", \"-d\"]")
+		argv, err := v.command(stageKey(i, "command"), rs.Command)
+		if err != nil {
+			return s, err
 		}
-		s.Command = rs.Command
-		s.Name = filepath.Base(rs.Command[0])
+		s.Command = argv
+		s.Name = filepath.Base(argv[0])
 	default:
 		if strings.TrimSpace(*rs.Shell) == "" {
 			return s, v.errf(stageKey(i, "shell"), "is empty")

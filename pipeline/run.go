@@ -8,18 +8,11 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/stage"
 )
-
-// SignalCause is the cancellation cause a caller gives Run's context when a
-// signal (SIGINT, SIGTERM) should stop the run: Run then stops every stage
-// and returns an *InterruptedError.
-type SignalCause struct{ Signal syscall.Signal }
-
-func (c *SignalCause) Error() string { return "received " + c.Signal.String() }
 
 // running is the state of one run.
 type running struct {
@@ -63,7 +56,7 @@ type outcome struct {
 }
 
 // Run runs job and returns its report. The error is nil on success, or a
-// *RunError, *InterruptedError, *InputError or *JobError. Every stage is
+// *RunError, *proc.InterruptedError, *InputError or *JobError. Every stage is
 // stopped and reaped before Run returns, whatever the path.
 func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 	r := &running{job: job, opts: opts, log: opts.Logger, grace: opts.Grace, failedC: make(chan struct{})}
@@ -231,7 +224,7 @@ func (r *running) finish(start time.Time) (*Report, error) {
 	case ResultSuccess:
 		return rep, nil
 	case ResultInterrupted:
-		return rep, &InterruptedError{Signal: v.Signal, Report: rep}
+		return rep, &proc.InterruptedError{Signal: v.Signal}
 	}
 	return rep, &RunError{Msg: v.Msg, Report: rep}
 }

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 )
@@ -102,9 +103,9 @@ func (r *running) run(ctx context.Context) {
 			r.decide(-1, ResultTimeout, fmt.Sprintf("timed out after %s (timeout in %s)", r.job.Timeout, r.job.File))
 		case <-ctxDone:
 			ctxDone = nil
-			var sc *SignalCause
-			if errors.As(context.Cause(ctx), &sc) {
-				r.stopRun(stopCause{Stage: -1, Result: ResultInterrupted, Msg: "interrupted by " + sc.Signal.String(), Signal: sc.Signal})
+			var ie *proc.InterruptedError
+			if errors.As(context.Cause(ctx), &ie) {
+				r.stopRun(stopCause{Stage: -1, Result: ResultInterrupted, Msg: ie.Error(), Signal: ie.Signal})
 			} else {
 				r.decide(-1, ResultFailed, fmt.Sprintf("cancelled: %v", context.Cause(ctx)))
 			}

@@ -170,7 +170,7 @@ skipped with a warning.`,
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext()
+			ctx, stop := signalContext(nil, g.streams.ErrOut)
 			defer stop()
 			jobs, err := queue.Open(dir, g.Logger()).Scan(ctx, dec)
 			if err != nil {
@@ -242,7 +242,7 @@ func (o *queueDirOptions) findJob(args []string) (*queue.Queue, queue.Job, *queu
 		return nil, queue.Job{}, nil, err
 	}
 	q := queue.Open(dir, o.g.Logger())
-	ctx, stop := signalContext()
+	ctx, stop := signalContext(nil, o.g.streams.ErrOut)
 	defer stop()
 	job, err := q.FindJob(ctx, dec, seq)
 	return q, job, dec, err
@@ -261,7 +261,7 @@ func NewCmdQueuePayload(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext()
+			ctx, stop := signalContext(nil, g.streams.ErrOut)
 			defer stop()
 			return q.CopyPayload(ctx, dec, job, g.streams.Out)
 		},

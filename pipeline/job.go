@@ -44,6 +44,10 @@ type Job struct {
 	OutputMode    os.FileMode
 	OutputModeSet bool
 	Stages        []StageSpec
+	// MayOutlive names the programs the stages may leave running after
+	// the run (a gpg-agent): every other process a stage left behind is
+	// stopped at the end of the run.
+	MayOutlive []string
 	// OpenPGPDecoder is the openpgp-decrypt filter made from the job's
 	// [decoder.openpgp] table: what `-d openpgp` of the queue commands
 	// decrypts job files with. nil when the table is absent.
@@ -77,6 +81,7 @@ type rawJob struct {
 	Input        *rawInput   `toml:"input"`
 	Output       *rawOutput  `toml:"output"`
 	Stage        []rawStage  `toml:"stage"`
+	MayOutlive   any         `toml:"may_outlive"`
 	Decoder      *rawDecoder `toml:"decoder"`
 }
 
@@ -229,6 +234,9 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 		}
 		job.OpenPGPDecoder = f
 	}
+	if job.MayOutlive, err = v.programNames("may_outlive", raw.MayOutlive); err != nil {
+		return nil, err
+	}
 	if len(raw.Stage) == 0 && needStages {
 		return nil, &JobError{File: path, Key: "stage", Msg: "no stages: add at least one [[stage]] with command, shell or builtin"}
 	}
@@ -312,6 +320,30 @@ func (v *validator) command(key string, raw any) ([]string, error) {
 		return argv, nil
 	}
 	return nil, v.errf(key, "must be an array of strings: the program and its arguments, e.g. [\"zstd\", \"-d\"]")
+}
+
+// programNames checks a list of program names such as may_outlive's: names
+// as ps shows them, not paths.
+func (v *validator) programNames(key string, raw any) ([]string, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return nil, v.errf(key, "must be an array of program names, as in %s = [\"gpg-agent\"]", key)
+	}
+	names := make([]string, len(list))
+	for j, a := range list {
+		s, ok := a.(string)
+		switch {
+		case !ok:
+			return nil, v.errf(key, "element %d is %v, not a string: quote it, as in %s = [\"gpg-agent\"]", j+1, a, key)
+		case s == "" || strings.ContainsAny(s, "/\x00"):
+			return nil, v.errf(key, "element %d (%q) is not a program name: give the name as ps shows it, without a directory, as in %s = [\"gpg-agent\"]", j+1, s, key)
+		}
+		names[j] = s
+	}
+	return names, nil
 }
 
 // tomlArray writes a TOML array of strings.

@@ -42,6 +42,12 @@ type watch struct {
 	idleLog  bool      // "waiting on input/output" was logged for this idle spell
 	witness  int       // our read handle on its stdin pipe, or -1 (see stdinQueued)
 
+	// A stage whose main process has exited while its output link has
+	// not ended: something it left behind holds its stdout.
+	exited     bool
+	exitStatus string      // how the main process ended, "exit 0"
+	holders    []proc.Stat // who holds its stdout, from the last scan
+
 	// Display.
 	done      bool
 	failed    bool
@@ -147,7 +153,6 @@ func (m *monitorState) tick(now time.Time) {
 	for i := range m.w {
 		m.sample(i, now)
 	}
-	failed := r.isFailed()
 	for i := range m.w {
 		w := &m.w[i]
 		if w.done {
@@ -155,7 +160,9 @@ func (m *monitorState) tick(now time.Time) {
 		}
 		w.waitingOn = m.waitingOn(i)
 		timeout := r.job.Stages[i].StallTimeout
-		if failed || timeout <= 0 || w.killed {
+		// Asked for each stage: a stall handled earlier in this loop
+		// may have failed the run.
+		if r.isFailed() || timeout <= 0 || w.killed {
 			// Once the run has failed every stage is being stopped:
 			// what looks like a stall is the teardown.
 			continue
@@ -179,6 +186,10 @@ func (m *monitorState) tick(now time.Time) {
 			if idle = now.Sub(w.lastMove); idle < timeout {
 				continue
 			}
+		}
+		if w.exited {
+			m.stalledExited(i, now, idle)
+			continue
 		}
 		m.stalled(i, now, idle)
 	}
@@ -215,6 +226,11 @@ func (m *monitorState) scan(now time.Time) {
 			}
 		}
 	}
+	for i := range m.w {
+		if m.w[i].exited && !m.w[i].done {
+			m.findHolders(i)
+		}
+	}
 }
 
 // sample reads the counters of stage i and notes progress.
@@ -227,6 +243,16 @@ func (m *monitorState) sample(i int, now time.Time) {
 	st := r.stages[i]
 	select {
 	case <-st.Done():
+		if m.outputOpen(i) {
+			// Its main process exited, but its output goes on (or
+			// hangs): watched as before, with whoever holds it.
+			if !w.exited {
+				w.exited = true
+				w.exitStatus = st.Wait().Status()
+				m.findHolders(i)
+			}
+			break
+		}
 		w.done = true
 		w.failed = st.Wait().Failed()
 		m.closeWitness(i)
@@ -245,6 +271,15 @@ func (m *monitorState) sample(i int, now time.Time) {
 		in, out = st.Counters()
 	} else if pid > 0 {
 		ps = m.pr.SampleGroup(pid, w.members)
+		for _, h := range w.holders {
+			// A holder outside the group: its work is the stage's.
+			if h.Pgrp != pid {
+				if hs, ok := m.pr.Stat(h.Pid); ok && hs.StartTime == h.StartTime {
+					ps.CPU += hs.UTime + hs.STime
+					ps.IO += proc.ParseIO(m.pr.Read(h.Pid, "io"))
+				}
+			}
+		}
 	}
 	if in != w.in || out != w.out || ps.CPU != w.cpu || ps.IO != w.io {
 		w.in, w.out, w.cpu, w.io = in, out, ps.CPU, ps.IO

@@ -25,6 +25,8 @@ type running struct {
 	stages []stage.Stage
 	links  []link // len(stages)+1
 
+	procs runProcs // the run's processes beyond its stages (descendants.go)
+
 	pumpsWG sync.WaitGroup
 	// failedC is closed when the run is stopped (see stopRun).
 	failedC chan struct{}
@@ -78,6 +80,7 @@ func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 		return nil, err
 	}
 	r.run(ctx)
+	r.endProcesses()
 	return r.finish(start)
 }
 
@@ -86,6 +89,7 @@ func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 func (r *running) build() error {
 	job := r.job
 	n := len(job.Stages)
+	r.procs.start(job)
 	specs := make([]stage.ProcessSpec, n)
 	// Resolve every program before opening anything: a missing binary is
 	// a job error found before any output file appears.
@@ -107,7 +111,7 @@ func (r *running) build() error {
 		}
 		specs[i] = stage.ProcessSpec{Name: s.Name, Path: path, Argv: argv, Dir: s.Dir,
 			Env:    mergeEnv(os.Environ(), r.opts.Env, envList(s.Env)),
-			Stderr: s.Stderr, StderrTo: r.opts.StderrTo, Logger: r.log}
+			Stderr: s.Stderr, StderrTo: r.opts.StderrTo, Logger: r.log, Scope: r.procs.scope}
 	}
 	if len(r.opts.ExtraArgs) > 0 && job.Stages[n-1].Builtin != "" {
 		return &JobError{File: job.File, Key: stageKey(n, ""), Msg: "job parameters (--allow-job-params) need an external last stage, not a built-in"}
@@ -157,6 +161,7 @@ func (r *running) build() error {
 
 // closeAll releases what build opened when Run ends early.
 func (r *running) closeAll() {
+	r.endProcesses()
 	if r.src != nil {
 		r.src.close()
 	}

@@ -116,3 +116,49 @@ func TestTermProgressLetsLogsThrough(t *testing.T) {
 		t.Errorf("got %q\nwant %q", out.String(), want)
 	}
 }
+
+// TestStallExitedStageHoldingStdoutInProcess runs, under the race
+// detector, a stage whose main process exits while the process it left in
+// its group holds its stdout: the monitor diagnoses it, on_stall = kill
+// stops the holder, and the run fails with the stage as the root cause
+// instead of waiting for ever.
+func TestStallExitedStageHoldingStdoutInProcess(t *testing.T) {
+	dir := t.TempDir()
+	job, err := Parse(filepath.Join(dir, "job.toml"), []byte(`
+stall_timeout = "1s"
+on_stall = "kill"
+[output]
+path = "none"
+[[stage]]
+name = "leaver"
+shell = "sleep 300 & cat"
+[[stage]]
+name = "sink"
+command = ["cat"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	in, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	start := time.Now()
+	rep, err := Run(context.Background(), job, Options{Stdin: in,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Grace: time.Second})
+	var re *RunError
+	if !errors.As(err, &re) {
+		t.Fatalf("err %v, want a RunError\nlog: %s", err, logs.String())
+	}
+	if rep.RootCause != "leaver" || len(rep.Stages[0].Diagnoses) != 1 || len(rep.Stages[1].Diagnoses) != 0 {
+		t.Fatalf("root %q, diagnoses %q / %q", rep.RootCause, rep.Stages[0].Diagnoses, rep.Stages[1].Diagnoses)
+	}
+	if d := rep.Stages[0].Diagnoses[0]; !strings.Contains(d, "exited (exit 0); PID ") || !strings.Contains(d, "(sleep 300) still holds its stdout") {
+		t.Errorf("diagnosis %q", d)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %s", took)
+	}
+}

@@ -37,6 +37,7 @@ func (r *running) run(ctx context.Context) {
 	events := make(chan int, len(r.stages))
 	var stagesWG sync.WaitGroup
 	for i, st := range r.stages {
+		r.procs.noteStdout(i, e.stdout[i])
 		if err := st.Start(e.stdin[i], e.stdout[i]); err != nil {
 			r.log.Debug("stage did not start", "stage", st.Name(), "err", err)
 		}

@@ -119,3 +119,20 @@ func waitExit(procs []Stat, deadline time.Time) []Stat {
 	}
 	return left
 }
+
+// Terminate sends SIGTERM and SIGCONT to each of procs that still lives,
+// then SIGKILL after grace to those still alive. It returns at once.
+func Terminate(procs []Stat, grace time.Duration) {
+	if len(procs) == 0 {
+		return
+	}
+	for _, st := range procs {
+		signalProcess(st, syscall.SIGTERM)
+		signalProcess(st, syscall.SIGCONT)
+	}
+	go func() {
+		for _, st := range waitExit(procs, time.Now().Add(grace)) {
+			signalProcess(st, syscall.SIGKILL)
+		}
+	}()
+}

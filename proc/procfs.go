@@ -360,3 +360,15 @@ func PipeLink(fd int) string {
 	}
 	return "pipe:[" + strconv.FormatUint(st.Ino, 10) + "]"
 }
+
+// PipeLinkOf is PipeLink for an *os.File, without changing its blocking
+// mode (Fd would).
+func PipeLinkOf(f *os.File) string {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return ""
+	}
+	var link string
+	sc.Control(func(fd uintptr) { link = PipeLink(int(fd)) })
+	return link
+}

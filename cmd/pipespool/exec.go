@@ -11,6 +11,7 @@ import (
 
 	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pipeline"
+	"github.com/pipespool/pipespool/proc"
 )
 
 // execOptions are the flags of exec.
@@ -100,6 +101,9 @@ func runExec(ctx context.Context, opts *execOptions) error {
 		}
 		_, err = fmt.Fprint(opts.g.streams.ErrOut, desc)
 		return err
+	}
+	if err := proc.BecomeSubreaper(); err != nil {
+		opts.g.Logger().Warn("processes the stages leave behind outside their process groups cannot be found and stopped: " + err.Error())
 	}
 	ctx, stop := signalContext(ctx, opts.g.streams.ErrOut)
 	defer stop()

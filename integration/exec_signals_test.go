@@ -236,3 +236,31 @@ command = ["sleep", "%[2]s"]
 		t.Errorf("output %q", b)
 	}
 }
+
+// TestExecStageStderrCannotDriveTheTerminal: what a failing stage writes
+// to stderr (escape sequences that clear the screen, set the window title,
+// hide text) reaches pipespool's stderr with its control characters
+// written out, in the log lines and in the failure summary, in both log
+// formats. The summary printed them raw.
+func TestExecStageStderrCannotDriveTheTerminal(t *testing.T) {
+	dir := t.TempDir()
+	job := writeFile(t, dir, "esc.toml", `
+[[stage]]
+name = "noisy"
+shell = "printf 'plain\\tline\\n\\033[2J\\033]0;owned\\007cleared\\n' >&2; exit 3"
+`)
+	for _, format := range []string{"text", "json"} {
+		res := runPipespool(t, runOpts{}, "--log-format", format, "exec", job, "-o", "none")
+		if res.Code != 1 {
+			t.Fatalf("%s: exit %d\n%s", format, res.Code, res.Stderr)
+		}
+		for i, c := range res.Stderr {
+			if c < 0x20 && c != '\n' && c != '\t' || c == 0x7f {
+				t.Fatalf("%s: stderr holds control byte %#x at %d:\n%q", format, c, i, res.Stderr)
+			}
+		}
+		if !strings.Contains(string(res.Stderr), "cleared") {
+			t.Errorf("%s: the stage's stderr is not shown:\n%s", format, res.Stderr)
+		}
+	}
+}

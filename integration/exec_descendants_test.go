@@ -89,8 +89,8 @@ command = ["cat"]
 // outside its process group (setsid, a double fork that daemonises) are
 // stopped at the end of a successful run, and the log names them and the
 // may_outlive key; may_outlive lets them live. (Each stage waits until its
-// child has left its group: until then the child is a member of the
-// stage's group, stopped with it when the stage ends.)
+// child has left its group and become sleep: until then the child is a
+// member of the stage's group, stopped with it when the stage ends.)
 func TestExecStopsWhatStagesLeaveBehind(t *testing.T) {
 	for _, keep := range []bool{false, true} {
 		t.Run(fmt.Sprintf("may_outlive=%v", keep), func(t *testing.T) {
@@ -104,7 +104,7 @@ func TestExecStopsWhatStagesLeaveBehind(t *testing.T) {
 			job := writeFile(t, dir, "job.toml", extra+fmt.Sprintf(`
 [[stage]]
 name = "setsid"
-shell = "setsid sleep %s </dev/null >/dev/null 2>&1 & p=$!; until [ \"$(cut -d' ' -f6 /proc/$p/stat)\" = $p ]; do :; done; cat"
+shell = "setsid sleep %s </dev/null >/dev/null 2>&1 & p=$!; until [ \"$(cat /proc/$p/comm)\" = sleep ]; do :; done; cat"
 [[stage]]
 name = "daemon"
 shell = "setsid sh -c 'sleep %s </dev/null >/dev/null 2>&1 & exit 0'; cat"

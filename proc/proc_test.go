@@ -170,9 +170,12 @@ func startWithSetsidChild(t *testing.T, s *Scope, cmd string) (g *Group, pid int
 		t.Fatal(err)
 	}
 	pid, _ = strconv.Atoi(strings.TrimSpace(line))
-	// The setsid happens in the child after the shell printed its pid.
+	// The setsid and the exec happen in the child after the shell
+	// printed its pid.
+	prog, _, _ := strings.Cut(cmd, " ")
+	var rd Reader
 	for end := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if sid, _ := unix.Getsid(pid); sid == pid {
+		if st, _ := rd.Stat(pid); st.Sid == pid && st.Comm == prog {
 			break
 		}
 		if time.Now().After(end) {

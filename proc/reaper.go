@@ -3,6 +3,8 @@ package proc
 import (
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -124,14 +126,16 @@ func forget(g *Group) {
 
 // children lists pipespool's children that are no group's leader (which
 // are orphans it adopted as a subreaper), reaping those that have exited.
-// It tries one waitid(P_PID, WNOHANG|WNOWAIT) per process on the machine:
-// ECHILD for all but pipespool's children, and no file to read.
+// The candidates are the children lists of pipespool's threads where the
+// kernel has them (CONFIG_PROC_CHILDREN), else every process on the
+// machine; each is tried with one waitid(P_PID, WNOHANG|WNOWAIT), which
+// says ECHILD for all but pipespool's children and reads no file.
 func children() []int {
 	if !subreaper.on.Load() {
 		return nil
 	}
 	var out []int
-	eachPid(func(pid int) {
+	eachCandidateChild(func(pid int) {
 		reg.mu.Lock()
 		defer reg.mu.Unlock()
 		if reg.leaders[pid] != nil {
@@ -155,4 +159,33 @@ func children() []int {
 		out = append(out, pid)
 	})
 	return out
+}
+
+// eachCandidateChild calls f for every child of pipespool, and maybe for
+// other processes.
+func eachCandidateChild(f func(pid int)) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		eachPid(f)
+		return
+	}
+	var pids []int
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil {
+			// No CONFIG_PROC_CHILDREN, or the thread just ended (its
+			// children moved to another thread, maybe one already
+			// read): look at every process.
+			eachPid(f)
+			return
+		}
+		for _, field := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(field); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	for _, pid := range pids {
+		f(pid)
+	}
 }

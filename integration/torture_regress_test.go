@@ -19,12 +19,20 @@ func regressRun(t *testing.T, n int, body string, wantCode int, wantRoot string)
 	job := writeFile(t, dir, "job.toml", fmt.Sprintf(body, torturer))
 	report := filepath.Join(dir, "report.json")
 	for i := 0; i < n; i++ {
+		// A report left by the try before must not stand in for a
+		// missing one.
+		os.Remove(report)
 		res := runPipespool(t, runOpts{}, "exec", job, "-o", "none", "--report", report, "--log-level", "error")
 		var rep struct {
 			RootCause string `json:"root_cause"`
 		}
-		b, _ := os.ReadFile(report)
-		json.Unmarshal(b, &rep)
+		b, err := os.ReadFile(report)
+		if err != nil {
+			t.Fatalf("try %d: exit %d and no report: %v\nstderr: %s", i, res.Code, err, res.Stderr)
+		}
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatalf("try %d: report does not parse: %v\n%s", i, err, b)
+		}
 		if res.Code != wantCode || rep.RootCause != wantRoot {
 			t.Fatalf("try %d: exit %d root cause %q, want %d %q\nstderr: %s\nreport: %s", i, res.Code, rep.RootCause, wantCode, wantRoot, res.Stderr, b)
 		}

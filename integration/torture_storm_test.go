@@ -27,6 +27,9 @@ type storm struct {
 	stops   atomic.Int64
 	straces atomic.Int64
 	chlds   atomic.Int64
+	// leftover counts strace processes still alive after Stop waited for
+	// the storm: each was killed then, and the test fails on any.
+	leftover int
 }
 
 func startStorm(seed uint64, prefix string) *storm {
@@ -37,13 +40,69 @@ func startStorm(seed uint64, prefix string) *storm {
 }
 
 // Stop ends the storm and waits for it: nothing is left stopped or traced.
+// An strace still alive after that (none should be: each was waited for)
+// is killed and counted in leftover.
 func (s *storm) Stop() {
 	select {
 	case <-s.stop:
 	default:
 		close(s.stop)
+		<-s.done
+		for _, pid := range childrenNamed("strace") {
+			syscall.Kill(pid, syscall.SIGKILL)
+			s.leftover++
+		}
 	}
 	<-s.done
+}
+
+// tracerOf returns the pid tracing pid (TracerPid in its status), 0 when
+// none or when pid is gone.
+func tracerOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("TracerPid:")); ok {
+			n, _ := strconv.Atoi(string(bytes.TrimSpace(v)))
+			return n
+		}
+	}
+	return 0
+}
+
+// processExists reports whether pid is alive (a zombie counts as gone).
+func processExists(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && len(b) > i+2 && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// childrenNamed lists the live child processes of the test binary whose
+// command name is comm.
+func childrenNamed(comm string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		f := bytes.Fields(b[end+1:])
+		if string(b[open+1:end]) == comm && len(f) > 1 && string(f[0]) != "Z" && string(f[1]) == strconv.Itoa(os.Getpid()) {
+			pid, _ := strconv.Atoi(e.Name())
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func (s *storm) pause(d time.Duration) bool {
@@ -85,12 +144,21 @@ func (s *storm) loop() {
 				st := exec.Command("strace", "-f", "-qq", "-p", strconv.Itoa(pid), "-o", "/dev/null")
 				// Dies with the test: an strace left behind keeps its
 				// tracees in ptrace stops (seen after test binaries were
-				// killed).
-				st.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+				// killed). In a group of its own: at start-up strace forks
+				// children of its own to probe ptrace (they pause), and an
+				// strace interrupted then leaves them behind, orphaned;
+				// the group is killed once strace is over.
+				st.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 				if st.Start() != nil {
 					return
 				}
 				s.straces.Add(1)
+				// Interrupt it only once it has attached (or its tracee is
+				// gone): past its start-up probes.
+				attached := time.Now().Add(5 * time.Second)
+				for tracerOf(pid) != st.Process.Pid && processExists(pid) && time.Now().Before(attached) {
+					time.Sleep(2 * time.Millisecond)
+				}
 				select {
 				case <-time.After(d):
 				case <-s.stop:
@@ -108,6 +176,7 @@ func (s *storm) loop() {
 					st.Process.Kill()
 					<-waited
 				}
+				syscall.Kill(-st.Process.Pid, syscall.SIGKILL)
 			}()
 		default:
 			if len(pipespools) > 0 {

@@ -154,6 +154,9 @@ func TestTorture(t *testing.T) {
 	if st != nil {
 		st.Stop()
 		t.Logf("storm: %d SIGSTOP/SIGCONT, %d strace attach/detach, %d SIGCHLD", st.stops.Load(), st.straces.Load(), st.chlds.Load())
+		if st.leftover > 0 {
+			t.Errorf("storm: %d strace processes outlived the storm", st.leftover)
+		}
 	}
 	t.Logf("torture: TORTURE_SEED=%d: %d pipelines in %s (%d succeeded, %d failed as the oracle said), %d did not match the oracle; %.1f MiB out",
 		c.seed, done.Load(), time.Since(start).Round(time.Second), okRuns.Load(), failRuns.Load(), failed.Load(), float64(bytesOut.Load())/(1<<20))

@@ -127,14 +127,18 @@ func (p *Poller) Registered(fd int) bool {
 // wake-up eventfd is never among them) and reports whether Wake was called
 // since the last Wait. EINTR (a signal, a ptrace attach, Go's preemption
 // signal) is retried here and nowhere else.
+//
+// epoll_wait is asked for at most len(events) events, the wake-up's
+// included: an event it returns is taken off epoll's ready list, and an
+// edge-triggered one taken and dropped would never be reported again.
+// Events beyond the slice stay queued for the next Wait. events must hold
+// at least one.
 func (p *Poller) Wait(events []unix.EpollEvent, timeoutMs int) (n int, woken bool, err error) {
-	var raw [8]unix.EpollEvent
-	buf := raw[:]
-	if len(events)+1 > len(buf) {
-		buf = make([]unix.EpollEvent, len(events)+1)
+	if len(events) == 0 {
+		return 0, false, errors.New("poller: Wait needs room for at least one event")
 	}
 	for {
-		m, err := unix.EpollWait(p.epfd, buf, timeoutMs)
+		m, err := unix.EpollWait(p.epfd, events, timeoutMs)
 		if err == unix.EINTR {
 			// A retried wait restarts its timeout; callers here wait
 			// either forever or for short ticks, where that is harmless.
@@ -143,16 +147,14 @@ func (p *Poller) Wait(events []unix.EpollEvent, timeoutMs int) (n int, woken boo
 		if err != nil {
 			return 0, false, fmt.Errorf("epoll_wait: %w", err)
 		}
-		for _, ev := range buf[:m] {
+		for _, ev := range events[:m] {
 			if int(ev.Fd) == p.wakefd {
 				woken = true
 				p.drainWake()
 				continue
 			}
-			if n < len(events) {
-				events[n] = ev
-				n++
-			}
+			events[n] = ev
+			n++
 		}
 		return n, woken, nil
 	}

@@ -516,3 +516,54 @@ func TestPollerWakeAfterCloseDoesNotWriteToReusedFd(t *testing.T) {
 		t.Fatalf("Wake after Close wrote to fd %d, now a pipe: read %d bytes %x, %v", old, n, b[:max(n, 0)], err)
 	}
 }
+
+// TestPollerEdgeEventsBeyondTheCallersSlice: with more edge-triggered fds
+// ready than the caller's slice holds, every event is reported by some
+// Wait. An edge event that epoll_wait returned and Wait dropped would never
+// be reported again (its fd does not change state): Wait once asked epoll
+// for up to 8 events whatever the slice, and dropped the excess.
+func TestPollerEdgeEventsBeyondTheCallersSlice(t *testing.T) {
+	p := newPoller(t)
+	defer closePoller(t, p)
+	want := map[int32]bool{}
+	var rs []int
+	for range 5 {
+		r, w := pipe(t)
+		if _, err := unix.Write(w, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Add(r, In|Edge); err != nil {
+			t.Fatal(err)
+		}
+		want[int32(r)] = true
+		rs = append(rs, r)
+	}
+	defer func() {
+		for _, r := range rs {
+			p.Remove(r)
+		}
+	}()
+	p.Wake() // the wake-up takes a slot too, and is not an fd's event
+	got := map[int32]bool{}
+	for _, size := range []int{1, 2, 1, 3, 1, 1} {
+		events := make([]unix.EpollEvent, size)
+		n, _, err := p.Wait(events, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range events[:n] {
+			if got[ev.Fd] {
+				t.Errorf("fd %d reported twice", ev.Fd)
+			}
+			got[ev.Fd] = true
+		}
+	}
+	for fd := range want {
+		if !got[fd] {
+			t.Errorf("fd %d's edge event was lost", fd)
+		}
+	}
+	if _, _, err := p.Wait(nil, 0); err == nil {
+		t.Error("Wait with no room for an event: no error")
+	}
+}

@@ -17,6 +17,7 @@ type startedRun struct {
 	cmd    *exec.Cmd
 	stderr *bytes.Buffer
 	done   chan error
+	waited bool // the test's goroutine received from done
 }
 
 // startPipespool starts the binary with args (through sh -c wrap when
@@ -40,6 +41,7 @@ func startPipespool(t *testing.T, env []string, wrap, marker string, want int, f
 		t.Fatal(err)
 	}
 	go func() { sr.done <- cmd.Wait() }()
+	sr.cleanupOnFailure(t)
 	for end := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		ready := len(processesWithMarker(marker)) >= want
 		if ready && file != "" {
@@ -51,21 +53,40 @@ func startPipespool(t *testing.T, env []string, wrap, marker string, want int, f
 		}
 		select {
 		case err := <-sr.done:
+			sr.waited = true
 			t.Fatalf("pipespool ended (%v) before its stages ran\nstderr: %s", err, sr.stderr.String())
 		default:
 		}
 		if time.Now().After(end) {
 			cmd.Process.Kill()
 			<-sr.done
+			sr.waited = true
 			t.Fatalf("the stages never ran\nstderr: %s", sr.stderr.String())
 		}
 	}
+}
+
+// cleanupOnFailure makes sure a test that fails before it waited for
+// pipespool leaves it not running.
+func (sr *startedRun) cleanupOnFailure(t *testing.T) {
+	t.Cleanup(func() {
+		if !sr.waited {
+			sr.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-sr.done:
+			case <-time.After(10 * time.Second):
+				sr.cmd.Process.Kill()
+				<-sr.done
+			}
+		}
+	})
 }
 
 // wait waits for pipespool to exit and returns its exit status (-1 when a
 // signal killed it).
 func (sr *startedRun) wait(t *testing.T) int {
 	t.Helper()
+	sr.waited = true
 	select {
 	case <-sr.done:
 	case <-time.After(30 * time.Second):

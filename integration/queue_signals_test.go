@@ -77,15 +77,18 @@ func startWithStdin(t *testing.T, stdin []byte, marker string, want int, args ..
 		t.Fatal(err)
 	}
 	go func() { sr.done <- sr.cmd.Wait() }()
+	sr.cleanupOnFailure(t)
 	for end := time.Now().Add(20 * time.Second); len(processesWithMarker(marker)) < want; time.Sleep(10 * time.Millisecond) {
 		select {
 		case err := <-sr.done:
+			sr.waited = true
 			t.Fatalf("pipespool ended (%v) before the command ran\nstderr: %s", err, sr.stderr.String())
 		default:
 		}
 		if time.Now().After(end) {
 			sr.cmd.Process.Kill()
 			<-sr.done
+			sr.waited = true
 			t.Fatalf("the command never ran\nstderr: %s", sr.stderr.String())
 		}
 	}

@@ -222,7 +222,7 @@ func TestStartMissingProgram(t *testing.T) {
 
 // TestReaperLeavesLeadersAlone: with the reaper busy reaping orphans (each
 // group leaves one behind, which exits at once), every leader's exit
-// status still reaches its Group.
+// status still reaches its Group, and every orphan is reaped.
 func TestReaperLeavesLeadersAlone(t *testing.T) {
 	s := NewScope(nil)
 	defer s.Close(time.Second)
@@ -247,6 +247,22 @@ func TestReaperLeavesLeadersAlone(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+	// And the orphans were reaped as they exited: no zombie is left once
+	// the leaders are gone.
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var zombies []int
+		for pid, st := range Snapshot() {
+			if st.PPid == os.Getpid() && st.State == 'Z' {
+				zombies = append(zombies, pid)
+			}
+		}
+		if len(zombies) == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("zombie children left: %v", zombies)
+		}
 	}
 }
 

@@ -25,6 +25,11 @@ type stageRep struct {
 	Nudges    int      `json:"nudges"`
 	Diagnoses []string `json:"stall_diagnoses"`
 	Note      string   `json:"note"`
+	BytesIn   int64    `json:"bytes_in"`
+	BytesOut  int64    `json:"bytes_out"`
+	ExitCode  *int     `json:"exit_code"`
+	Error     string   `json:"error"`
+	Stderr    string   `json:"stderr_tail"`
 }
 
 type runRep struct {

@@ -89,8 +89,9 @@ func TestLimitPipeSizeNotGranted(t *testing.T) {
 }
 
 // TestLimitFullDisk writes the output to a 1 MiB tmpfs: the last stage (an
-// external cat writing the temp file directly, or a built-in) gets ENOSPC
-// and is the root cause; exit 1; no output and no temp file.
+// external cat writing the temp file directly, or a built-in) gets ENOSPC;
+// the output, whose file system is full, is the root cause (it was the
+// last stage before); exit 1; no output and no temp file.
 func TestLimitFullDisk(t *testing.T) {
 	dir := t.TempDir()
 	full := filepath.Join(dir, "full")
@@ -111,6 +112,9 @@ func TestLimitFullDisk(t *testing.T) {
 		res := runPipespool(t, runOpts{}, "exec", job, "-i", input, "-o", filepath.Join(full, "out.bin"), "--report", report)
 		if res.Code != 1 || !strings.Contains(strings.ToLower(string(res.Stderr)), "no space left on device") || !strings.Contains(string(res.Stderr), `stage "last" failed`) {
 			t.Errorf("%s: exit %d, stderr %s", last, res.Code, res.Stderr)
+		}
+		if rep := readReport(t, report); rep.RootCause != "output" || !strings.HasPrefix(rep.Message, "output "+filepath.Join(full, "out.bin")+": no space left on device") {
+			t.Errorf("%s: root cause %q, message %q: want the output named", last, rep.RootCause, rep.Message)
 		}
 		noOutputLeft(t, full)
 	}
@@ -176,7 +180,7 @@ func TestLimitBadStageProgram(t *testing.T) {
 		{"./bin/noexec", "is not executable", 2},
 		{"./bin", "is not executable", 2},
 		{"./bin/missing", "no such file or directory", 2},
-		{"./bin/badinterp", `stage "badinterp" failed`, 1},
+		{"./bin/badinterp", `stage "badinterp" did not start`, 1},
 	} {
 		job := writeFile(t, dir, "job.toml", fmt.Sprintf("[[stage]]\ncommand = [\"cat\"]\n[[stage]]\ncommand = [%q]\n", c.prog))
 		res := runPipespool(t, runOpts{Dir: "/"}, "exec", job, "-i", in, "-o", out)

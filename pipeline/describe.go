@@ -9,8 +9,8 @@ import (
 )
 
 // Describe is the resolved stage graph printed by check and --dry-run. It
-// resolves every program as Run would and reports the first that cannot be
-// found as a *JobError.
+// validates the stages as Run does (validateStages: programs, dirs) and
+// reports the first error as a *JobError.
 func Describe(job *Job, opts Options) (string, error) {
 	var b strings.Builder
 	in, out := job.Input, job.Output
@@ -20,8 +20,12 @@ func Describe(job *Job, opts Options) (string, error) {
 	if opts.OutputPath != "" {
 		out = opts.OutputPath
 	}
+	resolved, err := validateStages(job)
+	if err != nil {
+		return "", err
+	}
 	fmt.Fprintf(&b, "job %s (%s)\n", job.Name, job.File)
-	fmt.Fprintf(&b, "input:  %s\n", describePath(in, "stdin"))
+	fmt.Fprintf(&b, "input:  %s\n", describePath(in, "stdin", "none (the first stage reads nothing)"))
 	for i := range job.Stages {
 		s := &job.Stages[i]
 		var what string
@@ -29,11 +33,7 @@ func Describe(job *Job, opts Options) (string, error) {
 		case s.Builtin != "":
 			what = "builtin " + s.Builtin
 		default:
-			path, argv, err := resolveProgram(job, s)
-			if err != nil {
-				return "", &JobError{File: job.File, Line: s.Line, Key: stageKey(s.Index, ""), Msg: fmt.Sprintf("stage %q: %v", s.Name, err)}
-			}
-			what = "command " + path + " " + quoteArgv(argv[1:])
+			what = "command " + resolved[i].path + " " + quoteArgv(resolved[i].argv[1:])
 			if s.Dir != "" {
 				what += " (in " + s.Dir + ")"
 			}
@@ -51,7 +51,7 @@ func Describe(job *Job, opts Options) (string, error) {
 		}
 		fmt.Fprintf(&b, "  %d. %-16s %s  [%s%s]\n", i+1, s.Name, strings.TrimSpace(what), stall, partial)
 	}
-	fmt.Fprintf(&b, "output: %s\n", describePath(out, "stdout"))
+	fmt.Fprintf(&b, "output: %s\n", describePath(out, "stdout", "none (discarded)"))
 	timeout := "none"
 	if job.Timeout > 0 {
 		timeout = job.Timeout.String()
@@ -63,12 +63,12 @@ func Describe(job *Job, opts Options) (string, error) {
 	return b.String(), nil
 }
 
-func describePath(p, dash string) string {
+func describePath(p, dash, none string) string {
 	switch p {
 	case "-":
 		return dash
 	case "none":
-		return "none (discarded)"
+		return none
 	}
 	return p
 }

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pipespool/pipespool/fsutil"
+	"github.com/pipespool/pipespool/proc"
 )
 
 // source is the pipeline's input.
@@ -16,24 +17,45 @@ type source struct {
 	desc string   // for the report: the path, "-" for stdin
 	file *os.File // nil never
 	own  bool     // we opened it and close it
-	// regular: a regular file, handed to the first stage directly; start
-	// is its offset then (a packet payload starts after its header).
-	regular bool
-	start   int64
+	// direct: a regular file (or /dev/null for "none"), handed to the
+	// first stage directly; start is its offset then (a packet payload
+	// starts after its header).
+	direct bool
+	start  int64
 }
 
-func openSource(path string, override *os.File, stdin *os.File) (*source, error) {
+func openSource(o *opener, path string, override *os.File, stdin *os.File) (*source, error) {
 	if override != nil {
 		return classifySource("payload", override, false)
 	}
-	if path == "-" {
+	switch path {
+	case "-":
 		return classifySource("-", stdin, false)
+	case "none":
+		// A producer (tar c, zfs send) reads nothing: its stdin is
+		// /dev/null, which gives end of file at once.
+		f, err := fsutil.Open(os.DevNull, os.O_RDONLY, 0)
+		if err != nil {
+			return nil, &InputError{Path: os.DevNull, Err: err}
+		}
+		return &source{desc: "none", file: f, own: true, direct: true}, nil
 	}
-	f, err := os.OpenFile(path, os.O_RDONLY, 0)
+	f, err := o.openPath(path, false)
 	if err != nil {
-		return nil, &InputError{Path: path, Err: fmt.Errorf("cannot open input: %w", unwrapPath(err))}
+		return nil, inputError(path, "cannot open input", err)
 	}
 	return classifySource(path, f, true)
+}
+
+// inputError is err from opening path, as an *InputError (exit 2) unless
+// the wait for a FIFO's peer ended the run (a timeout, a signal).
+func inputError(path, what string, err error) error {
+	var re *RunError
+	var ie *proc.InterruptedError
+	if errors.As(err, &re) || errors.As(err, &ie) {
+		return err
+	}
+	return &InputError{Path: path, Err: fmt.Errorf("%s: %w", what, unwrapPath(err))}
 }
 
 func classifySource(desc string, f *os.File, own bool) (*source, error) {
@@ -50,15 +72,11 @@ func classifySource(desc string, f *os.File, own bool) (*source, error) {
 		}
 		return nil, &InputError{Path: desc, Err: errors.New("is a directory, not an input file")}
 	}
-	s := &source{desc: desc, file: f, own: own, regular: st.Mode().IsRegular()}
-	if s.regular {
+	s := &source{desc: desc, file: f, own: own, direct: st.Mode().IsRegular()}
+	if s.direct {
 		if s.start, err = f.Seek(0, 1); err != nil {
 			s.start = 0
 		}
-	} else if own {
-		// A FIFO or device we opened ourselves: its open file description
-		// is ours, so the pump may make it non-blocking.
-		unix.SetNonblock(rawFD(f), true)
 	}
 	return s, nil
 }
@@ -75,8 +93,18 @@ type sink struct {
 	atomic *fsutil.AtomicFile // an atomic output's temporary file, or nil
 	file   *os.File           // what the last stage or the output pump writes
 	own    bool
-	// direct: a file (or /dev/null, a device) the last stage writes itself.
+	// direct: a regular file the last stage writes itself (its offset
+	// counts the bytes); anything else goes through a pump, which counts
+	// the bytes and sees a write fail itself.
 	direct bool
+}
+
+// name is how messages name the output.
+func (s *sink) name() string {
+	if s.desc == "-" {
+		return "(stdout)"
+	}
+	return s.desc
 }
 
 // openSink opens the output. A regular file (or a path that does not exist)
@@ -84,12 +112,10 @@ type sink struct {
 // success; an existing non-regular path is written in place; "-" (and
 // /dev/stdout) is pipespool's stdout; "none" discards. Links are followed
 // and shared directories guarded as fsutil.ResolveForWrite says.
-func openSink(path string, mode os.FileMode, modeSet bool, stdout *os.File) (*sink, error) {
+func openSink(o *opener, path string, mode os.FileMode, modeSet bool, stdout *os.File) (*sink, error) {
 	switch path {
 	case "-":
-		st, err := stdout.Stat()
-		regular := err == nil && st.Mode().IsRegular()
-		return &sink{desc: "-", file: stdout, direct: regular}, nil
+		return stdoutSink(stdout)
 	case "none":
 		f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 		if err != nil {
@@ -102,24 +128,68 @@ func openSink(path string, mode os.FileMode, modeSet bool, stdout *os.File) (*si
 		return nil, &InputError{Path: path, Err: fmt.Errorf("cannot open output: %w", unwrapPath(err))}
 	}
 	if t.FD == 1 {
-		s, err := openSink("-", mode, modeSet, stdout)
+		s, err := openSink(o, "-", mode, modeSet, stdout)
 		if s != nil {
 			s.desc = path
 		}
 		return s, err
 	}
 	if t.Special() {
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		f, err := o.openPath(path, true)
 		if err != nil {
-			return nil, &InputError{Path: path, Err: fmt.Errorf("cannot open output: %w", unwrapPath(err))}
+			return nil, inputError(path, "cannot open output", err)
 		}
-		return &sink{desc: path, file: f, own: true, direct: true}, nil
+		return &sink{desc: path, file: f, own: true}, nil
 	}
 	a, err := fsutil.CreateAtomic(t, fsutil.AtomicOptions{Perm: 0o666, Mode: mode, ModeSet: modeSet})
 	if err != nil {
 		return nil, &InputError{Path: path, Err: fmt.Errorf("cannot create output file in %s: %w", filepath.Dir(t.Path), unwrapPath(err))}
 	}
 	return &sink{desc: path, atomic: a, file: a.File(), own: true, direct: true}, nil
+}
+
+// stdoutSink is pipespool's stdout as the output. A stdout that was closed
+// when pipespool started (the shell's `>&-`) is /dev/null opened
+// read-write by the Go runtime, so that no file pipespool opens lands on fd
+// 1 by accident: writing the stream there would lose it, so it is refused
+// before anything runs. A regular file (`> file`) is handed to the last
+// stage directly, like a shell redirection; anything else goes through a
+// pump.
+func stdoutSink(stdout *os.File) (*sink, error) {
+	if filledByRuntime(stdout) {
+		return nil, &InputError{Path: "-", Err: errors.New("stdout is closed (>&-): give the output with -o FILE, or -o none to discard it")}
+	}
+	st, err := stdout.Stat()
+	regular := err == nil && st.Mode().IsRegular()
+	// A regular stdout that is also stderr (`> log 2>&1`) has its offset
+	// moved by pipespool's own log lines too: a pump counts the stage's
+	// bytes instead.
+	if regular && sameFile(st, os.Stderr) {
+		regular = false
+	}
+	return &sink{desc: "-", file: stdout, direct: regular}, nil
+}
+
+// sameFile reports whether f is the file st describes.
+func sameFile(st os.FileInfo, f *os.File) bool {
+	fst, err := f.Stat()
+	return err == nil && os.SameFile(st, fst)
+}
+
+// filledByRuntime reports whether f is /dev/null opened read-write: what
+// the Go runtime (like daemon(3)) puts on a standard descriptor that was
+// closed at start. A shell's `> /dev/null` opens it write-only.
+func filledByRuntime(f *os.File) bool {
+	fd := rawFD(f)
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || fl&unix.O_ACCMODE != unix.O_RDWR {
+		return false
+	}
+	var st, null unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || unix.Stat(os.DevNull, &null) != nil {
+		return false
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == null.Rdev
 }
 
 // commit makes an atomic output final (fsync, rename, fsync of the
@@ -168,4 +238,17 @@ func rawFD(f *os.File) int {
 		rc.Control(func(u uintptr) { fd = int(u) })
 	}
 	return fd
+}
+
+// fileSystemFull reports whether the file system f is on has no space left
+// for pipespool's user (root may use the blocks reserved for it).
+func fileSystemFull(f *os.File) bool {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(rawFD(f), &st); err != nil || st.Blocks == 0 {
+		return false
+	}
+	if os.Geteuid() == 0 {
+		return st.Bfree == 0
+	}
+	return st.Bavail == 0
 }

@@ -10,10 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	toml "github.com/pelletier/go-toml/v2"
-	"github.com/pelletier/go-toml/v2/unstable"
 
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
@@ -70,6 +68,9 @@ type StageSpec struct {
 	StallTimeout     time.Duration
 	OnStall          string
 	AllowPartialRead bool
+	// VerifiesInput: the stage checks its input's integrity (to its end)
+	// and gets to finish when a stage after it fails (drain.go).
+	VerifiesInput bool
 }
 
 type rawJob struct {
@@ -112,6 +113,7 @@ type rawStage struct {
 	StallTimeout     *string           `toml:"stall_timeout"`
 	OnStall          *string           `toml:"on_stall"`
 	AllowPartialRead *bool             `toml:"allow_partial_read"`
+	VerifiesInput    *bool             `toml:"verifies_input"`
 }
 
 // Load reads and validates the job file at path. Every error is a *JobError
@@ -240,22 +242,31 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 	if len(raw.Stage) == 0 && needStages {
 		return nil, &JobError{File: path, Key: "stage", Msg: "no stages: add at least one [[stage]] with command, shell or builtin"}
 	}
-	names := map[string]int{}
+	// The report names the run's output "output" when it is the root
+	// cause: no stage may be called that (a default name is numbered).
+	names := map[string]int{OutputRootCause: 0}
+	next := map[string]int{} // a repeated default name's next number to try
 	for i, rs := range raw.Stage {
 		s, err := v.stage(i+1, rs, job)
 		if err != nil {
 			return nil, err
 		}
 		if prev, dup := names[s.Name]; dup {
+			if raw.Stage[i].Name != nil && prev == 0 {
+				return nil, v.errf(stageKey(s.Index, "name"), "stage name %q is reserved for the run's output (the report's root_cause): give the stage another name", s.Name)
+			}
 			if raw.Stage[i].Name != nil {
 				return nil, v.errf(stageKey(s.Index, "name"), "stage name %q is already used by stage %d: give each stage a unique name", s.Name, prev)
 			}
 			// A default name (argv[0], builtin) that repeats gets a
-			// number: cat, cat-2, cat-3.
+			// number: cat, cat-2, cat-3. next remembers where each
+			// base's search stopped, so that 10 000 cats take linear
+			// time.
 			base := s.Name
-			for n := 2; ; n++ {
+			for n := max(next[base], 2); ; n++ {
 				s.Name = fmt.Sprintf("%s-%d", base, n)
 				if _, taken := names[s.Name]; !taken {
+					next[base] = n + 1
 					break
 				}
 			}
@@ -485,6 +496,10 @@ func (v *validator) stage(i int, rs rawStage, job *Job) (StageSpec, error) {
 	if rs.AllowPartialRead != nil {
 		s.AllowPartialRead = *rs.AllowPartialRead
 	}
+	s.VerifiesInput = verifiesByDefault(&s)
+	if rs.VerifiesInput != nil {
+		s.VerifiesInput = *rs.VerifiesInput
+	}
 	return s, nil
 }
 
@@ -499,112 +514,4 @@ func sanitizeName(n string) string {
 		return "stage"
 	}
 	return string(b)
-}
-
-// tomlError turns go-toml's errors into a *JobError with the line and key.
-// pos (from indexPositions) names a key inside the n-th [[stage]]
-// "stage[n].key", as validation errors do.
-func tomlError(file string, err error, data []byte, pos map[string]int) *JobError {
-	var sme *toml.StrictMissingError
-	if errors.As(err, &sme) && len(sme.Errors) > 0 {
-		de := sme.Errors[0]
-		line, _ := de.Position()
-		key := strings.Join(de.Key(), ".")
-		if rest, ok := strings.CutPrefix(key, "stage."); ok {
-			// The last [[stage]] header at or above the line owns it.
-			for n := 1; pos[stageKey(n, "")] > 0 && pos[stageKey(n, "")] <= line; n++ {
-				key = stageKey(n, rest)
-			}
-		}
-		return &JobError{File: file, Line: line, Key: key,
-			Msg: "unknown key: check its spelling against docs/job-file.md"}
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		line, _ := de.Position()
-		msg := strings.TrimPrefix(de.Error(), "toml: ")
-		return &JobError{File: file, Line: line, Key: strings.Join(de.Key(), "."), Msg: msg}
-	}
-	var pe *unstable.ParserError
-	if errors.As(err, &pe) {
-		line := 0
-		if off, ok := offsetIn(data, pe.Highlight); ok {
-			line = bytes.Count(data[:off], []byte{'\n'}) + 1
-		}
-		return &JobError{File: file, Line: line, Msg: pe.Error()}
-	}
-	return &JobError{File: file, Msg: err.Error()}
-}
-
-// indexPositions maps the dotted keys of a document to the lines where
-// they are set, naming the n-th [[stage]] "stage[n]": validation errors
-// found after decoding can then point at a line.
-func indexPositions(data []byte) (map[string]int, error) {
-	pos := map[string]int{}
-	arrayCount := map[string]int{}
-	var p unstable.Parser
-	p.Reset(data)
-	prefix := ""
-	line := func(n *unstable.Node) int {
-		if n == nil {
-			return 0
-		}
-		if off, ok := offsetIn(data, n.Data); ok {
-			return bytes.Count(data[:off], []byte{'\n'}) + 1
-		}
-		if n.Raw.Length > 0 || n.Raw.Offset > 0 {
-			return p.Shape(n.Raw).Start.Line
-		}
-		return 0
-	}
-	keyOf := func(n *unstable.Node) (string, *unstable.Node) {
-		it := n.Key()
-		var parts []string
-		var first *unstable.Node
-		for it.Next() {
-			if first == nil {
-				first = it.Node()
-			}
-			parts = append(parts, string(it.Node().Data))
-		}
-		return strings.Join(parts, "."), first
-	}
-	for p.NextExpression() {
-		e := p.Expression()
-		switch e.Kind {
-		case unstable.Table:
-			k, first := keyOf(e)
-			// [stage.with] after the n-th [[stage]] belongs to stage[n].
-			if strings.HasPrefix(k, "stage.") && arrayCount["stage"] > 0 {
-				k = stageKey(arrayCount["stage"], strings.TrimPrefix(k, "stage."))
-			}
-			prefix = k
-			pos[k] = line(first)
-		case unstable.ArrayTable:
-			k, first := keyOf(e)
-			arrayCount[k]++
-			prefix = fmt.Sprintf("%s[%d]", k, arrayCount[k])
-			pos[prefix] = line(first)
-		case unstable.KeyValue:
-			k, first := keyOf(e)
-			if prefix != "" {
-				k = prefix + "." + k
-			}
-			pos[k] = line(first)
-		}
-	}
-	return pos, p.Error()
-}
-
-// offsetIn returns the offset of sub in data if sub is a slice of data.
-func offsetIn(data, sub []byte) (int, bool) {
-	if len(sub) == 0 || len(data) == 0 {
-		return 0, false
-	}
-	base := uintptr(unsafe.Pointer(unsafe.SliceData(data)))
-	p := uintptr(unsafe.Pointer(unsafe.SliceData(sub)))
-	if p < base || p >= base+uintptr(len(data)) {
-		return 0, false // an unescaped copy, not the input
-	}
-	return int(p - base), true
 }

@@ -12,6 +12,11 @@ const (
 	ResultInterrupted = "interrupted"
 )
 
+// OutputRootCause is Report.RootCause when the run's output is the root
+// cause: it stopped taking bytes (its reader went away, a full disk), or
+// could not be committed. No stage may have this name.
+const OutputRootCause = "output"
+
 // Report is what a run did: the JSON of --report (schema in
 // docs/report.md) and the source of the failure summary and metrics.
 type Report struct {
@@ -21,7 +26,7 @@ type Report struct {
 	End       time.Time     `json:"end"`
 	Duration  float64       `json:"duration_seconds"`
 	Result    string        `json:"result"`
-	RootCause string        `json:"root_cause,omitempty"` // stage name
+	RootCause string        `json:"root_cause,omitempty"` // stage name, or OutputRootCause
 	Message   string        `json:"message,omitempty"`
 	Input     string        `json:"input"`
 	Output    string        `json:"output"`

@@ -1,7 +1,9 @@
 package pipeline
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,6 +50,60 @@ func resolveProgram(job *Job, s *StageSpec) (path string, argv []string, err err
 		}
 	}
 	return path, argv, nil
+}
+
+// resolvedStage is what validation found for one stage: the program and
+// argv of an external stage (empty for a built-in).
+type resolvedStage struct {
+	path string
+	argv []string
+}
+
+// validateStages is the validation that check, --dry-run and exec share
+// beyond the job file's own syntax (Load): every program is found and
+// executable, every dir is an existing directory. Its errors are
+// *JobError, exit 2, found before anything runs or is created.
+func validateStages(job *Job) ([]resolvedStage, error) {
+	out := make([]resolvedStage, len(job.Stages))
+	found := map[string]string{} // program name -> its path in PATH: looked up once
+	for i := range job.Stages {
+		s := &job.Stages[i]
+		if s.Builtin != "" {
+			continue
+		}
+		var path string
+		var argv []string
+		var err error
+		if name := s.Command; name != nil && !strings.Contains(name[0], "/") && found[name[0]] != "" {
+			path, argv = found[name[0]], append([]string(nil), s.Command...)
+		} else if path, argv, err = resolveProgram(job, s); err == nil && s.Command != nil {
+			found[s.Command[0]] = path
+		}
+		if err != nil {
+			return nil, &JobError{File: job.File, Line: s.Line, Key: stageKey(s.Index, ""), Msg: fmt.Sprintf("stage %q: %v", s.Name, err)}
+		}
+		if s.Dir != "" {
+			if err := checkDir(s.Dir); err != nil {
+				return nil, &JobError{File: job.File, Line: s.Line, Key: stageKey(s.Index, "dir"), Msg: fmt.Sprintf("stage %q: %v", s.Name, err)}
+			}
+		}
+		out[i] = resolvedStage{path: path, argv: argv}
+	}
+	return out, nil
+}
+
+// checkDir says why dir cannot be a stage's working directory, or nil.
+func checkDir(dir string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("dir %s: no such directory", dir)
+	case err != nil:
+		return fmt.Errorf("dir %s: %v", dir, unwrapPath(err))
+	case !st.IsDir():
+		return fmt.Errorf("dir %s: not a directory", dir)
+	}
+	return nil
 }
 
 // mergeEnv returns base with the NAME=value entries of each overlay

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"syscall"
@@ -94,10 +95,40 @@ func (f *stageFacts) failureMessage() string {
 	return fmt.Sprintf("stage %q failed: %s", f.Name, f.Status)
 }
 
-// sinkFacts is what the decision knows about the run's output.
+// sinkFacts is what the decision knows about the run's output, the last
+// party of the run: a run is a success only if every byte reached it.
 type sinkFacts struct {
+	Name  string // how messages name it: a path, "(stdout)"
+	Bytes int64  // bytes it took
+	// Gone: its reader went away (EPIPE) before the stream's end.
+	Gone bool
+	// Err: a write to it failed (ENOSPC, EIO).
+	Err error
+	// Full: the last stage writes it directly and its file system is
+	// full: a failure of the last stage is the output's.
+	Full bool
 	// CommitErr: making the output final failed (fsync, rename).
 	CommitErr error
+}
+
+// failed reports whether the output refused bytes while the run ran.
+func (s *sinkFacts) failed() bool { return s.Gone || s.Err != nil }
+
+func (s *sinkFacts) failureMessage() string {
+	if s.Gone {
+		return fmt.Sprintf("output %s: its reader went away after %d bytes", s.Name, s.Bytes)
+	}
+	return fmt.Sprintf("output %s: %v after %d bytes", s.Name, errnoText(s.Err), s.Bytes)
+}
+
+// errnoText is the system error at the bottom of err ("no space left on
+// device"), or err itself.
+func errnoText(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
 }
 
 // stopCause is the first thing that stopped the run while it ran.
@@ -123,12 +154,15 @@ type runFacts struct {
 	// CheckErr is the caller's check before commit (Options.BeforeCommit),
 	// made only when everything else succeeded.
 	CheckErr error
+	// Sidecar is a stage's file beside the output (sha256's digest) that
+	// could not be committed after the output was.
+	Sidecar *sidecarFailure
 }
 
 // verdict is the decision.
 type verdict struct {
 	Result string // ResultSuccess, ResultFailed, ResultTimeout, ResultInterrupted
-	Root   int    // index of the root-cause stage, -1 for none
+	Root   int    // index of the root-cause stage, len(Stages) for the output, -1 for none
 	Msg    string
 	Signal syscall.Signal // for ResultInterrupted
 	Stages []stageVerdict
@@ -150,7 +184,11 @@ type stageVerdict struct {
 //  3. Else a stage that stopped reading while its producer had more to give
 //     (the producer died of SIGPIPE) left input unread: it is the root cause
 //     unless it may stop reading (allow_partial_read).
-//  4. Else the check before commit, then the commit of the output.
+//  4. Else the output, if it stopped taking bytes (its reader went away, a
+//     write failed); the output is also named when the last stage failed
+//     writing it directly onto a full file system.
+//  5. Else the check before commit, then the commit of the output, then
+//     the commit of the stages' files beside it (sha256's digest).
 func decideRun(rf runFacts) verdict {
 	n := len(rf.Stages)
 	v := verdict{Result: ResultSuccess, Root: -1, Stages: make([]stageVerdict, n)}
@@ -168,6 +206,11 @@ func decideRun(rf runFacts) verdict {
 		if rf.Stages[i].ownFailure() {
 			setRoot(i, ResultFailed, rf.Stages[i].failureMessage())
 		}
+	}
+	if n > 0 && v.Root == n-1 && (rf.Stop == nil || rf.Stop.Own) && rf.Stages[n-1].Failed && rf.Sink.Full {
+		// The last stage failed writing to a full file system: the
+		// output could not take the stream.
+		v.Root, v.Msg = n, fmt.Sprintf("output %s: no space left on device (%s)", rf.Sink.Name, v.Msg)
 	}
 	if s := rf.Stop; s != nil && s.Own && s.Stage >= 0 && s.Stage < n {
 		// Not reached while the facts agree with what stopped the run.
@@ -192,11 +235,17 @@ func decideRun(rf runFacts) verdict {
 			setRoot(j, ResultFailed, c.failureMessage())
 		}
 	}
+	if rf.Sink.failed() {
+		setRoot(n, ResultFailed, rf.Sink.failureMessage())
+	}
 	if rf.CheckErr != nil {
 		setRoot(-1, ResultFailed, fmt.Sprintf("input check after the last byte: %v", rf.CheckErr))
 	}
 	if rf.Sink.CommitErr != nil {
-		setRoot(-1, ResultFailed, rf.Sink.CommitErr.Error())
+		setRoot(n, ResultFailed, rf.Sink.CommitErr.Error())
+	}
+	if sc := rf.Sidecar; sc != nil && sc.Stage >= 0 && sc.Stage < n {
+		setRoot(sc.Stage, ResultFailed, fmt.Sprintf("stage %q: %v (the output was committed)", rf.Stages[sc.Stage].Name, sc.Err))
 	}
 	merged := slices.Clone(rf.Stages)
 	for i := range merged {

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"syscall"
@@ -203,7 +204,43 @@ func TestDecideRun(t *testing.T) {
 		{
 			name:   "a commit that fails fails the run",
 			facts:  runFacts{Stages: []stageFacts{okStage("a")}, Sink: sinkFacts{CommitErr: errors.New("output out.img: fsync: input/output error")}},
-			result: ResultFailed, root: -1, msg: "fsync",
+			result: ResultFailed, root: 1, msg: "fsync",
+		},
+		{
+			name:   "a stage's file beside the output (sha256's digest) that cannot be committed fails the run",
+			facts:  runFacts{Stages: []stageFacts{okStage("sha256"), okStage("cat")}, Sidecar: &sidecarFailure{Stage: 0, Err: errors.New("writing its digest: read-only file system")}},
+			result: ResultFailed, root: 0, msg: `stage "sha256": writing its digest: read-only file system (the output was committed)`,
+		},
+		{
+			name: "the output is a party: its reader went away, the last stage's SIGPIPE is a consequence",
+			facts: runFacts{Stages: []stageFacts{sigpipeStage("zero"), sigpipeStage("cat")},
+				Sink: sinkFacts{Name: "(stdout)", Bytes: 1 << 20, Gone: true}, Stop: &stopCause{Own: true, Stage: 2}},
+			result: ResultFailed, root: 2, msg: "output (stdout): its reader went away after 1048576 bytes",
+			statuses: []string{"consequence", "consequence"},
+		},
+		{
+			name: "the output is a party: a write to it failed (pipespool > /dev/full)",
+			facts: runFacts{Stages: []stageFacts{sigpipeStage("cat")},
+				Sink: sinkFacts{Name: "(stdout)", Err: fmt.Errorf("copying x to y: %w", syscall.ENOSPC)}},
+			result: ResultFailed, root: 1, msg: "output (stdout): no space left on device after 0 bytes",
+		},
+		{
+			name: "the output is named when the last stage failed writing it directly onto a full file system",
+			facts: runFacts{Stages: []stageFacts{sigpipeStage("gen"), exitStage("cat", 1)},
+				Sink: sinkFacts{Name: "/mnt/out", Full: true}, Stop: &stopCause{Own: true, Stage: 1}},
+			result: ResultFailed, root: 2, msg: `output /mnt/out: no space left on device (stage "cat" failed: exit 1)`,
+		},
+		{
+			name: "a stage that failed on its own upstream is named before the output",
+			facts: runFacts{Stages: []stageFacts{exitStage("decrypt", 2), sigpipeStage("cat")},
+				Sink: sinkFacts{Name: "(stdout)", Gone: true}, Stop: &stopCause{Own: true, Stage: 2}},
+			result: ResultFailed, root: 0,
+		},
+		{
+			name: "a timeout that came first wins over the output",
+			facts: runFacts{Stages: []stageFacts{stoppedStage("cat")},
+				Sink: sinkFacts{Name: "(stdout)", Gone: true}, Stop: &stopCause{Stage: -1, Result: ResultTimeout, Msg: "timed out"}},
+			result: ResultTimeout, root: -1,
 		},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,19 +12,30 @@ import (
 	"time"
 
 	"github.com/pipespool/pipespool/proc"
+	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 )
 
 // running is the state of one run.
 type running struct {
-	job    *Job
-	opts   Options
-	log    *slog.Logger
-	grace  time.Duration
-	src    *source
-	dst    *sink
-	stages []stage.Stage
-	links  []link // len(stages)+1
+	job   *Job
+	opts  Options
+	log   *slog.Logger
+	grace time.Duration
+	// deadline is when the job's timeout ends the run (zero: none); it
+	// counts from the start, the wait for a FIFO's peer included.
+	deadline time.Time
+	src      *source
+	dst      *sink
+	stages   []stage.Stage
+	links    []link // len(stages)+1
+
+	// programs are the external stages' programs as resolved ("" for a
+	// built-in).
+	programs []string
+	// pipeSize is what each pipe asks for (see pipeSizeFor); pipesMade
+	// counts the pipes wire made.
+	pipeSize, pipesMade int
 
 	procs runProcs // the run's processes beyond its stages (descendants.go)
 
@@ -49,7 +61,12 @@ type outcome struct {
 	inputEOF  bool // its input pump delivered everything up to EOF
 	bytesIn   int64
 	bytesOut  int64
-	leftovers int // processes left in its group at the end
+	leftovers int   // processes left in its group at the end
+	startErr  error // why it could not start; nil when it started
+	// drained: it failed on its own while a verifying stage upstream ran,
+	// and its input link was drained (drain.go). Written under
+	// running.mu (drainProgress reads it).
+	drained bool
 	// Written by the monitor under running.mu:
 	stalls    int
 	nudges    int
@@ -75,7 +92,10 @@ func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 		r.opts.Stdout = os.Stdout
 	}
 	start := time.Now()
-	if err := r.build(); err != nil {
+	if job.Timeout > 0 {
+		r.deadline = start.Add(job.Timeout)
+	}
+	if err := r.build(ctx); err != nil {
 		r.closeAll()
 		return nil, err
 	}
@@ -86,22 +106,24 @@ func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 
 // build resolves programs, opens the input and the output, creates every
 // stage and link. Nothing is started yet; on error everything is closed.
-func (r *running) build() error {
+func (r *running) build(ctx context.Context) error {
 	job := r.job
 	n := len(job.Stages)
 	r.procs.start(job)
 	specs := make([]stage.ProcessSpec, n)
-	// Resolve every program before opening anything: a missing binary is
-	// a job error found before any output file appears.
+	// Validate every stage before opening anything: a missing binary or
+	// dir is a job error found before any output file appears.
+	resolved, err := validateStages(job)
+	if err != nil {
+		return err
+	}
+	r.programs = make([]string, n)
 	for i := range job.Stages {
 		s := &job.Stages[i]
 		if s.Builtin != "" {
 			continue
 		}
-		path, argv, err := resolveProgram(job, s)
-		if err != nil {
-			return &JobError{File: job.File, Line: s.Line, Key: stageKey(s.Index, ""), Msg: fmt.Sprintf("stage %q: %v", s.Name, err)}
-		}
+		argv := resolved[i].argv
 		if i == n-1 && len(r.opts.ExtraArgs) > 0 {
 			if s.Shell != "" {
 				// sh -c SCRIPT NAME ARGS...: the params are $1, $2, ...
@@ -109,7 +131,8 @@ func (r *running) build() error {
 			}
 			argv = append(argv, r.opts.ExtraArgs...)
 		}
-		specs[i] = stage.ProcessSpec{Name: s.Name, Path: path, Argv: argv, Dir: s.Dir,
+		r.programs[i] = resolved[i].path
+		specs[i] = stage.ProcessSpec{Name: s.Name, Path: resolved[i].path, Argv: argv, Dir: s.Dir,
 			Env:    mergeEnv(os.Environ(), r.opts.Env, envList(s.Env)),
 			Stderr: s.Stderr, StderrTo: r.opts.StderrTo, Logger: r.log, Scope: r.procs.scope}
 	}
@@ -120,11 +143,12 @@ func (r *running) build() error {
 	inPath := job.Input
 	if r.opts.InputPath != "" {
 		inPath = r.opts.InputPath
-	} else if inPath != "-" && !strings.HasPrefix(inPath, "/") {
+	} else if inPath != "-" && inPath != "none" && !strings.HasPrefix(inPath, "/") {
 		inPath = job.Dir + "/" + inPath
 	}
-	var err error
-	if r.src, err = openSource(inPath, r.opts.Input, r.opts.Stdin); err != nil {
+
+	o := &opener{ctx: ctx, deadline: r.deadline, timeout: fmt.Sprintf("timeout %s in %s", job.Timeout, job.File), log: r.log}
+	if r.src, err = openSource(o, inPath, r.opts.Input, r.opts.Stdin); err != nil {
 		return err
 	}
 	outPath := job.Output
@@ -133,7 +157,7 @@ func (r *running) build() error {
 	} else if outPath != "-" && outPath != "none" && !strings.HasPrefix(outPath, "/") {
 		outPath = job.Dir + "/" + outPath
 	}
-	if r.dst, err = openSink(outPath, job.OutputMode, job.OutputModeSet, r.opts.Stdout); err != nil {
+	if r.dst, err = openSink(o, outPath, job.OutputMode, job.OutputModeSet, r.opts.Stdout); err != nil {
 		return err
 	}
 
@@ -180,8 +204,8 @@ func (r *running) stageFacts(i int) stageFacts {
 		ConsumerGone: o.consumerGone, Stopped: res.Stopped, OutputCut: o.outputCut,
 		Partial: o.partial, Unread: o.unread, InputEOF: o.inputEOF,
 		AllowPartialRead: r.job.Stages[i].AllowPartialRead}
-	if res.Err != nil && res.ExitCode == -1 && res.Signal == 0 && res.Started.IsZero() {
-		f.StartErr = res.Err.Error()
+	if o.startErr != nil {
+		f.StartErr = o.startErr.Error()
 	}
 	return f
 }
@@ -195,13 +219,36 @@ func (r *running) facts() runFacts {
 	r.mu.Lock()
 	rf.Stop = r.stop
 	r.mu.Unlock()
+	rf.Sink = r.sinkFacts()
 	return rf
+}
+
+// sinkFacts gathers what the decision needs to know about the output, once
+// every pump has finished.
+func (r *running) sinkFacts() sinkFacts {
+	sf := sinkFacts{Name: r.dst.name()}
+	switch l := r.links[len(r.stages)]; {
+	case l.pump != nil:
+		pr := l.pump.Result()
+		sf.Bytes = pr.Bytes
+		sf.Gone = pr.ConsumerGone
+		if pr.Err != nil && !pr.ConsumerGone && !errors.Is(pr.Err, pump.ErrStopped) {
+			sf.Err = pr.Err
+		}
+	case l.direct != nil:
+		if off, err := l.direct.Seek(0, io.SeekCurrent); err == nil {
+			sf.Bytes = off - l.start
+		}
+		sf.Full = fileSystemFull(l.direct)
+	}
+	return sf
 }
 
 // finish decides the run, commits or discards the output, and builds the
 // report and the error.
 func (r *running) finish(start time.Time) (*Report, error) {
 	r.src.close()
+	r.settleDrained()
 	rf := r.facts()
 	v := decideRun(rf)
 	if v.Result == ResultSuccess && r.opts.BeforeCommit != nil {
@@ -212,14 +259,22 @@ func (r *running) finish(start time.Time) (*Report, error) {
 	if v.Result == ResultSuccess {
 		if rf.Sink.CommitErr = r.dst.commit(); rf.Sink.CommitErr != nil {
 			v = decideRun(rf)
+		} else if rf.Sidecar = r.commitSidecars(); rf.Sidecar != nil {
+			v = decideRun(rf)
 		}
 	} else {
 		r.dst.discard()
 	}
+	if v.Result != ResultSuccess {
+		r.discardSidecars()
+	}
 	rep := &Report{Job: r.job.Name, JobFile: r.job.File, Start: start, End: time.Now(), Result: v.Result,
 		Message: v.Msg, Input: r.src.desc, Output: r.dst.desc}
 	rep.Duration = rep.End.Sub(start).Seconds()
-	if v.Root >= 0 && v.Root < len(r.stages) {
+	switch {
+	case v.Root == len(r.stages):
+		rep.RootCause = OutputRootCause
+	case v.Root >= 0:
 		rep.RootCause = r.stages[v.Root].Name()
 	}
 	for i := range r.stages {
@@ -242,15 +297,20 @@ func (r *running) stageReport(i int, sv stageVerdict) StageReport {
 	sr := StageReport{Name: st.Name(), Kind: string(st.Kind()), Argv: st.Argv(), Pid: st.Pid(),
 		BytesIn: o.bytesIn, BytesOut: o.bytesOut, StderrTail: string(res.StderrTail),
 		Status: sv.Status, Note: sv.Note}
-	if !res.Started.IsZero() {
+	started := o.started && o.startErr == nil && !res.Started.IsZero()
+	if started {
 		sr.Duration = res.Ended.Sub(res.Started).Seconds()
 	}
-	if res.Err != nil {
+	switch {
+	case o.startErr != nil:
+		sr.Error = o.startErr.Error()
+	case res.Err != nil:
 		sr.Error = res.Err.Error()
 	}
 	if res.Signal != 0 {
 		sr.Signal = stage.SignalName(res.Signal)
-	} else if !res.Started.IsZero() {
+	} else if started {
+		// A stage that never started has no exit status: absent.
 		code := res.ExitCode
 		sr.ExitCode = &code
 	}
@@ -259,6 +319,11 @@ func (r *running) stageReport(i int, sv stageVerdict) StageReport {
 	sr.Diagnoses = append([]string(nil), o.diagnoses...)
 	monitorNote := o.note
 	r.mu.Unlock()
+	if i == len(r.stages)-1 && r.dst.desc == "none" && st.Kind() == stage.KindCommand {
+		// The fast discard: the stage writes /dev/null itself, and
+		// nothing sees its bytes.
+		sr.Note = strings.TrimPrefix(sr.Note+"; output none: its bytes_out are not counted (-o /dev/null counts them)", "; ")
+	}
 	if o.leftovers > 0 {
 		sr.Note = strings.TrimPrefix(sr.Note+fmt.Sprintf("; %d leftover process(es) in its group were stopped", o.leftovers), "; ")
 	}

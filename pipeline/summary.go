@@ -39,6 +39,9 @@ func Summary(rep *Report) string {
 			fmt.Fprintf(&b, "    stall: %s\n", Printable(d))
 		}
 	}
+	if rep.RootCause == OutputRootCause {
+		fmt.Fprintf(&b, "* %d %-*s  %s\n", len(rep.Stages)+1, width, OutputRootCause, "failed: "+rep.Output)
+	}
 	for _, s := range rep.Stages {
 		if s.Name != rep.RootCause || strings.TrimSpace(s.StderrTail) == "" {
 			continue

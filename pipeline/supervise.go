@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"slices"
 	"sync"
 	"syscall"
@@ -34,11 +36,23 @@ func (r *running) run(ctx context.Context) {
 			}(l.pump)
 		}
 	}
+	// The output is a party of the run: when it stops taking bytes, that
+	// is a failure of its own, judged like a stage's after every stage.
+	sinkFailed := make(chan struct{}, 1)
+	if out := r.links[len(r.stages)].pump; out != nil {
+		go func() {
+			<-out.Done()
+			if pr := out.Result(); pr.ConsumerGone || pr.Err != nil && !errors.Is(pr.Err, pump.ErrStopped) {
+				sinkFailed <- struct{}{}
+			}
+		}()
+	}
 	events := make(chan int, len(r.stages))
 	var stagesWG sync.WaitGroup
 	for i, st := range r.stages {
 		r.procs.noteStdout(i, e.stdout[i])
 		if err := st.Start(e.stdin[i], e.stdout[i]); err != nil {
+			r.outcomes[i].startErr = r.startFailure(i, err)
 			r.log.Debug("stage did not start", "stage", st.Name(), "err", err)
 		}
 		r.outcomes[i].started = true
@@ -64,8 +78,8 @@ func (r *running) run(ctx context.Context) {
 	}()
 
 	var timeout <-chan time.Time
-	if r.job.Timeout > 0 {
-		t := time.NewTimer(r.job.Timeout)
+	if !r.deadline.IsZero() {
+		t := time.NewTimer(time.Until(r.deadline))
 		defer t.Stop()
 		timeout = t.C
 	}
@@ -85,6 +99,12 @@ func (r *running) run(ctx context.Context) {
 	judged := make([]bool, len(r.stages))
 	var pending []int
 	var pendingTimer <-chan time.Time
+	var progress int64 // drainProgress when the pending timer was armed
+	arm := func() {
+		if pendingTimer == nil {
+			pendingTimer, progress = time.After(pendingWait), r.drainProgress()
+		}
+	}
 	for left := len(r.stages); left > 0; {
 		select {
 		case i := <-events:
@@ -92,12 +112,20 @@ func (r *running) run(ctx context.Context) {
 			judged[i] = true
 			if r.judge(i, judged) {
 				pending = append(pending, i)
-				if pendingTimer == nil {
-					pendingTimer = time.After(pendingWait)
-				}
+				arm()
 			}
 			pending = r.flushPending(pending, judged, false)
+		case <-sinkFailed:
+			pending = append(pending, len(r.stages))
+			arm()
+			pending = r.flushPending(pending, judged, false)
 		case <-pendingTimer:
+			if p := r.drainProgress(); p != progress {
+				// A drained link or a verifying built-in is still
+				// making progress: its check is still to come.
+				pendingTimer, progress = time.After(pendingWait), p
+				break
+			}
 			pending = r.flushPending(pending, judged, true)
 		case <-timeout:
 			timeout = nil
@@ -211,6 +239,15 @@ func (r *running) watchStage(i int) {
 	// which also makes the producer get EPIPE at its next write.
 	in := r.links[i]
 	switch {
+	case in.pump != nil && res.Failed() && !res.BrokenPipe && !res.Stopped && !o.consumerGone && r.verifierRunning(i):
+		// It failed on its own while a verifying stage upstream still
+		// runs: drain its input so that the stage that made the data
+		// gets to finish its check (drain.go). The link is read once it
+		// has finished (settleDrained).
+		in.pump.Drain()
+		r.mu.Lock()
+		o.drained = true
+		r.mu.Unlock()
 	case in.pump != nil:
 		in.pump.Stop()
 		pr := in.pump.Result()
@@ -294,11 +331,30 @@ func (r *running) judge(i int, judged []bool) bool {
 	if !f.ownFailure() {
 		return false
 	}
-	if upstreamUnjudged(i, judged) {
+	// A stage that could not start read nothing: no stage upstream can
+	// have made it fail, so there is nothing to wait for.
+	if f.StartErr == "" && upstreamUnjudged(i, judged) {
 		return true
 	}
 	r.stopOwn(i)
 	return false
+}
+
+// startFailure is why stage i could not start, naming the real cause: its
+// dir gone since the job was validated is reported by the exec machinery
+// as the program's "no such file or directory".
+func (r *running) startFailure(i int, err error) error {
+	if dir := r.job.Stages[i].Dir; dir != "" {
+		if derr := checkDir(dir); derr != nil {
+			return derr
+		}
+	}
+	if p := r.programs[i]; p != "" && errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(p); serr == nil {
+			return fmt.Errorf("%w (%s exists: is the interpreter on its #! line missing?)", err, p)
+		}
+	}
+	return err
 }
 
 // stopOwn stops the run for the own failure of stage i (unless something

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"fmt"
 	"io"
 	"os"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/units"
 )
 
 // link is the connection into stage k (k = len(stages) for the output): a
@@ -70,12 +72,13 @@ func (c pumpCloser) Close() error {
 	return nil
 }
 
-// newPipe creates a pipe of the job's size, both ends owned by open.
+// newPipe creates a pipe of the run's size, both ends owned by open.
 func (r *running) newPipe(open *closers) (rd, wr *ownedFD, err error) {
-	p, _, err := pump.NewPipe(r.job.PipeSize)
+	p, _, err := pump.NewPipe(r.pipeSize)
 	if err != nil {
 		return nil, nil, err
 	}
+	r.pipesMade++
 	rd, wr = newOwnedFD(p.R), newOwnedFD(p.W)
 	open.add(rd)
 	open.add(wr)
@@ -109,6 +112,10 @@ func (r *running) wire() (e ends, err error) {
 		}
 	}()
 	n := len(r.stages)
+	pipes := r.pipesNeeded()
+	size, why := pipeSizeFor(r.job.PipeSize, pipes)
+	r.pipeSize = size
+	r.log.Debug(fmt.Sprintf("pipes: %d of %s each (%s)", pipes, units.FormatSize(int64(size)), why))
 	e = ends{stdin: make([]*os.File, n), stdout: make([]*os.File, n)}
 	for k := 0; k <= n; k++ {
 		if k > 0 && k < n && r.stages[k-1].Kind() == stage.KindBuiltin && r.stages[k].Kind() == stage.KindBuiltin {
@@ -143,6 +150,11 @@ func (r *running) wire() (e ends, err error) {
 		if k < n {
 			popts = append(popts, pump.KeepWitness())
 		}
+		if k > 0 && k < n && r.verifierUpstream(k) {
+			// Stage k may fail while a verifying stage upstream runs:
+			// its input link is then drained, not cut (drain.go).
+			popts = append(popts, pump.HoldWhenConsumerGone())
+		}
 		pm, err := pump.New(srcEnd.pumpEnd(), dstEnd.pumpEnd(), popts...)
 		if err != nil {
 			return e, err
@@ -154,6 +166,28 @@ func (r *running) wire() (e ends, err error) {
 		r.links[k] = link{pump: pm}
 	}
 	return e, nil
+}
+
+// pipesNeeded counts the pipes wire creates, for their size: it follows
+// wire's choices (keep the two in step; TestPipesNeededMatchesWire).
+func (r *running) pipesNeeded() int {
+	n, c := len(r.stages), 0
+	for k := 0; k <= n; k++ {
+		if k > 0 && k < n && r.stages[k-1].Kind() == stage.KindBuiltin && r.stages[k].Kind() == stage.KindBuiltin {
+			c++
+			continue
+		}
+		switch {
+		case k == 0 && r.src.direct, k == n && r.dst.direct:
+			continue
+		case k > 0:
+			c++ // stage k-1's stdout
+		}
+		if k < n {
+			c++ // stage k's stdin
+		}
+	}
+	return c
 }
 
 // linkEnd is one side of a pump being wired: an fd we own (a pipe end), or
@@ -178,7 +212,7 @@ func (l linkEnd) release() {
 func (r *running) producerSide(k int, e *ends, open *closers) (src linkEnd, direct bool, err error) {
 	n := len(r.stages)
 	switch {
-	case k == 0 && r.src.regular:
+	case k == 0 && r.src.direct:
 		f, err := dupFile(r.src.file)
 		if err != nil {
 			return src, false, err

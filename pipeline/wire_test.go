@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,3 +118,56 @@ func mustFilter(t *testing.T, name string) stage.Filter {
 	}
 	return flt
 }
+
+// TestPipesNeededMatchesWire: the count the pipes' size is computed from is
+// the number wire makes, for every shape of link.
+func TestPipesNeededMatchesWire(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in")
+	os.WriteFile(in, []byte("x"), 0o644)
+	cat := func(i int) StageSpec {
+		return StageSpec{Index: i, Name: "cat" + itoa(i), Command: []string{"cat"}, Stderr: "discard"}
+	}
+	zc := func(i int) StageSpec {
+		return StageSpec{Index: i, Name: "zc" + itoa(i), Builtin: "zstd-compress", Filter: mustFilter(t, "zstd-compress")}
+	}
+	zd := func(i int) StageSpec {
+		return StageSpec{Index: i, Name: "zd" + itoa(i), Builtin: "zstd-decompress", Filter: mustFilter(t, "zstd-decompress")}
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	for _, input := range []string{in, "-", "none"} {
+		for _, output := range []string{filepath.Join(dir, "out"), "-", "none"} {
+			for _, stages := range [][]StageSpec{{cat(1)}, {zc(1)}, {cat(1), cat(2)}, {zc(1), zd(2)}, {cat(1), zc(2), zd(3), cat(4)}, {zc(1), cat(2), zd(3)}} {
+				job := &Job{File: filepath.Join(dir, "j.toml"), Dir: dir, Name: "j", PipeSize: 64 << 10, Input: input, Output: output, Stages: stages}
+				run := &running{job: job, opts: Options{Stdin: r, Stdout: w}, log: discardLogger(), failedC: make(chan struct{})}
+				if err := run.build(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				e, err := run.wire()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := run.pipesNeeded(); run.pipesMade != want {
+					t.Errorf("%s -> %d stages -> %s: wire made %d pipes, pipesNeeded says %d", input, len(stages), output, run.pipesMade, want)
+				}
+				for _, f := range append(e.stdin, e.stdout...) {
+					f.Close()
+				}
+				for _, l := range run.links {
+					if l.pump != nil {
+						pumpCloser{l.pump}.Close()
+					}
+				}
+				run.src.close()
+				run.dst.discard()
+			}
+		}
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

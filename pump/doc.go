@@ -31,7 +31,9 @@
 //     blocking socket is written with send(2) and MSG_DONTWAIT, and a
 //     terminal through a second opening of it with O_NONBLOCK (its own
 //     flags are shared and never changed): no read or write blocks where
-//     Stop cannot reach it. Another device (a tape) is written as it is.
+//     Stop cannot reach it. A device epoll refuses (/dev/null, /dev/full,
+//     a tape) never waits: it is read and written with plain calls, like a
+//     regular file.
 //
 // After any wake-up the loop tries the transfer again rather than trusting
 // the event bits: the transfer's own result (bytes, 0 for EOF, EAGAIN,

@@ -3,6 +3,7 @@ package pump
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -82,7 +83,10 @@ type Result struct {
 	// delivered to the pipe, never read by the consumer.
 	Undelivered int64
 	Unread      int64
-	Err         error // nil at EOF
+	// Drained is the part of Bytes discarded after Drain: read from the
+	// source once the consumer had gone, and thrown away.
+	Drained int64
+	Err     error // nil at EOF
 }
 
 // Pump copies Src to Dst.
@@ -90,7 +94,11 @@ type Pump struct {
 	src, dst End
 
 	srcPipe, dstPipe bool // S_ISFIFO
-	srcFile, dstFile bool // regular files: never EAGAIN, not pollable
+	// srcFile, dstFile: the side never waits and cannot be polled: a
+	// regular file, or a device epoll refuses (/dev/null, /dev/zero,
+	// /dev/full, a tape). It is read and written with plain calls, which
+	// end when the device has taken or given the bytes.
+	srcFile, dstFile bool
 	useSplice        bool
 
 	poller             *poller.Poller
@@ -130,6 +138,16 @@ type Pump struct {
 	// read there would park the pump where Stop cannot reach it).
 	srcReady, dstReady bool
 	keepWitnes         bool
+
+	// hold, decision, drainReq, draining, drainFrom: see
+	// HoldWhenConsumerGone and Drain.
+	hold         bool
+	decision     chan struct{} // closed by the first Drain or Stop
+	decisionOnce sync.Once
+	drainReq     atomic.Bool
+	draining     bool  // the destination is /dev/null now
+	drainFrom    int64 // bytes moved when draining began
+	drainLost    int64 // bytes left unread in the consumer's pipe then
 
 	// fdMu makes the fds safe to inspect from other goroutines (FIONREAD
 	// for a stall diagnosis): closeEnds holds it to close them, readers
@@ -177,9 +195,25 @@ type Option func(*Pump)
 // its input.
 func KeepWitness() Option { return func(p *Pump) { p.keepWitnes = true } }
 
+// HoldWhenConsumerGone makes the pump, when its consumer goes (EPIPE)
+// before the source's end, wait for its owner's decision instead of closing
+// its source at once: Drain goes on reading the source to its end and
+// discards it (so that the producer can finish, and fail on its own if its
+// input was bad), Stop ends the pump as it would have ended. Meanwhile the
+// producer finds its pipe full and waits.
+func HoldWhenConsumerGone() Option { return func(p *Pump) { p.hold = true } }
+
+// Drain, for a pump made with HoldWhenConsumerGone, makes it discard the
+// rest of its source once its consumer has gone (or now, if it is holding
+// already). Safe from any goroutine; after a Stop it does nothing.
+func (p *Pump) Drain() {
+	p.drainReq.Store(true)
+	p.decisionOnce.Do(func() { close(p.decision) })
+}
+
 // New prepares a pump from src to dst. Owned ends must be non-blocking.
 func New(src, dst End, opts ...Option) (*Pump, error) {
-	p := &Pump{src: src, dst: dst, witness: -1, dstAlt: -1, done: make(chan struct{})}
+	p := &Pump{src: src, dst: dst, witness: -1, dstAlt: -1, done: make(chan struct{}), decision: make(chan struct{})}
 	for _, o := range opts {
 		o(p)
 	}
@@ -190,20 +224,28 @@ func New(src, dst End, opts ...Option) (*Pump, error) {
 	if p.dstPipe, p.dstFile, err = kind(dst.FD); err != nil {
 		return nil, fmt.Errorf("pump destination %s: %w", dst.Name, err)
 	}
+	if p.poller, err = poller.New(); err != nil {
+		return nil, err
+	}
+	// A device that epoll cannot watch never makes a caller wait for
+	// readiness (it has no poll method): waiting for it would fail, and
+	// giving up would cut the stream. It is a file for the pump.
+	for _, s := range []struct {
+		fd         int
+		pipe, file *bool
+	}{{src.FD, &p.srcPipe, &p.srcFile}, {dst.FD, &p.dstPipe, &p.dstFile}} {
+		if !*s.pipe && !*s.file && !p.pollable(s.fd) {
+			*s.file = true
+		}
+	}
 	// splice(2) needs a pipe on one side. The other side must be a pipe or
-	// a regular file, or an fd we own (non-blocking): splice to or from an
-	// inherited blocking socket or tty could block the pump where Stop
-	// cannot reach it.
+	// a file that never waits, or an fd we own (non-blocking): splice to or
+	// from an inherited blocking socket or tty could block the pump where
+	// Stop cannot reach it.
 	okSide := func(pipe, file bool, e End) bool { return pipe || file || e.Own }
 	p.useSplice = (p.srcPipe || p.dstPipe) && okSide(p.srcPipe, p.srcFile, src) && okSide(p.dstPipe, p.dstFile, dst)
 	if !p.useSplice && !p.dstPipe && p.pollFirst(dst, p.dstFile) {
 		p.dstSend, p.dstAlt = nonBlockingWrites(dst.FD)
-	}
-	if p.poller, err = poller.New(); err != nil {
-		if p.dstAlt >= 0 {
-			unix.Close(p.dstAlt)
-		}
-		return nil, err
 	}
 	if p.srcPipe && p.dstPipe {
 		a, errA := unix.FcntlInt(uintptr(src.FD), unix.F_GETPIPE_SZ, 0)
@@ -214,6 +256,15 @@ func New(src, dst End, opts ...Option) (*Pump, error) {
 	}
 	p.last.Store(time.Now().UnixNano())
 	return p, nil
+}
+
+// pollable reports whether epoll can watch fd.
+func (p *Pump) pollable(fd int) bool {
+	if err := p.poller.Add(fd, poller.In); err != nil {
+		return !errors.Is(err, poller.ErrNotPollable)
+	}
+	p.poller.Remove(fd)
+	return true
 }
 
 // nonBlockingWrites finds how to write to fd, an inherited blocking
@@ -331,6 +382,7 @@ func (p *Pump) Result() Result {
 // is safe from any goroutine and at any time.
 func (p *Pump) Stop() {
 	p.stopping.Store(true)
+	p.decisionOnce.Do(func() { close(p.decision) })
 	_ = p.poller.Wake()
 }
 
@@ -367,6 +419,9 @@ func (p *Pump) Run() Result {
 	res := p.loop()
 	restore()
 	res.Bytes = p.bytes.Load()
+	if p.draining {
+		res.Drained, res.Unread = res.Bytes-p.drainFrom, p.drainLost
+	}
 	p.state.Store(int32(Finished))
 	if res.EOF && p.keepWitnes && p.dstPipe {
 		// Opening the pipe read-only through /proc adds a reader, never a
@@ -428,6 +483,12 @@ func (p *Pump) loop() Result {
 				// a consequence (TestRegressionEOFAfterConsumerGoneIsEOF).
 				return Result{EOF: true}
 			}
+			if p.hold && !p.draining && p.awaitDrain() {
+				if err := p.discardFromNow(); err != nil {
+					return Result{Err: err}
+				}
+				continue
+			}
 			return Result{ConsumerGone: true, Undelivered: p.undelivered(), Unread: p.dstQueued(), Err: ErrConsumerGone}
 		case err == unix.EINVAL && p.useSplice && p.bytes.Load() == 0:
 			// This pair of files does not splice (a tty, an odd device):
@@ -441,6 +502,48 @@ func (p *Pump) loop() Result {
 			return Result{Err: fmt.Errorf("copying %s to %s: %w", p.src.Name, p.dst.Name, err)}
 		}
 	}
+}
+
+// awaitDrain waits, the consumer gone, for the owner's decision: true to
+// drain (Drain), false to end (Stop).
+func (p *Pump) awaitDrain() bool {
+	p.state.Store(int32(WaitingDst))
+	<-p.decision
+	return p.drainReq.Load() && !p.stopping.Load()
+}
+
+// discardFromNow makes /dev/null the destination: the rest of the source is
+// read and thrown away, counted in Bytes and in Result.Drained.
+func (p *Pump) discardFromNow() error {
+	null, err := unix.Open(os.DevNull, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("draining %s: %w", p.src.Name, err)
+	}
+	if err := p.disarmEdge(); err != nil {
+		unix.Close(null)
+		return err
+	}
+	p.fdMu.Lock()
+	if p.dstAdded {
+		p.poller.Remove(p.dst.FD)
+		p.dstAdded = false
+	}
+	p.drainLost = p.dstQueued()
+	if p.dst.Own {
+		unix.Close(p.dst.FD) // the pipe to the consumer that went
+	}
+	if p.dstAlt >= 0 {
+		unix.Close(p.dstAlt)
+		p.dstAlt = -1
+	}
+	p.dst = End{FD: null, Own: true, Name: "discard (" + p.dst.Name + ")"}
+	p.dstPipe, p.dstFile, p.dstSend = false, true, false
+	p.fdMu.Unlock()
+	p.batchTarget = 0
+	p.useSplice = p.srcPipe
+	p.draining, p.drainFrom = true, p.bytes.Load()
+	p.state.Store(int32(Moving))
+	return nil
 }
 
 // transfer makes one attempt to move bytes. It returns n > 0 for progress,

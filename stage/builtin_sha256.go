@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/pipespool/pipespool/fsutil"
 )
@@ -23,6 +24,9 @@ func init() {
 type sha256Filter struct {
 	writeTo string // absolute or baseDir-relative path to receive the digest
 	expect  []byte // the digest the stream must have
+
+	mu     sync.Mutex // guards staged
+	staged []byte     // the last run's digest line for writeTo, not yet committed
 }
 
 // newSHA256 validates write_to (a file to receive the hex digest and a
@@ -97,8 +101,35 @@ func (f *sha256Filter) finish(h hash.Hash) error {
 		}
 		return nil
 	}
-	if err := fsutil.WriteFileAtomic(f.writeTo, []byte(hex.EncodeToString(sum)+"\n"), 0o644); err != nil {
-		return fmt.Errorf("sha256: %w", err)
+	// Staged, not written: the digest belongs beside an output that the
+	// run may still fail to make (CommitSidecar).
+	f.mu.Lock()
+	f.staged = []byte(hex.EncodeToString(sum) + "\n")
+	f.mu.Unlock()
+	return nil
+}
+
+// CommitSidecar writes the digest staged by the last run to write_to,
+// atomically. The pipeline calls it after the run's output was committed,
+// only when the run succeeded; a run that did not see the stream's end
+// staged nothing, and nothing is written.
+func (f *sha256Filter) CommitSidecar() error {
+	f.mu.Lock()
+	staged := f.staged
+	f.staged = nil
+	f.mu.Unlock()
+	if staged == nil || f.writeTo == "" {
+		return nil
+	}
+	if err := fsutil.WriteFileAtomic(f.writeTo, staged, 0o644); err != nil {
+		return fmt.Errorf("writing its digest: %w", err)
 	}
 	return nil
+}
+
+// DiscardSidecar drops the staged digest: the run failed.
+func (f *sha256Filter) DiscardSidecar() {
+	f.mu.Lock()
+	f.staged = nil
+	f.mu.Unlock()
 }

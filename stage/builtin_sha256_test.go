@@ -25,6 +25,13 @@ func TestSHA256WriteTo(t *testing.T) {
 	if !bytes.Equal(out, input) {
 		t.Fatal("sha256 changed the stream")
 	}
+	// The digest is staged until the pipeline commits it with the output.
+	if got, _ := os.ReadFile(filepath.Join(dir, "sums/out.sha256")); string(got) != "old\n" {
+		t.Fatalf("digest written before its commit: %q", got)
+	}
+	if err := f.(interface{ CommitSidecar() error }).CommitSidecar(); err != nil {
+		t.Fatal(err)
+	}
 	got, err := os.ReadFile(filepath.Join(dir, "sums/out.sha256"))
 	if err != nil {
 		t.Fatal(err)

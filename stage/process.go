@@ -121,9 +121,9 @@ func (p *Process) Start(stdin, stdout *os.File) (err error) {
 				StderrTail: []byte(err.Error())}
 			if p.errFile != nil {
 				p.errFile.Close()
-			} else {
-				close(p.errDone)
 			}
+			// No stderr reader was started: Wait must not wait for one.
+			close(p.errDone)
 			close(p.done)
 		}
 	}()

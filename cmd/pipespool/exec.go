@@ -102,6 +102,14 @@ func runExec(ctx context.Context, opts *execOptions) error {
 		_, err = fmt.Fprint(opts.g.streams.ErrOut, desc)
 		return err
 	}
+	// The report and the metrics are written after the run: a path that
+	// cannot be written is found now, before the run (exit 2), not after
+	// a backup that then looks unmonitored.
+	for _, f := range []struct{ flag, path string }{{"--report", opts.Report}, {"--metrics-file", opts.MetricsFile}} {
+		if err := checkWritable(f.path); err != nil {
+			return &pipeline.InputError{Path: f.path, Err: fmt.Errorf("%s cannot be written: %w", f.flag, err)}
+		}
+	}
 	if err := proc.BecomeSubreaper(); err != nil {
 		opts.g.Logger().Warn("processes the stages leave behind outside their process groups cannot be found and stopped: " + err.Error())
 	}
@@ -169,4 +177,26 @@ func writeJSONAtomic(path string, v any) error {
 		return err
 	}
 	return fsutil.WriteFileAtomic(path, append(data, '\n'), 0o644)
+}
+
+// checkWritable reports why a file written atomically at path after the run
+// (the report, the metrics) could not be: it creates the temporary file
+// the write would, and removes it. "" is fine.
+func checkWritable(path string) error {
+	if path == "" {
+		return nil
+	}
+	t, err := fsutil.ResolveForWrite(path)
+	if err != nil {
+		return err
+	}
+	if t.Special() {
+		return nil // written in place (/dev/stdout, a FIFO)
+	}
+	a, err := fsutil.CreateAtomic(t, fsutil.AtomicOptions{Perm: 0o644})
+	if err != nil {
+		return err
+	}
+	a.Discard()
+	return nil
 }

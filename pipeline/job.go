@@ -13,6 +13,7 @@ import (
 
 	toml "github.com/pelletier/go-toml/v2"
 
+	"github.com/pipespool/pipespool/filter"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 	"github.com/pipespool/pipespool/units"
@@ -49,7 +50,7 @@ type Job struct {
 	// OpenPGPDecoder is the openpgp-decrypt filter made from the job's
 	// [decoder.openpgp] table: what `-d openpgp` of the queue commands
 	// decrypts job files with. nil when the table is absent.
-	OpenPGPDecoder stage.Filter
+	OpenPGPDecoder filter.Filter
 }
 
 // StageSpec is one [[stage]] of a job file, validated.
@@ -59,7 +60,7 @@ type StageSpec struct {
 	Name             string
 	Builtin          string         // built-in name, or ""
 	With             map[string]any // the built-in's parameters
-	Filter           stage.Filter   // the built-in's filter, made from With
+	Filter           filter.Filter  // the built-in's filter, made from With
 	Command          []string       // argv, or nil
 	Shell            string         // /bin/sh -c script, or ""
 	Env              map[string]string
@@ -218,7 +219,7 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 		}
 	}
 	if raw.Decoder != nil && raw.Decoder.OpenPGP != nil {
-		factory, ok := stage.LookupBuiltin("openpgp-decrypt")
+		factory, ok := filter.Lookup("openpgp-decrypt")
 		if !ok {
 			return nil, v.errf("decoder.openpgp", "this pipespool has no openpgp-decrypt built-in")
 		}
@@ -228,7 +229,7 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 		}
 		f, err := factory(with, job.Dir)
 		if err != nil {
-			var pe *stage.ParamError
+			var pe *filter.ParamError
 			if errors.As(err, &pe) && pe.Key != "" {
 				return nil, v.errf("decoder.openpgp."+pe.Key, "%s", pe.Msg)
 			}
@@ -413,9 +414,9 @@ func (v *validator) stage(i int, rs rawStage, job *Job) (StageSpec, error) {
 	case rs.Builtin != nil:
 		s.Builtin = *rs.Builtin
 		s.Name = s.Builtin
-		factory, ok := stage.LookupBuiltin(s.Builtin)
+		factory, ok := filter.Lookup(s.Builtin)
 		if !ok {
-			return s, v.errf(stageKey(i, "builtin"), "unknown built-in %q: use one of %s", s.Builtin, strings.Join(stage.BuiltinNames(), ", "))
+			return s, v.errf(stageKey(i, "builtin"), "unknown built-in %q: use one of %s", s.Builtin, strings.Join(filter.Names(), ", "))
 		}
 		for _, k := range []struct {
 			set  bool
@@ -431,7 +432,7 @@ func (v *validator) stage(i int, rs rawStage, job *Job) (StageSpec, error) {
 		}
 		f, err := factory(with, job.Dir)
 		if err != nil {
-			var pe *stage.ParamError
+			var pe *filter.ParamError
 			if errors.As(err, &pe) && pe.Key != "" {
 				return s, v.errf(stageKey(i, "with."+pe.Key), "%s", pe.Msg)
 			}

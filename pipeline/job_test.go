@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/filter"
 )
 
 func TestLoadJobDefaultsAndOverrides(t *testing.T) {
@@ -204,7 +204,7 @@ command = ["cat"]
 		t.Fatal("[decoder.openpgp] gave no filter")
 	}
 	// Round trip through the openpgp-encrypt built-in to the same key.
-	enc, ok := stage.LookupBuiltin("openpgp-encrypt")
+	enc, ok := filter.Lookup("openpgp-encrypt")
 	if !ok {
 		t.Fatal("no openpgp-encrypt built-in")
 	}

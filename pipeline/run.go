@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pipespool/pipespool/filter"
 	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
@@ -165,7 +166,7 @@ func (r *running) build(ctx context.Context) error {
 	for i := range job.Stages {
 		s := &job.Stages[i]
 		if s.Builtin != "" {
-			if cw, ok := s.Filter.(stage.ConfigWarner); ok {
+			if cw, ok := s.Filter.(filter.ConfigWarner); ok {
 				for _, w := range cw.Warnings() {
 					r.log.Warn(fmt.Sprintf("stage %q: %s", s.Name, w), "stage", s.Name)
 				}

@@ -273,6 +273,18 @@ func (r *running) watchStage(i int) {
 			}
 		}
 	}
+	if i > 0 && r.stages[i-1].Kind() == stage.KindBuiltin && !r.isOver(i-1) &&
+		!(res.Failed() && !res.BrokenPipe && !res.Stopped && !o.consumerGone) {
+		// It ended without failing on its own (it succeeded, maybe
+		// reading only what it wanted, or its own consumer went): nothing
+		// more of the built-in feeding it is wanted. A decrypter or
+		// decompressor whose output fails reads the rest of its input to
+		// check it, which matters only when its consumer failed on that
+		// data (then its input link is drained instead, above): stop it,
+		// or a `head` on a 1 TB restore would wait for all of it to be
+		// decrypted.
+		r.stages[i-1].Stop(r.grace)
+	}
 	if out := r.links[i+1]; out.pump != nil {
 		// What the stage wrote: what the pump delivered, plus what it
 		// left in its source pipe and buffer (Undelivered includes the

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/filter"
 )
 
 func TestOwnedFDClosesOnceOrIsReleased(t *testing.T) {
@@ -106,9 +106,9 @@ func lowestFreeFD(t *testing.T) int {
 	}
 }
 
-func mustFilter(t *testing.T, name string) stage.Filter {
+func mustFilter(t *testing.T, name string) filter.Filter {
 	t.Helper()
-	f, ok := stage.LookupBuiltin(name)
+	f, ok := filter.Lookup(name)
 	if !ok {
 		t.Fatalf("no built-in %s", name)
 	}

@@ -13,15 +13,15 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/filter"
 )
 
 // DecodeStep is one decoder: a shell command (run as $SHELL -c, like fspl)
 // or a built-in filter.
 type DecodeStep struct {
-	Shell   string       // shell command, when Builtin is ""
-	Builtin string       // name of the built-in ("zstd")
-	filter  stage.Filter // the built-in's filter
+	Shell   string        // shell command, when Builtin is ""
+	Builtin string        // name of the built-in ("zstd")
+	filter  filter.Filter // the built-in's filter
 }
 
 // Decoder turns a stored job file into a packet: the steps run in order,
@@ -40,7 +40,7 @@ type Decoder struct {
 // built-in zstd decompressor, "openpgp" the built-in OpenPGP decrypter
 // whose filter (with its key) openpgp returns, called once and only when
 // "openpgp" is among specs; anything else is a shell command.
-func ParseDecoders(specs []string, openpgp func() (stage.Filter, error)) (*Decoder, error) {
+func ParseDecoders(specs []string, openpgp func() (filter.Filter, error)) (*Decoder, error) {
 	d := &Decoder{Shell: os.Getenv("SHELL")}
 	if d.Shell == "" {
 		d.Shell = "/bin/sh"
@@ -60,7 +60,7 @@ func ParseDecoders(specs []string, openpgp func() (stage.Filter, error)) (*Decod
 				return nil, err
 			}
 			d.Steps = append(d.Steps, DecodeStep{Builtin: s, filter: f})
-			openpgp = func() (stage.Filter, error) { return f, nil }
+			openpgp = func() (filter.Filter, error) { return f, nil }
 		default:
 			d.Steps = append(d.Steps, DecodeStep{Shell: s})
 		}
@@ -68,15 +68,15 @@ func ParseDecoders(specs []string, openpgp func() (stage.Filter, error)) (*Decod
 	return d, nil
 }
 
-// zstdFilter is the zstd-decompress built-in when the stage package has it,
+// zstdFilter is the zstd-decompress built-in when the filter package has it,
 // else klauspost's decoder directly.
-func zstdFilter() stage.Filter {
-	if f, ok := stage.LookupBuiltin("zstd-decompress"); ok {
+func zstdFilter() filter.Filter {
+	if f, ok := filter.Lookup("zstd-decompress"); ok {
 		if filt, err := f(map[string]any{}, "."); err == nil {
 			return filt
 		}
 	}
-	return stage.FilterFunc(func(ctx context.Context, r io.Reader, w io.Writer) error {
+	return filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error {
 		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return err
@@ -165,7 +165,7 @@ func (d *Decoder) StartStream(ctx context.Context, in *os.File) (*Stream, error)
 			s.procs = append(s.procs, cmd)
 		} else {
 			s.wg.Add(1)
-			go func(r *os.File, closeR bool, w *os.File, name string, f stage.Filter) {
+			go func(r *os.File, closeR bool, w *os.File, name string, f filter.Filter) {
 				defer s.wg.Done()
 				err := f.Run(ctx, r, w)
 				if cerr := w.Close(); err == nil {

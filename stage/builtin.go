@@ -6,86 +6,17 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pipespool/pipespool/filter"
 )
 
-// Filter is the transformation of a built-in stage. Run reads r to its end
-// and writes the result to w; it returns nil only when the whole input was
-// consumed and the whole output written. It must stop promptly when ctx is
-// cancelled or when r or w return an error. Run must keep its memory flat
-// in the length of the stream.
-type Filter interface {
-	Run(ctx context.Context, r io.Reader, w io.Writer) error
-}
-
-// FilterFunc adapts a function to Filter.
-type FilterFunc func(ctx context.Context, r io.Reader, w io.Writer) error
-
-// Run calls f.
-func (f FilterFunc) Run(ctx context.Context, r io.Reader, w io.Writer) error { return f(ctx, r, w) }
-
-// BuiltinFactory validates a built-in's [stage.with] table and returns its
-// filter. Relative file names in with are relative to baseDir (the job
-// file's directory). A bad key is reported as a *ParamError.
-type BuiltinFactory func(with map[string]any, baseDir string) (Filter, error)
-
-// ParamError is a bad [stage.with] parameter of a built-in.
-type ParamError struct {
-	Key string // the key in [stage.with], "" when the table as a whole is wrong
-	Msg string // what is wrong and what to do
-}
-
-func (e *ParamError) Error() string {
-	if e.Key == "" {
-		return e.Msg
-	}
-	return fmt.Sprintf("%q: %s", e.Key, e.Msg)
-}
-
-var (
-	builtinsMu sync.Mutex // guards builtins
-	builtins   = map[string]BuiltinFactory{}
-)
-
-// RegisterBuiltin makes a built-in available under name. It is called from
-// init functions of the files that implement built-ins.
-func RegisterBuiltin(name string, f BuiltinFactory) {
-	builtinsMu.Lock()
-	defer builtinsMu.Unlock()
-	if _, dup := builtins[name]; dup {
-		panic("stage: built-in registered twice: " + name)
-	}
-	builtins[name] = f
-}
-
-// LookupBuiltin returns the factory of the named built-in.
-func LookupBuiltin(name string) (BuiltinFactory, bool) {
-	builtinsMu.Lock()
-	defer builtinsMu.Unlock()
-	f, ok := builtins[name]
-	return f, ok
-}
-
-// BuiltinNames lists the registered built-ins, sorted.
-func BuiltinNames() []string {
-	builtinsMu.Lock()
-	defer builtinsMu.Unlock()
-	names := make([]string, 0, len(builtins))
-	for n := range builtins {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
-// Builtin is a stage run by a Filter in this process.
+// Builtin is a stage run by a filter.Filter in this process.
 type Builtin struct {
 	name, builtin string
-	filter        Filter
+	filter        filter.Filter
 
 	in, out atomic.Int64 // bytes read from stdin and written to stdout
 
@@ -100,8 +31,8 @@ type Builtin struct {
 
 // NewBuiltin returns a stage that runs filter under the given stage name;
 // builtin is the built-in's name (for the report).
-func NewBuiltin(name, builtin string, filter Filter) *Builtin {
-	return &Builtin{name: name, builtin: builtin, filter: filter,
+func NewBuiltin(name, builtin string, f filter.Filter) *Builtin {
+	return &Builtin{name: name, builtin: builtin, filter: f,
 		started: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -167,7 +98,10 @@ func (b *Builtin) run(ctx context.Context) {
 		res.Err = err
 		res.ExitCode = 1
 		res.BrokenPipe = errors.Is(err, syscall.EPIPE)
-		res.StderrTail = []byte(err.Error())
+		// The error is the built-in's stderr; its tail is kept as a
+		// process's is, whatever the length of the message.
+		msg := err.Error()
+		res.StderrTail = []byte(msg[max(0, len(msg)-StderrTailSize):])
 	}
 	b.result = res
 	b.cancel()

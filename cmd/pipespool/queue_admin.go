@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pipespool/pipespool/filter"
 	"github.com/pipespool/pipespool/pipeline"
 	"github.com/pipespool/pipespool/queue"
-	"github.com/pipespool/pipespool/stage"
 )
 
 // queueDirOptions is the -q DIR every queue-* command takes.
@@ -40,7 +40,7 @@ func (o *queueDirOptions) bindDecoder(cmd *cobra.Command) {
 // [decoder.openpgp] table of --decoder-config, else of jobFile (the
 // pipeline of queue-process/stdin-process), else of dir/pipespool.toml.
 func (o *queueDirOptions) decoder(dir, jobFile string) (*queue.Decoder, error) {
-	d, err := queue.ParseDecoders(o.Decoders, func() (stage.Filter, error) {
+	d, err := queue.ParseDecoders(o.Decoders, func() (filter.Filter, error) {
 		return o.openpgpDecoder(dir, jobFile)
 	})
 	if err != nil {
@@ -55,7 +55,7 @@ func (o *queueDirOptions) decoder(dir, jobFile string) (*queue.Decoder, error) {
 	return d, nil
 }
 
-func (o *queueDirOptions) openpgpDecoder(dir, jobFile string) (stage.Filter, error) {
+func (o *queueDirOptions) openpgpDecoder(dir, jobFile string) (filter.Filter, error) {
 	path := o.DecoderConfig
 	if path == "" {
 		path = jobFile
@@ -78,7 +78,7 @@ func (o *queueDirOptions) openpgpDecoder(dir, jobFile string) (stage.Filter, err
 		return nil, usageErrorf("-d openpgp: %s has no [decoder.openpgp] table: add one with secret_key "+
 			"and passphrase_file (or passphrase_file alone for a passphrase-encrypted queue); see docs/queue.md", path)
 	}
-	if cw, ok := job.OpenPGPDecoder.(stage.ConfigWarner); ok {
+	if cw, ok := job.OpenPGPDecoder.(filter.ConfigWarner); ok {
 		for _, w := range cw.Warnings() {
 			o.g.Logger().Warn(w, "file", path, "table", "decoder.openpgp")
 		}

@@ -1,4 +1,4 @@
-package stage
+package filter
 
 import (
 	"bytes"
@@ -119,7 +119,7 @@ func newFilter(t testing.TB, name string, with map[string]any, baseDir string) F
 }
 
 func buildFilter(name string, with map[string]any, baseDir string) (Filter, error) {
-	factory, ok := LookupBuiltin(name)
+	factory, ok := Lookup(name)
 	if !ok {
 		return nil, errors.New("no built-in " + name)
 	}
@@ -152,41 +152,6 @@ func wantParamError(t testing.TB, err error, key, msg string) {
 	}
 	if pe.Key != key || !strings.Contains(pe.Msg, msg) {
 		t.Fatalf("got ParamError{Key: %q, Msg: %q}, want key %q and a message containing %q", pe.Key, pe.Msg, key, msg)
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	for _, tc := range []struct {
-		in   any
-		want int64
-		bad  bool
-	}{
-		{"64KiB", 64 << 10, false},
-		{"1MiB", 1 << 20, false},
-		{"1GiB", 1 << 30, false},
-		{"1.5GiB", 3 << 29, false},
-		{"10MB", 10e6, false},
-		{"4096", 4096, false},
-		{"512 B", 512, false},
-		{int64(1 << 20), 1 << 20, false},
-		{"", 0, true},
-		{"MiB", 0, true},
-		{"-1MiB", 0, true},
-		{"12 parsecs", 0, true},
-		{"99999999999TiB", 0, true},
-		{true, 0, true},
-		{int64(-5), 0, true},
-	} {
-		got, err := parseSize(tc.in)
-		if tc.bad {
-			if err == nil {
-				t.Errorf("parseSize(%v) = %d, want an error", tc.in, got)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("parseSize(%v) = %d, %v; want %d", tc.in, got, err, tc.want)
-		}
 	}
 }
 
@@ -259,22 +224,27 @@ func TestBuiltinsLeaveNoGoroutines(t *testing.T) {
 		name string
 		with map[string]any
 		in   []byte
+		own  string // the error when the input is bad: its own, found after the output failed
 	}{
-		{"zstd-decompress", nil, compressed},
-		{"zstd-decompress", nil, compressed[:len(compressed)/2]},
-		{"openpgp-decrypt", sym, encrypted},
-		{"openpgp-decrypt", sym, encrypted[:len(encrypted)/2]},
-		{"openpgp-encrypt", sym, input},
-		{"zstd-compress", nil, input},
+		{"zstd-decompress", nil, compressed, ""},
+		{"zstd-decompress", nil, compressed[:len(compressed)/2], "unexpected end of stream"},
+		{"openpgp-decrypt", sym, encrypted, ""},
+		{"openpgp-decrypt", sym, encrypted[:len(encrypted)/2], "truncated message"},
+		{"openpgp-encrypt", sym, input, ""},
+		{"zstd-compress", nil, input, ""},
 	} {
 		f := newFilter(t, tc.name, tc.with, keys)
 		runFilter(t, f, bytes.NewReader(tc.in))
 		// The output fails after the first write: the consumer is gone,
 		// and the error says so (the stage runtime reports a broken pipe
-		// as a consequence, not a cause).
+		// as a consequence, not a cause), unless the decoder, reading on,
+		// finds its input bad.
 		err := f.Run(t.Context(), bytes.NewReader(tc.in), &failingWriter{left: 1})
-		if !errors.Is(err, syscall.EPIPE) && !strings.Contains(fmt.Sprint(err), "unexpected end") {
+		switch {
+		case tc.own == "" && !errors.Is(err, syscall.EPIPE):
 			t.Errorf("%s with its output gone: %v, want an error wrapping EPIPE", tc.name, err)
+		case tc.own != "" && (errors.Is(err, syscall.EPIPE) || !strings.Contains(fmt.Sprint(err), tc.own)):
+			t.Errorf("%s with its output gone, input cut short: %v, want its own error %q", tc.name, err, tc.own)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package stage
+package filter
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"runtime"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/pipespool/pipespool/units"
 )
 
 // The zstd built-ins use github.com/klauspost/compress/zstd, which writes
@@ -16,8 +18,8 @@ import (
 // `cat a.zst b.zst`) and skippable frames included.
 
 func init() {
-	RegisterBuiltin("zstd-compress", newZstdCompress)
-	RegisterBuiltin("zstd-decompress", newZstdDecompress)
+	Register("zstd-compress", newZstdCompress)
+	Register("zstd-decompress", newZstdDecompress)
 }
 
 // defaultZstdMaxMemory bounds the decoder's window when max_memory is not
@@ -141,7 +143,7 @@ func newZstdDecompress(with map[string]any, baseDir string) (Filter, error) {
 	}
 	f := &zstdDecompress{maxMemory: defaultZstdMaxMemory}
 	if v, ok := p.m["max_memory"]; ok {
-		n, err := parseSize(v)
+		n, err := units.ParseSize(v)
 		if err != nil {
 			return nil, &ParamError{Key: "max_memory", Msg: err.Error()}
 		}
@@ -175,10 +177,16 @@ func (f *zstdDecompress) Run(ctx context.Context, r io.Reader, w io.Writer) erro
 		return fmt.Errorf("zstd: %w", err)
 	}
 	defer dec.Close()
-	// WriteTo hands out decoded blocks without another copy.
-	_, err = dec.WriteTo(out)
-	if err != nil {
-		return sideError(in, out, f.explain(err))
+	// WriteTo hands out decoded blocks without another copy. When the
+	// output fails, the rest is still decoded (and discarded) so that the
+	// frames' checksums are checked: corrupt input is then this stage's
+	// own failure, not the broken pipe of a consumer that died of it.
+	sink := &drainingWriter{w: out}
+	if _, err := dec.WriteTo(sink); err != nil || in.err != nil || sink.err != nil {
+		if err != nil {
+			err = f.explain(err)
+		}
+		return decoderResult(in, sink, err)
 	}
 	// The input's length, not the output's: a valid frame of an empty
 	// stream decodes to 0 bytes and is no error

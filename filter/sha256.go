@@ -1,4 +1,4 @@
-package stage
+package filter
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 )
 
 func init() {
-	RegisterBuiltin("sha256", newSHA256)
+	Register("sha256", newSHA256)
 }
 
 // sha256Filter passes its input through unchanged and checks or records

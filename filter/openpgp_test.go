@@ -1,10 +1,8 @@
-package stage
+package filter
 
 import (
 	"bytes"
 	"crypto"
-	"crypto/aes"
-	"crypto/cipher"
 	"io"
 	"os"
 	"os/exec"
@@ -14,6 +12,8 @@ import (
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+
+	"github.com/pipespool/pipespool/filter/seipd"
 )
 
 // Key IDs of testdata/keys (see generate.sh): the primary (signing) key and
@@ -351,14 +351,14 @@ func badlySigned(t testing.TB, keys string, input []byte) []byte {
 	if err := packet.SerializeEncryptedKeyAEAD(&msg, ek.PublicKey, packet.CipherAES256, false, key, pgpConfig()); err != nil {
 		t.Fatal(err)
 	}
-	enc, err := newSEIPDWriter(&msg, key)
+	enc, err := seipd.NewWriter(&msg, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ops := &packet.OnePassSignature{Version: 3, SigType: packet.SigTypeBinary, Hash: crypto.SHA256,
 		PubKeyAlgo: sk.PrivateKey.PubKeyAlgo, KeyId: sk.PrivateKey.KeyId, IsLast: true}
 	ops.Serialize(enc)
-	lit := newPartialWriter(enc, packetTagLiteral, pgpChunk)
+	lit := seipd.NewPartialWriter(enc, seipd.TagLiteral, pgpChunk)
 	lit.Write([]byte{'b', 0, 0, 0, 0, 0})
 	lit.Write(input)
 	lit.Close()
@@ -458,41 +458,6 @@ func TestOpenPGPDecryptGarbageNeverPanics(t *testing.T) {
 	}
 }
 
-func TestCFBDecryptMatchesCryptoCipher(t *testing.T) {
-	block, _ := aes.NewCipher(randomBytes(32, 1))
-	var iv [aes.BlockSize]byte
-	copy(iv[:], randomBytes(16, 2))
-	for _, n := range []int{0, 1, 15, 16, 17, 31, 32, 33, 1000, 4096, 4099} {
-		ct := randomBytes(n, uint64(n))
-		want := make([]byte, n)
-		cipher.NewCFBDecrypter(block, iv[:]).XORKeyStream(want, ct)
-		got := append([]byte(nil), ct...)
-		cfbDecrypt(block, iv, got, make([]byte, n+16))
-		if !bytes.Equal(got, want) {
-			t.Fatalf("%d bytes: cfbDecrypt differs from crypto/cipher's CFB", n)
-		}
-	}
-}
-
-func TestCFBEncrypterMatchesCryptoCipher(t *testing.T) {
-	block, _ := aes.NewCipher(randomBytes(32, 3))
-	data := randomBytes(70000, 4)
-	want := make([]byte, len(data))
-	cipher.NewCFBEncrypter(block, make([]byte, aes.BlockSize)).XORKeyStream(want, data)
-	// Writes of every alignment, as packet headers make them.
-	x := cfbEncrypter{b: block}
-	block.Encrypt(x.out[:], x.out[:])
-	got := make([]byte, len(data))
-	for off, k := 0, 1; off < len(data); k = k*7%5003 + 1 {
-		k = min(k, len(data)-off)
-		x.XORKeyStream(got[off:off+k], data[off:off+k])
-		off += k
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("cfbEncrypter differs from crypto/cipher's CFB")
-	}
-}
-
 func BenchmarkOpenPGPDecrypt(b *testing.B) {
 	keys := testKeys(b)
 	input := randomBytes(64<<20, 16)
@@ -520,19 +485,4 @@ func BenchmarkOpenPGPEncrypt(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-func FuzzOpenPGPDecrypt(f *testing.F) {
-	keys := testKeys(f)
-	sym := map[string]any{"passphrase_file": "symmetric.pass"}
-	var msg bytes.Buffer
-	if err := newFilter(f, "openpgp-encrypt", sym, keys).Run(f.Context(), bytes.NewReader([]byte("seed data\n")), &msg); err != nil {
-		f.Fatal(err)
-	}
-	f.Add(msg.Bytes())
-	f.Add([]byte("-----BEGIN PGP MESSAGE-----\n\nwy4ECQMI\n=abcd\n-----END PGP MESSAGE-----\n"))
-	dec := newFilter(f, "openpgp-decrypt", sym, keys)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		dec.Run(t.Context(), bytes.NewReader(data), io.Discard)
-	})
 }

@@ -1,4 +1,4 @@
-package stage
+package filter
 
 import (
 	"bufio"
@@ -7,23 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
+	"syscall"
 )
-
-// ConfigWarner is implemented by the filters of built-ins whose
-// configuration is accepted but deserves a word to the user: a secret key
-// or passphrase file that other users can read, for instance. The pipeline
-// logs each warning once, after the job file validated, naming the stage.
-type ConfigWarner interface {
-	// Warnings returns the messages, each a full sentence without the
-	// stage name; nil when there is nothing to say.
-	Warnings() []string
-}
 
 // copyBufSize is the buffer used between io layers in the built-ins. Pipes
 // pipespool creates are asked for 1 MiB (pipe_size); a read of 256 KiB takes
@@ -162,9 +151,14 @@ func (p *withParams) resolve(name string) string {
 	return filepath.Join(p.baseDir, name)
 }
 
-// readFile reads a (small) key or passphrase file named by key. secret says
-// the file holds a secret: one that other users can read is accepted with a
-// warning, the way ssh would rather refuse it.
+// readFile reads a (small) key or passphrase file named by key. Whoever
+// can change such a file decides what pipespool decrypts, signs or trusts,
+// so, as ssh does with its keys, a file another user can write is refused:
+// one writable by others (mode o+w), or owned by another user than the one
+// running pipespool and root. A group-writable file is accepted with a
+// warning (a backup group may share it). secret says the file holds a
+// secret: one that other users can read is accepted with a warning, where
+// ssh would refuse it.
 func (p *withParams) readFile(key, name string, secret bool) ([]byte, string, error) {
 	if name == "" {
 		return nil, "", &ParamError{Key: key, Msg: "must name a file, not be empty"}
@@ -182,6 +176,13 @@ func (p *withParams) readFile(key, name string, secret bool) ([]byte, string, er
 	if !fi.Mode().IsRegular() {
 		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("%s is not a regular file", path)}
 	}
+	perm := fi.Mode().Perm()
+	if perm&0o002 != 0 {
+		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("%s can be changed by any user (mode %04o): refused, anyone could put their key or passphrase there; chmod o-w it", path, perm)}
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("%s is owned by another user (uid %d) than the one running pipespool (uid %d): refused, that user could change it; chown it to this user or root", path, st.Uid, os.Geteuid())}
+	}
 	// Key files are small; the limit keeps a mistaken path (a disk image)
 	// from being read into memory.
 	const maxKeyFile = 16 << 20
@@ -192,9 +193,13 @@ func (p *withParams) readFile(key, name string, secret bool) ([]byte, string, er
 	if err != nil {
 		return nil, path, &ParamError{Key: key, Msg: fmt.Sprintf("cannot read %s: %v", path, err)}
 	}
-	if secret && fi.Mode().Perm()&0o044 != 0 {
+	if perm&0o020 != 0 {
 		p.warnings = append(p.warnings, fmt.Sprintf(
-			"%s (%s) can be read by other users (mode %04o); chmod 600 it", path, key, fi.Mode().Perm()))
+			"%s (%s) can be changed by the users of its group (mode %04o); chmod g-w it", path, key, perm))
+	}
+	if secret && perm&0o044 != 0 {
+		p.warnings = append(p.warnings, fmt.Sprintf(
+			"%s (%s) can be read by other users (mode %04o); chmod 600 it", path, key, perm))
 	}
 	return data, path, nil
 }
@@ -233,73 +238,6 @@ func firstLine(data []byte) []byte {
 	}
 	line = bytes.TrimSuffix(line, []byte("\r"))
 	return append([]byte(nil), line...)
-}
-
-// parseSize reads a byte size: an integer, or a string "64KiB", "1MiB",
-// "2GiB", "1TiB" (powers of 1024), "500kB", "10MB", "1GB" (powers of 1000)
-// or a plain number of bytes.
-func parseSize(v any) (int64, error) {
-	switch n := v.(type) {
-	case int64:
-		if n < 0 {
-			return 0, fmt.Errorf("size %d is negative", n)
-		}
-		return n, nil
-	case int:
-		if n < 0 {
-			return 0, fmt.Errorf("size %d is negative", n)
-		}
-		return int64(n), nil
-	case string:
-		return parseSizeString(n)
-	}
-	return 0, fmt.Errorf("must be a size such as \"64MiB\" or an integer number of bytes, not %s", typeName(v))
-}
-
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	// Longest suffixes first, so that "KiB" is not read as "B".
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"kB", 1000}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
-	{"TB", 1000 * 1000 * 1000 * 1000},
-	{"B", 1},
-}
-
-func parseSizeString(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := int64(1)
-	for _, u := range sizeUnits {
-		if strings.HasSuffix(t, u.suffix) {
-			mult = u.mult
-			t = strings.TrimSpace(strings.TrimSuffix(t, u.suffix))
-			break
-		}
-	}
-	if t == "" {
-		return 0, fmt.Errorf("%q is not a size such as \"64MiB\"", s)
-	}
-	// A fractional number of units ("1.5GiB") is allowed; bytes are whole.
-	if strings.ContainsAny(t, ".eE") {
-		f, err := strconv.ParseFloat(t, 64)
-		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
-			return 0, fmt.Errorf("%q is not a size such as \"64MiB\"", s)
-		}
-		b := f * float64(mult)
-		if b > math.MaxInt64/2 {
-			return 0, fmt.Errorf("%q is too large", s)
-		}
-		return int64(b), nil
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size such as \"64MiB\"", s)
-	}
-	if n > math.MaxInt64/mult {
-		return 0, fmt.Errorf("%q is too large", s)
-	}
-	return n * mult, nil
 }
 
 // newBufReader returns a reader with a buffer of copyBufSize, so that the
@@ -359,4 +297,48 @@ func sideError(in, out *ioSide, err error) error {
 		return fmt.Errorf("reading input: %w", in.err)
 	}
 	return err
+}
+
+// drainingWriter passes writes to w until one fails, then discards them
+// all and says they succeeded. A decoder whose consumer is gone (EPIPE:
+// the stage after it failed, maybe on the corrupt bytes it was handed)
+// still reads its input to the end and checks its integrity: a corrupt
+// stream is then the decoder's own failure, named as the root cause,
+// instead of a broken pipe. The cost is reading and decoding the rest of
+// the input, what the stream would have cost anyway; stopping the stage
+// (cancelling its context) still ends it at its next read.
+type drainingWriter struct {
+	w   io.Writer
+	err error // the first error of w; writes since were discarded
+}
+
+func (d *drainingWriter) Write(p []byte) (int, error) {
+	if d.err == nil {
+		if _, err := d.w.Write(p); err != nil {
+			d.err = err
+		}
+	}
+	return len(p), nil
+}
+
+// decoderResult is what a decoder that wrote through sink reports, given
+// err, its own verdict on the input.
+func decoderResult(in *ioSide, sink *drainingWriter, err error) error {
+	switch {
+	case in.err != nil && sink.err != nil:
+		// The output failed first, and checking the rest of the input was
+		// cut short (pipespool stopped the stage): the output's failure
+		// stands.
+		return fmt.Errorf("writing output: %w", sink.err)
+	case in.err != nil:
+		// A decoder sees a failed read as a broken stream; say what broke.
+		return fmt.Errorf("reading input: %w", in.err)
+	case err != nil:
+		// The stream's own failure, even when found after the output
+		// failed.
+		return err
+	case sink.err != nil:
+		return fmt.Errorf("writing output: %w", sink.err)
+	}
+	return nil
 }

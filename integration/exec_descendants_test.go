@@ -195,3 +195,57 @@ stderr = "discard"
 func runPipespoolGpgconfKill(home string) {
 	exec.Command("gpgconf", "--homedir", home, "--kill", "gpg-agent").Run()
 }
+
+// TestExecOutputFileHeldByWhatAStageLeftBehind: the output file is handed
+// to the last stage directly, so no end of file tells when its writers are
+// done. A writer the stage left in the background (`zfs send ... &` in a
+// shell stage) was killed at the stage's end and a cut file committed with
+// exit 0 (0 of 2000 bytes here); it is now waited for. One that only holds
+// the file without writing is the stall of a held output, as for a pipe.
+func TestExecOutputFileHeldByWhatAStageLeftBehind(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.bin")
+	job := writeFile(t, dir, "writer.toml", `
+[input]
+path = "none"
+[[stage]]
+shell = "(sleep 0.2; head -c 1000 /dev/zero; sleep 1.5; head -c 1000 /dev/zero) &"
+stderr = "discard"
+`)
+	res := runPipespool(t, runOpts{}, "exec", job, "-o", out)
+	if res.Code != 0 {
+		t.Fatalf("background writer: exit %d: %s", res.Code, res.Stderr)
+	}
+	if fi, err := os.Stat(out); err != nil || fi.Size() != 2000 {
+		t.Fatalf("background writer: output %v %v, want 2000 bytes", fi, err)
+	}
+
+	sleepArg := fmt.Sprintf("300.%d", time.Now().UnixNano()%1000000)
+	job = writeFile(t, dir, "holder.toml", fmt.Sprintf(`
+stall_timeout = "1s"
+on_stall = "kill"
+[[stage]]
+name = "leaver"
+shell = "cat; sleep %s &"
+stderr = "discard"
+`, sleepArg))
+	out2 := filepath.Join(dir, "out2.bin")
+	rp := filepath.Join(dir, "report.json")
+	res = runPipespool(t, runOpts{Stdin: strings.NewReader("hello\n"), Timeout: 30 * time.Second}, "exec", job, "-o", out2, "--report", rp)
+	if res.Code != 1 {
+		t.Fatalf("holder: exit %d, want 1\nstderr: %s", res.Code, res.Stderr)
+	}
+	rep := readReport(t, rp)
+	if rep.RootCause != "leaver" || !strings.Contains(rep.Message, "(sleep "+sleepArg+") still holds its stdout") {
+		t.Errorf("holder: root %q message %q", rep.RootCause, rep.Message)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "out2") || strings.HasSuffix(e.Name(), ".tmp") {
+			t.Errorf("holder: %s left", e.Name())
+		}
+	}
+	if left := processesWithMarker(sleepArg); len(left) > 0 {
+		t.Errorf("holder left running: %v", left)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipespool/pipespool/proc"
@@ -16,21 +17,63 @@ import (
 // stdout pipe is called in /proc, to find who holds it when a stage's main
 // process has exited but its output has not ended.
 type runProcs struct {
-	scope  *proc.Scope
-	stdout []string // "pipe:[INO]" per stage, "" when not a pipe; set before the stage starts
-	ended  bool
+	scope *proc.Scope
+	// stdout is what each stage's stdout is called in /proc: "pipe:[INO]"
+	// for a pipe, the path of the run's output file handed to the last
+	// stage directly, "" otherwise; set before the stage starts.
+	stdout []string
+	// fileHeld: the output file handed to the stage may still be held by
+	// it or by something it left behind: set when it starts, cleared once
+	// its end showed nothing holds it any more (see waitFileReleased).
+	fileHeld []atomic.Bool
+	ended    bool
 }
 
 func (p *runProcs) start(job *Job) {
 	p.scope = proc.NewScope(job.MayOutlive)
 	p.stdout = make([]string, len(job.Stages))
+	p.fileHeld = make([]atomic.Bool, len(job.Stages))
 }
 
 // noteStdout records what stage i's stdout is, before the stage starts
-// (Start closes pipespool's copy).
-func (p *runProcs) noteStdout(i int, f *os.File) {
-	if f != nil {
-		p.stdout[i] = proc.PipeLinkOf(f)
+// (Start closes pipespool's copy). direct: f is the run's output file,
+// handed over without a pump.
+func (p *runProcs) noteStdout(i int, f *os.File, direct bool) {
+	if f == nil {
+		return
+	}
+	p.stdout[i] = proc.PipeLinkOf(f)
+	if p.stdout[i] == "" && direct {
+		p.stdout[i] = proc.FileLinkOf(f)
+		// Held until the stage's end shows otherwise (waitFileReleased),
+		// so that the monitor never takes it for over before that.
+		p.fileHeld[i].Store(p.stdout[i] != "")
+	}
+}
+
+// waitFileReleased waits, for a stage whose main process has exited, until
+// nothing it left behind holds the output file it was handed directly: a
+// background writer (`zfs send ... &` as a shell stage) may still be
+// writing it, and committing it now would commit a cut stream. A regular
+// file gives no end of file to wait for as a pipe does, so the holders are
+// looked for, at growing intervals; meanwhile the monitor sees the stage as
+// exited with its output held (a stall of its own after stall_timeout,
+// acted on by on_stall). It returns at once when the run has failed: the
+// output is then discarded.
+func (r *running) waitFileReleased(i int) {
+	if r.procs.stdout == nil || r.procs.stdout[i] == "" || strings.HasPrefix(r.procs.stdout[i], "pipe:") {
+		return
+	}
+	delay := 5 * time.Millisecond
+	for len(r.holders(i)) > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.failedC:
+			t.Stop()
+			return
+		}
+		delay = min(2*delay, 250*time.Millisecond)
 	}
 }
 
@@ -70,11 +113,12 @@ func (r *running) endProcesses() {
 }
 
 // outputOpen reports whether stage i's output link is a pump that has not
-// ended: the stage is not over, even if its main process has exited.
+// ended, or an output file something it left behind still holds: the stage
+// is not over, even if its main process has exited.
 func (m *monitorState) outputOpen(i int) bool {
 	p := m.r.links[i+1].pump
 	if p == nil {
-		return false
+		return m.r.procs.fileHeld != nil && m.r.procs.fileHeld[i].Load()
 	}
 	select {
 	case <-p.Done():
@@ -91,17 +135,21 @@ func (m *monitorState) outputOpen(i int) bool {
 // fds of the descendants: it runs only for a stage whose main process has
 // exited while its output has not ended.
 func (m *monitorState) findHolders(i int) {
-	w := &m.w[i]
-	link := m.r.stdoutOf(i)
+	m.w[i].holders = m.r.holders(i)
+}
+
+// holders lists the processes that hold stage i's stdout open (see
+// findHolders).
+func (r *running) holders(i int) []proc.Stat {
+	link := r.stdoutOf(i)
 	if link == "" {
-		w.holders = nil
-		return
+		return nil
 	}
 	all := proc.Snapshot()
 	below := proc.Below(all, os.Getpid())
 	// The members of its group too, which are below init rather than
 	// pipespool when pipespool is no subreaper.
-	if pgid := m.r.stages[i].Pid(); pgid > 0 {
+	if pgid := r.stages[i].Pid(); pgid > 0 {
 		for pid, st := range all {
 			if st.Pgrp == pgid && pid != pgid && st.Live() && !slices.ContainsFunc(below, func(b proc.Stat) bool { return b.Pid == pid }) {
 				below = append(below, st)
@@ -113,12 +161,13 @@ func (m *monitorState) findHolders(i int) {
 		pids[k] = st.Pid
 	}
 	held := proc.HoldersOf(pids, link)
-	w.holders = w.holders[:0]
+	var out []proc.Stat
 	for _, st := range below {
 		if _, ok := held[st.Pid]; ok {
-			w.holders = append(w.holders, st)
+			out = append(out, st)
 		}
 	}
+	return out
 }
 
 // maxHolderCmd bounds how much of a holder's command line a diagnosis

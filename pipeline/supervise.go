@@ -50,7 +50,7 @@ func (r *running) run(ctx context.Context) {
 	events := make(chan int, len(r.stages))
 	var stagesWG sync.WaitGroup
 	for i, st := range r.stages {
-		r.procs.noteStdout(i, e.stdout[i])
+		r.procs.noteStdout(i, e.stdout[i], i == len(r.stages)-1 && r.links[i+1].direct != nil)
 		if err := st.Start(e.stdin[i], e.stdout[i]); err != nil {
 			r.outcomes[i].startErr = r.startFailure(i, err)
 			r.log.Debug("stage did not start", "stage", st.Name(), "err", err)
@@ -228,6 +228,12 @@ func (r *running) watchStage(i int) {
 				(pr.Undelivered > 0 || first.ExitCode == 128+int(syscall.SIGPIPE))
 		default:
 		}
+	}
+	if r.links[i+1].direct != nil {
+		if !first.Failed() && st.Kind() == stage.KindCommand {
+			r.waitFileReleased(i)
+		}
+		r.procs.fileHeld[i].Store(false)
 	}
 	if p, ok := st.(*stage.Process); ok {
 		o.leftovers = p.Cleanup(r.grace)

@@ -361,6 +361,34 @@ func PipeLink(fd int) string {
 	return "pipe:[" + strconv.FormatUint(st.Ino, 10) + "]"
 }
 
+// FileLink returns what /proc/PID/fd shows for an fd open on the same
+// regular file as fd (its path), or "" when fd is not a regular file. A
+// path is a fair identity only for a file nobody else opens: a
+// pipespool temporary output, or a file the user redirected into.
+func FileLink(fd int) string {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return ""
+	}
+	l, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return ""
+	}
+	return l
+}
+
+// FileLinkOf is FileLink for an *os.File, without changing its blocking
+// mode.
+func FileLinkOf(f *os.File) string {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return ""
+	}
+	var link string
+	sc.Control(func(fd uintptr) { link = FileLink(int(fd)) })
+	return link
+}
+
 // PipeLinkOf is PipeLink for an *os.File, without changing its blocking
 // mode (Fd would).
 func PipeLinkOf(f *os.File) string {

@@ -231,7 +231,7 @@ func (r *running) sinkFacts() sinkFacts {
 	switch l := r.links[len(r.stages)]; {
 	case l.pump != nil:
 		pr := l.pump.Result()
-		sf.Bytes = pr.Bytes
+		sf.Bytes = pr.Bytes - pr.Unread // what its reader took
 		sf.Gone = pr.ConsumerGone
 		if pr.Err != nil && !pr.ConsumerGone && !errors.Is(pr.Err, pump.ErrStopped) {
 			sf.Err = pr.Err

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The run's output is a party of the run: a run is a success only if every
@@ -97,6 +100,42 @@ func TestExecStdoutReaderGoneIsTheRootCause(t *testing.T) {
 	validateReport(t, report)
 	if !strings.Contains(string(res.Stderr), "* 3 output") {
 		t.Errorf("the summary does not mark the output as the root cause:\n%s", res.Stderr)
+	}
+}
+
+// TestExecStdoutReaderGoneWithTheTailInThePipe: a stream smaller than the
+// stdout pipe is all written into it before the reader has read it; the
+// reader reads a part and goes (an ssh that lost its connection). Those
+// bytes never reached it: the run waits until its stdout pipe is read
+// empty, and fails, naming the output, when its reader goes first. It once
+// exited 0: every write had succeeded.
+func TestExecStdoutReaderGoneWithTheTailInThePipe(t *testing.T) {
+	dir := t.TempDir()
+	job, report, _ := sinkJob(t, dir, 40000, `command = ["cat"]`)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan int64, 1)
+	go func() {
+		// Let the whole stream land in the pipe first (pipespool waits
+		// for its reader either way: this only makes the old bug show).
+		buf := make([]byte, 1)
+		n, _ := io.ReadFull(r, buf)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if q, err := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ); err == nil && q >= 40000-1 {
+				break
+			}
+		}
+		m, _ := io.CopyN(io.Discard, r, 1000)
+		r.Close()
+		read <- int64(n) + m
+	}()
+	res := runPipespoolWith(t, runOpts{Stdout: w}, func(int) { w.Close() }, "exec", job, "--report", report)
+	n := <-read
+	rep := readReport(t, report)
+	if res.Code != 1 || rep.RootCause != "output" || !strings.Contains(rep.Message, fmt.Sprintf("its reader went away after %d bytes", n)) {
+		t.Fatalf("exit %d, root cause %q, message %q (the reader took %d bytes)\nstderr: %s", res.Code, rep.RootCause, rep.Message, n, res.Stderr)
 	}
 }
 

@@ -36,6 +36,14 @@ type runOpts struct {
 // test (with the output so far) if it does not finish within the timeout.
 func runPipespool(t *testing.T, o runOpts, args ...string) runResult {
 	t.Helper()
+	return runPipespoolWith(t, o, nil, args...)
+}
+
+// runPipespoolWith is runPipespool calling onStart, when not nil, with the
+// process's pid once it has started (to signal it, or close the test's copy
+// of a pipe end it was given).
+func runPipespoolWith(t *testing.T, o runOpts, onStart func(pid int), args ...string) runResult {
+	t.Helper()
 	timeout := o.Timeout
 	if timeout == 0 {
 		timeout = 2 * time.Minute
@@ -59,7 +67,13 @@ func runPipespool(t *testing.T, o runOpts, args ...string) runResult {
 	}
 	cmd.Stderr = &stderr
 	start := time.Now()
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		if onStart != nil {
+			onStart(cmd.Process.Pid)
+		}
+		err = cmd.Wait()
+	}
 	res := runResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), Elapsed: time.Since(start)}
 	if ctx.Err() != nil {
 		t.Fatalf("pipespool %s: still running after %s (hang?)\nstderr:\n%s", strings.Join(args, " "), timeout, stderr.String())

@@ -1,12 +1,16 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -276,4 +280,68 @@ shell = 'i=0; while [ $i -lt 2000000 ]; do i=$((i+1)); done; cat'
 	if len(res.Stderr) != 0 {
 		t.Errorf("stderr: %s", res.Stderr)
 	}
+}
+
+// TestStallStoppedStageIsNotAMissedWakeup: a stage stopped by SIGSTOP sits
+// in the write it was making when it stopped, with its output pipe
+// drained; that is no missed wake-up, and the diagnosis says what it is and
+// how to continue it. The run still ends at its timeout, with nothing left.
+func TestStallStoppedStageIsNotAMissedWakeup(t *testing.T) {
+	dir := t.TempDir()
+	marker := fmt.Sprintf("zero-%d", time.Now().UnixNano())
+	if err := os.Symlink("/dev/zero", filepath.Join(dir, marker)); err != nil {
+		t.Fatal(err)
+	}
+	job := writeFile(t, dir, "job.toml", `
+stall_timeout = "1s"
+timeout = "4s"
+[output]
+path = "none"
+[[stage]]
+name = "zero"
+command = ["cat", "`+marker+`"]
+[[stage]]
+name = "sink"
+command = ["cat"]
+`)
+	rp := filepath.Join(dir, "report.json")
+	cmd := exec.Command(pipespoolBin, "exec", job, "--report", rp)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var pid int
+	for end := time.Now().Add(10 * time.Second); pid == 0; time.Sleep(10 * time.Millisecond) {
+		if left := processesWithMarker(marker); len(left) > 0 {
+			pid, _ = strconv.Atoi(strings.Fields(left[0])[0])
+		} else if time.Now().After(end) {
+			t.Fatalf("the stage never ran\nstderr: %s", stderr.String())
+		}
+	}
+	syscall.Kill(pid, syscall.SIGSTOP)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("pipespool still running 30 s after the stop\nstderr: %s", stderr.String())
+	}
+	rep := readReport(t, rp)
+	if rep.Result != "timeout" {
+		t.Errorf("result %q, want timeout", rep.Result)
+	}
+	d := strings.Join(rep.Stages[0].Diagnoses, "\n")
+	for _, want := range []string{"state T (stopped)", "stopped by a signal (SIGSTOP or SIGTSTP): continue it with kill -CONT " + strconv.Itoa(pid)} {
+		if !strings.Contains(d, want) {
+			t.Errorf("diagnosis %q lacks %q", d, want)
+		}
+	}
+	if strings.Contains(d, "missed wake-up") {
+		t.Errorf("a stopped stage was called a missed wake-up: %q", d)
+	}
+	assertNoProcesses(t, marker)
 }

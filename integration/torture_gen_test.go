@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"os/exec"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // A torture pipeline: a source, 1 to 6 stages drawn at random, a sink, and
@@ -25,16 +27,33 @@ type tStage struct {
 
 // tPipeline is one generated run.
 type tPipeline struct {
-	seed     uint64
-	source   string // "gen" (first stage produces), "file" (-i), "pipe" (stdin is a pipe)
+	seed uint64
+	// source: "gen" (the first stage produces; stdin is /dev/null),
+	// "none" (the same with [input] path = "none": a producer job), "file"
+	// (-i), "pipe" (stdin is a pipe).
+	source   string
 	size     int64  // bytes the source produces
 	dataSeed uint64 // xorshift seed of the source bytes
-	sink     string // "file" (-o, atomic) or "stdout" (a pipe)
+	// sink: "file" (-o, atomic), "link" (-o names a symlink to the file),
+	// "stdout" (a pipe), "fifo" (-o names a FIFO the test reads),
+	// "devnull" (stdout is /dev/null: the cron line), "cut" (stdout is a
+	// pipe whose reader goes away after cutAt bytes).
+	sink     string
+	cutAt    int64
 	pipeSize string
 	stages   []tStage
+	// signal, when not 0, is sent to pipespool sigDelay after its first
+	// stage process appeared; the last stage then holds the run open
+	// (torturer hold) until the test creates holdFile.
+	signal   syscall.Signal
+	sigDelay time.Duration
+	holdFile string
+	// fifoDelay: how long the FIFO's reader waits before it opens it.
+	fifoDelay time.Duration
 	// The oracle.
-	wantCode int
-	wantRoot string
+	wantCode   int
+	wantResult string // the report's result: success, failed, interrupted
+	wantRoot   string
 }
 
 // tEnv is what the generator needs to know about the run's directory.
@@ -43,6 +62,7 @@ type tEnv struct {
 	absBin string // the same, absolute, for shell scripts
 	marker string // in every stage's argv
 	pass   string // symmetric passphrase file (absolute)
+	absDir string // the run's directory (absolute)
 }
 
 // tSizes draws a stream size: mostly small (where the edge cases are), up
@@ -71,8 +91,9 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 	r := rand.New(rand.NewPCG(seed, 0x70727475))
 	p := &tPipeline{seed: seed, size: tSizes(r, big), dataSeed: r.Uint64() >> 1, // torturer parses an int64
 		pipeSize: tPipeSizes[r.IntN(len(tPipeSizes))]}
-	p.source = []string{"gen", "file", "pipe"}[r.IntN(3)]
-	p.sink = []string{"file", "stdout"}[r.IntN(2)]
+	p.source = []string{"gen", "file", "pipe", "none"}[r.IntN(4)]
+	p.sink = []string{"file", "stdout", "file", "stdout", "link", "fifo", "devnull", "cut"}[r.IntN(8)]
+	p.fifoDelay = time.Duration(r.IntN(30)) * time.Millisecond
 	n := 1 + r.IntN(6)
 	q := func(s string) string { return fmt.Sprintf("%q", s) }
 	argv := func(args ...string) string {
@@ -87,7 +108,7 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 		p.stages = append(p.stages, tStage{name: fmt.Sprintf("s%d-%s", len(p.stages)+1, kind), toml: toml, xform: xf})
 		return &p.stages[len(p.stages)-1]
 	}
-	if p.source == "gen" {
+	if p.source == "gen" || p.source == "none" {
 		add("gen", argv(bin("torturer"), "gen", fmt.Sprint(p.size), fmt.Sprint(p.dataSeed)), ident)
 	}
 	failing := false
@@ -115,7 +136,7 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 		s.fails = k
 	}
 	for len(p.stages) < n {
-		switch k := r.IntN(15); k {
+		switch k := r.IntN(17); k {
 		case 0:
 			add("cat", argv(bin("cat")), ident)
 		case 1:
@@ -178,16 +199,63 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 			add("pgp-e", fmt.Sprintf("builtin = \"openpgp-encrypt\"\n[stage.with]\npassphrase_file = %q\n", e.pass), ident)
 			middle()
 			add("pgp-d", fmt.Sprintf("builtin = \"openpgp-decrypt\"\n[stage.with]\npassphrase_file = %q\n", e.pass), ident)
+		case 15:
+			// The main process exits once its input is copied, and a
+			// background process keeps its stdout: a stall of its own
+			// kind, killed after a second, and the root cause.
+			if failing {
+				continue
+			}
+			failing, cutPlaced = true, true
+			script := fmt.Sprintf("%s; %s 30 &", abs("cat"), abs("sleep"))
+			s := add("holdpipe", "shell = "+q(script)+"\nstall_timeout = \"1s\"\non_stall = \"kill\"\n", ident)
+			s.fails = -1 // stalled: exit 1 with this stage named, no exit status of its own
+		case 16:
+			// A descendant escapes into a session of its own, holding no
+			// pipe: the run succeeds, and the escapee is stopped at the
+			// end of the run like any other leftover.
+			script := fmt.Sprintf("setsid -f %s 30 </dev/null >/dev/null 2>&1; exec %s", abs("sleep"), abs("cat"))
+			add("setsid", "shell = "+q(script)+"\n", ident)
 		default:
 			// The digest file is not checked: a consumer downstream may
 			// stop reading before the end, and then none is written.
 			add("sha256", fmt.Sprintf("builtin = \"sha256\"\n[stage.with]\nwrite_to = \"digest-%d\"\n", len(p.stages)+1), ident)
 		}
 	}
+	// The sink may cut the stream only where nothing else fails first: which
+	// of two failures comes first is not for the oracle to know.
+	if p.sink == "cut" && failing {
+		p.sink = "stdout"
+	}
+	if p.sink == "cut" {
+		p.cutAt = r.Int64N(max(p.size, 1) + 64)
+	}
+	// A signal to pipespool, in a run that nothing else ends before it: no
+	// failure, no cut sink, and a last stage that holds the run open.
+	if !failing && p.sink != "cut" && r.IntN(5) == 0 {
+		sigs := []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGKILL}
+		p.signal = sigs[r.IntN(len(sigs))]
+		p.sigDelay = time.Duration(r.IntN(150)) * time.Millisecond
+		p.holdFile = "hold-" + e.marker
+		add("hold", argv(bin("torturer"), "hold", e.absDir+"/"+p.holdFile), ident)
+	}
+	p.wantResult = "success"
 	for _, s := range p.stages {
 		if s.fails != 0 {
-			p.wantCode, p.wantRoot = 1, s.name
+			p.wantCode, p.wantRoot, p.wantResult = 1, s.name, "failed"
 		}
+	}
+	if p.sink == "cut" {
+		if _, n := p.want(); p.cutAt < n {
+			p.wantCode, p.wantRoot, p.wantResult = 1, "output", "failed"
+		}
+	}
+	switch p.signal {
+	case 0:
+	case syscall.SIGKILL:
+		p.wantCode, p.wantResult = -1, ""
+	default:
+		p.wantCode, p.wantResult = 128+int(p.signal), "interrupted"
 	}
 	return p
 }
@@ -196,6 +264,9 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 func (p *tPipeline) jobFile(marker string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s seed %d\nname = %q\npipe_size = %q\n", marker, p.seed, marker, p.pipeSize)
+	if p.source == "none" {
+		b.WriteString("[input]\npath = \"none\"\n")
+	}
 	for _, s := range p.stages {
 		fmt.Fprintf(&b, "\n[[stage]]\nname = %q\n%s", s.name, s.toml)
 	}
@@ -208,8 +279,15 @@ func (p *tPipeline) describe() string {
 	for i, s := range p.stages {
 		names[i] = s.name
 	}
-	return fmt.Sprintf("source %s (%d bytes), %s, pipe_size %s, sink %s", p.source, p.size,
+	d := fmt.Sprintf("source %s (%d bytes), %s, pipe_size %s, sink %s", p.source, p.size,
 		strings.Join(names, " | "), p.pipeSize, p.sink)
+	if p.sink == "cut" {
+		d += fmt.Sprintf(" (reader gone after %d bytes)", p.cutAt)
+	}
+	if p.signal != 0 {
+		d += fmt.Sprintf(", %s after %s", p.signal, p.sigDelay)
+	}
+	return d
 }
 
 // want returns the expected sha256 and length of the output.

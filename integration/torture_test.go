@@ -1,11 +1,11 @@
 package integration
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"os/exec"
@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -182,20 +183,58 @@ func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass s
 			t.Fatal(err)
 		}
 	}
-	p := genPipeline(seed, c.big, tEnv{relBin: "./bin-" + marker, absBin: bin, marker: marker, pass: pass})
+	p := genPipeline(seed, c.big, tEnv{relBin: "./bin-" + marker, absBin: bin, marker: marker, pass: pass, absDir: dir})
+	ok = true
 	fail := func(format string, args ...any) {
 		t.Helper()
 		t.Errorf("run %d (replay: TORTURE_SEED=%d TORTURE_RUN=%d go test -run 'TestTorture$' ./integration/): %s\n  %s",
 			i, c.seed, i, fmt.Sprintf(format, args...), p.describe())
 		ok = false
 	}
-	ok = true
 	job := writeFile(t, dir, "job.toml", p.jobFile(marker))
-	report := filepath.Join(dir, "report.json")
 	outDir := filepath.Join(dir, "out")
 	if err := os.Mkdir(outDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if p.sink == "link" {
+		if err := os.Symlink("target.bin", filepath.Join(outDir, "out.bin")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.sink == "fifo" {
+		if err := syscall.Mkfifo(filepath.Join(outDir, "out.fifo"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.source == "file" || p.source == "pipe" {
+		randomFile(t, dir, "in.bin", p.size, p.dataSeed)
+	}
+	code, outBytes = tortureExec(t, p, dir, job, marker, p.signal, fail)
+	if p.signal == syscall.SIGKILL {
+		// Killed: its stages die with it (parent-death signal), and the
+		// next run of the same output removes what it left.
+		deadline := time.Now().Add(time.Second)
+		for len(processesWithMarker(marker)) > 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if left := processesWithMarker(marker); len(left) > 0 {
+			fail("a second after pipespool was killed, its processes live on: %v", left)
+		}
+		writeFile(t, dir, p.holdFile, "")
+		p.wantCode, p.wantResult = 0, "success"
+		code, outBytes = tortureExec(t, p, dir, job, marker, 0, fail)
+	}
+	return ok, code, outBytes
+}
+
+// tortureExec runs the job of p once (sending sig mid-run unless 0) and
+// checks the result against the oracle: exit status, report, output,
+// files left, processes left.
+func tortureExec(t *testing.T, p *tPipeline, dir, job, marker string, sig syscall.Signal, fail func(string, ...any)) (code int, outBytes int64) {
+	t.Helper()
+	report := filepath.Join(dir, "report.json")
+	os.Remove(report)
+	outDir := filepath.Join(dir, "out")
 	// Run from another directory than the job file's: the relative
 	// ./bin-MARKER/... commands must resolve against the job file.
 	args := []string{"exec", job, "--report", report, "--log-level", "error"}
@@ -203,81 +242,160 @@ func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass s
 	if p.size > 16<<20 {
 		o.Timeout = 10 * time.Minute
 	}
+	in := filepath.Join(dir, "in.bin")
 	switch p.source {
-	case "file", "pipe":
-		in, _ := randomFile(t, dir, "in.bin", p.size, p.dataSeed)
-		if p.source == "file" {
-			args = append(args, "-i", in)
-		} else {
-			f, err := os.Open(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			o.Stdin = struct{ io.Reader }{f} // not an *os.File: exec makes a pipe
+	case "file":
+		args = append(args, "-i", in)
+	case "pipe":
+		f, err := os.Open(in)
+		if err != nil {
+			t.Fatal(err)
 		}
+		defer f.Close()
+		o.Stdin = struct{ io.Reader }{f} // not an *os.File: exec makes a pipe
 	}
-	out := filepath.Join(outDir, "out.bin")
-	var h hash.Hash
+	h := sha256.New()
 	var n countWriter
-	if p.sink == "file" {
-		args = append(args, "-o", out)
-	} else {
-		h = sha256.New()
+	var readerDone chan struct{}
+	var afterStart []func()
+	switch p.sink {
+	case "file", "link":
+		args = append(args, "-o", filepath.Join(outDir, "out.bin"))
+	case "stdout":
 		o.Stdout = io.MultiWriter(h, &n)
+	case "devnull":
+		f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		o.Stdout = f
+	case "cut":
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Stdout = pw
+		readerDone = make(chan struct{})
+		go func() {
+			defer close(readerDone)
+			io.CopyN(io.MultiWriter(h, &n), pr, p.cutAt)
+			pr.Close() // the reader goes away
+		}()
+		afterStart = append(afterStart, func() { pw.Close() })
+		defer pw.Close()
+	case "fifo":
+		fifo := filepath.Join(outDir, "out.fifo")
+		args = append(args, "-o", fifo)
+		readerDone = make(chan struct{})
+		go func() {
+			defer close(readerDone)
+			time.Sleep(p.fifoDelay) // pipespool's open must wait for it
+			f, err := os.Open(fifo)
+			if err != nil {
+				return
+			}
+			io.Copy(io.MultiWriter(h, &n), f)
+			f.Close()
+		}()
+		defer func() {
+			// A run that never opened the FIFO leaves the reader in
+			// open(2): a writer that comes and goes frees it.
+			if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				w.Close()
+			}
+		}()
 	}
-	wantSum, wantLen := p.want()
-	res := runPipespool(t, o, args...)
+	res := runPipespoolWith(t, o, func(pid int) {
+		for _, f := range afterStart {
+			f()
+		}
+		if sig == 0 {
+			return
+		}
+		// Once a stage runs, pipespool handles signals; then a moment
+		// into the run, whatever it is doing.
+		deadline := time.Now().Add(30 * time.Second)
+		for len(processesWithMarker(marker)) == 0 && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+		}
+		time.Sleep(p.sigDelay)
+		syscall.Kill(pid, sig)
+	}, args...)
+	if readerDone != nil {
+		if p.sink == "fifo" {
+			if w, err := os.OpenFile(filepath.Join(outDir, "out.fifo"), os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				w.Close()
+			}
+		}
+		<-readerDone
+	}
 	code = res.Code
 	if res.Code != p.wantCode {
 		fail("exit %d, want %d\nstderr:\n%s", res.Code, p.wantCode, res.Stderr)
+	}
+	if sig == syscall.SIGQUIT && bytes.Contains(res.Stderr, []byte("goroutine ")) {
+		fail("SIGQUIT printed a Go dump:\n%s", res.Stderr)
 	}
 	var rep struct {
 		Result    string `json:"result"`
 		RootCause string `json:"root_cause"`
 		Message   string `json:"message"`
+		Stages    []struct {
+			BytesOut int64 `json:"bytes_out"`
+		} `json:"stages"`
 	}
-	if b, err := os.ReadFile(report); err != nil {
-		fail("no report: %v", err)
-	} else if err := json.Unmarshal(b, &rep); err != nil {
-		fail("report: %v", err)
-	} else {
-		wantResult := "success"
-		if p.wantCode != 0 {
-			wantResult = "failed"
-		}
-		if rep.Result != wantResult || rep.RootCause != p.wantRoot {
-			fail("report: result %q root cause %q (%s), want %q %q\nreport: %s", rep.Result, rep.RootCause, rep.Message, wantResult, p.wantRoot, b)
+	if sig != syscall.SIGKILL {
+		if b, err := os.ReadFile(report); err != nil {
+			fail("no report: %v", err)
+		} else if err := json.Unmarshal(b, &rep); err != nil {
+			fail("report: %v", err)
+		} else if rep.Result != p.wantResult || (p.wantResult != "interrupted" && rep.RootCause != p.wantRoot) {
+			fail("report: result %q root cause %q (%s), want %q %q\nreport: %s", rep.Result, rep.RootCause, rep.Message, p.wantResult, p.wantRoot, b)
 		}
 	}
+	wantSum, wantLen := p.want()
 	if p.wantCode == 0 && res.Code == 0 {
 		var got string
-		if p.sink == "file" {
-			got = fileSHA256(t, out)
-			if st, err := os.Stat(out); err == nil {
+		switch p.sink {
+		case "file", "link":
+			target := filepath.Join(outDir, "out.bin")
+			if p.sink == "link" {
+				if fi, err := os.Lstat(target); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+					fail("the output link was replaced: %v", err)
+				}
+				target = filepath.Join(outDir, "target.bin")
+			}
+			got = fileSHA256(t, target)
+			if st, err := os.Stat(target); err == nil {
 				outBytes = st.Size()
 			}
-		} else {
+		case "devnull":
+			got = wantSum // nothing to hash: the report's count is the check
+			if len(rep.Stages) > 0 {
+				outBytes = rep.Stages[len(rep.Stages)-1].BytesOut
+			}
+		default:
 			got, outBytes = hex.EncodeToString(h.Sum(nil)), int64(n)
 		}
 		if got != wantSum || outBytes != wantLen {
 			fail("output: %d bytes sha256 %s, want %d bytes %s", outBytes, got, wantLen, wantSum)
 		}
 	}
-	if res.Code != 0 && p.sink == "file" {
-		if _, err := os.Stat(out); !os.IsNotExist(err) {
-			fail("a failed run left its output file: %v", err)
+	// Nothing but the committed output: no temporary file left behind
+	// (after SIGKILL, the next run has to clean up).
+	if sig != syscall.SIGKILL {
+		ents, _ := os.ReadDir(outDir)
+		for _, e := range ents {
+			committed := res.Code == 0 && (p.sink == "file" && e.Name() == "out.bin" || p.sink == "link" && e.Name() == "target.bin")
+			kept := p.sink == "link" && e.Name() == "out.bin" || p.sink == "fifo" && e.Name() == "out.fifo"
+			if !committed && !kept {
+				fail("file left in the output directory: %s", e.Name())
+			}
 		}
+		assertNoProcesses(t, marker)
 	}
-	// Nothing but the committed output: no temporary file left behind.
-	ents, _ := os.ReadDir(outDir)
-	for _, e := range ents {
-		if !(e.Name() == "out.bin" && p.sink == "file" && res.Code == 0) {
-			fail("file left in the output directory: %s", e.Name())
-		}
-	}
-	assertNoProcesses(t, marker)
-	return ok, code, outBytes
+	return code, outBytes
 }
 
 type countWriter int64

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 )
 
@@ -99,15 +98,3 @@ func (e *RunError) Error() string { return e.Msg }
 
 // ExitCode is 1: the pipeline failed.
 func (e *RunError) ExitCode() int { return 1 }
-
-// InterruptedError is a run stopped by SIGINT or SIGTERM after every stage
-// was stopped.
-type InterruptedError struct {
-	Signal syscall.Signal
-	Report *Report
-}
-
-func (e *InterruptedError) Error() string { return "interrupted by " + e.Signal.String() }
-
-// ExitCode is 128 + the signal: 130 for SIGINT, 143 for SIGTERM.
-func (e *InterruptedError) ExitCode() int { return 128 + int(e.Signal) }

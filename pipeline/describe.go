@@ -57,6 +57,9 @@ func Describe(job *Job, opts Options) (string, error) {
 		timeout = job.Timeout.String()
 	}
 	fmt.Fprintf(&b, "timeout: %s; pipe size: %s\n", timeout, units.FormatSize(int64(job.PipeSize)))
+	if len(job.MayOutlive) > 0 {
+		fmt.Fprintf(&b, "may outlive the run: %s\n", strings.Join(job.MayOutlive, ", "))
+	}
 	return b.String(), nil
 }
 

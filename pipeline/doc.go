@@ -4,6 +4,6 @@
 //
 // The entry points are Load (job file -> validated *Job) and Run (a *Job ->
 // *Report). Errors that a caller maps to exit codes are typed: *JobError
-// (exit 2), *InputError (exit 2), *RunError (exit 1), *InterruptedError
-// (130 or 143).
+// (exit 2), *InputError (exit 2), *RunError (exit 1), *proc.InterruptedError
+// (128 + the signal).
 package pipeline

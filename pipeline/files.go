@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pipespool/pipespool/fsutil"
+	"github.com/pipespool/pipespool/proc"
 )
 
 // source is the pipeline's input.
@@ -50,7 +51,7 @@ func openSource(o *opener, path string, override *os.File, stdin *os.File) (*sou
 // the wait for a FIFO's peer ended the run (a timeout, a signal).
 func inputError(path, what string, err error) error {
 	var re *RunError
-	var ie *InterruptedError
+	var ie *proc.InterruptedError
 	if errors.As(err, &re) || errors.As(err, &ie) {
 		return err
 	}

@@ -43,6 +43,10 @@ type Job struct {
 	OutputMode    os.FileMode
 	OutputModeSet bool
 	Stages        []StageSpec
+	// MayOutlive names the programs the stages may leave running after
+	// the run (a gpg-agent): every other process a stage left behind is
+	// stopped at the end of the run.
+	MayOutlive []string
 	// OpenPGPDecoder is the openpgp-decrypt filter made from the job's
 	// [decoder.openpgp] table: what `-d openpgp` of the queue commands
 	// decrypts job files with. nil when the table is absent.
@@ -82,6 +86,7 @@ type rawJob struct {
 	Input        *rawInput   `toml:"input"`
 	Output       *rawOutput  `toml:"output"`
 	Stage        []rawStage  `toml:"stage"`
+	MayOutlive   any         `toml:"may_outlive"`
 	Decoder      *rawDecoder `toml:"decoder"`
 }
 
@@ -104,7 +109,7 @@ type rawStage struct {
 	Name             *string           `toml:"name"`
 	Builtin          *string           `toml:"builtin"`
 	With             map[string]any    `toml:"with"`
-	Command          []string          `toml:"command"`
+	Command          any               `toml:"command"` // an array of strings; checked by validator.stage
 	Shell            *string           `toml:"shell"`
 	Env              map[string]string `toml:"env"`
 	Dir              *string           `toml:"dir"`
@@ -236,6 +241,9 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 		job.OpenPGPDecoder = f
 		_, job.OpenPGPRequireSigned = with["require_signed_by"]
 	}
+	if job.MayOutlive, err = v.programNames("may_outlive", raw.MayOutlive); err != nil {
+		return nil, err
+	}
 	if len(raw.Stage) == 0 && needStages {
 		return nil, &JobError{File: path, Key: "stage", Msg: "no stages: add at least one [[stage]] with command, shell or builtin"}
 	}
@@ -299,6 +307,68 @@ func (v *validator) errf(key, format string, args ...any) *JobError {
 		line = v.pos[k]
 	}
 	return &JobError{File: v.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// command checks a stage's command: an array of strings, the program
+// first. A string is the usual mistake (command = "zstd -d"): the error
+// says what to write instead.
+func (v *validator) command(key string, raw any) ([]string, error) {
+	switch c := raw.(type) {
+	case string:
+		fields := strings.Fields(c)
+		if len(fields) == 0 {
+			fields = []string{"zstd", "-d"}
+		}
+		return nil, v.errf(key, "is a string; it must be an array: the program and its arguments, one string each, as in command = %s (or write shell = %q to have /bin/sh run it)",
+			tomlArray(fields), c)
+	case []any:
+		argv := make([]string, len(c))
+		for j, a := range c {
+			s, ok := a.(string)
+			if !ok {
+				return nil, v.errf(key, "element %d is %v, not a string: quote it, as in command = [\"head\", \"-c\", \"100\"]", j+1, a)
+			}
+			argv[j] = s
+		}
+		if len(argv) == 0 || argv[0] == "" {
+			return nil, v.errf(key, "is empty: give the program and its arguments, e.g. [\"zstd\", \"-d\"]")
+		}
+		return argv, nil
+	}
+	return nil, v.errf(key, "must be an array of strings: the program and its arguments, e.g. [\"zstd\", \"-d\"]")
+}
+
+// programNames checks a list of program names such as may_outlive's: names
+// as ps shows them, not paths.
+func (v *validator) programNames(key string, raw any) ([]string, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return nil, v.errf(key, "must be an array of program names, as in %s = [\"gpg-agent\"]", key)
+	}
+	names := make([]string, len(list))
+	for j, a := range list {
+		s, ok := a.(string)
+		switch {
+		case !ok:
+			return nil, v.errf(key, "element %d is %v, not a string: quote it, as in %s = [\"gpg-agent\"]", j+1, a, key)
+		case s == "" || strings.ContainsAny(s, "/\x00"):
+			return nil, v.errf(key, "element %d (%q) is not a program name: give the name as ps shows it, without a directory, as in %s = [\"gpg-agent\"]", j+1, s, key)
+		}
+		names[j] = s
+	}
+	return names, nil
+}
+
+// tomlArray writes a TOML array of strings.
+func tomlArray(items []string) string {
+	q := make([]string, len(items))
+	for i, it := range items {
+		q[i] = strconv.Quote(it)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 func (v *validator) duration(key string, s *string, def time.Duration) (time.Duration, error) {
@@ -374,11 +444,12 @@ func (v *validator) stage(i int, rs rawStage, job *Job) (StageSpec, error) {
 		}
 		s.Filter = f
 	case rs.Command != nil:
-		if len(rs.Command) == 0 || rs.Command[0] == "" {
-			return s, v.errf(stageKey(i, "command"), "is empty: give the program and its arguments, e.g. [\"zstd\", \"-d\"]")
+		argv, err := v.command(stageKey(i, "command"), rs.Command)
+		if err != nil {
+			return s, err
 		}
-		s.Command = rs.Command
-		s.Name = filepath.Base(rs.Command[0])
+		s.Command = argv
+		s.Name = filepath.Base(argv[0])
 	default:
 		if strings.TrimSpace(*rs.Shell) == "" {
 			return s, v.errf(stageKey(i, "shell"), "is empty")

@@ -15,6 +15,7 @@ import (
 
 func TestLoadJobDefaultsAndOverrides(t *testing.T) {
 	job, err := Parse("/etc/backup/restore-tank.toml", []byte(`
+may_outlive = ["gpg-agent", "scdaemon"]
 timeout = "12h"
 stall_timeout = "10m"
 on_stall = "nudge"
@@ -41,7 +42,8 @@ shell = "cat"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if job.Name != "restore-tank" || job.Timeout != 12*time.Hour || job.PipeSize != 256<<10 {
+	if job.Name != "restore-tank" || job.Timeout != 12*time.Hour || job.PipeSize != 256<<10 ||
+		strings.Join(job.MayOutlive, ",") != "gpg-agent,scdaemon" {
 		t.Errorf("job: %+v", job)
 	}
 	if job.OutputMode != 0o600 || !job.OutputModeSet || job.Input != "backup.bin" {
@@ -87,7 +89,12 @@ func TestLoadJobErrorsNameLineAndKey(t *testing.T) {
 		{"unknown top key", "nme = \"x\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "nme", "unknown key"},
 		{"unknown stage key", "[[stage]]\ncommand=[\"cat\"]\nrequire = 1\n", 3, "stage[1].require", "unknown key"},
 		{"unknown key in stage 2", "[[stage]]\ncommand=[\"cat\"]\n[[stage]]\ncommand=[\"cat\"]\nrequire = 1\n", 5, "stage[2].require", "unknown key"},
-		{"wrong type", "[[stage]]\ncommand = \"cat\"\n", 2, "", ""},
+		{"wrong type", "[[stage]]\ncommand = [\"cat\"]\nallow_partial_read = \"yes\"\n", 3, "", ""},
+		{"command a string", "[[stage]]\ncommand = \"zstd -d\"\n", 2, "stage[1].command", `it must be an array: the program and its arguments, one string each, as in command = ["zstd", "-d"] (or write shell = "zstd -d"`},
+		{"command with a number", "[[stage]]\ncommand = [\"head\", \"-c\", 100]\n", 2, "stage[1].command", `element 3 is 100, not a string`},
+		{"may_outlive a string", "may_outlive = \"gpg-agent\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "may_outlive", `must be an array of program names, as in may_outlive = ["gpg-agent"]`},
+		{"may_outlive a path", "may_outlive = [\"/usr/bin/gpg-agent\"]\n[[stage]]\ncommand=[\"cat\"]\n", 1, "may_outlive", "not a program name"},
+		{"command a number", "[[stage]]\ncommand = 3\n", 2, "stage[1].command", "must be an array of strings"},
 		{"bad on_stall", "on_stall = \"panic\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "on_stall", "warn, nudge or kill"},
 		{"bad stage on_stall", "[[stage]]\ncommand=[\"cat\"]\n[[stage]]\ncommand=[\"cat\"]\non_stall = \"x\"\n", 5, "stage[2].on_stall", "warn, nudge or kill"},
 		{"bad duration", "timeout = \"forever\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "timeout", "not a duration"},

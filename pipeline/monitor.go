@@ -3,6 +3,7 @@ package pipeline
 import (
 	"time"
 
+	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 )
@@ -20,7 +21,7 @@ const (
 	// progressTick redraws the progress display a few times a second.
 	progressTick = 250 * time.Millisecond
 	// maxRescan is the longest interval between two scans of /proc for
-	// the members of each stage's process group (see scanGroups).
+	// the members of each stage's process group (see proc.GroupMembers).
 	maxRescan = 30 * time.Second
 )
 
@@ -40,6 +41,12 @@ type watch struct {
 	killed   bool      // on_stall killed it: nothing more to do
 	idleLog  bool      // "waiting on input/output" was logged for this idle spell
 	witness  int       // our read handle on its stdin pipe, or -1 (see stdinQueued)
+
+	// A stage whose main process has exited while its output link has
+	// not ended: something it left behind holds its stdout.
+	exited     bool
+	exitStatus string      // how the main process ended, "exit 0"
+	holders    []proc.Stat // who holds its stdout, from the last scan
 
 	// Display.
 	done      bool
@@ -86,8 +93,8 @@ func (r *running) monitor(stop <-chan struct{}) {
 type monitorState struct {
 	r        *running
 	w        []watch
-	pr       procReader
-	groups   map[int][]int // leader pid -> other members, filled by scanGroups
+	pr       proc.Reader
+	groups   map[int][]int // leader pid -> other members, filled by proc.GroupMembers
 	rescan   time.Duration // interval between two group scans
 	lastScan time.Time
 	progress *progressView // nil when there is no display
@@ -108,7 +115,7 @@ func newMonitor(r *running) *monitorState {
 		if t := r.job.Stages[i].StallTimeout; t > 0 {
 			// Scan at least twice per timeout, so a process a stage
 			// started since the last scan is seen before it could be
-			// taken for a stall (see scanGroups).
+			// taken for a stall.
 			m.rescan = min(m.rescan, max(t/2, time.Second))
 		}
 	}
@@ -146,7 +153,6 @@ func (m *monitorState) tick(now time.Time) {
 	for i := range m.w {
 		m.sample(i, now)
 	}
-	failed := r.isFailed()
 	for i := range m.w {
 		w := &m.w[i]
 		if w.done {
@@ -154,7 +160,9 @@ func (m *monitorState) tick(now time.Time) {
 		}
 		w.waitingOn = m.waitingOn(i)
 		timeout := r.job.Stages[i].StallTimeout
-		if failed || timeout <= 0 || w.killed {
+		// Asked for each stage: a stall handled earlier in this loop
+		// may have failed the run.
+		if r.isFailed() || timeout <= 0 || w.killed {
 			// Once the run has failed every stage is being stopped:
 			// what looks like a stall is the teardown.
 			continue
@@ -179,6 +187,10 @@ func (m *monitorState) tick(now time.Time) {
 				continue
 			}
 		}
+		if w.exited {
+			m.stalledExited(i, now, idle)
+			continue
+		}
 		m.stalled(i, now, idle)
 	}
 	if m.progress != nil {
@@ -201,7 +213,7 @@ func (m *monitorState) scan(now time.Time) {
 	if len(m.groups) == 0 {
 		return
 	}
-	m.pr.scanGroups(m.groups)
+	proc.GroupMembers(m.groups)
 	for i, st := range m.r.stages {
 		if pid := st.Pid(); pid > 0 {
 			if mem, ok := m.groups[pid]; ok {
@@ -212,6 +224,11 @@ func (m *monitorState) scan(now time.Time) {
 				}
 				m.w[i].members = mem
 			}
+		}
+	}
+	for i := range m.w {
+		if m.w[i].exited && !m.w[i].done {
+			m.findHolders(i)
 		}
 	}
 }
@@ -226,6 +243,16 @@ func (m *monitorState) sample(i int, now time.Time) {
 	st := r.stages[i]
 	select {
 	case <-st.Done():
+		if m.outputOpen(i) {
+			// Its main process exited, but its output goes on (or
+			// hangs): watched as before, with whoever holds it.
+			if !w.exited {
+				w.exited = true
+				w.exitStatus = st.Wait().Status()
+				m.findHolders(i)
+			}
+			break
+		}
 		w.done = true
 		w.failed = st.Wait().Failed()
 		m.closeWitness(i)
@@ -239,14 +266,23 @@ func (m *monitorState) sample(i int, now time.Time) {
 	}
 	pid := st.Pid()
 	in, out := m.linkBytes(i, pid)
-	var ps procSample
+	var ps proc.Sample
 	if st.Kind() == stage.KindBuiltin {
 		in, out = st.Counters()
 	} else if pid > 0 {
-		ps = m.pr.sampleGroup(pid, w.members)
+		ps = m.pr.SampleGroup(pid, w.members)
+		for _, h := range w.holders {
+			// A holder outside the group: its work is the stage's.
+			if h.Pgrp != pid {
+				if hs, ok := m.pr.Stat(h.Pid); ok && hs.StartTime == h.StartTime {
+					ps.CPU += hs.UTime + hs.STime
+					ps.IO += proc.ParseIO(m.pr.Read(h.Pid, "io"))
+				}
+			}
+		}
 	}
-	if in != w.in || out != w.out || ps.cpu != w.cpu || ps.io != w.io {
-		w.in, w.out, w.cpu, w.io = in, out, ps.cpu, ps.io
+	if in != w.in || out != w.out || ps.CPU != w.cpu || ps.IO != w.io {
+		w.in, w.out, w.cpu, w.io = in, out, ps.CPU, ps.IO
 		w.lastMove = now
 		m.moved(i)
 	}
@@ -269,7 +305,7 @@ func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
 	case l.direct != nil && pid > 0:
 		// A file handed over directly: its offset, read through the
 		// child's fdinfo (Seek on our copy would race with the stage).
-		if pos := m.pr.fdPos(pid, 0); pos >= 0 {
+		if pos := m.pr.FDPos(pid, 0); pos >= 0 {
 			in = pos - l.start
 		}
 	}
@@ -280,7 +316,7 @@ func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
 			out += int64(q)
 		}
 	case l.direct != nil && pid > 0:
-		if pos := m.pr.fdPos(pid, 1); pos >= 0 {
+		if pos := m.pr.FDPos(pid, 1); pos >= 0 {
 			out = pos - l.start
 		}
 	}

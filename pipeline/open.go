@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pipespool/pipespool/fsutil"
+	"github.com/pipespool/pipespool/proc"
 )
 
 // opener opens the run's input and output. Opening a FIFO waits for its
@@ -126,9 +127,9 @@ func (o *opener) wait(d time.Duration, what string) error {
 	case <-t.C:
 		return nil
 	case <-o.ctx.Done():
-		var sc *SignalCause
-		if errors.As(context.Cause(o.ctx), &sc) {
-			return &InterruptedError{Signal: sc.Signal}
+		var ie *proc.InterruptedError
+		if errors.As(context.Cause(o.ctx), &ie) {
+			return ie
 		}
 		return &RunError{Msg: fmt.Sprintf("cancelled while waiting for %s: %v", what, context.Cause(o.ctx))}
 	}

@@ -104,6 +104,8 @@ func (m *monitorState) stateOf(i int) string {
 		return "done"
 	case w.killed:
 		return "stalled, stopping"
+	case w.exited && w.episode:
+		return "exited, stdout held open"
 	case w.episode && !w.nudgedAt.IsZero():
 		return "stalled, nudged"
 	case w.episode:

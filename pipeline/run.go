@@ -9,20 +9,13 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/pipespool/pipespool/filter"
+	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 )
-
-// SignalCause is the cancellation cause a caller gives Run's context when a
-// signal (SIGINT, SIGTERM) should stop the run: Run then stops every stage
-// and returns an *InterruptedError.
-type SignalCause struct{ Signal syscall.Signal }
-
-func (c *SignalCause) Error() string { return "received " + c.Signal.String() }
 
 // running is the state of one run.
 type running struct {
@@ -44,6 +37,8 @@ type running struct {
 	// pipeSize is what each pipe asks for (see pipeSizeFor); pipesMade
 	// counts the pipes wire made.
 	pipeSize, pipesMade int
+
+	procs runProcs // the run's processes beyond its stages (descendants.go)
 
 	pumpsWG sync.WaitGroup
 	// failedC is closed when the run is stopped (see stopRun).
@@ -81,7 +76,7 @@ type outcome struct {
 }
 
 // Run runs job and returns its report. The error is nil on success, or a
-// *RunError, *InterruptedError, *InputError or *JobError. Every stage is
+// *RunError, *proc.InterruptedError, *InputError or *JobError. Every stage is
 // stopped and reaped before Run returns, whatever the path.
 func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 	r := &running{job: job, opts: opts, log: opts.Logger, grace: opts.Grace, failedC: make(chan struct{})}
@@ -106,6 +101,7 @@ func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 		return nil, err
 	}
 	r.run(ctx)
+	r.endProcesses()
 	return r.finish(start)
 }
 
@@ -114,6 +110,7 @@ func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 func (r *running) build(ctx context.Context) error {
 	job := r.job
 	n := len(job.Stages)
+	r.procs.start(job)
 	specs := make([]stage.ProcessSpec, n)
 	// Validate every stage before opening anything: a missing binary or
 	// dir is a job error found before any output file appears.
@@ -138,7 +135,7 @@ func (r *running) build(ctx context.Context) error {
 		r.programs[i] = resolved[i].path
 		specs[i] = stage.ProcessSpec{Name: s.Name, Path: resolved[i].path, Argv: argv, Dir: s.Dir,
 			Env:    mergeEnv(os.Environ(), r.opts.Env, envList(s.Env)),
-			Stderr: s.Stderr, StderrTo: r.opts.StderrTo, Logger: r.log}
+			Stderr: s.Stderr, StderrTo: r.opts.StderrTo, Logger: r.log, Scope: r.procs.scope}
 	}
 	if len(r.opts.ExtraArgs) > 0 && job.Stages[n-1].Builtin != "" {
 		return &JobError{File: job.File, Key: stageKey(n, ""), Msg: "job parameters (--allow-job-params) need an external last stage, not a built-in"}
@@ -189,6 +186,7 @@ func (r *running) build(ctx context.Context) error {
 
 // closeAll releases what build opened when Run ends early.
 func (r *running) closeAll() {
+	r.endProcesses()
 	if r.src != nil {
 		r.src.close()
 	}
@@ -233,7 +231,7 @@ func (r *running) sinkFacts() sinkFacts {
 	switch l := r.links[len(r.stages)]; {
 	case l.pump != nil:
 		pr := l.pump.Result()
-		sf.Bytes = pr.Bytes
+		sf.Bytes = pr.Bytes - pr.Unread // what its reader took
 		sf.Gone = pr.ConsumerGone
 		if pr.Err != nil && !pr.ConsumerGone && !errors.Is(pr.Err, pump.ErrStopped) {
 			sf.Err = pr.Err
@@ -287,7 +285,7 @@ func (r *running) finish(start time.Time) (*Report, error) {
 	case ResultSuccess:
 		return rep, nil
 	case ResultInterrupted:
-		return rep, &InterruptedError{Signal: v.Signal, Report: rep}
+		return rep, &proc.InterruptedError{Signal: v.Signal}
 	}
 	return rep, &RunError{Msg: v.Msg, Report: rep}
 }

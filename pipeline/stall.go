@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 )
@@ -149,8 +150,7 @@ func (m *monitorState) waitStopped(leader int, members []int) {
 	for {
 		all := true
 		for _, p := range append([]int{leader}, members...) {
-			st, ok := parseStat(m.pr.read(p, "stat"))
-			if ok && st.state != 'T' && st.state != 't' && st.state != 'Z' && st.state != 'X' {
+			if st, ok := m.pr.Stat(p); ok && st.Live() && !st.Stopped() {
 				all = false
 				break
 			}
@@ -210,7 +210,7 @@ func (m *monitorState) diagnose(i int, idle time.Duration) string {
 	} else {
 		fmt.Fprintf(&b, "stage %q (pid %d) stalled: no progress for %s", st.Name(), pid, seconds(idle))
 	}
-	var at blocked
+	var at point
 	if pid > 0 {
 		at = m.blockedPoint(pid, m.w[i].members)
 		b.WriteString("; ")
@@ -226,14 +226,7 @@ func (m *monitorState) diagnose(i int, idle time.Duration) string {
 		outQ = p.SrcQueued()
 	}
 	fmt.Fprintf(&b, "; input %s, output %s", queuedText(inQ, r.links[i]), queuedText(outQ, r.links[i+1]))
-	if info, ok := syscallTable[at.nr]; ok {
-		switch {
-		case info.class == classReady && inQ > 0:
-			fmt.Fprintf(&b, "; probable missed wake-up: it waits for readiness in %s while its input has %d bytes queued", info.name, inQ)
-		case info.class == classWrite && int32(at.args[0]) == 1 && outQ == 0:
-			fmt.Fprintf(&b, "; probable missed wake-up: it is blocked in %s on its output while that pipe is empty", info.name)
-		}
-	}
+	b.WriteString(stallVerdict(at, inQ, outQ))
 	if waiting := m.waitingFor(i); len(waiting) > 0 {
 		fmt.Fprintf(&b, "; waiting on it: %s", strings.Join(waiting, ", "))
 	}
@@ -300,15 +293,20 @@ func queuedText(q int, l link) string {
 	return "none"
 }
 
+// point is where one thread or child of a stalled stage is.
+type point struct {
+	proc.Blocked
+	child bool // Tid is a child process of the stage, not a thread
+}
+
 // blockedPoint finds where a stage's process tree is stuck. Usually that is
 // the leader's main thread. A multi-threaded program parks its main thread
 // in futex while a worker does the I/O, and a shell waits in wait4 for its
 // children: then the thread or child that sits in an I/O or readiness call
 // is the interesting one.
-func (m *monitorState) blockedPoint(pid int, members []int) blocked {
-	lead := m.pr.readBlocked(pid, pid)
-	info := syscallTable[lead.nr]
-	if info.class == classRead || info.class == classWrite || info.class == classReady {
+func (m *monitorState) blockedPoint(pid int, members []int) point {
+	lead := point{Blocked: m.pr.ReadBlocked(pid, pid)}
+	if lead.Info().Class.IO() || lead.Stopped() {
 		return lead
 	}
 	// Other threads of the leader.
@@ -318,59 +316,79 @@ func (m *monitorState) blockedPoint(pid int, members []int) blocked {
 			if err != nil || tid == pid {
 				continue
 			}
-			if t := m.pr.readBlocked(pid, tid); isIOClass(t.nr) {
-				return t
+			if t := m.pr.ReadBlocked(pid, tid); t.Info().Class.IO() {
+				return point{Blocked: t}
 			}
 		}
 	}
-	// Children in its process group: one in I/O first, else, when the
-	// leader only waits for its children (a shell), the first child.
-	var first blocked
+	// Children in its process group: one in I/O or stopped first, else,
+	// when the leader only waits for its children (a shell), the first
+	// child.
+	var first point
 	for k, c := range members {
-		t := m.pr.readBlocked(c, c)
-		t.child = true
-		if isIOClass(t.nr) {
+		t := point{Blocked: m.pr.ReadBlocked(c, c), child: true}
+		if t.Info().Class.IO() || t.Stopped() {
 			return t
 		}
 		if k == 0 {
 			first = t
 		}
 	}
-	if len(members) > 0 && (lead.nr >= 0 && (syscallName(lead.nr) == "wait4" || syscallName(lead.nr) == "waitid")) {
+	if name := lead.Info().Name; len(members) > 0 && (name == "wait4" || name == "waitid") {
 		return first
 	}
 	return lead
 }
 
-func isIOClass(nr int) bool {
-	c := syscallTable[nr].class
-	return c == classRead || c == classWrite || c == classReady
+// Stopped reports whether the thread is stopped by a signal or a tracer.
+func (b point) Stopped() bool { return b.State == 'T' || b.State == 't' }
+
+// stallVerdict is the end of a diagnosis: why the stage does not move, when
+// that can be told from where it is and what is queued around it.
+func stallVerdict(at point, inQ, outQ int) string {
+	switch {
+	case at.State == 'T':
+		// Where a stopped process sits says nothing about a wake-up:
+		// it would move the moment it is continued.
+		return fmt.Sprintf("; stopped by a signal (SIGSTOP or SIGTSTP): continue it with kill -CONT %d", at.Tid)
+	case at.State == 't':
+		return "; stopped by a debugger or tracer (ptrace): detach it to let it go on"
+	}
+	info, ok := proc.LookupSyscall(at.Nr)
+	switch {
+	case !ok:
+	case info.Class == proc.ClassReady && inQ > 0:
+		return fmt.Sprintf("; probable missed wake-up: it waits for readiness in %s while its input has %d bytes queued", info.Name, inQ)
+	case info.Class == proc.ClassWrite && int32(at.Args[0]) == 1 && outQ == 0:
+		return fmt.Sprintf("; probable missed wake-up: it is blocked in %s on its output while that pipe is empty", info.Name)
+	}
+	return ""
 }
 
 // describe renders where a thread is: "state S (sleeping), wchan ep_poll,
 // in epoll_wait(3, ...)", naming the thread or child when it is not the
 // stage's main thread.
-func (b blocked) describe(pid int) string {
+func (b point) describe(pid int) string {
 	var s strings.Builder
 	switch {
 	case b.child:
-		fmt.Fprintf(&s, "child pid %d (%s): ", b.tid, b.comm)
-	case b.tid != pid:
-		fmt.Fprintf(&s, "thread %d (%s): ", b.tid, b.comm)
+		fmt.Fprintf(&s, "child pid %d (%s): ", b.Tid, b.Comm)
+	case b.Tid != pid:
+		fmt.Fprintf(&s, "thread %d (%s): ", b.Tid, b.Comm)
 	}
-	if b.state == 0 {
+	if b.State == 0 {
 		s.WriteString("state unknown")
 	} else {
-		fmt.Fprintf(&s, "state %c (%s)", b.state, stateName(b.state))
+		fmt.Fprintf(&s, "state %c (%s)", b.State, stateName(b.State))
 	}
-	if b.wchan != "" {
-		fmt.Fprintf(&s, ", wchan %s", b.wchan)
+	if b.WChan != "" {
+		fmt.Fprintf(&s, ", wchan %s", b.WChan)
 	}
 	switch {
-	case b.nr >= 0:
-		fmt.Fprintf(&s, ", in %s", b.syscall)
-	case b.syscall != "":
-		fmt.Fprintf(&s, ", %s", b.syscall)
+	case b.Nr >= 0:
+		fmt.Fprintf(&s, ", in %s", b.Syscall)
+	case b.Syscall != "":
+		fmt.Fprintf(&s, ", %s", b.Syscall)
 	}
 	return s.String()
 }

@@ -101,39 +101,6 @@ command = ["sleep", "30"]
 	}
 }
 
-func TestParseStatWithOddCommand(t *testing.T) {
-	line := []byte("4242 (a) b (c)) S 1 4242 4242 0 -1 4194304 100 0 0 0 17 5 3 2 20 0 1 0 100 1000 10")
-	st, ok := parseStat(line)
-	if !ok || st.state != 'S' || st.pgrp != 4242 || st.utime != 17 || st.stime != 5 || st.cutime != 3 || st.cstime != 2 {
-		t.Errorf("parseStat = %+v, %v", st, ok)
-	}
-	if c := parseStatComm(line); c != "a) b (c)" {
-		t.Errorf("comm %q", c)
-	}
-}
-
-func TestDecodeSyscallLine(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"232 0x5 0x7ffd 0x80 0xffffffff 0x0 0x0 0x7ffd 0x4011", "epoll_wait(5, ...)"},
-		{"1 0x1 0xc000100000 0x10000 0x0 0x0 0x0 0x7ffd 0x4011", "write(1, ...)"},
-		{"230 0x0 0x0 0x7ffd 0x7ffd 0x0 0x0 0x7ffd 0x4011", "clock_nanosleep(...)"},
-		{"7 0x7ffd 0x2 0xffffffff 0x0 0x0 0x0 0x7ffd 0x4011", "poll(...)"},
-		{"running", "running"},
-		{"-1 0x7ffd 0x4011", "not in a syscall"},
-	} {
-		if _, _, got := decodeSyscallLine([]byte(tc.in + "\n")); got != tc.want {
-			t.Errorf("%q: got %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-func TestParseIO(t *testing.T) {
-	b := []byte("rchar: 10\nwchar: 20\nsyscr: 3\nsyscw: 4\nread_bytes: 4096\nwrite_bytes: 0\ncancelled_write_bytes: 0\n")
-	if got := parseIO(b); got != 10+20+4096 {
-		t.Errorf("parseIO = %d", got)
-	}
-}
-
 // TestTermProgressLetsLogsThrough: a log line clears the frame, is written,
 // and the frame is drawn again below it; an empty frame clears the screen
 // part the display used.
@@ -150,17 +117,48 @@ func TestTermProgressLetsLogsThrough(t *testing.T) {
 	}
 }
 
-// BenchmarkSampleProcess is the /proc part of one monitor tick for one
-// external stage (stat, io, fdinfo): what stall detection costs per stage
-// per second with the default stall_timeout.
-func BenchmarkSampleProcess(b *testing.B) {
-	var pr procReader
-	pid := os.Getpid()
-	for b.Loop() {
-		s := pr.sampleGroup(pid, nil)
-		if !s.alive {
-			b.Fatal("not alive")
-		}
-		pr.fdPos(pid, 0)
+// TestStallExitedStageHoldingStdoutInProcess runs, under the race
+// detector, a stage whose main process exits while the process it left in
+// its group holds its stdout: the monitor diagnoses it, on_stall = kill
+// stops the holder, and the run fails with the stage as the root cause
+// instead of waiting for ever.
+func TestStallExitedStageHoldingStdoutInProcess(t *testing.T) {
+	dir := t.TempDir()
+	job, err := Parse(filepath.Join(dir, "job.toml"), []byte(`
+stall_timeout = "1s"
+on_stall = "kill"
+[output]
+path = "none"
+[[stage]]
+name = "leaver"
+shell = "sleep 300 & cat"
+[[stage]]
+name = "sink"
+command = ["cat"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	in, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	start := time.Now()
+	rep, err := Run(context.Background(), job, Options{Stdin: in,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Grace: time.Second})
+	var re *RunError
+	if !errors.As(err, &re) {
+		t.Fatalf("err %v, want a RunError\nlog: %s", err, logs.String())
+	}
+	if rep.RootCause != "leaver" || len(rep.Stages[0].Diagnoses) != 1 || len(rep.Stages[1].Diagnoses) != 0 {
+		t.Fatalf("root %q, diagnoses %q / %q", rep.RootCause, rep.Stages[0].Diagnoses, rep.Stages[1].Diagnoses)
+	}
+	if d := rep.Stages[0].Diagnoses[0]; !strings.Contains(d, "exited (exit 0); PID ") || !strings.Contains(d, "(sleep 300) still holds its stdout") {
+		t.Errorf("diagnosis %q", d)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %s", took)
 	}
 }

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pipespool/pipespool/units"
 )
@@ -12,7 +13,7 @@ import (
 // last lines of the root cause's stderr.
 func Summary(rep *Report) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "job %q %s: %s\n", rep.Job, rep.Result, rep.Message)
+	fmt.Fprintf(&b, "job %q %s: %s\n", rep.Job, rep.Result, Printable(rep.Message))
 	width := 5
 	for _, s := range rep.Stages {
 		width = max(width, len(s.Name))
@@ -31,11 +32,11 @@ func Summary(rep *Report) string {
 		}
 		fmt.Fprintf(&b, "%s %d %-*s  %-26s in %-10s out %-10s", mark, i+1, width, s.Name, status, units.FormatSize(s.BytesIn), units.FormatSize(s.BytesOut))
 		if s.Note != "" {
-			b.WriteString(" " + s.Note)
+			b.WriteString(" " + Printable(s.Note))
 		}
 		b.WriteByte('\n')
 		for _, d := range s.Diagnoses {
-			fmt.Fprintf(&b, "    stall: %s\n", d)
+			fmt.Fprintf(&b, "    stall: %s\n", Printable(d))
 		}
 	}
 	if rep.RootCause == OutputRootCause {
@@ -51,8 +52,56 @@ func Summary(rep *Report) string {
 			lines = lines[len(lines)-10:]
 		}
 		for _, l := range lines {
-			fmt.Fprintf(&b, "  | %s\n", l)
+			fmt.Fprintf(&b, "  | %s\n", Printable(strings.TrimSuffix(l, "\r")))
 		}
 	}
 	return b.String()
+}
+
+// Printable makes text safe to print on a terminal: a stage's stderr, a
+// file name, a process name may hold escape sequences that would move the
+// cursor, retitle the window or hide the text after them. Control
+// characters (but tab), DEL, the C1 controls, Unicode's bidirectional
+// overrides and bytes that are not UTF-8 are written as \xNN or \uNNNN;
+// everything else, including non-ASCII letters, is kept. Newlines are
+// escaped too: a caller that keeps lines splits them first.
+func Printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if needsEscape(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r < 0x80 && needsEscape(r):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case needsEscape(r):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+func needsEscape(r rune) bool {
+	switch {
+	case r == '\t':
+		return false
+	case r < 0x20, r == 0x7f, r >= 0x80 && r < 0xa0, r == utf8.RuneError:
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true // bidirectional embeddings, overrides and isolates
+	}
+	return false
 }

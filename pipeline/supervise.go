@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 )
@@ -49,6 +50,7 @@ func (r *running) run(ctx context.Context) {
 	events := make(chan int, len(r.stages))
 	var stagesWG sync.WaitGroup
 	for i, st := range r.stages {
+		r.procs.noteStdout(i, e.stdout[i], i == len(r.stages)-1 && r.links[i+1].direct != nil)
 		if err := st.Start(e.stdin[i], e.stdout[i]); err != nil {
 			r.outcomes[i].startErr = r.startFailure(i, err)
 			r.log.Debug("stage did not start", "stage", st.Name(), "err", err)
@@ -130,9 +132,9 @@ func (r *running) run(ctx context.Context) {
 			r.decide(-1, ResultTimeout, fmt.Sprintf("timed out after %s (timeout in %s)", r.job.Timeout, r.job.File))
 		case <-ctxDone:
 			ctxDone = nil
-			var sc *SignalCause
-			if errors.As(context.Cause(ctx), &sc) {
-				r.stopRun(stopCause{Stage: -1, Result: ResultInterrupted, Msg: "interrupted by " + sc.Signal.String(), Signal: sc.Signal})
+			var ie *proc.InterruptedError
+			if errors.As(context.Cause(ctx), &ie) {
+				r.stopRun(stopCause{Stage: -1, Result: ResultInterrupted, Msg: ie.Error(), Signal: ie.Signal})
 			} else {
 				r.decide(-1, ResultFailed, fmt.Sprintf("cancelled: %v", context.Cause(ctx)))
 			}
@@ -226,6 +228,12 @@ func (r *running) watchStage(i int) {
 				(pr.Undelivered > 0 || first.ExitCode == 128+int(syscall.SIGPIPE))
 		default:
 		}
+	}
+	if r.links[i+1].direct != nil {
+		if !first.Failed() && st.Kind() == stage.KindCommand {
+			r.waitFileReleased(i)
+		}
+		r.procs.fileHeld[i].Store(false)
 	}
 	if p, ok := st.(*stage.Process); ok {
 		o.leftovers = p.Cleanup(r.grace)

@@ -149,6 +149,11 @@ func (r *running) wire() (e ends, err error) {
 		var popts []pump.Option
 		if k < n {
 			popts = append(popts, pump.KeepWitness())
+		} else {
+			// The output is a party of the run: bytes left in its pipe
+			// when its reader goes have not reached it (a no-op when
+			// the output is not a pipe).
+			popts = append(popts, pump.AwaitRead())
 		}
 		if k > 0 && k < n && r.verifierUpstream(k) {
 			// Stage k may fail while a verifying stage upstream runs:

@@ -141,6 +141,7 @@ type Pump struct {
 
 	// hold, decision, drainReq, draining, drainFrom: see
 	// HoldWhenConsumerGone and Drain.
+	awaitRead    bool // see AwaitRead
 	hold         bool
 	decision     chan struct{} // closed by the first Drain or Stop
 	decisionOnce sync.Once
@@ -194,6 +195,42 @@ type Option func(*Pump)
 // exited: a stage that exits 0 with input still queued did not read all
 // its input.
 func KeepWitness() Option { return func(p *Pump) { p.keepWitnes = true } }
+
+// AwaitRead makes the pump, at the end of its source, wait until the
+// reader of its destination pipe has read every byte queued in it before
+// it reports EOF. A reader that goes away first leaves those bytes unread:
+// the pump ends as ConsumerGone, with them as Undelivered and Unread. For
+// the run's own output: bytes written into a pipe have not reached the
+// reader yet, and `pipespool ... | ssh host 'cat > f'` whose ssh died with
+// the last 64 KiB still in the pipe did not deliver them. Stop ends the
+// wait (ErrStopped, the bytes still queued as Unread).
+func AwaitRead() Option { return func(p *Pump) { p.awaitRead = true } }
+
+// waitRead waits, for AwaitRead, until the destination pipe is empty (0,
+// false), its reader is gone (the bytes left, true) or Stop was called (the
+// bytes left, false). No event says that a pipe became empty, and a reader
+// wakes a writer only when the pipe was full: it looks at growing intervals
+// (1 ms to 100 ms), and poll(2) with no events asked still returns at once
+// when the reader closes its end (POLLERR).
+func (p *Pump) waitRead() (left int, gone bool) {
+	delay := time.Millisecond
+	p.state.Store(int32(WaitingDst))
+	for {
+		q := Queued(p.dst.FD)
+		if q <= 0 {
+			return 0, false
+		}
+		if p.stopping.Load() {
+			return q, false
+		}
+		fds := []unix.PollFd{{Fd: int32(p.dst.FD)}}
+		n, err := unix.Poll(fds, int(delay/time.Millisecond))
+		if err == nil && n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0 {
+			return max(Queued(p.dst.FD), 0), true
+		}
+		delay = min(2*delay, 100*time.Millisecond)
+	}
+}
 
 // HoldWhenConsumerGone makes the pump, when its consumer goes (EPIPE)
 // before the source's end, wait for its owner's decision instead of closing
@@ -463,6 +500,13 @@ func (p *Pump) loop() Result {
 				return Result{Err: werr}
 			}
 		case err == nil: // n == 0: end of input, everything delivered
+			if p.awaitRead && p.dstPipe {
+				if left, gone := p.waitRead(); gone {
+					return Result{ConsumerGone: true, Undelivered: int64(left), Unread: int64(left), Err: ErrConsumerGone}
+				} else if left > 0 {
+					return Result{Err: ErrStopped, Undelivered: int64(left), Unread: int64(left)}
+				}
+			}
 			return Result{EOF: true}
 		case err == unix.EAGAIN && p.useSplice:
 			if werr := p.waitEdge(); werr != nil {

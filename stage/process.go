@@ -1,20 +1,19 @@
 package stage
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pipespool/pipespool/proc"
 )
 
 // StderrMode is what happens to an external stage's stderr.
@@ -41,19 +40,21 @@ type ProcessSpec struct {
 	Stderr   StderrMode
 	StderrTo *os.File
 	Logger   *slog.Logger // for captured stderr lines; nil discards
+	// Scope is the run the process belongs to (what it leaves behind is
+	// stopped when the scope closes); nil gives it a scope of its own.
+	Scope *proc.Scope
 }
 
-// Process is an external stage: a child process in its own process group.
+// Process is an external stage: a child process in its own process group
+// (a proc.Group).
 type Process struct {
 	spec ProcessSpec
 
-	mu      sync.Mutex // guards proc, reaped, stopped
-	proc    *os.Process
-	reaped  bool // the leader was reaped: its pid (and pgid) may be reused
-	stopped bool
+	mu      sync.Mutex // guards group
+	group   *proc.Group
+	started time.Time
 
 	done    chan struct{} // closed when the leader has exited (not yet reaped)
-	gone    chan struct{} // closed by Cleanup once the group is gone and the leader reaped
 	result  Result
 	tail    tailBuffer
 	errDone chan struct{} // closed when the stderr reader has finished
@@ -65,7 +66,10 @@ func NewProcess(spec ProcessSpec) *Process {
 	if spec.Stderr == "" {
 		spec.Stderr = StderrCapture
 	}
-	return &Process{spec: spec, done: make(chan struct{}), gone: make(chan struct{}), errDone: make(chan struct{})}
+	if spec.Scope == nil {
+		spec.Scope = proc.NewScope(nil)
+	}
+	return &Process{spec: spec, done: make(chan struct{}), errDone: make(chan struct{})}
 }
 
 // Name implements Stage.
@@ -85,12 +89,16 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 
 // Pid implements Stage.
 func (p *Process) Pid() int {
+	if g := p.getGroup(); g != nil {
+		return g.Pid()
+	}
+	return 0
+}
+
+func (p *Process) getGroup() *proc.Group {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.proc == nil {
-		return 0
-	}
-	return p.proc.Pid
+	return p.group
 }
 
 // Start implements Stage. The child gets stdin, stdout and its stderr as fds
@@ -141,80 +149,29 @@ func (p *Process) Start(stdin, stdout *os.File) (err error) {
 		childErr = os.NewFile(uintptr(fds[1]), p.spec.Name+" stderr (child)")
 	}
 
-	attr := &os.ProcAttr{
-		Dir:   p.spec.Dir,
-		Env:   p.spec.Env,
-		Files: []*os.File{stdin, stdout, childErr},
-		// A process group of its own: stopping the stage signals everything
-		// it started, and a terminal's SIGINT reaches only pipespool, which
-		// then stops the stages in order.
-		Sys: &syscall.SysProcAttr{Setpgid: true},
-	}
-	proc, err := os.StartProcess(p.spec.Path, p.spec.Argv, attr)
+	g, err := p.spec.Scope.Start(proc.Spec{Path: p.spec.Path, Argv: p.spec.Argv, Env: p.spec.Env, Dir: p.spec.Dir,
+		Stdin: stdin, Stdout: stdout, Stderr: childErr})
 	if err != nil {
-		return fmt.Errorf("start %s: %w", p.spec.Path, startErrCause(err))
+		return fmt.Errorf("start %s: %w", p.spec.Path, err)
 	}
 	p.mu.Lock()
-	p.proc = proc
+	p.group = g
 	p.mu.Unlock()
-	p.result.Started = started
+	p.started = started
 	if p.errFile != nil {
 		go p.readStderr()
 	} else {
 		close(p.errDone)
 	}
-	go p.waitLeader()
+	go p.waitLeader(g)
 	return nil
 }
 
-func startErrCause(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
-
-// sigchldInfo is the SIGCHLD layout of siginfo_t on Linux (x/sys/unix's
-// Siginfo leaves the union opaque).
-type sigchldInfo struct {
-	Signo, Errno, Code int32
-	_                  int32
-	Pid                int32
-	UID                uint32
-	Status             int32
-	_                  [100]byte
-}
-
-// waitLeader waits for the leader to exit without reaping it: a zombie
-// leader keeps its pid, and so the process group id, from being reused
-// while pipespool may still signal the group.
-func (p *Process) waitLeader() {
-	var info unix.Siginfo
-	var err error
-	for {
-		err = unix.Waitid(unix.P_PID, p.proc.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	res := Result{Started: p.result.Started, Ended: time.Now()}
-	if err != nil {
-		res.ExitCode, res.Err = -1, fmt.Errorf("waitid: %w", err)
-	} else {
-		ci := (*sigchldInfo)(unsafe.Pointer(&info))
-		switch ci.Code {
-		case 1: // CLD_EXITED
-			res.ExitCode = int(ci.Status)
-		default: // CLD_KILLED, CLD_DUMPED
-			res.ExitCode = -1
-			res.Signal = syscall.Signal(ci.Status)
-			res.BrokenPipe = res.Signal == syscall.SIGPIPE
-		}
-	}
-	p.mu.Lock()
-	res.Stopped = p.stopped
-	p.mu.Unlock()
+// waitLeader turns the leader's exit into the stage's Result.
+func (p *Process) waitLeader(g *proc.Group) {
+	st := g.Wait()
+	res := Result{Started: p.started, Ended: st.Ended, ExitCode: st.Code, Signal: st.Signal, Err: st.Err, Stopped: st.Stopped}
+	res.BrokenPipe = res.Signal == syscall.SIGPIPE
 	p.result = res
 	close(p.done)
 }
@@ -239,44 +196,22 @@ func (p *Process) Wait() Result {
 // Signal implements Stage: sig goes to the whole process group, unless the
 // leader was already reaped.
 func (p *Process) Signal(sig syscall.Signal) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.proc == nil || p.reaped {
-		return nil
+	if g := p.getGroup(); g != nil {
+		return g.Signal(sig)
 	}
-	err := unix.Kill(-p.proc.Pid, sig)
-	if err == unix.ESRCH {
-		return nil
-	}
-	return err
+	return nil
 }
 
-// Stop implements Stage: SIGTERM to the group now, SIGKILL after grace if
-// the leader or anything else in the group is still alive.
+// Stop implements Stage: SIGTERM to the group (and to what left it), then
+// SIGKILL after grace to what is still alive.
 func (p *Process) Stop(grace time.Duration) {
-	p.mu.Lock()
-	if p.proc == nil || p.reaped {
-		p.mu.Unlock()
-		return
+	if g := p.getGroup(); g != nil {
+		g.Stop(grace)
 	}
-	p.stopped = true
-	p.mu.Unlock()
-	p.Signal(syscall.SIGTERM)
-	// SIGCONT too: a stopped group (SIGSTOP from a nudge or a user) would
-	// not act on SIGTERM until continued.
-	p.Signal(syscall.SIGCONT)
-	// The escalation ends at SIGKILL, or as soon as Cleanup has reaped the
-	// stage (Cleanup escalates on its own for what is left of the group).
-	go func() {
-		t := time.NewTimer(grace)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			p.Signal(syscall.SIGKILL)
-		case <-p.gone:
-		}
-	}()
 }
+
+// Group returns the stage's process group once started, else nil.
+func (p *Process) Group() *proc.Group { return p.getGroup() }
 
 // Cleanup ends what is left of the stage once its leader has exited:
 // processes still in its group get SIGTERM, then SIGKILL after grace; then
@@ -285,33 +220,11 @@ func (p *Process) Stop(grace time.Duration) {
 // number of leftover processes it had to signal.
 func (p *Process) Cleanup(grace time.Duration) int {
 	<-p.done
-	p.mu.Lock()
-	if p.proc == nil || p.reaped {
-		p.mu.Unlock()
+	g := p.getGroup()
+	if g == nil {
 		return 0
 	}
-	pgid := p.proc.Pid
-	p.mu.Unlock()
-	left := groupMembers(pgid)
-	if len(left) > 0 {
-		p.Signal(syscall.SIGTERM)
-		p.Signal(syscall.SIGCONT)
-		deadline := time.Now().Add(grace)
-		for groupAlive(pgid) && time.Now().Before(deadline) {
-			// Processes outside our children cannot be waited for; poll
-			// /proc at a coarse interval, only on this rare path.
-			time.Sleep(20 * time.Millisecond)
-		}
-		if groupAlive(pgid) {
-			p.Signal(syscall.SIGKILL)
-		}
-	}
-	p.mu.Lock()
-	p.reaped = true
-	proc := p.proc
-	p.mu.Unlock()
-	proc.Wait() // reap the leader; its status is already known
-	close(p.gone)
+	n := g.Cleanup(grace)
 	select {
 	case <-p.errDone:
 	case <-time.After(time.Second):
@@ -320,62 +233,7 @@ func (p *Process) Cleanup(grace time.Duration) int {
 		p.errFile.Close()
 		<-p.errDone
 	}
-	return len(left)
-}
-
-// groupMembers lists live processes (not zombies) of process group pgid
-// other than its leader.
-func groupMembers(pgid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == pgid {
-			continue
-		}
-		// One getpgid(2) rules out all but the group's members; only they
-		// have their stat read (for the state). Reading every process's
-		// stat made this scan most of the CPU time of a short run.
-		if g, err := unix.Getpgid(pid); err != nil || g != pgid {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...: comm may hold spaces and parens.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if g, _ := strconv.Atoi(f[2]); g == pgid {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-func groupAlive(pgid int) bool {
-	if pgid <= 0 {
-		return false
-	}
-	if len(groupMembers(pgid)) > 0 {
-		return true
-	}
-	// The leader itself, unless it is a zombie.
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pgid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && len(b) > i+2 && b[i+2] != 'Z' && b[i+2] != 'X'
+	return n
 }
 
 // readStderr streams captured stderr into the log, line by line, prefixed

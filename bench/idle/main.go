@@ -27,6 +27,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pipespool/pipespool/proc"
 )
 
 func main() {
@@ -164,15 +166,12 @@ func runOnce(bin, job string, args ...string) (time.Duration, []byte, error) {
 
 // cpuTicks returns utime+stime of pid from /proc/PID/stat.
 func cpuTicks(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	var r proc.Reader
+	st, ok := r.Stat(pid)
+	if !ok {
 		return 0
 	}
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+2:]))
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
+	return int64(st.UTime + st.STime)
 }
 
 func median(v []float64) float64 {

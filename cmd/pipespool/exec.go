@@ -3,18 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pipeline"
+	"github.com/pipespool/pipespool/proc"
 )
 
 // execOptions are the flags of exec.
@@ -50,7 +47,8 @@ left alone, nudged (SIGSTOP+SIGCONT) or killed. In cron (stderr not a
 terminal) a successful run prints nothing but what its stages write.
 
 Exit status: 0 success, 1 the pipeline failed, 2 invalid job file or
-unreadable input, 75 --lock held, 130/143 interrupted by SIGINT/SIGTERM.`,
+unreadable input, 75 --lock held, 129/130/131/143 interrupted by
+SIGHUP/SIGINT/SIGQUIT/SIGTERM (every stage stopped first).`,
 		Example: `  pipespool exec restore.toml
   pipespool exec restore.toml -i backup.zst.gpg -o restored.img
   zfs send tank@snap | pipespool exec send.toml -i - -o -
@@ -112,15 +110,14 @@ func runExec(ctx context.Context, opts *execOptions) error {
 			return &pipeline.InputError{Path: f.path, Err: fmt.Errorf("%s cannot be written: %w", f.flag, err)}
 		}
 	}
-	ctx, stop := execSignalContext(ctx)
+	if err := proc.BecomeSubreaper(); err != nil {
+		opts.g.Logger().Warn("processes the stages leave behind outside their process groups cannot be found and stopped: " + err.Error())
+	}
+	ctx, stop := signalContext(ctx, opts.g.streams.ErrOut)
 	defer stop()
 	if opts.Lock != "" {
 		lock, err := fsutil.Acquire(ctx, opts.Lock, fsutil.LockOptions{Create: true, Wait: opts.LockWait})
 		if err != nil {
-			var sc *pipeline.SignalCause
-			if errors.As(err, &sc) {
-				return &pipeline.InterruptedError{Signal: sc.Signal}
-			}
 			return err
 		}
 		defer lock.Release()
@@ -171,31 +168,6 @@ type reported struct{ error }
 
 func (r reported) Unwrap() error  { return r.error }
 func (r reported) Reported() bool { return true }
-
-// execSignalContext returns a context cancelled with a *pipeline.SignalCause at
-// the first SIGINT or SIGTERM. A second signal is left to the run, which is
-// already stopping every stage.
-func execSignalContext(parent context.Context) (context.Context, func()) {
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, cancel := context.WithCancelCause(parent)
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case s := <-ch:
-			cancel(&pipeline.SignalCause{Signal: s.(syscall.Signal)})
-		case <-done:
-		}
-	}()
-	return ctx, func() {
-		signal.Stop(ch)
-		close(done)
-		cancel(nil)
-	}
-}
 
 // writeJSONAtomic writes v as indented JSON to path via a temporary file,
 // fsync and rename.

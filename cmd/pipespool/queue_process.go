@@ -77,8 +77,8 @@ extra flock for the run, as exec does.
 
 Exit status: 0 success (also: empty queue, --maxjobs reached, a failure
 under --on-error Delete/Leave), 1 a job failed under --on-error Retry, 2
-invalid usage or job file, 75 the queue's lock or --lock held, 130/143
-interrupted.`,
+invalid usage or job file, 75 the queue's lock or --lock held,
+129/130/131/143 interrupted by SIGHUP/SIGINT/SIGQUIT/SIGTERM.`,
 		Example: `  pipespool queue-process -q /q sh -- -c 'zstd -d | zfs receive -u tank/backup'
   pipespool queue-process /q --on-error Leave -n 10 ./restore.sh -- --verbose
   pipespool queue-process /q --job restore.toml
@@ -171,7 +171,7 @@ func runQueueProcess(opts *queueProcessOptions) error {
 	if po.Runner, err = newRunner(g, commandMode, opts.Command, jobFile, &opts.processFlags); err != nil {
 		return err
 	}
-	ctx, stop := signalContext()
+	ctx, stop := signalContext(nil, g.streams.ErrOut)
 	defer stop()
 	if opts.Lock != "" {
 		lock, err := fsutil.Acquire(ctx, opts.Lock, fsutil.LockOptions{Create: true, Wait: opts.LockWait})

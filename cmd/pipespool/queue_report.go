@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pipespool/pipespool/pipeline"
+	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/queue"
 )
 
@@ -93,7 +94,7 @@ func (r *queueRecorder) finish(err error) {
 	if n, rerr := r.q.NextSeqFile().Read(); rerr == nil && rep.NextSeqBefore != nil {
 		rep.NextSeqAfter = &n
 	}
-	var ie *interruptedError
+	var ie *proc.InterruptedError
 	var jf *queue.JobFailedError
 	switch {
 	case errors.As(err, &ie):

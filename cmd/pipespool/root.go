@@ -18,6 +18,11 @@ type globalOptions struct {
 	LogFormat string
 	streams   *IOStreams
 	logger    *slog.Logger // built from the flags in PersistentPreRunE
+	// ran is set when a command's RunE begins: an error without an exit
+	// code of its own returned before that is cobra refusing the command
+	// line (unknown command or flag, missing required flag, wrong number
+	// of arguments), a usage error.
+	ran bool
 }
 
 // Logger returns the logger that the flags asked for.
@@ -51,7 +56,10 @@ func (g *globalOptions) setupLogger() error {
 
 // NewRootCmd builds the whole command tree around streams.
 func NewRootCmd(streams *IOStreams) *cobra.Command {
-	g := &globalOptions{streams: streams}
+	return newRootCmd(&globalOptions{streams: streams})
+}
+
+func newRootCmd(g *globalOptions) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "pipespool",
 		Short: "Run streaming pipelines of processes, and an fspl-compatible job queue",
@@ -70,16 +78,31 @@ It also keeps an ordered job queue that is byte-compatible with Filespooler
 	}
 	root.PersistentFlags().StringVar(&g.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.LogFormat, "log-format", "text", "log format: text or json")
-	root.SetOut(streams.Out)
-	root.SetErr(streams.ErrOut)
-	root.SetIn(streams.In)
+	root.SetOut(g.streams.Out)
+	root.SetErr(g.streams.ErrOut)
+	root.SetIn(g.streams.In)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 
 	root.AddCommand(NewCmdExec(g))
 	root.AddCommand(NewCmdCheck(g))
 	root.AddCommand(NewCmdVersion(g))
 	addQueueCommands(root, g)
+	noteRun(root, &g.ran)
 	return root
+}
+
+// noteRun wraps the RunE of c and of every command below it so that it
+// sets *ran first.
+func noteRun(c *cobra.Command, ran *bool) {
+	if run := c.RunE; run != nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			*ran = true
+			return run(cmd, args)
+		}
+	}
+	for _, sub := range c.Commands() {
+		noteRun(sub, ran)
+	}
 }
 
 // NewCmdVersion prints the version.
@@ -98,11 +121,18 @@ func NewCmdVersion(g *globalOptions) *cobra.Command {
 // Main runs the command line args and returns the exit status. It is the
 // one place where errors become exit codes and are printed.
 func Main(args []string, streams *IOStreams) int {
-	root := NewRootCmd(streams)
+	g := &globalOptions{streams: streams}
+	root := newRootCmd(g)
 	root.SetArgs(args)
 	_, err := root.ExecuteC()
 	if err == nil {
 		return 0
+	}
+	if !g.ran {
+		var coder interface{ ExitCode() int }
+		if !errors.As(err, &coder) {
+			err = &usageError{err}
+		}
 	}
 	code := exitCodeOf(err)
 	var quiet interface{ Reported() bool }
@@ -113,18 +143,11 @@ func Main(args []string, streams *IOStreams) int {
 }
 
 // exitCodeOf maps an error to the exit status of the spec: an error that
-// knows its code (ExitCode() int) keeps it, usage errors are 2, anything
-// else is 1.
+// knows its code (ExitCode() int) keeps it, anything else is 1.
 func exitCodeOf(err error) int {
 	var coder interface{ ExitCode() int }
 	if errors.As(err, &coder) {
 		return coder.ExitCode()
-	}
-	// cobra reports unknown commands and bad argument counts as plain errors.
-	msg := err.Error()
-	if strings.HasPrefix(msg, "unknown command") || strings.HasPrefix(msg, "accepts ") ||
-		strings.HasPrefix(msg, "requires ") || strings.Contains(msg, "arg(s)") {
-		return 2
 	}
 	return 1
 }

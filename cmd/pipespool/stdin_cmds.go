@@ -23,7 +23,7 @@ A bad packet exits 2 with the reason.`,
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext()
+			ctx, stop := signalContext(nil, g.streams.ErrOut)
 			defer stop()
 			h, stream, err := queue.StdinHeader(ctx, g.streams.In, dec)
 			if err != nil {
@@ -53,7 +53,7 @@ func NewCmdStdinPayload(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext()
+			ctx, stop := signalContext(nil, g.streams.ErrOut)
 			defer stop()
 			_, stream, err := queue.StdinHeader(ctx, g.streams.In, dec)
 			if err != nil {
@@ -130,7 +130,7 @@ func runStdinProcess(opts *stdinProcessOptions) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signalContext()
+	ctx, stop := signalContext(nil, g.streams.ErrOut)
 	defer stop()
 	return queue.ProcessStdin(ctx, g.streams.In, g.Logger(), queue.ProcessOptions{
 		Runner: runner, Decoder: dec, AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload})

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/pipespool/pipespool/proc"
+)
+
+// stopSignals end a command that runs processes the way SIGTERM does: the
+// processes are stopped (SIGTERM to each group, SIGKILL after the grace
+// period), a temporary output is removed, and the exit status is 128 + the
+// signal. SIGHUP is what a closing terminal or an ssh session that drops
+// sends; SIGQUIT is what a terminal's Ctrl-\ and some supervisors send.
+var stopSignals = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM}
+
+// signalContext returns a context cancelled, with a *proc.InterruptedError
+// as its cause, at the first of stopSignals. A signal pipespool was started
+// ignoring stays ignored: nohup's SIGHUP, and the SIGINT and SIGQUIT that a
+// shell ignores for a command it runs in the background. SIGQUIT writes
+// the stacks of every goroutine to errOut first when GOTRACEBACK is set
+// (someone debugging a hang asked for them), as Go's own SIGQUIT would,
+// but the processes are still stopped. A second signal is left to the
+// work, which is already stopping everything. stop releases the signals.
+func signalContext(parent context.Context, errOut io.Writer) (ctx context.Context, stop func()) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	var watch []os.Signal
+	for _, s := range stopSignals {
+		if !signal.Ignored(s) {
+			watch = append(watch, s)
+		}
+	}
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, watch...)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			sig := s.(syscall.Signal)
+			if sig == syscall.SIGQUIT && os.Getenv("GOTRACEBACK") != "" {
+				dumpGoroutines(errOut)
+			}
+			cancel(&proc.InterruptedError{Signal: sig})
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel(nil)
+	}
+}
+
+// dumpGoroutines writes every goroutine's stack to w.
+func dumpGoroutines(w io.Writer) {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			fmt.Fprintf(w, "SIGQUIT: goroutine stacks (GOTRACEBACK is set)\n%s\n", buf[:n])
+			return
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}

@@ -1,0 +1,314 @@
+package proc
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Spec describes a process to start.
+type Spec struct {
+	// Path is the program (absolute, or relative to Dir) and Argv its
+	// arguments, Argv[0] included.
+	Path string
+	Argv []string
+	// Env is the whole environment; nil means pipespool's own.
+	Env []string
+	Dir string // working directory, "" for pipespool's
+	// Stdin, Stdout and Stderr become fds 0, 1 and 2 of the process; nil
+	// means /dev/null. The process gets no other fd: pipespool opens every
+	// fd close-on-exec. Start does not close them.
+	Stdin, Stdout, Stderr *os.File
+}
+
+// Status is how the leader of a group ended.
+type Status struct {
+	// Code is the exit status, or -1 when a signal killed the process or
+	// the wait failed.
+	Code int
+	// Signal is the signal that killed it, or 0.
+	Signal syscall.Signal
+	// Err is why the wait failed (never seen in practice).
+	Err error
+	// Stopped reports that Stop was called before the leader exited.
+	Stopped bool
+	// Ended is when the leader was seen to exit.
+	Ended time.Time
+}
+
+// Group is a process started in a process group of its own, of which it is
+// the leader, with everything it starts in that group.
+//
+// The leader is waited for without being reaped (waitid with WNOWAIT): a
+// zombie leader keeps its pid, and so the process group id, from being
+// given to another process for as long as pipespool may signal the group.
+// Cleanup reaps it.
+type Group struct {
+	scope *Scope
+	pid   int // set by the forker before anyone else sees the group
+
+	done chan struct{} // closed when the leader has exited (not yet reaped)
+	gone chan struct{} // closed by Cleanup once the leader is reaped
+
+	status Status // valid once done is closed
+
+	mu      sync.Mutex // guards reaped, stopped
+	reaped  bool       // the leader was reaped: its pid (and pgid) may be reused
+	stopped bool
+}
+
+// Start starts spec's program in a new process group, as part of the
+// scope. The process gets DeathSignal if pipespool dies first.
+func (s *Scope) Start(spec Spec) (*Group, error) {
+	files := [3]*os.File{spec.Stdin, spec.Stdout, spec.Stderr}
+	var devnull *os.File
+	for i, f := range files {
+		if f != nil {
+			continue
+		}
+		if devnull == nil {
+			var err error
+			if devnull, err = os.OpenFile(os.DevNull, os.O_RDWR, 0); err != nil {
+				return nil, err
+			}
+			defer devnull.Close()
+		}
+		files[i] = devnull
+	}
+	env := spec.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   spec.Dir,
+		Env:   env,
+		Files: []uintptr{files[0].Fd(), files[1].Fd(), files[2].Fd()},
+		// A process group of its own: stopping the group signals
+		// everything the process started, and a terminal's SIGINT
+		// reaches only pipespool, which then stops the groups in order.
+		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: DeathSignal},
+	}
+	g := &Group{scope: s, done: make(chan struct{}), gone: make(chan struct{})}
+	if err := forkExec(spec.Path, spec.Argv, attr, g); err != nil {
+		return nil, err
+	}
+	s.add(g)
+	go g.waitLeader()
+	return g, nil
+}
+
+// Pid is the leader's process id, which is also the process group id.
+func (g *Group) Pid() int { return g.pid }
+
+// Done is closed when the leader has exited.
+func (g *Group) Done() <-chan struct{} { return g.done }
+
+// Wait waits for the leader to exit and returns how it ended. It does not
+// reap it: Cleanup does.
+func (g *Group) Wait() Status {
+	<-g.done
+	return g.status
+}
+
+// sigchldInfo is the SIGCHLD layout of siginfo_t on Linux (x/sys/unix's
+// Siginfo leaves the union opaque).
+type sigchldInfo struct {
+	Signo, Errno, Code int32
+	_                  int32
+	Pid                int32
+	UID                uint32
+	Status             int32
+	_                  [100]byte
+}
+
+// The si_code values of a SIGCHLD.
+const (
+	cldExited = 1 // CLD_EXITED; the others are CLD_KILLED and CLD_DUMPED
+)
+
+// waitLeader waits for the leader to exit, without reaping it.
+func (g *Group) waitLeader() {
+	var info unix.Siginfo
+	var err error
+	for {
+		err = unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	st := Status{Ended: time.Now()}
+	if err != nil {
+		st.Code, st.Err = -1, fmt.Errorf("waitid: %w", err)
+	} else {
+		ci := (*sigchldInfo)(unsafe.Pointer(&info))
+		if ci.Code == cldExited {
+			st.Code = int(ci.Status)
+		} else {
+			st.Code, st.Signal = -1, syscall.Signal(ci.Status)
+		}
+	}
+	g.mu.Lock()
+	st.Stopped = g.stopped
+	g.mu.Unlock()
+	g.status = st
+	close(g.done)
+}
+
+// Signal sends sig to the whole process group, unless the leader was
+// already reaped (the group id may then belong to somebody else).
+func (g *Group) Signal(sig syscall.Signal) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.signalLocked(sig)
+}
+
+func (g *Group) signalLocked(sig syscall.Signal) error {
+	if g.reaped {
+		return nil
+	}
+	if err := unix.Kill(-g.pid, sig); err != nil && err != unix.ESRCH {
+		return err
+	}
+	return nil
+}
+
+// Stop ends the group: SIGTERM (and SIGCONT, so that a stopped process
+// acts on it) to the group and to every process below it that left the
+// group (setsid, a daemon), then SIGKILL to what is left of them after
+// grace. It returns at once.
+func (g *Group) Stop(grace time.Duration) {
+	g.mu.Lock()
+	if g.reaped {
+		g.mu.Unlock()
+		return
+	}
+	g.stopped = true
+	g.mu.Unlock()
+	g.signalAll(syscall.SIGTERM)
+	go func() {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			g.signalAll(syscall.SIGKILL)
+		case <-g.gone:
+			// Cleanup escalates on its own for what is left.
+		}
+	}()
+}
+
+// signalAll sends sig, and SIGCONT after a SIGTERM, to the group and to the
+// processes below it outside the group.
+func (g *Group) signalAll(sig syscall.Signal) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.reaped {
+		return
+	}
+	out := g.escaped(Snapshot())
+	g.signalLocked(sig)
+	for _, st := range out {
+		signalProcess(st, sig)
+	}
+	if sig == syscall.SIGTERM {
+		g.signalLocked(syscall.SIGCONT)
+		for _, st := range out {
+			signalProcess(st, syscall.SIGCONT)
+		}
+	}
+}
+
+// escaped returns the live processes below the group (below its leader or
+// one of its members) that are not in it.
+func (g *Group) escaped(all map[int]Stat) []Stat {
+	roots := []int{g.pid}
+	for pid, st := range all {
+		if st.Pgrp == g.pid && pid != g.pid {
+			roots = append(roots, pid)
+		}
+	}
+	var out []Stat
+	for _, st := range Below(all, roots...) {
+		if st.Pgrp != g.pid {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// Members returns the live processes of the group other than its leader.
+func (g *Group) Members() []int {
+	want := map[int][]int{g.pid: nil}
+	GroupMembers(want)
+	return want[g.pid]
+}
+
+// cleanupKillWait bounds how long Cleanup waits for processes it sent
+// SIGKILL: they die at once unless stuck in the kernel (state D, on a dead
+// NFS server), and then waiting longer does not help.
+const cleanupKillWait = time.Second
+
+// Cleanup ends what is left of the group once its leader has exited: the
+// processes still in the group get SIGTERM, then SIGKILL after grace; then
+// the leader is reaped. It must be called once for every group before
+// pipespool exits; later calls return 0. It returns the number of
+// processes it found left in the group.
+func (g *Group) Cleanup(grace time.Duration) int {
+	<-g.done
+	g.mu.Lock()
+	if g.reaped {
+		g.mu.Unlock()
+		return 0
+	}
+	g.mu.Unlock()
+	n := 0
+	if left := g.memberStats(); len(left) > 0 {
+		n = len(left)
+		g.Signal(syscall.SIGTERM)
+		g.Signal(syscall.SIGCONT)
+		left = waitExit(left, time.Now().Add(grace))
+		// A member may have started others meanwhile: they are in the
+		// group too, and the group is signalled as a whole.
+		if left = append(left, g.memberStats()...); len(left) > 0 {
+			g.Signal(syscall.SIGKILL)
+			waitExit(left, time.Now().Add(cleanupKillWait))
+		}
+	}
+	g.reap()
+	return n
+}
+
+// memberStats lists the live members of the group with their start times.
+func (g *Group) memberStats() []Stat {
+	var r Reader
+	var out []Stat
+	for _, pid := range g.Members() {
+		if st, ok := r.Stat(pid); ok && st.Live() && st.Pgrp == g.pid {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// reap reaps the exited leader and forgets it.
+func (g *Group) reap() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.reaped {
+		return
+	}
+	for {
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(g.pid, &ws, 0, nil); err != unix.EINTR {
+			break
+		}
+	}
+	g.reaped = true
+	close(g.gone)
+	forget(g)
+}

@@ -1,0 +1,191 @@
+package proc
+
+import (
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// reg is what the forker, the groups, the scopes and the reaper share.
+var reg = struct {
+	mu sync.Mutex // guards the fields below
+	// leaders are the groups started and not yet reaped, by pid: their
+	// exit status belongs to their Group, never to the reaper.
+	leaders map[int]*Group
+	// scopes are the open scopes.
+	scopes map[*Scope]bool
+	// keep is the union of the keep lists of the scopes open since the
+	// processes no scope can claim were last swept (see Scope.Close).
+	keep map[string]bool
+}{leaders: map[int]*Group{}, scopes: map[*Scope]bool{}, keep: map[string]bool{}}
+
+var subreaper struct {
+	once sync.Once
+	on   atomic.Bool
+	err  error
+	wake chan struct{} // a leader was reaped: look again behind it
+}
+
+// BecomeSubreaper makes pipespool a child subreaper (PR_SET_CHILD_SUBREAPER):
+// a process whose parent exits while it runs (the `sleep 300 &` of a shell
+// stage, a daemon's double fork) is re-parented to pipespool instead of
+// init, so that every descendant of a stage stays pipespool's to find and
+// stop. Those orphans are reaped when they exit, by a goroutine woken by
+// SIGCHLD.
+//
+// Once it is on, every child process of pipespool must be started by a
+// Scope: the reaper takes the exit status of any child that is not a
+// group's leader, and os/exec would then find its child gone.
+func BecomeSubreaper() error {
+	subreaper.once.Do(func() {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			subreaper.err = os.NewSyscallError("prctl(PR_SET_CHILD_SUBREAPER)", err)
+			return
+		}
+		subreaper.on.Store(true)
+		subreaper.wake = make(chan struct{}, 1)
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGCHLD)
+		go reapLoop(ch, subreaper.wake)
+	})
+	return subreaper.err
+}
+
+// IsSubreaper reports whether BecomeSubreaper succeeded.
+func IsSubreaper() bool { return subreaper.on.Load() }
+
+func reapLoop(sigchld <-chan os.Signal, wake <-chan struct{}) {
+	for {
+		select {
+		case <-sigchld:
+		case <-wake:
+		}
+		reapOrphans()
+	}
+}
+
+// reapOrphans reaps exited children that are not a group's leader. It asks
+// the kernel for any exited child without reaping it (WNOWAIT) and reaps it
+// only when it is no leader; a leader waiting for its Cleanup hides the
+// children behind it, and its reaping wakes the reaper again. Scanning
+// /proc instead would cost a read per process on the machine at every
+// SIGCHLD; the orphans left waiting meanwhile are zombies, which cost a
+// pid each, and Scope.Close reaps every one of them at the end of a run.
+func reapOrphans() {
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	for {
+		var info unix.Siginfo
+		err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return // ECHILD: no child at all
+		}
+		pid := int((*sigchldInfo)(unsafe.Pointer(&info)).Pid)
+		if pid == 0 || reg.leaders[pid] != nil {
+			return
+		}
+		reapPid(pid)
+	}
+}
+
+// reapPid reaps pid, an exited child that is no leader. reg.mu is held.
+func reapPid(pid int) {
+	for {
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); err != unix.EINTR {
+			return
+		}
+	}
+}
+
+// forget removes a reaped leader from the registry and wakes the reaper,
+// which may have stopped in front of it.
+func forget(g *Group) {
+	reg.mu.Lock()
+	if reg.leaders[g.pid] == g {
+		delete(reg.leaders, g.pid)
+	}
+	reg.mu.Unlock()
+	if subreaper.on.Load() {
+		select {
+		case subreaper.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// children lists pipespool's children that are no group's leader (which
+// are orphans it adopted as a subreaper), reaping those that have exited.
+// The candidates are the children lists of pipespool's threads where the
+// kernel has them (CONFIG_PROC_CHILDREN), else every process on the
+// machine; each is tried with one waitid(P_PID, WNOHANG|WNOWAIT), which
+// says ECHILD for all but pipespool's children and reads no file.
+func children() []int {
+	if !subreaper.on.Load() {
+		return nil
+	}
+	var out []int
+	eachCandidateChild(func(pid int) {
+		reg.mu.Lock()
+		defer reg.mu.Unlock()
+		if reg.leaders[pid] != nil {
+			return
+		}
+		var info unix.Siginfo
+		for {
+			err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return // not our child
+			}
+			break
+		}
+		if (*sigchldInfo)(unsafe.Pointer(&info)).Pid != 0 {
+			reapPid(pid)
+			return
+		}
+		out = append(out, pid)
+	})
+	return out
+}
+
+// eachCandidateChild calls f for every child of pipespool, and maybe for
+// other processes.
+func eachCandidateChild(f func(pid int)) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		eachPid(f)
+		return
+	}
+	var pids []int
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil {
+			// No CONFIG_PROC_CHILDREN, or the thread just ended (its
+			// children moved to another thread, maybe one already
+			// read): look at every process.
+			eachPid(f)
+			return
+		}
+		for _, field := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(field); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	for _, pid := range pids {
+		f(pid)
+	}
+}

@@ -1,0 +1,32 @@
+package proc
+
+import (
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// SignalName returns "SIGPIPE" for syscall.SIGPIPE and so on, or
+// "signal N" for a number the platform has no name for.
+func SignalName(s syscall.Signal) string {
+	if n := unix.SignalName(s); n != "" {
+		return n
+	}
+	return "signal " + strconv.Itoa(int(s))
+}
+
+// InterruptedError is work stopped because pipespool received a signal
+// (SIGHUP, SIGINT, SIGQUIT, SIGTERM): it is what a signal handler gives as
+// the cause when it cancels a context, and what the work returns once
+// every process it started is stopped. Its exit status is the shell's:
+// 128 + the signal.
+type InterruptedError struct {
+	Signal syscall.Signal
+}
+
+func (e *InterruptedError) Error() string { return "interrupted by " + SignalName(e.Signal) }
+
+// ExitCode is 128 + the signal: 129 for SIGHUP, 130 for SIGINT, 131 for
+// SIGQUIT, 143 for SIGTERM.
+func (e *InterruptedError) ExitCode() int { return 128 + int(e.Signal) }

@@ -1,0 +1,62 @@
+package pump
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"testing"
+	"time"
+)
+
+// TestPumpAwaitReadWaitsForTheReader: with AwaitRead, the end of the source
+// is EOF only once the destination pipe's reader has read every byte; a
+// reader that goes away with bytes in the pipe makes the pump end as
+// ConsumerGone with those bytes unread; Stop ends the wait.
+func TestPumpAwaitReadWaitsForTheReader(t *testing.T) {
+	const size = 40000 // fits in the destination pipe: every write succeeds
+	run := func(t *testing.T, reader func(r *os.File)) (*Pump, <-chan Result) {
+		src, w := pipeFor(t, 64<<10, true)
+		r, dw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		p := mustNew(t, src, End{FD: int(dw.Fd()), Name: "stdout"}, AwaitRead())
+		t.Cleanup(func() { dw.Close() })
+		res := start(p)
+		w.Write(bytes.Repeat([]byte{'x'}, size))
+		w.Close()
+		go reader(r)
+		return p, res
+	}
+	t.Run("read to the end", func(t *testing.T) {
+		_, res := run(t, func(r *os.File) {
+			time.Sleep(50 * time.Millisecond) // a reader late to the bytes
+			io.CopyN(io.Discard, r, size)
+		})
+		got := waitFor(t, res, 20*time.Second, "pump result")
+		if !got.EOF || got.Err != nil || got.Bytes != size {
+			t.Fatalf("result %+v", got)
+		}
+	})
+	t.Run("reader gone", func(t *testing.T) {
+		_, res := run(t, func(r *os.File) {
+			io.CopyN(io.Discard, r, 1000)
+			r.Close()
+		})
+		got := waitFor(t, res, 20*time.Second, "pump result")
+		if got.EOF || !got.ConsumerGone || got.Unread != size-1000 || !errors.Is(got.Err, ErrConsumerGone) {
+			t.Fatalf("result %+v, want ConsumerGone with %d unread", got, size-1000)
+		}
+	})
+	t.Run("stopped", func(t *testing.T) {
+		p, res := run(t, func(r *os.File) {})
+		waitState(t, p, WaitingDst)
+		p.Stop()
+		got := waitFor(t, res, 20*time.Second, "pump result")
+		if got.EOF || !errors.Is(got.Err, ErrStopped) || got.Unread != size {
+			t.Fatalf("result %+v, want stopped with %d unread", got, size)
+		}
+	})
+}

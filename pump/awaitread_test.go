@@ -50,6 +50,29 @@ func TestPumpAwaitReadWaitsForTheReader(t *testing.T) {
 			t.Fatalf("result %+v, want ConsumerGone with %d unread", got, size-1000)
 		}
 	})
+	t.Run("reader gone before the source's end", func(t *testing.T) {
+		// Everything is in the destination pipe; its reader reads a part
+		// and goes, and only then does the producer close: the pump's
+		// next splice fails with EPIPE (a reader is looked for before
+		// the source's end), the case that once skipped the wait.
+		src, w := pipeFor(t, 64<<10, true)
+		r, dw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dw.Close()
+		p := mustNew(t, src, End{FD: int(dw.Fd()), Name: "stdout"}, AwaitRead())
+		res := start(p)
+		w.Write(bytes.Repeat([]byte{'x'}, size))
+		eventually(t, 10*time.Second, "the bytes in the destination pipe", func() bool { return Queued(int(dw.Fd())) == size })
+		io.CopyN(io.Discard, r, 1000)
+		r.Close()
+		w.Close()
+		got := waitFor(t, res, 20*time.Second, "pump result")
+		if got.EOF || !got.ConsumerGone || got.Unread != size-1000 {
+			t.Fatalf("result %+v, want ConsumerGone with %d unread", got, size-1000)
+		}
+	})
 	t.Run("stopped", func(t *testing.T) {
 		p, res := run(t, func(r *os.File) {})
 		waitState(t, p, WaitingDst)

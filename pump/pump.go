@@ -206,6 +206,20 @@ func KeepWitness() Option { return func(p *Pump) { p.keepWitnes = true } }
 // wait (ErrStopped, the bytes still queued as Unread).
 func AwaitRead() Option { return func(p *Pump) { p.awaitRead = true } }
 
+// atEOF is the result at the source's end with every byte delivered: EOF,
+// unless AwaitRead finds the destination's reader gone with bytes left in
+// its pipe (or the pump is stopped while it waits).
+func (p *Pump) atEOF() Result {
+	if p.awaitRead && p.dstPipe {
+		if left, gone := p.waitRead(); gone {
+			return Result{ConsumerGone: true, Undelivered: int64(left), Unread: int64(left), Err: ErrConsumerGone}
+		} else if left > 0 {
+			return Result{Err: ErrStopped, Undelivered: int64(left), Unread: int64(left)}
+		}
+	}
+	return Result{EOF: true}
+}
+
 // waitRead waits, for AwaitRead, until the destination pipe is empty (0,
 // false), its reader is gone (the bytes left, true) or Stop was called (the
 // bytes left, false). No event says that a pipe became empty, and a reader
@@ -500,14 +514,7 @@ func (p *Pump) loop() Result {
 				return Result{Err: werr}
 			}
 		case err == nil: // n == 0: end of input, everything delivered
-			if p.awaitRead && p.dstPipe {
-				if left, gone := p.waitRead(); gone {
-					return Result{ConsumerGone: true, Undelivered: int64(left), Unread: int64(left), Err: ErrConsumerGone}
-				} else if left > 0 {
-					return Result{Err: ErrStopped, Undelivered: int64(left), Unread: int64(left)}
-				}
-			}
-			return Result{EOF: true}
+			return p.atEOF()
 		case err == unix.EAGAIN && p.useSplice:
 			if werr := p.waitEdge(); werr != nil {
 				return Result{Err: werr}
@@ -525,7 +532,9 @@ func (p *Pump) loop() Result {
 				// EOF: calling it "consumer gone" made that producer's
 				// own failure (exit 54 with nothing to write) look like
 				// a consequence (TestRegressionEOFAfterConsumerGoneIsEOF).
-				return Result{EOF: true}
+				// Bytes it delivered may still sit in the pipe of the
+				// consumer that went, though (see AwaitRead).
+				return p.atEOF()
 			}
 			if p.hold && !p.draining && p.awaitDrain() {
 				if err := p.discardFromNow(); err != nil {

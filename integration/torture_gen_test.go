@@ -37,9 +37,11 @@ type tPipeline struct {
 	// sink: "file" (-o, atomic), "link" (-o names a symlink to the file),
 	// "stdout" (a pipe), "fifo" (-o names a FIFO the test reads),
 	// "devnull" (stdout is /dev/null: the cron line), "cut" (stdout is a
-	// pipe whose reader goes away after cutAt bytes).
+	// pipe whose reader goes away after cutAt bytes), "full" (-o names a
+	// file on a tmpfs of fsSize bytes, which the stream overflows).
 	sink     string
 	cutAt    int64
+	fsSize   int64
 	pipeSize string
 	stages   []tStage
 	// signal, when not 0, is sent to pipespool sigDelay after its first
@@ -63,6 +65,7 @@ type tEnv struct {
 	marker string // in every stage's argv
 	pass   string // symmetric passphrase file (absolute)
 	absDir string // the run's directory (absolute)
+	root   bool   // the test can mount a tmpfs
 }
 
 // tSizes draws a stream size: mostly small (where the edge cases are), up
@@ -92,7 +95,7 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 	p := &tPipeline{seed: seed, size: tSizes(r, big), dataSeed: r.Uint64() >> 1, // torturer parses an int64
 		pipeSize: tPipeSizes[r.IntN(len(tPipeSizes))]}
 	p.source = []string{"gen", "file", "pipe", "none"}[r.IntN(4)]
-	p.sink = []string{"file", "stdout", "file", "stdout", "link", "fifo", "devnull", "cut"}[r.IntN(8)]
+	p.sink = []string{"file", "stdout", "file", "stdout", "link", "fifo", "devnull", "cut", "full"}[r.IntN(9)]
 	p.fifoDelay = time.Duration(r.IntN(30)) * time.Millisecond
 	n := 1 + r.IntN(6)
 	q := func(s string) string { return fmt.Sprintf("%q", s) }
@@ -224,15 +227,25 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 	}
 	// The sink may cut the stream only where nothing else fails first: which
 	// of two failures comes first is not for the oracle to know.
-	if p.sink == "cut" && failing {
+	if (p.sink == "cut" || p.sink == "full") && failing {
 		p.sink = "stdout"
 	}
 	if p.sink == "cut" {
 		p.cutAt = r.Int64N(max(p.size, 1) + 64)
 	}
+	if p.sink == "full" {
+		// A tmpfs the stream overflows by at least 64 KiB (its block
+		// accounting is not byte-exact): the output fills at a random
+		// point. Streams too small for that go to a plain file.
+		if _, n := p.want(); n < 192<<10 || !e.root {
+			p.sink = "file"
+		} else {
+			p.fsSize = (64<<10 + r.Int64N(n-128<<10)) &^ 4095
+		}
+	}
 	// A signal to pipespool, in a run that nothing else ends before it: no
 	// failure, no cut sink, and a last stage that holds the run open.
-	if !failing && p.sink != "cut" && r.IntN(5) == 0 {
+	if !failing && p.sink != "cut" && p.sink != "full" && r.IntN(5) == 0 {
 		sigs := []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGKILL}
 		p.signal = sigs[r.IntN(len(sigs))]
 		p.sigDelay = time.Duration(r.IntN(150)) * time.Millisecond
@@ -249,6 +262,9 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 		if _, n := p.want(); p.cutAt < n {
 			p.wantCode, p.wantRoot, p.wantResult = 1, "output", "failed"
 		}
+	}
+	if p.sink == "full" {
+		p.wantCode, p.wantRoot, p.wantResult = 1, "output", "failed"
 	}
 	switch p.signal {
 	case 0:
@@ -283,6 +299,9 @@ func (p *tPipeline) describe() string {
 		strings.Join(names, " | "), p.pipeSize, p.sink)
 	if p.sink == "cut" {
 		d += fmt.Sprintf(" (reader gone after %d bytes)", p.cutAt)
+	}
+	if p.sink == "full" {
+		d += fmt.Sprintf(" (a %d-byte tmpfs)", p.fsSize)
 	}
 	if p.signal != 0 {
 		d += fmt.Sprintf(", %s after %s", p.signal, p.sigDelay)

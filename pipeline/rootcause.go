@@ -207,9 +207,11 @@ func decideRun(rf runFacts) verdict {
 			setRoot(i, ResultFailed, rf.Stages[i].failureMessage())
 		}
 	}
-	if n > 0 && v.Root == n-1 && (rf.Stop == nil || rf.Stop.Own) && rf.Stages[n-1].Failed && rf.Sink.Full {
-		// The last stage failed writing to a full file system: the
-		// output could not take the stream.
+	if n > 0 && v.Root == n-1 && (rf.Stop == nil || rf.Stop.Own) && rf.Sink.Full {
+		// The last stage failed, by its status or by leaving input
+		// unread (the worker it left to write the file died of ENOSPC),
+		// writing to a full file system: the output could not take the
+		// stream.
 		v.Root, v.Msg = n, fmt.Sprintf("output %s: no space left on device (%s)", rf.Sink.Name, v.Msg)
 	}
 	if s := rf.Stop; s != nil && s.Own && s.Stage >= 0 && s.Stage < n {

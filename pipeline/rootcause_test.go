@@ -231,6 +231,14 @@ func TestDecideRun(t *testing.T) {
 			result: ResultFailed, root: 2, msg: `output /mnt/out: no space left on device (stage "cat" failed: exit 1)`,
 		},
 		{
+			name: "the output is named when the last stage left input unread because the worker it left writing the file hit a full file system",
+			facts: runFacts{Stages: []stageFacts{sigpipeStage("gen"),
+				{Name: "bgcat", Attempted: true, Status: "exit 0", Partial: true, Unread: 131072}},
+				Sink: sinkFacts{Name: "/mnt/out", Full: true}, Stop: &stopCause{Own: true, Stage: 1}},
+			result: ResultFailed, root: 2,
+			msg: `output /mnt/out: no space left on device (stage "bgcat" exited 0 without reading all its input (131072 bytes left unread): set allow_partial_read = true if that is expected)`,
+		},
+		{
 			name: "a stage that failed on its own upstream is named before the output",
 			facts: runFacts{Stages: []stageFacts{exitStage("decrypt", 2), sigpipeStage("cat")},
 				Sink: sinkFacts{Name: "(stdout)", Gone: true}, Stop: &stopCause{Own: true, Stage: 2}},

@@ -249,7 +249,9 @@ func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass s
 		if left := aliveOf(stages); len(left) > 0 {
 			fail("a second after pipespool was killed, stages live on: %v (of %v)", left, stages)
 		}
-		killMarked(marker)
+		if left := killMarked(marker); len(left) > 0 {
+			fail("processes of the killed run outlive SIGKILL: %v", left)
+		}
 		writeFile(t, dir, p.holdFile, "")
 		p.wantCode, p.wantResult = 0, "success"
 		code, outBytes = tortureExec(t, p, dir, job, marker, 0, nil, fail)

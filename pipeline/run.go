@@ -266,6 +266,7 @@ func (r *running) finish(start time.Time) (*Report, error) {
 	} else {
 		r.dst.discard()
 	}
+	r.dst.sweepTemps(r.log)
 	if v.Result != ResultSuccess {
 		r.discardSidecars()
 	}

@@ -20,7 +20,7 @@ import (
 const pipeSize = 1 << 20
 
 const (
-	relayRSS   = 32 << 20 // issue 7: pipespool's peak RSS for a relay
+	relayRSS   = 32 << 20 // pipespool's peak RSS for a relay
 	builtinRSS = 96 << 20 // ... and with built-ins
 	// idleCPU is what "near zero" means for a run whose stages all sleep:
 	// pipespool's start-up (Go runtime, job file) plus its monitor.

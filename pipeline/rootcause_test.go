@@ -34,7 +34,7 @@ func with(f stageFacts, change func(*stageFacts)) stageFacts {
 }
 
 // TestDecideRun has one row per rule of docs/exec.md ("Failure and its root
-// cause") and per bug of docs/reliability.md that landed in the decision.
+// cause") and per bug of docs/internals/reliability.md that landed in the decision.
 func TestDecideRun(t *testing.T) {
 	tests := []struct {
 		name       string

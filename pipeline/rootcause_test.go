@@ -239,6 +239,14 @@ func TestDecideRun(t *testing.T) {
 			msg: `output /mnt/out: no space left on device (stage "bgcat" exited 0 without reading all its input (131072 bytes left unread): set allow_partial_read = true if that is expected)`,
 		},
 		{
+			name: "the output is named when the last stage's producer died of SIGPIPE after the worker it left writing the file hit a full file system (torture seed 1796122264373500688 run 93)",
+			facts: runFacts{Stages: []stageFacts{okStage("src"), sigpipeStage("cat"),
+				{Name: "bgcat", Attempted: true, Status: "exit 0"}},
+				Sink: sinkFacts{Name: "/mnt/out", Full: true}},
+			result: ResultFailed, root: 3,
+			msg: `output /mnt/out: no space left on device (stage "bgcat" exited 0 without reading all its input: set allow_partial_read = true if that is expected)`,
+		},
+		{
 			name: "a stage that failed on its own upstream is named before the output",
 			facts: runFacts{Stages: []stageFacts{exitStage("decrypt", 2), sigpipeStage("cat")},
 				Sink: sinkFacts{Name: "(stdout)", Gone: true}, Stop: &stopCause{Own: true, Stage: 2}},

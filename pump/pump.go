@@ -576,6 +576,17 @@ func (p *Pump) discardFromNow() error {
 		unix.Close(null)
 		return err
 	}
+	// The read/write path's one-shot registrations go too: a splice that
+	// drains waits for its source edge-triggered, and an fd still
+	// registered one-shot (disarmed once it fired) would keep waitEdge
+	// from registering it again.
+	if p.srcAdded {
+		if err := p.poller.Remove(p.src.FD); err != nil {
+			unix.Close(null)
+			return err
+		}
+		p.srcAdded = false
+	}
 	p.fdMu.Lock()
 	if p.dstAdded {
 		p.poller.Remove(p.dst.FD)

@@ -112,10 +112,9 @@ func (p *Pump) atEOF() Result {
 func (p *Pump) waitRead() (left int, gone bool) {
 	delay := time.Millisecond
 	p.state.Store(int32(WaitingDst))
-	// No event says that a pipe became empty, and a reader wakes a writer
-	// only when the pipe was full: the loop looks at growing intervals (1
-	// ms to 100 ms). poll(2) asked for no events still returns at once when
-	// the reader closes its end (POLLERR), and Stop is seen within 100 ms.
+	// Invariant: no event says a pipe became empty (a reader wakes a writer
+	// only from a full pipe), so it looks at intervals of 1 to 100 ms; poll
+	// asked for no events still returns at once when the reader goes (POLLERR).
 	for {
 		q := Queued(p.dst.FD)
 		if q <= 0 {

@@ -49,10 +49,9 @@ func (c *rwCopier) close() error {
 
 func (c *rwCopier) copy() (outcome, error) {
 	p := c.p
-	// Invariant: the loop waits only for the side that returned EAGAIN, or for
-	// an inherited blocking side not reported ready since its last use. Armed
-	// one-shot and level-triggered, that side is reported at once if it is
-	// ready already, and then only after it is armed again: no miss, no spin.
+	// Invariant: a wait is for the side that returned EAGAIN, or an inherited
+	// blocking side not reported ready since its last use; armed one-shot,
+	// level-triggered, it is reported at once if ready, and once per arming.
 	for {
 		if p.stopping.Load() {
 			return stopRequested, nil

@@ -70,10 +70,9 @@ func (c *spliceCopier) close() error {
 
 func (c *spliceCopier) copy() (outcome, error) {
 	p := c.p
-	// Invariant: the loop waits only after splice returned EAGAIN, or stopped
-	// short between two pipes; a side ran dry or full and the change that ends
-	// that is yet to come. Registered edge-triggered, both ends queue that
-	// change even before the wait begins, and report a lasting state once.
+	// Invariant: a wait follows only EAGAIN or a short pipe-to-pipe splice, so
+	// the change that ends it is yet to come; with both ends registered edge-
+	// triggered, that change is queued even before the wait, a lasting one once.
 	for {
 		if p.stopping.Load() {
 			return stopRequested, nil

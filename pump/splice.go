@@ -106,8 +106,8 @@ func (c *spliceCopier) copy() (outcome, error) {
 }
 
 // splice makes one attempt to move up to maxSplice bytes. It returns n > 0
-// for progress, 0 and nil at the source's end (no writer left and the
-// source pipe empty), or an error (EAGAIN when a side is not ready:
+// for progress, 0 and nil at the source's end (for a pipe: no writer left
+// and nothing queued), or an error (EAGAIN when a side is not ready:
 // splice does not say which).
 func splice(src, dst int) (int, error) {
 	for {

@@ -42,6 +42,7 @@ func (h *harness) groups() []*group {
 	gs = append(gs, h.pgpGroups()...)
 	gs = append(gs, h.restoreGroup())
 	gs = append(gs, h.queueGroups()...)
+	gs = append(gs, h.queueJunkGroup())
 	for _, size := range h.cfg.scaleSizes {
 		gs = append(gs, h.relayGroup("scale-"+sizeName(size), "5. scaling", size, false))
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestExecOutputThroughSymlink: an output path that is a symbolic link is
@@ -70,5 +71,43 @@ func TestExecStaleTempRemovedByNextRun(t *testing.T) {
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Errorf("another output's temporary file removed: %v", err)
+	}
+}
+
+// TestExecOutputPlantedInASharedDirectory: in a sticky world-writable
+// directory (/tmp), a FIFO or a symlink named like the output and made by
+// another user is refused before anything runs (exit 2): the FIFO's
+// reader would have received the decrypted stream, the link would have
+// made pipespool overwrite a file of the attacker's choosing. Root is
+// needed to make files owned by another user (CI runs as root).
+func TestExecOutputPlantedInASharedDirectory(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create files owned by another user (CI runs as root)")
+	}
+	shared := t.TempDir()
+	if err := os.Chmod(shared, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	const other = 54321
+	victim := writeFile(t, t.TempDir(), "victim", "keep")
+	fifo := filepath.Join(shared, "restore.img")
+	if err := syscall.Mkfifo(fifo, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(fifo, other, other)
+	link := filepath.Join(shared, "restore2.img")
+	os.Symlink(victim, link)
+	os.Lchown(link, other, other)
+	dir := t.TempDir()
+	in := writeFile(t, dir, "in.bin", "secret plaintext\n")
+	job := writeFile(t, dir, "job.toml", "[[stage]]\ncommand = [\"cat\"]\n")
+	for _, out := range []string{fifo, link} {
+		res := runPipespool(t, runOpts{Timeout: 20 * time.Second}, "exec", job, "-i", in, "-o", out)
+		if res.Code != 2 || !strings.Contains(string(res.Stderr), "shared directory") {
+			t.Errorf("-o %s: exit %d, stderr %s; want 2 and a refusal", out, res.Code, res.Stderr)
+		}
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep" {
+		t.Errorf("the link's target was written: %q", b)
 	}
 }

@@ -51,10 +51,11 @@ func runPipespoolWith(t *testing.T, o runOpts, onStart func(pid int), args ...st
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, pipespoolBin, args...)
-	// On a hang, SIGQUIT first: the Go runtime then prints every
-	// goroutine's stack to stderr, which the failure message shows. The
-	// kill follows if it does not exit.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	// On a hang, SIGABRT first: the Go runtime then prints every
+	// goroutine's stack to stderr, which the failure message shows
+	// (SIGQUIT would only stop the run: pipespool handles it). The kill
+	// follows if it does not exit.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGABRT) }
 	cmd.WaitDelay = 10 * time.Second
 	cmd.Dir = o.Dir
 	cmd.Env = append(os.Environ(), o.Env...)

@@ -315,3 +315,71 @@ func TestQueueGpgErrors(t *testing.T) {
 		t.Errorf("pipeline mode committed the output of a message that failed its integrity check (%d bytes)", st.Size())
 	}
 }
+
+// TestQueueDecoderVerdictOneRule: whether a job succeeds, and which step
+// is named, must not depend on the decoder being gpg or the built-in.
+// Before, gpg, which fails on a broken pipe, failed an intact job whose
+// command read only part of it and named itself first when the command
+// failed, while the built-in, for which a broken pipe is no failure, named
+// only the command. One rule now, the pipeline's: when the command fails,
+// every decoder finishes its check (the rest of the payload is read and
+// discarded) and one that made bad data is named first; when it succeeds
+// having read only part, the decoder is stopped (nobody wants the rest),
+// and its broken pipe is no failure.
+func TestQueueDecoderVerdictOneRule(t *testing.T) {
+	needTool(t, "zstd", "apt-get install -y zstd")
+	dir := t.TempDir()
+	raw := randomBytes(t, 3<<20)
+	zst := []byte(must(t, dir, raw, nil, "zstd", "-q", "-c"))
+	g := newGPGQueue(t, []packetSpec{{kind: "cmd", payload: zst}}, "")
+	decoders := map[string][]string{"openpgp": {"-d", "openpgp", "--decoder-config", g.config}, "gpg": {"-d", g.decoder}}
+	for _, tc := range []struct {
+		modified bool
+		command  string
+		code     int
+		want     []string // in stderr, in this order
+		not      string
+	}{
+		{true, "zstd -d >/dev/null", 1, []string{`failed: decoder "`, "(then the command failed: sh: exit status"}, ""},
+		{true, "head -c 1000 >/dev/null; exit 4", 1, []string{`failed: decoder "`, "(then the command failed: sh: exit status 4)"}, ""},
+		{true, "head -c 1000 >/dev/null", 0, nil, `decoder "`},
+		{false, "zstd -d >/dev/null", 0, nil, `decoder "`},
+		{false, "head -c 1000 >/dev/null; exit 4", 1, []string{"failed: sh: exit status 4"}, `decoder "`},
+		{false, "head -c 1000 >/dev/null", 0, nil, `decoder "`},
+	} {
+		for name, dec := range decoders {
+			t.Run(fmt.Sprintf("%s/modified=%v/%s", name, tc.modified, tc.command), func(t *testing.T) {
+				d := g.copyQueue(t, fmt.Sprintf("%s-%v-%d", name, tc.modified, len(tc.command)+len(tc.want)))
+				if tc.modified {
+					jobs := listJobs(t, filepath.Join(d, "q"))
+					p := filepath.Join(d, "q/jobs", jobs[0])
+					b := []byte(readFile(t, p))
+					b[len(b)/2] ^= 0x40
+					if err := os.WriteFile(p, b, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				r := run(t, d, nil, nil, pipespoolBin, append(append([]string{"queue-process", "q"}, dec...), "sh", "--", "-c", tc.command)...)
+				if r.code != tc.code {
+					t.Errorf("exit %d, want %d\n%s", r.code, tc.code, r.err)
+				}
+				at := 0
+				for _, w := range tc.want {
+					i := strings.Index(r.err[at:], w)
+					if i < 0 {
+						t.Errorf("stderr lacks %q (after byte %d):\n%s", w, at, r.err)
+						break
+					}
+					at += i + len(w)
+				}
+				if tc.not != "" && strings.Contains(r.err, tc.not) {
+					t.Errorf("stderr names %q:\n%s", tc.not, r.err)
+				}
+				left := len(listJobs(t, filepath.Join(d, "q")))
+				if (tc.code == 0) != (left == 0) {
+					t.Errorf("%d jobs left after exit %d", left, r.code)
+				}
+			})
+		}
+	}
+}

@@ -233,9 +233,19 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 	if p.sink == "cut" {
 		p.cutAt = r.Int64N(max(p.size, 1) + 64)
 	}
+	if p.sink == "full" {
+		// A tmpfs the stream overflows by at least 64 KiB (its block
+		// accounting is not byte-exact): the output fills at a random
+		// point. Streams too small for that go to a plain file.
+		if _, n := p.want(); n < 192<<10 || !e.root {
+			p.sink = "file"
+		} else {
+			p.fsSize = (64<<10 + r.Int64N(n-128<<10)) &^ 4095
+		}
+	}
 	// A signal to pipespool, in a run that nothing else ends before it: no
 	// failure, no cut sink, and a last stage that holds the run open.
-	if !failing && p.sink != "cut" && r.IntN(5) == 0 {
+	if !failing && p.sink != "cut" && p.sink != "full" && r.IntN(5) == 0 {
 		sigs := []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGKILL}
 		p.signal = sigs[r.IntN(len(sigs))]
 		p.sigDelay = time.Duration(r.IntN(150)) * time.Millisecond
@@ -254,16 +264,7 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 		}
 	}
 	if p.sink == "full" {
-		// A tmpfs the stream overflows by at least 64 KiB (its block
-		// accounting is not byte-exact): the output fills at a random
-		// point. Streams too small for that go to a plain file.
-		_, n := p.want()
-		if n < 192<<10 || !e.root {
-			p.sink = "file"
-		} else {
-			p.fsSize = (64<<10 + r.Int64N(n-128<<10)) &^ 4095
-			p.wantCode, p.wantRoot, p.wantResult = 1, "output", "failed"
-		}
+		p.wantCode, p.wantRoot, p.wantResult = 1, "output", "failed"
 	}
 	switch p.signal {
 	case 0:

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -111,6 +112,22 @@ func TestTorture(t *testing.T) {
 	pass, err := filepath.Abs("../testdata/keys/symmetric.pass")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A signal this test was started ignoring (HUP under nohup; INT and
+	// QUIT in a shell's background job) would be ignored by every
+	// pipespool it starts, as pipespool promises: caught here instead,
+	// and dropped, its children get the default again.
+	var ignored []os.Signal
+	for _, sig := range []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT} {
+		if signal.Ignored(sig) {
+			ignored = append(ignored, sig)
+		}
+	}
+	if len(ignored) > 0 {
+		drop := make(chan os.Signal, 1)
+		signal.Notify(drop, ignored...)
+		defer signal.Stop(drop)
+		t.Logf("torture: %v were ignored by this test: caught and dropped, so that pipespool gets them", ignored)
 	}
 	prefix := fmt.Sprintf("ttm%dp", os.Getpid())
 	t.Logf("torture: TORTURE_SEED=%d budget %s workers %d storm %v big %v", c.seed, c.budget, c.workers, c.storm, c.big)

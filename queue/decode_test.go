@@ -18,19 +18,19 @@ func TestParseDecodersOpenPGPNeedsAKey(t *testing.T) {
 		t.Fatalf("no key source: err = %v", err)
 	}
 	keyErr := errors.New("job.toml: no [decoder.openpgp] table")
-	if _, err := ParseDecoders([]string{"zstd", "openpgp"}, func() (filter.Filter, error) { return nil, keyErr }); !errors.Is(err, keyErr) {
+	if _, err := ParseDecoders([]string{"zstd", "openpgp"}, func() (OpenPGP, error) { return OpenPGP{}, keyErr }); !errors.Is(err, keyErr) {
 		t.Fatalf("the key source's error is not returned: %v", err)
 	}
 	calls := 0
-	d, err := ParseDecoders([]string{"openpgp", "zstd", "openpgp"}, func() (filter.Filter, error) {
+	d, err := ParseDecoders([]string{"openpgp", "zstd", "openpgp"}, func() (OpenPGP, error) {
 		calls++
-		return filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error { _, err := io.Copy(w, r); return err }), nil
+		return OpenPGP{Filter: filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error { _, err := io.Copy(w, r); return err })}, nil
 	})
 	if err != nil || calls != 1 || d.String() != "builtin:openpgp | builtin:zstd | builtin:openpgp" {
 		t.Fatalf("decoder %v, err %v, key loaded %d times", d, err, calls)
 	}
 	// Without "openpgp" the key source is never asked.
-	if _, err := ParseDecoders([]string{"zstd", "cat"}, func() (filter.Filter, error) { t.Fatal("asked for a key"); return nil, nil }); err != nil {
+	if _, err := ParseDecoders([]string{"zstd", "cat"}, func() (OpenPGP, error) { t.Fatal("asked for a key"); return OpenPGP{}, nil }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -48,10 +48,10 @@ func TestScanNamesTheDecodersFailure(t *testing.T) {
 	}
 	var log strings.Builder
 	q := Open(dir, slog.New(slog.NewTextHandler(&log, nil)))
-	d, err := ParseDecoders([]string{"openpgp"}, func() (filter.Filter, error) {
-		return filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error {
+	d, err := ParseDecoders([]string{"openpgp"}, func() (OpenPGP, error) {
+		return OpenPGP{Filter: filter.Func(func(ctx context.Context, r io.Reader, w io.Writer) error {
 			return errors.New("openpgp: no secret key for this message")
-		}), nil
+		})}, nil
 	})
 	if err != nil {
 		t.Fatal(err)

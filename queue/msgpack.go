@@ -1,9 +1,11 @@
 package queue
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // This file is the small subset of MessagePack that fspl's header body uses,
@@ -82,32 +84,84 @@ func appendBytes(b []byte, p []byte) []byte {
 // errShort is a body that ends in the middle of a value.
 var errShort = errors.New("header body ends in the middle of a value")
 
-// mpReader decodes MessagePack values from a byte slice. It never allocates
-// more than the bytes it has: a length prefix larger than what remains is an
-// error, not an allocation.
+// mpReader decodes MessagePack values from a byte slice, or from a stream
+// of a known length (src). It never allocates more than the bytes it has: a
+// length prefix larger than what remains is an error, not an allocation.
+//
+// A stream is read through a bufio.Reader: what take returns is then valid
+// only until the next read, and is at most the reader's buffer; longer
+// strings can only be skipped. That is all a summary of a header (seq,
+// ctime, type, the sizes of params and environment) needs, in constant
+// memory whatever the header's length.
 type mpReader struct {
 	b   []byte
 	off int
+
+	src *bufio.Reader // when set, the input instead of b
+	n   int           // the input's length, when src is set
 }
 
-func (r *mpReader) remaining() int { return len(r.b) - r.off }
+func (r *mpReader) remaining() int {
+	if r.src != nil {
+		return r.n - r.off
+	}
+	return len(r.b) - r.off
+}
 
 func (r *mpReader) byte1() (byte, error) {
-	if r.off >= len(r.b) {
+	if r.remaining() <= 0 {
 		return 0, errShort
+	}
+	if r.src != nil {
+		c, err := r.src.ReadByte()
+		if err != nil {
+			return 0, errShort // the caller finds what ended the stream
+		}
+		r.off++
+		return c, nil
 	}
 	c := r.b[r.off]
 	r.off++
 	return c, nil
 }
 
+// errLongString is a string too long to be held while reading a stream,
+// where only a short one (a key, a command type) makes sense.
+var errLongString = errors.New("string too long for its place")
+
 func (r *mpReader) take(n int) ([]byte, error) {
 	if n < 0 || n > r.remaining() {
 		return nil, errShort
 	}
+	if r.src != nil {
+		if n > r.src.Size() {
+			return nil, errLongString
+		}
+		p, err := r.src.Peek(n)
+		if err != nil {
+			return nil, errShort
+		}
+		r.src.Discard(n)
+		r.off += n
+		return p, nil
+	}
 	p := r.b[r.off : r.off+n]
 	r.off += n
 	return p, nil
+}
+
+// skip passes over n bytes.
+func (r *mpReader) skip(n int) error {
+	if n < 0 || n > r.remaining() {
+		return errShort
+	}
+	if r.src != nil {
+		if m, _ := r.src.Discard(n); m != n {
+			return errShort
+		}
+	}
+	r.off += n
+	return nil
 }
 
 func (r *mpReader) beN(n int) (uint64, error) {
@@ -124,8 +178,15 @@ func (r *mpReader) beN(n int) (uint64, error) {
 
 // peek returns the next type byte without consuming it.
 func (r *mpReader) peek() (byte, error) {
-	if r.off >= len(r.b) {
+	if r.remaining() <= 0 {
 		return 0, errShort
+	}
+	if r.src != nil {
+		p, err := r.src.Peek(1)
+		if err != nil {
+			return 0, errShort
+		}
+		return p[0], nil
 	}
 	return r.b[r.off], nil
 }
@@ -165,9 +226,19 @@ func (r *mpReader) uint() (uint64, error) {
 
 // str reads a str (or bin) and returns its bytes, aliasing the input.
 func (r *mpReader) str() ([]byte, error) {
-	c, err := r.byte1()
+	n, err := r.strLen()
 	if err != nil {
 		return nil, err
+	}
+	return r.take(n)
+}
+
+// strLen reads the prefix of a str (or bin) and returns its length, checked
+// against the bytes left.
+func (r *mpReader) strLen() (int, error) {
+	c, err := r.byte1()
+	if err != nil {
+		return 0, err
 	}
 	var n uint64
 	switch {
@@ -180,15 +251,15 @@ func (r *mpReader) str() ([]byte, error) {
 	case c == 0xdb || c == 0xc6:
 		n, err = r.beN(4)
 	default:
-		return nil, fmt.Errorf("type byte 0x%02x where a string is expected", c)
+		return 0, fmt.Errorf("type byte 0x%02x where a string is expected", c)
 	}
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	if n > uint64(r.remaining()) {
-		return nil, errShort
+		return 0, errShort
 	}
-	return r.take(int(n))
+	return int(n), nil
 }
 
 // arrayLen reads an array prefix. The length is checked against the bytes
@@ -246,34 +317,146 @@ func (r *mpReader) mapLen() (int, error) {
 	return int(n), nil
 }
 
-// bytes reads a byte string: an array of unsigned ints below 256 (what fspl
-// writes), or a bin/str.
-func (r *mpReader) bytes() ([]byte, error) {
+// byteString reads a byte string: an array of unsigned ints below 256
+// (what fspl writes), or a bin/str. With dst nil it is checked and only
+// its length returned. Otherwise a bin/str is returned aliasing the input,
+// and an array of ints is decoded by appending to *dst and returned as the
+// part appended.
+func (r *mpReader) byteString(dst *[]byte) (p []byte, n int, err error) {
 	c, err := r.peek()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if c&0xe0 == 0xa0 || c == 0xd9 || c == 0xda || c == 0xdb || c == 0xc4 || c == 0xc5 || c == 0xc6 {
-		s, err := r.str()
+		n, err := r.strLen()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		return append([]byte(nil), s...), nil
+		if dst == nil {
+			return nil, n, r.skip(n)
+		}
+		s, err := r.take(n)
+		return s, n, err
 	}
-	n, err := r.arrayLen()
+	n, err = r.arrayLen()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	p := make([]byte, 0, n)
-	for i := 0; i < n; i++ {
+	var b []byte
+	start := 0
+	if dst != nil {
+		b = *dst
+		start = len(b)
+		b = slices.Grow(b, n)
+	}
+	for i := 0; i < n; {
+		// Most elements are fixints or 0xcc NN: take those from what
+		// is at hand in one loop, the rest one by one.
+		if k := r.smallUints(n-i, &b, dst != nil); k > 0 {
+			i += k
+			continue
+		}
 		v, err := r.uint()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if v > 0xff {
-			return nil, fmt.Errorf("byte string element %d is %d, not a byte", i, v)
+			return nil, 0, fmt.Errorf("byte string element %d is %d, not a byte", i, v)
 		}
-		p = append(p, byte(v))
+		if dst != nil {
+			b = append(b, byte(v))
+		}
+		i++
 	}
-	return p, nil
+	if dst == nil {
+		return nil, n, nil
+	}
+	*dst = b
+	return b[start:len(b):len(b)], n, nil
+}
+
+// smallUints consumes up to max unsigned ints below 256 encoded as a
+// fixint or as 0xcc NN, from the bytes at hand (the slice, or what the
+// stream has buffered), appending their values to *b when keep is set, and
+// returns how many it took: 0 when the next one is not of that form or
+// nothing is at hand.
+func (r *mpReader) smallUints(max int, b *[]byte, keep bool) int {
+	var p []byte
+	if r.src != nil {
+		if r.src.Buffered() == 0 {
+			if _, err := r.src.Peek(1); err != nil {
+				return 0
+			}
+		}
+		p, _ = r.src.Peek(min(r.src.Buffered(), r.remaining()))
+	} else {
+		p = r.b[r.off:]
+	}
+	k, used := 0, 0
+	for k < max && used < len(p) {
+		c := p[used]
+		switch {
+		case c < 0x80:
+			if keep {
+				*b = append(*b, c)
+			}
+			used++
+		case c == 0xcc && used+1 < len(p):
+			if keep {
+				*b = append(*b, p[used+1])
+			}
+			used += 2
+		default:
+			max = k // not of the fast form: stop here
+			continue
+		}
+		k++
+	}
+	if r.src != nil {
+		r.src.Discard(used)
+	}
+	r.off += used
+	return k
+}
+
+// shortByteArrays consumes up to max byte strings encoded as fixarrays of
+// fixints (up to 15 bytes below 0x80: most params and names), as many as
+// are wholly at hand (the slice, or what the stream has buffered), calls
+// each with the length of each, and returns how many it took: 0 when the
+// next one is not of that form or not all at hand.
+func (r *mpReader) shortByteArrays(max int, each func(n int)) int {
+	var p []byte
+	if r.src != nil {
+		if r.src.Buffered() < 16 {
+			r.src.Peek(min(16, r.remaining())) // fill
+		}
+		p, _ = r.src.Peek(min(r.src.Buffered(), r.remaining()))
+	} else {
+		p = r.b[r.off:]
+	}
+	k, used := 0, 0
+outer:
+	for k < max && used < len(p) {
+		c := p[used]
+		if c&0xf0 != 0x90 {
+			break
+		}
+		n := int(c & 0x0f)
+		if used+1+n > len(p) {
+			break
+		}
+		for _, b := range p[used+1 : used+1+n] {
+			if b >= 0x80 {
+				break outer
+			}
+		}
+		used += 1 + n
+		k++
+		each(n)
+	}
+	if r.src != nil {
+		r.src.Discard(used)
+	}
+	r.off += used
+	return k
 }

@@ -1,12 +1,8 @@
 package queue
 
 import (
-	"bytes"
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"hash/crc32"
-	"io"
 	"time"
 )
 
@@ -20,13 +16,24 @@ const FormatVersion = 1
 // version, body length, body CRC, prefix CRC.
 const PrefixLen = 30
 
-// MaxHeaderLen bounds the header body length a reader accepts. fspl headers
-// are under 100 bytes unless params or env are large; 16 MiB leaves room for
-// any sane command line and environment (Linux caps argv+envp at a quarter of
-// the stack limit, 2 MiB by default, and a byte can take 2 bytes here) while
-// making a hostile length (2^63) an error before anything is allocated. Even
-// below the bound a reader allocates only as many bytes as actually arrive.
+// MaxHeaderLen bounds the header body length a reader accepts, before
+// anything is read. No fspl on Linux can write a longer one: its params and
+// environment come from its own argument list and environment, which the
+// kernel caps at 6 MiB together (a quarter of the stack limit, at most
+// three quarters of 8 MiB), and a byte takes at most 2 bytes in the header.
+// The body is held in memory while it is decoded, so this is also the
+// largest buffer a packet can cost; below the bound a reader allocates
+// only as many bytes as actually arrive.
 const MaxHeaderLen = 16 << 20
+
+// MaxHeaderEntries bounds the params and environment entries of one header
+// together. fspl cannot write more: each of its own arguments and variables
+// takes at least 9 bytes of the 6 MiB the kernel allows (699 050 at most).
+// A decoder that keeps them costs a slice header (24 bytes) per entry, and
+// a command can be given far fewer (each FSPL_PARAM_n costs at least 22
+// bytes of its argument space), so the bound only stops a header of empty
+// params, 16 million of them in 16 MiB, from costing gigabytes.
+const MaxHeaderEntries = 1 << 20
 
 // CmdType is what a packet asks the processor to do.
 type CmdType int
@@ -63,8 +70,28 @@ type Header struct {
 	CTimeSecs  uint64 // seconds since the Unix epoch
 	CTimeNanos uint64 // nanoseconds within the second
 	Type       CmdType
-	Params     [][]byte // only for CmdCommand
-	Env        []EnvVar // only for CmdCommand
+	Params     [][]byte // only for CmdCommand; nil when only summarized
+	Env        []EnvVar // only for CmdCommand; nil when only summarized
+	// Size is what the params and environment add up to, known after
+	// every decode, also one that did not keep them (Encode ignores it).
+	Size HeaderSize
+
+	body []byte // the body, kept by ReadHeaderLazy for Decode and Each
+}
+
+// HeaderSize is what a header's params and environment cost: everything
+// needed to know, before they are allocated, whether a command could be
+// given them (see ExecSpace).
+type HeaderSize struct {
+	Body       int // bytes of the header body
+	Params     int // number of params
+	Env        int // number of environment entries
+	ParamBytes int // bytes of all params
+	EnvBytes   int // bytes of all environment names and values
+	// LongestParam is the longest param, in bytes; LongestParamVar the
+	// longest FSPL_PARAM_<n>=<param> and LongestEnvVar the longest
+	// FSPL_SET_<name>=<value>, the strings the command's environment gets.
+	LongestParam, LongestParamVar, LongestEnvVar int
 }
 
 // CTime returns the creation time of the packet.
@@ -129,271 +156,19 @@ func EncodeBody(h *Header) []byte {
 // follows it unframed.
 func Encode(h *Header) []byte {
 	body := EncodeBody(h)
+	return Frame(uint64(len(body)), body)
+}
+
+// Frame returns the 30-byte prefix announcing a header body of bodyLen
+// bytes with body's CRC, followed by body. Encode frames a body with its
+// own length; another length makes a packet that lies about it, as tests
+// of hostile input need.
+func Frame(bodyLen uint64, body []byte) []byte {
 	b := make([]byte, PrefixLen, PrefixLen+len(body))
 	copy(b, Magic)
 	binary.BigEndian.PutUint16(b[12:], FormatVersion)
-	binary.BigEndian.PutUint64(b[14:], uint64(len(body)))
+	binary.BigEndian.PutUint64(b[14:], bodyLen)
 	binary.BigEndian.PutUint32(b[22:], crc32.ChecksumIEEE(body))
 	binary.BigEndian.PutUint32(b[26:], crc32.ChecksumIEEE(b[:26]))
 	return append(b, body...)
-}
-
-// ReadHeader reads a packet header from r and leaves r positioned at the
-// first payload byte: it reads exactly PrefixLen + H bytes and never more,
-// so that an *os.File can then be handed to a command as its stdin. It
-// allocates no more than the bytes that actually arrive, whatever length
-// the prefix claims. Any malformed input is a *PacketError.
-func ReadHeader(r io.Reader) (*Header, error) {
-	var pre [PrefixLen]byte
-	if _, err := io.ReadFull(r, pre[:]); err != nil {
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return nil, &PacketError{Reason: fmt.Sprintf("shorter than the %d-byte header prefix", PrefixLen)}
-		}
-		return nil, &PacketError{Reason: "reading header prefix", Err: err}
-	}
-	bodyLen, bodyCRC, err := checkPrefix(pre[:])
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	// Grow with the data rather than trusting bodyLen: a truncated file
-	// that claims 16 MiB costs only what it holds.
-	buf.Grow(int(min(bodyLen, 4096)))
-	n, err := buf.ReadFrom(io.LimitReader(r, int64(bodyLen)))
-	if err != nil {
-		return nil, &PacketError{Reason: "reading header body", Err: err}
-	}
-	if uint64(n) != bodyLen {
-		return nil, &PacketError{Reason: fmt.Sprintf("header body truncated: %d of %d bytes", n, bodyLen)}
-	}
-	if got := crc32.ChecksumIEEE(buf.Bytes()); got != bodyCRC {
-		return nil, &PacketError{Reason: fmt.Sprintf("header body CRC mismatch: stored %08x, computed %08x", bodyCRC, got)}
-	}
-	h, err := DecodeBody(buf.Bytes())
-	if err != nil {
-		return nil, err
-	}
-	return h, nil
-}
-
-// DecodeHeader decodes a packet header at the start of b and returns it with
-// the offset of the payload.
-func DecodeHeader(b []byte) (*Header, int, error) {
-	if len(b) < PrefixLen {
-		return nil, 0, &PacketError{Reason: fmt.Sprintf("shorter than the %d-byte header prefix", PrefixLen)}
-	}
-	bodyLen, bodyCRC, err := checkPrefix(b[:PrefixLen])
-	if err != nil {
-		return nil, 0, err
-	}
-	if bodyLen > uint64(len(b)-PrefixLen) {
-		return nil, 0, &PacketError{Reason: fmt.Sprintf("header body truncated: %d of %d bytes", len(b)-PrefixLen, bodyLen)}
-	}
-	body := b[PrefixLen : PrefixLen+int(bodyLen)]
-	if got := crc32.ChecksumIEEE(body); got != bodyCRC {
-		return nil, 0, &PacketError{Reason: fmt.Sprintf("header body CRC mismatch: stored %08x, computed %08x", bodyCRC, got)}
-	}
-	h, err := DecodeBody(body)
-	if err != nil {
-		return nil, 0, err
-	}
-	return h, PrefixLen + int(bodyLen), nil
-}
-
-// checkPrefix validates the 30-byte prefix and returns the body length and
-// CRC it announces.
-func checkPrefix(pre []byte) (bodyLen uint64, bodyCRC uint32, err error) {
-	if string(pre[:12]) != Magic {
-		return 0, 0, &PacketError{Reason: "bad magic (does not start with " + Magic + ")"}
-	}
-	if v := binary.BigEndian.Uint16(pre[12:]); v != FormatVersion {
-		return 0, 0, &PacketError{Reason: fmt.Sprintf("unknown format version %d (this reads version %d)", v, FormatVersion)}
-	}
-	if stored, got := binary.BigEndian.Uint32(pre[26:]), crc32.ChecksumIEEE(pre[:26]); stored != got {
-		return 0, 0, &PacketError{Reason: fmt.Sprintf("header prefix CRC mismatch: stored %08x, computed %08x", stored, got)}
-	}
-	bodyLen = binary.BigEndian.Uint64(pre[14:])
-	if bodyLen > MaxHeaderLen {
-		return 0, 0, &PacketError{Reason: fmt.Sprintf("header length %d exceeds the limit of %d bytes", bodyLen, MaxHeaderLen)}
-	}
-	return bodyLen, binary.BigEndian.Uint32(pre[22:]), nil
-}
-
-// DecodeBody decodes a MessagePack header body. Keys may come in any order;
-// each of seq, ctime and cmd_type must be present once, and nothing may
-// follow the map.
-func DecodeBody(body []byte) (*Header, error) {
-	h, err := decodeBody(&mpReader{b: body})
-	if err != nil {
-		var pe *PacketError
-		if errors.As(err, &pe) {
-			return nil, err
-		}
-		return nil, &PacketError{Reason: "header body: " + err.Error()}
-	}
-	return h, nil
-}
-
-func decodeBody(r *mpReader) (*Header, error) {
-	n, err := r.mapLen()
-	if err != nil {
-		return nil, err
-	}
-	h := &Header{}
-	var seen [3]bool
-	for i := 0; i < n; i++ {
-		k, err := r.str()
-		if err != nil {
-			return nil, fmt.Errorf("key: %w", err)
-		}
-		var idx int
-		switch string(k) {
-		case "seq":
-			idx = 0
-			h.Seq, err = r.uint()
-		case "ctime":
-			idx = 1
-			err = decodeCTime(r, h)
-		case "cmd_type":
-			idx = 2
-			err = decodeCmdType(r, h)
-		default:
-			return nil, fmt.Errorf("unknown key %q", k)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", k, err)
-		}
-		if seen[idx] {
-			return nil, fmt.Errorf("key %q twice", k)
-		}
-		seen[idx] = true
-	}
-	for i, name := range []string{"seq", "ctime", "cmd_type"} {
-		if !seen[i] {
-			return nil, fmt.Errorf("missing key %q", name)
-		}
-	}
-	if r.remaining() != 0 {
-		return nil, fmt.Errorf("%d bytes after the header map", r.remaining())
-	}
-	return h, nil
-}
-
-func decodeCTime(r *mpReader, h *Header) error {
-	n, err := r.arrayLen()
-	if err != nil {
-		return err
-	}
-	if n != 2 {
-		return fmt.Errorf("array of %d elements, want [secs, nanos]", n)
-	}
-	if h.CTimeSecs, err = r.uint(); err != nil {
-		return err
-	}
-	if h.CTimeNanos, err = r.uint(); err != nil {
-		return err
-	}
-	if h.CTimeNanos >= 1e9 || h.CTimeSecs > 1<<62 {
-		return fmt.Errorf("time out of range: %d s %d ns", h.CTimeSecs, h.CTimeNanos)
-	}
-	return nil
-}
-
-func decodeCmdType(r *mpReader, h *Header) error {
-	c, err := r.peek()
-	if err != nil {
-		return err
-	}
-	if c&0xf0 != 0x80 && c != 0xde && c != 0xdf {
-		s, err := r.str()
-		if err != nil {
-			return err
-		}
-		switch string(s) {
-		case "NOP":
-			h.Type = CmdNOP
-		case "Fail":
-			h.Type = CmdFail
-		default:
-			return fmt.Errorf("unknown command type %q", s)
-		}
-		return nil
-	}
-	n, err := r.mapLen()
-	if err != nil {
-		return err
-	}
-	if n != 1 {
-		return fmt.Errorf("map of %d entries, want {Command: ...}", n)
-	}
-	k, err := r.str()
-	if err != nil {
-		return err
-	}
-	if string(k) != "Command" {
-		return fmt.Errorf("unknown command type %q", k)
-	}
-	h.Type = CmdCommand
-	if n, err = r.mapLen(); err != nil {
-		return err
-	}
-	var seen [2]bool
-	for i := 0; i < n; i++ {
-		k, err := r.str()
-		if err != nil {
-			return err
-		}
-		switch string(k) {
-		case "params":
-			if seen[0] {
-				return errors.New(`key "params" twice`)
-			}
-			seen[0] = true
-			m, err := r.arrayLen()
-			if err != nil {
-				return fmt.Errorf("params: %w", err)
-			}
-			h.Params = make([][]byte, 0, m)
-			for j := 0; j < m; j++ {
-				p, err := r.bytes()
-				if err != nil {
-					return fmt.Errorf("params[%d]: %w", j, err)
-				}
-				h.Params = append(h.Params, p)
-			}
-		case "env":
-			if seen[1] {
-				return errors.New(`key "env" twice`)
-			}
-			seen[1] = true
-			m, err := r.arrayLen()
-			if err != nil {
-				return fmt.Errorf("env: %w", err)
-			}
-			h.Env = make([]EnvVar, 0, m)
-			for j := 0; j < m; j++ {
-				if l, err := r.arrayLen(); err != nil || l != 2 {
-					if err == nil {
-						err = fmt.Errorf("array of %d elements, want [name, value]", l)
-					}
-					return fmt.Errorf("env[%d]: %w", j, err)
-				}
-				name, err := r.bytes()
-				if err != nil {
-					return fmt.Errorf("env[%d] name: %w", j, err)
-				}
-				val, err := r.bytes()
-				if err != nil {
-					return fmt.Errorf("env[%d] value: %w", j, err)
-				}
-				h.Env = append(h.Env, EnvVar{Name: name, Value: val})
-			}
-		default:
-			return fmt.Errorf("unknown key %q in Command", k)
-		}
-	}
-	if !seen[0] || !seen[1] {
-		return errors.New("Command needs both params and env")
-	}
-	return nil
 }

@@ -221,6 +221,17 @@ func FuzzDecodePacket(f *testing.F) {
 		if (err == nil) != (err2 == nil) {
 			t.Fatalf("DecodeHeader err %v, ReadHeader err %v", err, err2)
 		}
+		// The scan's streaming summary agrees with the full decode:
+		// same verdict, same seq, time, type and sizes.
+		var hs headerScanner
+		sum, err3 := hs.summary(bytes.NewReader(b))
+		if (err == nil) != (err3 == nil) {
+			t.Fatalf("DecodeHeader err %v, summary err %v", err, err3)
+		}
+		if err == nil && (sum.Seq != h.Seq || sum.CTimeSecs != h.CTimeSecs || sum.CTimeNanos != h.CTimeNanos ||
+			sum.Type != h.Type || sum.Size != h.Size || sum.Params != nil || sum.Env != nil) {
+			t.Fatalf("summary %+v, full decode %+v", sum, h)
+		}
 		if err != nil {
 			var pe *PacketError
 			if !errors.As(err, &pe) {

@@ -4,20 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"log/slog"
+	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/pipespool/pipespool/fsutil"
 )
@@ -144,7 +137,7 @@ type JobFailedError struct {
 func (e *JobFailedError) Error() string {
 	where := "stdin"
 	if e.File != "" {
-		where = e.File
+		where = QuoteName(e.File)
 	}
 	return fmt.Sprintf("job %d (%s) failed: %v; it stays in the queue and will be retried", e.Seq, where, e.Err)
 }
@@ -153,6 +146,18 @@ func (e *JobFailedError) Unwrap() error { return e.Err }
 
 // ExitCode is 1: the job failed.
 func (e *JobFailedError) ExitCode() int { return 1 }
+
+// SeqExhaustedError is a job numbered 2^64-1, the largest sequence number:
+// nextseq could not move past it (fspl wraps it to 0), so it is not run.
+type SeqExhaustedError struct {
+	Path string
+	Seq  uint64
+}
+
+func (e *SeqExhaustedError) Error() string {
+	return fmt.Sprintf("job %d (%s) has the largest sequence number there is: nextseq could not move past it, so it is not run; "+
+		"number the sender's packets lower (prepare-set-next) and set the queue's next number to match (queue-set-next)", e.Seq, e.Path)
+}
 
 // errFailPacket is the result of a Fail packet.
 var errFailPacket = errors.New("Fail packet: fails by design")
@@ -182,15 +187,18 @@ func (q *Queue) Process(ctx context.Context, opts ProcessOptions) (err error) {
 	if err != nil {
 		return err
 	}
+	// One scanner for the run: a rescan reads only the files that are new
+	// or changed since the last one.
+	sc := q.newScanner(opts.Decoder)
 	var bySeq map[uint64][]Job
 	scan := func() error {
-		jobs, err := q.Scan(ctx, opts.Decoder)
+		jobs, err := sc.scan(ctx)
 		if err != nil {
 			return err
 		}
 		bySeq = make(map[uint64][]Job, len(jobs))
 		for _, j := range jobs {
-			bySeq[j.Header.Seq] = append(bySeq[j.Header.Seq], j)
+			bySeq[j.Seq] = append(bySeq[j.Seq], j)
 		}
 		return nil
 	}
@@ -203,7 +211,9 @@ func (q *Queue) Process(ctx context.Context, opts ProcessOptions) (err error) {
 	// before returning, and before a failure is reported. Until it is
 	// durable a crash runs job k again: the at-least-once window.
 	c := &committer{q: q, sf: sf, opts: opts}
-	c.prepare(next + 1)
+	if next < math.MaxUint64 {
+		c.prepare(next + 1)
+	}
 	defer func() {
 		if cerr := c.finish(); err == nil {
 			err = cerr
@@ -229,6 +239,11 @@ func (q *Queue) Process(ctx context.Context, opts ProcessOptions) (err error) {
 			return &DuplicateSeqError{Seq: next, First: q.JobPath(cands[0].Name), Second: q.JobPath(cands[1].Name)}
 		}
 		job := cands[0]
+		if next == math.MaxUint64 {
+			// fspl wraps nextseq to 0 here, and the queue would start
+			// over below every job it has run.
+			return &SeqExhaustedError{Path: QuoteName(q.JobPath(job.Name)), Seq: next}
+		}
 		fresh = false
 		start := time.Now()
 		jobErr, err := q.runJob(ctx, job, opts)
@@ -313,6 +328,9 @@ func (c *committer) start(seq uint64, name string, del bool) error {
 	}
 	c.pending = make(chan error, 1)
 	c.temp = seq + 2
+	if seq+1 == math.MaxUint64 {
+		c.temp = 0 // no number after it to prepare
+	}
 	go func() {
 		err := fsutil.SyncDir(filepath.Dir(c.sf.Path))
 		if err != nil {
@@ -323,8 +341,10 @@ func (c *committer) start(seq uint64, name string, del bool) error {
 				err = fmt.Errorf("delete processed job: %w", rerr)
 			}
 		}
-		if terr := writeTempDurably(c.tempPath(), seq+2); err == nil && terr != nil {
-			err = terr
+		if seq+1 < math.MaxUint64 {
+			if terr := writeTempDurably(c.tempPath(), seq+2); err == nil && terr != nil {
+				err = terr
+			}
 		}
 		c.pending <- err
 	}()
@@ -356,7 +376,7 @@ func (q *Queue) processByTimestamp(ctx context.Context, opts ProcessOptions) err
 		return err
 	}
 	slices.SortStableFunc(jobs, func(a, b Job) int {
-		if c := a.Header.CTime().Compare(b.Header.CTime()); c != 0 {
+		if c := a.CTime().Compare(b.CTime()); c != 0 {
 			return c
 		}
 		return 0 // Scan sorted by seq, then name
@@ -373,9 +393,9 @@ func (q *Queue) processByTimestamp(ctx context.Context, opts ProcessOptions) err
 		}
 		if jobErr != nil {
 			if opts.OnError == OnErrorRetry {
-				return &JobFailedError{Seq: job.Header.Seq, File: q.JobPath(job.Name), Err: jobErr}
+				return &JobFailedError{Seq: job.Seq, File: q.JobPath(job.Name), Err: jobErr}
 			}
-			q.Logger.Error("job failed", "seq", job.Header.Seq, "file", q.JobPath(job.Name), "err", jobErr.Error())
+			q.Logger.Error("job failed", "seq", job.Seq, "file", q.JobPath(job.Name), "err", jobErr.Error())
 			if opts.OnError == OnErrorLeave {
 				continue
 			}
@@ -397,290 +417,4 @@ func (q *Queue) deleteJob(name string, opts ProcessOptions) error {
 		return fmt.Errorf("delete processed job: %w", err)
 	}
 	return fsutil.SyncDir(q.JobsDir())
-}
-
-// runJob runs one job. jobErr is the job's own failure (command failed, Fail
-// packet); err is anything that must stop processing without committing the
-// job (I/O error, interruption).
-func (q *Queue) runJob(ctx context.Context, job Job, opts ProcessOptions) (jobErr, err error) {
-	path := filepath.Join(q.JobsDir(), job.Name)
-	f, err := fsutil.Open(path, os.O_RDONLY, 0)
-	if err != nil {
-		return nil, fmt.Errorf("job %d: %w", job.Header.Seq, err)
-	}
-	defer f.Close()
-	var stream *Stream
-	payload := f
-	var h *Header
-	if opts.Decoder.Empty() {
-		h, err = ReadHeader(f)
-	} else {
-		if stream, err = opts.Decoder.Start(ctx, f); err != nil {
-			return nil, fmt.Errorf("job %d (%s): start decoder: %w", job.Header.Seq, path, err)
-		}
-		defer stream.Abort()
-		payload = stream.Out
-		h, err = ReadHeader(stream.Out)
-	}
-	if err != nil {
-		if stream != nil {
-			if derr := stream.Abort(); derr != nil {
-				err = derr
-			}
-		}
-		return nil, fmt.Errorf("job %s: header no longer readable: %w", path, err)
-	}
-	if h.Seq != job.Header.Seq {
-		return nil, fmt.Errorf("job %s changed while the queue was processed (seq %d, was %d)", path, h.Seq, job.Header.Seq)
-	}
-	q.Logger.Debug("running job", "seq", h.Seq, "file", job.Name, "type", h.Type.String())
-	run := &Run{Header: h, Env: JobEnv(h, q, job.Name), Payload: payload}
-	decoderLeft := decoderOf(run, stream)
-	jobErr, err = runPacket(ctx, q.Logger, run, opts, func() (*os.File, error) {
-		return os.OpenFile(path+".out", os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
-	})
-	if derr := decoderLeft(jobErr); err == nil {
-		jobErr = withDecoderFailure(jobErr, derr)
-	}
-	return jobErr, err
-}
-
-// decoderOf gives run the decoder stream's Wait as PayloadDone (nil stream:
-// no decoder) and returns what to call once the run is over: it waits for
-// the decoder and returns its failure, unless the runner already asked for
-// it through PayloadDone and failed the job (pipeline mode's check before
-// the output is committed), which then holds it already.
-func decoderOf(run *Run, stream *Stream) (left func(jobErr error) error) {
-	if stream == nil {
-		return func(error) error { return nil }
-	}
-	var asked atomic.Bool
-	run.PayloadDone = func() error {
-		asked.Store(true)
-		return stream.Wait()
-	}
-	return func(jobErr error) error {
-		derr := stream.Wait()
-		if asked.Load() && jobErr != nil {
-			return nil
-		}
-		return derr
-	}
-}
-
-// withDecoderFailure combines a job's failure with its decoder's. A decoder
-// that failed on its own (a step that got EPIPE or SIGPIPE because the
-// command stopped reading has not: see Stream.Wait) gave the command bad or
-// short data, which is most often why the command failed too (zstd on a
-// modified OpenPGP message finds its checksum wrong before the decoder,
-// which checks the message's integrity at its end, says so): the decoder's
-// failure is named first, the command's after it. Both stay in the chain
-// for errors.Is and errors.As.
-func withDecoderFailure(jobErr, derr error) error {
-	switch {
-	case derr == nil:
-		return jobErr
-	case jobErr == nil:
-		return derr
-	}
-	return fmt.Errorf("%w (then the command failed: %w)", derr, jobErr)
-}
-
-// runPacket runs the packet of run with opts, shared by queue-process and
-// stdin-process. openOutput opens the SaveBoth file.
-func runPacket(ctx context.Context, log *slog.Logger, run *Run, opts ProcessOptions, openOutput func() (*os.File, error)) (jobErr, err error) {
-	h := run.Header
-	switch h.Type {
-	case CmdNOP:
-		return nil, nil
-	case CmdFail:
-		return errFailPacket, nil
-	}
-	if opts.AllowJobParams {
-		for _, p := range h.Params {
-			run.Params = append(run.Params, string(p))
-		}
-	} else if len(h.Params) > 0 {
-		log.Warn("parameters given in job ignored because --allow-job-params not given", "seq", h.Seq)
-	}
-	if opts.IgnorePayload {
-		devnull, err := os.OpenFile(os.DevNull, os.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, err
-		}
-		defer devnull.Close()
-		run.Payload = devnull
-	}
-	if opts.OutputTo == SaveBoth && openOutput != nil {
-		out, err := openOutput()
-		if err != nil {
-			return nil, fmt.Errorf("--output-to SaveBoth: %w", err)
-		}
-		run.Output = out
-		defer func() {
-			if cerr := out.Close(); cerr != nil && err == nil {
-				err = fmt.Errorf("--output-to SaveBoth: close %s: %w", out.Name(), cerr)
-			}
-		}()
-	}
-	jobErr = opts.Runner.RunJob(ctx, run)
-	if ctx.Err() != nil {
-		// Interrupted: the job did not finish, so it must not be committed.
-		return nil, fmt.Errorf("job %d interrupted: %w", h.Seq, context.Cause(ctx))
-	}
-	return jobErr, nil
-}
-
-// ProcessStdin runs the packet read from in (stdin-process). A bad packet is
-// a *PacketError (exit 2); a failed job a *JobFailedError (exit 1).
-func ProcessStdin(ctx context.Context, in *os.File, log *slog.Logger, opts ProcessOptions) error {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	h, stream, err := StdinHeader(ctx, in, opts.Decoder)
-	if err != nil {
-		return err
-	}
-	payload := in
-	if stream != nil {
-		defer stream.Abort()
-		payload = stream.Out
-	}
-	run := &Run{Header: h, Env: JobEnv(h, nil, ""), Payload: payload}
-	decoderLeft := decoderOf(run, stream)
-	opts.OutputTo = PassBoth
-	jobErr, err := runPacket(ctx, log, run, opts, nil)
-	if err != nil {
-		return err
-	}
-	jobErr = withDecoderFailure(jobErr, decoderLeft(jobErr))
-	if jobErr != nil {
-		return &stdinJobError{JobFailedError{Seq: h.Seq, Err: jobErr}}
-	}
-	return nil
-}
-
-// StdinHeader reads the header of the packet on in (stdin-*), through dec
-// when it is not empty: then the payload is to be read from the returned
-// Stream's Out, which the caller must Wait for (or Abort). A bad packet, or
-// a decoder that fails before the header (a wrong key), is exit 2.
-func StdinHeader(ctx context.Context, in *os.File, dec *Decoder) (*Header, *Stream, error) {
-	if dec.Empty() {
-		h, err := ReadHeader(in)
-		if err != nil {
-			return nil, nil, fmt.Errorf("stdin: %w", err)
-		}
-		return h, nil, nil
-	}
-	stream, err := dec.StartStream(ctx, in)
-	if err != nil {
-		return nil, nil, &PacketError{Reason: "stdin: cannot start the decoder", Err: err}
-	}
-	h, err := ReadHeader(stream.Out)
-	if err != nil {
-		if derr := stream.Abort(); derr != nil {
-			return nil, nil, &PacketError{Reason: "stdin: the decoder failed", Err: derr}
-		}
-		return nil, nil, fmt.Errorf("stdin (decoded with %s): %w", dec, err)
-	}
-	return h, stream, nil
-}
-
-type stdinJobError struct{ JobFailedError }
-
-func (e *stdinJobError) Error() string {
-	return fmt.Sprintf("job %d (stdin) failed: %v", e.Seq, e.Err)
-}
-
-// CommandRunner runs a job as a command, as fspl does: argv, then the
-// packet params, with the FSPL_* environment added to pipespool's, the
-// payload on stdin, in a process group of its own.
-type CommandRunner struct {
-	Argv    []string
-	Timeout time.Duration // 0: none; on expiry the group gets SIGKILL, as with fspl
-	Stdout  *os.File      // PassBoth destinations
-	Stderr  io.Writer
-	// Grace is the time between SIGTERM and SIGKILL when pipespool is
-	// interrupted (0: 5 s).
-	Grace time.Duration
-}
-
-// RunJob implements Runner.
-func (c *CommandRunner) RunJob(ctx context.Context, r *Run) error {
-	argv := append(slices.Clone(c.Argv), r.Params...)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), r.Env...)
-	cmd.Stdin = r.Payload
-	cmd.Stdout, cmd.Stderr = c.Stdout, c.Stderr
-	if r.Output != nil {
-		cmd.Stdout, cmd.Stderr = r.Output, r.Output
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", argv[0], err)
-	}
-	// The wait runs here, on this goroutine, with the timeout and an
-	// interruption acting through callbacks: a goroutine for Wait and a
-	// select cost each tiny job two more thread wake-ups.
-	pgid := cmd.Process.Pid
-	var (
-		mu         sync.Mutex
-		finished   bool   // Wait returned: signal nothing more, the group may be gone
-		why        string // "timeout" or "interrupted", set when first signalled
-		graceTimer *time.Timer
-	)
-	kill := func(reason string, sig syscall.Signal) {
-		mu.Lock()
-		defer mu.Unlock()
-		if finished {
-			return
-		}
-		if why == "" {
-			why = reason
-		}
-		syscall.Kill(-pgid, sig)
-	}
-	if c.Timeout > 0 {
-		t := time.AfterFunc(c.Timeout, func() { kill("timeout", syscall.SIGKILL) })
-		defer t.Stop()
-	}
-	grace := c.Grace
-	if grace <= 0 {
-		grace = 5 * time.Second
-	}
-	stopCtx := context.AfterFunc(ctx, func() {
-		kill("interrupted", syscall.SIGTERM)
-		mu.Lock()
-		defer mu.Unlock()
-		if !finished {
-			graceTimer = time.AfterFunc(grace, func() { kill("interrupted", syscall.SIGKILL) })
-		}
-	})
-	err := cmd.Wait()
-	stopCtx()
-	mu.Lock()
-	finished = true
-	if graceTimer != nil {
-		graceTimer.Stop()
-	}
-	reason := why
-	mu.Unlock()
-	if reason == "timeout" {
-		return fmt.Errorf("%s: killed after the timeout of %s", argv[0], c.Timeout)
-	}
-	return commandErr(argv[0], err)
-}
-
-func commandErr(name string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return fmt.Errorf("%s: killed by signal %s", name, ws.Signal())
-		}
-		return fmt.Errorf("%s: exit status %d", name, ee.ExitCode())
-	}
-	return fmt.Errorf("%s: %w", name, err)
 }

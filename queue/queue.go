@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -60,10 +62,16 @@ func Init(dir string, appendOnly bool) error {
 		return fmt.Errorf("queue-init %s: %w", dir, err)
 	}
 	defer lock.Release()
-	if _, err := os.Stat(sf.Path); errors.Is(err, fs.ErrNotExist) {
+	fi, err := os.Lstat(sf.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return sf.Write(1)
-	} else if err != nil {
+	case err != nil:
 		return fmt.Errorf("queue-init: %w", err)
+	case !fi.Mode().IsRegular():
+		// Kept, it would be read through; replaced, somebody's file
+		// would be lost: neither, say so.
+		return fmt.Errorf("queue-init: %s is a %s, not a regular file: remove it, then run queue-init again", sf.Path, fsutil.TypeName(fi.Mode()))
 	}
 	return fsutil.SyncDir(dir)
 }
@@ -114,66 +122,184 @@ func Copy(w io.Writer, r io.Reader) (int64, error) {
 	return io.CopyBuffer(w, r, make([]byte, copyBufSize))
 }
 
-// Job is a job file of a queue with its decoded header.
+// Job is a job file of a queue, as a scan found it: what listing and
+// ordering need, nothing of its params or environment (a header can hold
+// megabytes of them, and a queue thousands of headers).
 type Job struct {
-	Name   string // file name in jobs/
-	Header *Header
+	Name       string // file name in jobs/
+	Seq        uint64
+	CTimeSecs  uint64
+	CTimeNanos uint64
+	Type       CmdType
+}
+
+// CTime returns the creation time of the job's packet.
+func (j Job) CTime() time.Time { return time.Unix(int64(j.CTimeSecs), int64(j.CTimeNanos)) }
+
+func jobOf(name string, h *Header) Job {
+	return Job{Name: name, Seq: h.Seq, CTimeSecs: h.CTimeSecs, CTimeNanos: h.CTimeNanos, Type: h.Type}
 }
 
 // Scan reads the header of every job file (fspl-*.fspl) in jobs/, through
-// dec when it is not nil. A file whose header does not parse is skipped with
-// a warning naming it and the reason (fspl skips them too). The result is
-// sorted by sequence number, then name.
+// dec when it is not nil. A file whose header does not parse, or that is
+// not a regular file (a FIFO, a device, a directory, a symbolic link: none
+// is ever opened for reading), is skipped with a warning naming it and the
+// reason (fspl skips unparseable files too). The result is sorted by
+// sequence number, then name.
 func (q *Queue) Scan(ctx context.Context, dec *Decoder) ([]Job, error) {
-	ents, err := os.ReadDir(q.JobsDir())
+	return q.newScanner(dec).scan(ctx)
+}
+
+// scanner reads the job files of one run: each file once, however often
+// the directory is listed again (queue-process lists it again when the next
+// job is missing, for jobs that arrived meanwhile), so that a junk file
+// costs one read and one warning per run. A listing costs no syscall per
+// file beyond reading the directory, except for the files it has to read:
+// the directory entry says what is not a regular file (d_type), and a
+// name seen in the run before is not looked at again. Packets arrive under
+// new names (queue-write, gen-filename); the one exception made is a file
+// that did not parse and has changed since (lstat): it may have been
+// still in the writing.
+type scanner struct {
+	q    *Queue
+	dec  *Decoder
+	hs   headerScanner
+	seen map[string]scanned // by name, from the last listing
+}
+
+// scanned is what a file was found to be.
+type scanned struct {
+	job *Job // nil: skipped, with a warning
+	// unparsed: a regular file whose header did not parse, then with
+	// this ctime: read again when it changed since.
+	unparsed bool
+	ctime    unix.Timespec
+}
+
+func (q *Queue) newScanner(dec *Decoder) *scanner {
+	return &scanner{q: q, dec: dec, seen: map[string]scanned{}}
+}
+
+func (s *scanner) scan(ctx context.Context) ([]Job, error) {
+	q := s.q
+	d, err := fsutil.Open(q.JobsDir(), os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("scan queue: %w", err)
 	}
+	ents, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		return nil, fmt.Errorf("scan queue: %w", err)
+	}
+	seen := make(map[string]scanned, len(s.seen))
 	var jobs []Job
 	for _, e := range ents {
-		if !IsJobFilename(e.Name()) || e.IsDir() {
+		name := e.Name()
+		if !IsJobFilename(name) {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, context.Cause(ctx)
 		}
-		h, err := q.readJobHeader(ctx, e.Name(), dec)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // processed or removed meanwhile
-			}
-			q.Logger.Warn("skipping job file that does not parse", "file", q.JobPath(e.Name()), "reason", err.Error())
-			continue
+		sc, ok := s.seen[name]
+		if !ok || sc.unparsed && s.changed(name, sc.ctime) {
+			sc = s.read(ctx, name, e.Type())
 		}
-		jobs = append(jobs, Job{Name: e.Name(), Header: h})
+		if err := ctx.Err(); err != nil {
+			return nil, context.Cause(ctx)
+		}
+		seen[name] = sc
+		if sc.job != nil {
+			jobs = append(jobs, *sc.job)
+		}
 	}
+	s.seen = seen
 	slices.SortFunc(jobs, func(a, b Job) int {
-		return cmp.Or(cmp.Compare(a.Header.Seq, b.Header.Seq), cmp.Compare(a.Name, b.Name))
+		return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.Name, b.Name))
 	})
 	return jobs, nil
 }
 
-func (q *Queue) readJobHeader(ctx context.Context, name string, dec *Decoder) (*Header, error) {
-	f, err := os.OpenFile(filepath.Join(q.JobsDir(), name), os.O_RDONLY|unix.O_CLOEXEC, 0)
+// changed reports whether job file name's ctime is no longer ctime (or it
+// cannot be looked at).
+func (s *scanner) changed(name string, ctime unix.Timespec) bool {
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(s.q.JobsDir(), name), &st); err != nil {
+		return true
+	}
+	return st.Ctim != ctime
+}
+
+// read reads the header of job file name, whose type the directory entry
+// gave (0 for a regular file, or unknown); the warning for a file skipped
+// is given here.
+func (s *scanner) read(ctx context.Context, name string, typ fs.FileMode) scanned {
+	q := s.q
+	if typ&fs.ModeType != 0 {
+		q.Logger.Warn("skipping job file: not a regular file", "file", q.JobPath(name), "type", fsutil.TypeName(typ))
+		return scanned{}
+	}
+	f, err := q.openJob(name)
+	var st unix.Stat_t
+	if err == nil {
+		// Taken before the read: a write during or after it shows.
+		unix.Fstat(rawFD(f), &st)
+		var h *Header
+		h, err = s.readHeader(ctx, f)
+		f.Close()
+		if err == nil {
+			job := jobOf(name, h)
+			return scanned{job: &job}
+		}
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || ctx.Err() != nil:
+		// Processed or removed meanwhile; or interrupted.
+		return scanned{}
+	case errors.Is(err, fsutil.ErrNotRegular):
+		// The entry's type was not known, or it was replaced since.
+		q.Logger.Warn("skipping job file: not a regular file", "file", q.JobPath(name), "type", notRegularType(err))
+		return scanned{}
+	}
+	q.Logger.Warn("skipping job file that does not parse", "file", q.JobPath(name), "reason", err.Error())
+	return scanned{unparsed: true, ctime: st.Ctim}
+}
+
+// notRegularType is the type OpenRegular's error names: "FIFO", "symbolic
+// link", ...
+func notRegularType(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "("); i >= 0 && strings.HasSuffix(msg, ")") {
+		return msg[i+1 : len(msg)-1]
+	}
+	return msg
+}
+
+// readHeader reads the summary of the header of job file f, through the
+// decoder when there is one.
+func (s *scanner) readHeader(ctx context.Context, f *os.File) (*Header, error) {
+	if s.dec.Empty() {
+		return s.hs.summary(f)
+	}
+	st, err := s.dec.Start(ctx, f)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	if dec.Empty() {
-		return ReadHeader(f)
-	}
-	s, err := dec.Start(ctx, f)
-	if err != nil {
-		return nil, err
-	}
-	h, err := ReadHeader(s.Out)
-	derr := s.Abort()
+	h, err := s.hs.summary(st.Out)
+	derr := st.Stop()
 	if err != nil && derr != nil {
 		// The decoder's own failure (a wrong key, not an OpenPGP
 		// message) is the reason the header is missing.
 		return nil, derr
 	}
 	return h, err
+}
+
+// openJob opens job file name for reading: only a regular file, never
+// through a link, and never in a way that can block (a FIFO planted under
+// a job's name would otherwise hold the queue's lock forever).
+func (q *Queue) openJob(name string) (*os.File, error) {
+	return fsutil.OpenRegular(filepath.Join(q.JobsDir(), name), true)
 }
 
 // FindJob returns the job with sequence number seq (through dec).
@@ -184,7 +310,7 @@ func (q *Queue) FindJob(ctx context.Context, dec *Decoder, seq uint64) (Job, err
 	}
 	var found []Job
 	for _, j := range jobs {
-		if j.Header.Seq == seq {
+		if j.Seq == seq {
 			found = append(found, j)
 		}
 	}
@@ -214,40 +340,116 @@ type DuplicateSeqError struct {
 }
 
 func (e *DuplicateSeqError) Error() string {
-	return fmt.Sprintf("two jobs have sequence number %d: %s and %s; remove the one that should not run", e.Seq, e.First, e.Second)
+	return fmt.Sprintf("two jobs have sequence number %d: %s and %s; remove the one that should not run", e.Seq, QuoteName(e.First), QuoteName(e.Second))
 }
 
-// CopyPayload writes the payload of job (decoded with dec) to w.
-func (q *Queue) CopyPayload(ctx context.Context, dec *Decoder, job Job, w io.Writer) error {
-	path := filepath.Join(q.JobsDir(), job.Name)
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
+// OpenedPacket is a job's packet ready to be used: its header read (Params
+// and Env not decoded yet: Header.Decode, Header.Each), its payload
+// positioned at the first byte.
+type OpenedPacket struct {
+	Header *Header
+	// Payload is the job file itself without a decoder, else the
+	// decoder's output.
+	Payload *os.File
+	stream  *Stream
+	files   []*os.File
+}
+
+// Stream is the decoder producing Payload, or nil.
+func (p *OpenedPacket) Stream() *Stream { return p.stream }
+
+// Close stops the decoder and closes the files. It is idempotent.
+func (p *OpenedPacket) Close() {
+	if p.stream != nil {
+		p.stream.Stop()
 	}
-	defer f.Close()
+	for _, f := range p.files {
+		f.Close()
+	}
+	p.files = nil
+}
+
+// OpenPacket opens job (found by a scan) and reads its header, through dec.
+// When dec verifies, the whole packet is verified first (see Verify): a
+// packet that is not is an *UnverifiedError, and nothing of it is read. A
+// file that changed since the scan (another seq) is an error.
+func (q *Queue) OpenPacket(ctx context.Context, dec *Decoder, job Job) (*OpenedPacket, error) {
+	path := QuoteName(q.JobPath(job.Name))
+	f, err := q.openJob(job.Name)
+	if err != nil {
+		return nil, fmt.Errorf("job %d (%s): %w", job.Seq, path, err)
+	}
+	p := &OpenedPacket{files: []*os.File{f}}
+	src, err := verifiedJob(ctx, dec, q.Dir, f)
+	if err != nil {
+		p.Close()
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, fmt.Errorf("job %d (%s): %w", job.Seq, path, err)
+	}
+	if src != f {
+		p.files = append(p.files, src)
+	}
+	p.Payload = src
+	var h *Header
 	if dec.Empty() {
-		if _, err := ReadHeader(f); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+		h, err = ReadHeaderLazy(src)
+	} else {
+		if p.stream, err = dec.Start(ctx, src); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("job %d (%s): start decoder: %w", job.Seq, path, err)
 		}
-		_, err = Copy(w, f)
-		return err
+		p.Payload = p.stream.Out
+		h, err = ReadHeaderLazy(p.stream.Out)
+		if err != nil {
+			if derr := p.stream.Stop(); derr != nil {
+				err = derr
+			}
+		}
 	}
-	s, err := dec.Start(ctx, f)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		p.Close()
+		return nil, fmt.Errorf("job %s: header no longer readable: %w", path, err)
 	}
-	defer s.Abort()
-	if _, err := ReadHeader(s.Out); err != nil {
-		if derr := s.Abort(); derr != nil {
-			return fmt.Errorf("%s: %w", path, derr)
-		}
-		return fmt.Errorf("%s: %w", path, err)
+	if h.Seq != job.Seq {
+		p.Close()
+		return nil, fmt.Errorf("job %s changed while the queue was processed (seq %d, was %d)", path, h.Seq, job.Seq)
 	}
-	if _, err := Copy(w, s.Out); err != nil {
+	p.Header = h
+	return p, nil
+}
+
+// CopyPayload writes the payload of job (decoded with dec) to w; when dec
+// verifies, only once the whole packet is verified.
+func (q *Queue) CopyPayload(ctx context.Context, dec *Decoder, job Job, w io.Writer) error {
+	p, err := q.OpenPacket(ctx, dec, job)
+	if err != nil {
 		return err
 	}
-	if err := s.Wait(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+	defer p.Close()
+	if _, err := Copy(w, p.Payload); err != nil {
+		return err
+	}
+	if p.stream != nil {
+		if err := p.stream.Wait(); err != nil {
+			return fmt.Errorf("%s: %w", QuoteName(q.JobPath(job.Name)), err)
+		}
 	}
 	return nil
+}
+
+// VerifyJob verifies the packet of job when dec verifies (see Verify), and
+// returns why it is not verified (an *UnverifiedError), or nil. Nothing of
+// the packet is used, so the job file is verified where it is.
+func (q *Queue) VerifyJob(ctx context.Context, dec *Decoder, job Job) error {
+	if !dec.Verifies() {
+		return nil
+	}
+	f, err := q.openJob(job.Name)
+	if err != nil {
+		return &UnverifiedError{Err: err}
+	}
+	defer f.Close()
+	return dec.Verify(ctx, f)
 }

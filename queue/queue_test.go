@@ -173,7 +173,7 @@ func TestScanSkipsBadFilesAndOtherNames(t *testing.T) {
 	os.WriteFile(filepath.Join(q.JobsDir(), "tmp-fspl-x.fspl.tmp"), Encode(&Header{Seq: 2}), 0o644)
 	os.WriteFile(filepath.Join(q.JobsDir(), "other"), Encode(&Header{Seq: 3}), 0o644)
 	jobs, err := q.Scan(context.Background(), nil)
-	if err != nil || len(jobs) != 1 || jobs[0].Header.Seq != 1 {
+	if err != nil || len(jobs) != 1 || jobs[0].Seq != 1 {
 		t.Fatalf("jobs %v, err %v", jobs, err)
 	}
 }

@@ -84,8 +84,8 @@ func (q *Queue) report(ctx context.Context, opts ProcessOptions, job Job, start 
 		return
 	}
 	end := time.Now()
-	o := JobOutcome{File: q.JobPath(job.Name), Seq: job.Header.Seq, Type: job.Header.Type.String(),
-		CTime: job.Header.CTime().UTC(), Start: start, End: end, Duration: end.Sub(start).Seconds(),
+	o := JobOutcome{File: q.JobPath(job.Name), Seq: job.Seq, Type: job.Type.String(),
+		CTime: job.CTime().UTC(), Start: start, End: end, Duration: end.Sub(start).Seconds(),
 		Result: ResultSuccess, Disposition: disposition(jobErr, opts)}
 	switch {
 	case err != nil:

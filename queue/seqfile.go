@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -26,13 +27,29 @@ func (s SeqFile) Lock(create bool) (*Lock, error) { return AcquireLock(s.LockPat
 
 // Read returns the stored number. A missing file is an error wrapping
 // fs.ErrNotExist.
+//
+// Only a regular file is read, never through a link and never a FIFO
+// (which would block), and no more than a number's worth of it.
 func (s SeqFile) Read() (uint64, error) {
-	b, err := os.ReadFile(s.Path)
+	f, err := fsutil.OpenRegular(s.Path, true)
+	if errors.Is(err, fsutil.ErrNotRegular) {
+		return 0, fmt.Errorf("sequence file %s: %w: pipespool reads and replaces it only as a regular file of its own, "+
+			"never through a link; remove it and set the number again (queue-set-next, prepare-set-next)", s.Path, err)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read sequence file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSeqFileLen))
 	if err != nil {
 		return 0, fmt.Errorf("read sequence file: %w", err)
 	}
 	return parseSeq(s.Path, b)
 }
+
+// maxSeqFileLen bounds what is read of a seqfile: 20 digits, a newline,
+// and room for whitespace; anything longer is not a sequence number.
+const maxSeqFileLen = 64
 
 // ReadOrInit returns the stored number, creating the file with 1 when it does
 // not exist (as fspl's prepare does).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -141,6 +142,12 @@ func withSeq(seqfile string, f func(seq uint64) error) error {
 	seq, err := sf.ReadOrInit()
 	if err != nil {
 		return err
+	}
+	if seq == math.MaxUint64 {
+		// The next number would wrap to 0 (fspl's does), and the
+		// receiving queue would start over below every job it ran.
+		return fmt.Errorf("seqfile %s: %d is the largest sequence number there is: no packet can follow it; "+
+			"set a lower one with prepare-set-next, and the queue's to match with queue-set-next", seqfile, seq)
 	}
 	if err := sf.Stage(seq + 1); err != nil {
 		return fmt.Errorf("seqfile %s: %w", seqfile, err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -40,7 +41,7 @@ func (o *queueDirOptions) bindDecoder(cmd *cobra.Command) {
 // [decoder.openpgp] table of --decoder-config, else of jobFile (the
 // pipeline of queue-process/stdin-process), else of dir/pipespool.toml.
 func (o *queueDirOptions) decoder(dir, jobFile string) (*queue.Decoder, error) {
-	d, err := queue.ParseDecoders(o.Decoders, func() (filter.Filter, error) {
+	d, err := queue.ParseDecoders(o.Decoders, func() (queue.OpenPGP, error) {
 		return o.openpgpDecoder(dir, jobFile)
 	})
 	if err != nil {
@@ -55,7 +56,7 @@ func (o *queueDirOptions) decoder(dir, jobFile string) (*queue.Decoder, error) {
 	return d, nil
 }
 
-func (o *queueDirOptions) openpgpDecoder(dir, jobFile string) (filter.Filter, error) {
+func (o *queueDirOptions) openpgpDecoder(dir, jobFile string) (queue.OpenPGP, error) {
 	path := o.DecoderConfig
 	if path == "" {
 		path = jobFile
@@ -66,16 +67,16 @@ func (o *queueDirOptions) openpgpDecoder(dir, jobFile string) (filter.Filter, er
 		}
 	}
 	if path == "" {
-		return nil, usageErrorf("-d openpgp needs the decryption key: put a [decoder.openpgp] table " +
+		return queue.OpenPGP{}, usageErrorf("-d openpgp needs the decryption key: put a [decoder.openpgp] table " +
 			"(secret_key and passphrase_file, or passphrase_file alone) in the job file given by --job, " +
 			"in DIR/pipespool.toml, or in a file given by --decoder-config (see docs/queue.md)")
 	}
 	job, err := pipeline.LoadDecoderConfig(path)
 	if err != nil {
-		return nil, err
+		return queue.OpenPGP{}, err
 	}
 	if job.OpenPGPDecoder == nil {
-		return nil, usageErrorf("-d openpgp: %s has no [decoder.openpgp] table: add one with secret_key "+
+		return queue.OpenPGP{}, usageErrorf("-d openpgp: %s has no [decoder.openpgp] table: add one with secret_key "+
 			"and passphrase_file (or passphrase_file alone for a passphrase-encrypted queue); see docs/queue.md", path)
 	}
 	if cw, ok := job.OpenPGPDecoder.(filter.ConfigWarner); ok {
@@ -83,7 +84,7 @@ func (o *queueDirOptions) openpgpDecoder(dir, jobFile string) (filter.Filter, er
 			o.g.Logger().Warn(w, "file", path, "table", "decoder.openpgp")
 		}
 	}
-	return job.OpenPGPDecoder, nil
+	return queue.OpenPGP{Filter: job.OpenPGPDecoder, RequireSigned: job.OpenPGPRequireSigned}, nil
 }
 
 func fileExists(p string) bool {
@@ -155,8 +156,13 @@ func NewCmdQueueLs(g *globalOptions) *cobra.Command {
 		Use:   "queue-ls -q DIR [-d DECODECMD]",
 		Short: "Gets information about the jobs in a queue",
 		Long: `List the jobs of the queue, in sequence order, in fspl's columns: ID,
-creation timestamp (local time) and file name. Files that do not parse are
-skipped with a warning.`,
+creation timestamp (local time) and file name. Files that do not parse, and
+anything not a regular file, are skipped with a warning. A name that is not
+printable text is shown quoted, with Go's escapes ("fspl-\x1b.fspl").
+
+When the decoder requires a signature (-d openpgp with require_signed_by),
+every job is decrypted in full to verify it, and a row whose packet is not
+verified ends in [unverified] (the reason is in the warning).`,
 		Example: "  pipespool queue-ls -q /q\n  pipespool queue-ls /q -d zstd",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, rest, err := queueDirArg(opts.QueueDir, args)
@@ -172,24 +178,37 @@ skipped with a warning.`,
 			}
 			ctx, stop := signalContext(nil, g.streams.ErrOut)
 			defer stop()
-			jobs, err := queue.Open(dir, g.Logger()).Scan(ctx, dec)
-			if err != nil {
-				return err
-			}
-			if err := writeOut(g, "%-20s %-27s %s\n", "ID", "creation timestamp", "filename"); err != nil {
-				return err
-			}
-			for _, j := range jobs {
-				if err := writeOut(g, "%-20d %-27s %s\n", j.Header.Seq, queue.FormatLocalTime(j.Header.CTime()), j.Name); err != nil {
-					return err
-				}
-			}
-			return nil
+			return listQueue(ctx, g, queue.Open(dir, g.Logger()), dec)
 		},
 	}
 	opts.bindDir(cmd)
 	opts.bindDecoder(cmd)
 	return cmd
+}
+
+// listQueue prints the rows of queue-ls.
+func listQueue(ctx context.Context, g *globalOptions, q *queue.Queue, dec *queue.Decoder) error {
+	jobs, err := q.Scan(ctx, dec)
+	if err != nil {
+		return err
+	}
+	if err := writeOut(g, "%-20s %-27s %s\n", "ID", "creation timestamp", "filename"); err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		mark := ""
+		if err := q.VerifyJob(ctx, dec, j); err != nil {
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			g.Logger().Warn("job not verified", "seq", j.Seq, "file", q.JobPath(j.Name), "reason", err.Error())
+			mark = " [unverified]"
+		}
+		if err := writeOut(g, "%-20d %-27s %s%s\n", j.Seq, queue.FormatLocalTime(j.CTime()), queue.QuoteName(j.Name), mark); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (o *queueDirOptions) bindJob(cmd *cobra.Command) {
@@ -204,19 +223,23 @@ func NewCmdQueueInfo(g *globalOptions) *cobra.Command {
 		Use:   "queue-info -q DIR -j ID [-d DECODECMD]",
 		Short: "Show information about a specific job ID in a queue",
 		Long: `Print the environment queue-process would give job ID's command, one
-NAME=value per line (values are raw bytes and may contain newlines).`,
+NAME=value per line (values are raw bytes and may contain newlines). When
+the decoder requires a signature, the packet is verified in full first, and
+nothing of a packet that is not verified is printed (exit 1).`,
 		Example: "  pipespool queue-info -q /q -j 42",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q, job, _, err := opts.findJob(args)
+			q, job, dec, err := opts.findJob(args)
 			if err != nil {
 				return err
 			}
-			for _, kv := range queue.JobEnv(job.Header, q, job.Name) {
-				if err := writeOut(g, "%s\n", kv); err != nil {
-					return err
-				}
+			ctx, stop := signalContext(nil, g.streams.ErrOut)
+			defer stop()
+			p, err := q.OpenPacket(ctx, dec, job)
+			if err != nil {
+				return err
 			}
-			return nil
+			defer p.Close()
+			return queue.WriteJobEnv(g.streams.Out, p.Header, q, job.Name)
 		},
 	}
 	opts.bindDir(cmd)

@@ -30,14 +30,9 @@ A bad packet exits 2 with the reason.`,
 				return err
 			}
 			if stream != nil {
-				stream.Abort()
+				stream.Stop()
 			}
-			for _, kv := range queue.JobEnv(h, nil, "") {
-				if err := writeOut(g, "%s\n", kv); err != nil {
-					return err
-				}
-			}
-			return nil
+			return queue.WriteJobEnv(g.streams.Out, h, nil, "")
 		},
 	}
 	opts.bindDecoder(cmd)
@@ -66,7 +61,7 @@ func NewCmdStdinPayload(g *globalOptions) *cobra.Command {
 			}
 			in := g.streams.In
 			if stream != nil {
-				defer stream.Abort()
+				defer stream.Stop()
 				in = stream.Out
 			}
 			if _, err := queue.Copy(g.streams.Out, in); err != nil {

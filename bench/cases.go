@@ -185,43 +185,34 @@ func (h *harness) stages4Group() *group {
 }
 
 func (h *harness) zstdGroups() []*group {
-	size := h.cfg.mixSize
 	return []*group{
-		{id: "zstd-compress", section: "3. built-ins", needs: []string{"zstd"}, amount: size, unit: "bytes", runs: 3,
-			build: func(g *group) error {
-				in, err := h.mixFile(size)
-				if err != nil {
-					return err
-				}
-				g.warm = append(g.warm, in)
-				base := "zstd -3 (CLI)"
-				g.add(h.chainVariant(base, 0, in, proc{argv: []string{"zstd", "-q", "-c", "-3"}}))
-				v, err := h.jobVariant("zstd-compress built-in", "zstd-compress", in, `builtin = "zstd-compress"`)
-				if err != nil {
-					return err
-				}
-				g.add(v)
-				g.compare(v.name, base, target{desc: "RSS < 96 MiB", maxRSS: builtinRSS})
-				return nil
-			}},
-		{id: "zstd-decompress", section: "3. built-ins", needs: []string{"zstd"}, amount: size, unit: "bytes",
-			build: func(g *group) error {
-				in, err := h.zstFile(size)
-				if err != nil {
-					return err
-				}
-				g.warm = append(g.warm, in)
-				base := "zstd -d (zstdcat)"
-				g.add(h.chainVariant(base, 0, in, proc{argv: []string{"zstd", "-q", "-d", "-c"}}))
-				v, err := h.jobVariant("zstd-decompress built-in", "zstd-decompress", in, `builtin = "zstd-decompress"`)
-				if err != nil {
-					return err
-				}
-				g.add(v)
-				g.compare(v.name, base, target{desc: "speed >= 0.85x (<= 1.18x), RSS < 96 MiB", maxRatio: 1 / 0.85, maxRSS: builtinRSS})
-				return nil
-			}},
+		h.zstdGroup("zstd-compress", 3, "zstd -3 (CLI)", []string{"zstd", "-q", "-c", "-3"}, h.mixFile,
+			target{desc: "RSS < 96 MiB", maxRSS: builtinRSS}),
+		h.zstdGroup("zstd-decompress", 0, "zstd -d (zstdcat)", []string{"zstd", "-q", "-d", "-c"}, h.zstFile,
+			target{desc: "speed >= 0.85x (<= 1.18x), RSS < 96 MiB", maxRatio: 1 / 0.85, maxRSS: builtinRSS}),
 	}
+}
+
+// zstdGroup compares the built-in id with the zstd CLI (base, argv) on the
+// input file made by input, runs times (0: the harness's default).
+func (h *harness) zstdGroup(id string, runs int, base string, argv []string, input func(int64) (string, error), tg target) *group {
+	size := h.cfg.mixSize
+	return &group{id: id, section: "3. built-ins", needs: []string{"zstd"}, amount: size, unit: "bytes", runs: runs,
+		build: func(g *group) error {
+			in, err := input(size)
+			if err != nil {
+				return err
+			}
+			g.warm = append(g.warm, in)
+			g.add(h.chainVariant(base, 0, in, proc{argv: argv}))
+			v, err := h.jobVariant(id+" built-in", id, in, `builtin = "`+id+`"`)
+			if err != nil {
+				return err
+			}
+			g.add(v)
+			g.compare(v.name, base, tg)
+			return nil
+		}}
 }
 
 // pgpWith is the [stage.with] of an OpenPGP built-in for mode "pub"

@@ -302,7 +302,9 @@ func (q *Queue) openJob(name string) (*os.File, error) {
 	return fsutil.OpenRegular(filepath.Join(q.JobsDir(), name), true)
 }
 
-// FindJob returns the job with sequence number seq (through dec).
+// FindJob returns the job with sequence number seq (through dec). Two
+// job files with that number are a *DuplicateSeqError, unless dec
+// verifies and only one of them is verified: that one is the job.
 func (q *Queue) FindJob(ctx context.Context, dec *Decoder, seq uint64) (Job, error) {
 	jobs, err := q.Scan(ctx, dec)
 	if err != nil {
@@ -312,6 +314,24 @@ func (q *Queue) FindJob(ctx context.Context, dec *Decoder, seq uint64) (Job, err
 	for _, j := range jobs {
 		if j.Seq == seq {
 			found = append(found, j)
+		}
+	}
+	if len(found) > 1 && dec.Verifies() {
+		// As for queue-process: a packet that is not verified is no
+		// job, and the verified one with that number is the one shown.
+		// None verified: the first is shown, which is refused.
+		var verified []Job
+		for _, j := range found {
+			if err := q.VerifyJob(ctx, dec, j); err == nil {
+				verified = append(verified, j)
+			} else if ctx.Err() != nil {
+				return Job{}, context.Cause(ctx)
+			}
+		}
+		if len(verified) > 0 {
+			found = verified
+		} else {
+			found = found[:1]
 		}
 	}
 	switch len(found) {

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,22 +11,11 @@ import (
 	"github.com/pipespool/pipespool/fsutil"
 )
 
-// runJob runs one job. jobErr is the job's own failure (command failed, Fail
-// packet, not verified, too large to be given to a command); err is
-// anything that must stop processing without committing the job (I/O
-// error, interruption).
-func (q *Queue) runJob(ctx context.Context, job Job, opts ProcessOptions) (jobErr, err error) {
-	op, err := q.OpenPacket(ctx, opts.Decoder, job)
-	if err != nil {
-		var ue *UnverifiedError
-		switch {
-		case ctx.Err() != nil:
-			return nil, fmt.Errorf("job %d interrupted: %w", job.Seq, context.Cause(ctx))
-		case errors.As(err, &ue):
-			return ue, nil // a failed job: --on-error decides
-		}
-		return nil, err
-	}
+// runOpened runs job, whose packet op is open, and closes op. jobErr is
+// the job's own failure (command failed, Fail packet, too large to be
+// given to a command); err is anything that must stop processing without
+// committing the job (I/O error, interruption).
+func (q *Queue) runOpened(ctx context.Context, job Job, op *OpenedPacket, opts ProcessOptions) (jobErr, err error) {
 	defer op.Close()
 	h := op.Header
 	q.Logger.Debug("running job", "seq", h.Seq, "file", job.Name, "type", h.Type.String())

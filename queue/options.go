@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/pipespool/pipespool/proc"
 )
 
 // Order is the order in which queue-process runs jobs.
@@ -106,6 +108,11 @@ type Run struct {
 	Payload *os.File
 	// Output, when not nil, receives both stdout and stderr (SaveBoth).
 	Output *os.File
+	// Scope is where the job's processes run: the runner starts its own
+	// in it. Once the job and its decoder are over, the queue closes it,
+	// stopping what they left running (ProcessOptions.MayOutlive aside).
+	// Nil: the runner makes one of its own.
+	Scope *proc.Scope
 	// PayloadDone, when not nil, waits for the decoder that produces
 	// Payload and returns its error: an OpenPGP integrity check fails only
 	// after the last byte. Call it only once the payload has been read.
@@ -128,6 +135,10 @@ type ProcessOptions struct {
 	NeverDelete    bool
 	AllowJobParams bool
 	IgnorePayload  bool
+	// MayOutlive names the programs a job's processes (its command, its
+	// decoder's shell steps) may leave running after it: a job file's
+	// may_outlive. Everything else they leave is stopped at its end.
+	MayOutlive []string
 	// OnJob, when not nil, is told what became of each job that ran
 	// (queue-process --report and --metrics-file).
 	OnJob func(JobOutcome)

@@ -111,7 +111,7 @@ func (q *Queue) Process(ctx context.Context, opts ProcessOptions) (err error) {
 	skipped := unverifiedSet{}
 	fresh := true // bySeq reflects jobs/ as of after the last job ran
 	for ran := 0; opts.MaxJobs <= 0 || ran < opts.MaxJobs; {
-		job, op, err := q.choose(ctx, opts.Decoder, bySeq[next], skipped)
+		job, op, err := q.choose(ctx, opts, bySeq[next], skipped)
 		if err != nil {
 			return err
 		}
@@ -164,7 +164,7 @@ func (q *Queue) processByTimestamp(ctx context.Context, opts ProcessOptions) err
 		if opts.MaxJobs > 0 && ran >= opts.MaxJobs {
 			return nil
 		}
-		_, op, err := q.choose(ctx, opts.Decoder, []Job{job}, skipped)
+		_, op, err := q.choose(ctx, opts, []Job{job}, skipped)
 		if err != nil {
 			return err
 		}
@@ -222,7 +222,8 @@ type unverifiedSet map[string]bool
 // packet with that number never run; under Retry it would stop the queue).
 // The verified candidate is the one that runs; two verified ones are a
 // *DuplicateSeqError.
-func (q *Queue) choose(ctx context.Context, dec *Decoder, cands []Job, skipped unverifiedSet) (Job, *OpenedPacket, error) {
+func (q *Queue) choose(ctx context.Context, opts ProcessOptions, cands []Job, skipped unverifiedSet) (Job, *OpenedPacket, error) {
+	dec := opts.Decoder
 	if len(cands) > 1 && !dec.Verifies() {
 		return Job{}, nil, &DuplicateSeqError{Seq: cands[0].Seq, First: q.JobPath(cands[0].Name), Second: q.JobPath(cands[1].Name)}
 	}
@@ -234,7 +235,7 @@ func (q *Queue) choose(ctx context.Context, dec *Decoder, cands []Job, skipped u
 		if skipped[c.Name] {
 			continue
 		}
-		p, err := q.OpenPacket(ctx, dec, c)
+		p, err := q.openPacket(ctx, dec, c, q.jobProcs(opts, c.Seq))
 		var ue *UnverifiedError
 		switch {
 		case ctx.Err() != nil:
@@ -264,4 +265,11 @@ func (q *Queue) choose(ctx context.Context, dec *Decoder, cands []Job, skipped u
 		job, op = c, p
 	}
 	return job, op, nil
+}
+
+// jobProcs opens the scope of job seq's processes (see newJobProcs): the
+// command runner starts the job's command there.
+func (q *Queue) jobProcs(opts ProcessOptions, seq uint64) jobProcs {
+	_, command := opts.Runner.(*CommandRunner)
+	return newJobProcs(command, opts.Decoder, opts.MayOutlive, q.Logger, fmt.Sprintf("job %d", seq))
 }

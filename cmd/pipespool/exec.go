@@ -11,7 +11,6 @@ import (
 
 	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pipeline"
-	"github.com/pipespool/pipespool/proc"
 )
 
 // execOptions are the flags of exec.
@@ -110,9 +109,7 @@ func runExec(ctx context.Context, opts *execOptions) error {
 			return &pipeline.InputError{Path: f.path, Err: fmt.Errorf("%s cannot be written: %w", f.flag, err)}
 		}
 	}
-	if err := proc.BecomeSubreaper(); err != nil {
-		opts.g.Logger().Warn("processes the stages leave behind outside their process groups cannot be found and stopped: " + err.Error())
-	}
+	becomeSubreaper(opts.g)
 	ctx, stop := signalContext(ctx, opts.g.streams.ErrOut)
 	defer stop()
 	if opts.Lock != "" {

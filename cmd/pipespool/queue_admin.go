@@ -52,7 +52,7 @@ func (o *queueDirOptions) decoder(dir, jobFile string) (*queue.Decoder, error) {
 		}
 		return nil, &usageError{err}
 	}
-	d.Stderr = o.g.streams.ErrOut
+	d.Stderr, d.Logger = o.g.streams.ErrOut, o.g.Logger()
 	return d, nil
 }
 

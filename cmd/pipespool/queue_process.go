@@ -13,6 +13,7 @@ import (
 
 	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pipeline"
+	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/queue"
 )
 
@@ -171,6 +172,11 @@ func runQueueProcess(opts *queueProcessOptions) error {
 	if po.Runner, err = newRunner(g, commandMode, opts.Command, jobFile, &opts.processFlags); err != nil {
 		return err
 	}
+	if po.MayOutlive, err = opts.mayOutlive(po.Runner); err != nil {
+		return err
+	}
+	po.Decoder.MayOutlive = po.MayOutlive
+	becomeSubreaper(g)
 	ctx, stop := signalContext(nil, g.streams.ErrOut)
 	defer stop()
 	if opts.Lock != "" {
@@ -207,6 +213,31 @@ func newRunner(g *globalOptions, commandMode bool, args []string, jobFile string
 		return nil, err
 	}
 	return &pipelineRunner{g: g, job: job, extra: args, timeout: timeout}, nil
+}
+
+// mayOutlive returns the programs a job's processes may leave running: the
+// may_outlive of the pipeline's job file, else of --decoder-config.
+func (o *queueDirOptions) mayOutlive(r queue.Runner) ([]string, error) {
+	if p, ok := r.(*pipelineRunner); ok {
+		return p.job.MayOutlive, nil
+	}
+	if o.DecoderConfig == "" {
+		return nil, nil
+	}
+	job, err := pipeline.LoadDecoderConfig(o.DecoderConfig)
+	if err != nil {
+		return nil, err
+	}
+	return job.MayOutlive, nil
+}
+
+// becomeSubreaper makes pipespool the subreaper of what it starts (see
+// proc.BecomeSubreaper), so that what a stage or a job's command leaves
+// running outside its process group is found and stopped at its end.
+func becomeSubreaper(g *globalOptions) {
+	if err := proc.BecomeSubreaper(); err != nil {
+		g.Logger().Warn("processes left behind outside their process groups cannot be found and stopped: " + err.Error())
+	}
 }
 
 // lastReporter is a runner that keeps the pipeline report of its last job.

@@ -130,8 +130,14 @@ func runStdinProcess(opts *stdinProcessOptions) error {
 	if err != nil {
 		return err
 	}
+	keep, err := opts.mayOutlive(runner)
+	if err != nil {
+		return err
+	}
+	dec.MayOutlive = keep
+	becomeSubreaper(g)
 	ctx, stop := signalContext(nil, g.streams.ErrOut)
 	defer stop()
 	return queue.ProcessStdin(ctx, g.streams.In, g.Logger(), queue.ProcessOptions{
-		Runner: runner, Decoder: dec, AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload})
+		Runner: runner, Decoder: dec, MayOutlive: keep, AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload})
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -104,7 +103,7 @@ func runPrepare(opts *prepareOptions) error {
 			}
 		}
 	}
-	return withSeq(opts.SeqFile, func(seq uint64) error {
+	return queue.UseNext(opts.SeqFile, func(seq uint64) error {
 		h.Seq = seq
 		out := opts.g.streams.Out
 		if _, err := out.Write(queue.Encode(h)); err != nil {
@@ -117,46 +116,6 @@ func runPrepare(opts *prepareOptions) error {
 		}
 		return nil
 	})
-}
-
-// withSeq runs f with the next sequence number of seqfile under its lock and
-// then advances the seqfile, so that a failed write does not use up a number.
-// "-" means no seqfile: seq 1.
-//
-// The advanced number is staged (written and fsynced beside the seqfile)
-// before f writes the packet, and made current by one rename once f is done.
-// A kill after the packet is whole and before the rename leaves the old
-// number, which the next prepare reuses (queue-process then stops on two
-// jobs with one number); staging ahead shrinks that window from two fsyncs
-// (1 kill in 5 landed there in TestPrepareCrash) to a rename.
-func withSeq(seqfile string, f func(seq uint64) error) error {
-	if seqfile == "-" {
-		return f(1)
-	}
-	sf := queue.SeqFile{Path: seqfile}
-	lock, err := sf.Lock(true)
-	if err != nil {
-		return fmt.Errorf("seqfile %s: %w", seqfile, err)
-	}
-	defer lock.Release()
-	seq, err := sf.ReadOrInit()
-	if err != nil {
-		return err
-	}
-	if seq == math.MaxUint64 {
-		// The next number would wrap to 0 (fspl's does), and the
-		// receiving queue would start over below every job it ran.
-		return fmt.Errorf("seqfile %s: %d is the largest sequence number there is: no packet can follow it; "+
-			"set a lower one with prepare-set-next, and the queue's to match with queue-set-next", seqfile, seq)
-	}
-	if err := sf.Stage(seq + 1); err != nil {
-		return fmt.Errorf("seqfile %s: %w", seqfile, err)
-	}
-	if err := f(seq); err != nil {
-		sf.Discard()
-		return err
-	}
-	return sf.Commit()
 }
 
 // seqOptions are the options of prepare-get-next and prepare-set-next.
@@ -176,29 +135,16 @@ func NewCmdPrepareGetNext(g *globalOptions) *cobra.Command {
 		Example: "  pipespool prepare-get-next -s ~/.seq",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withSeqRead(opts.SeqFile, func(n uint64) error { return writeOut(g, "%d\n", n) })
+			n, err := queue.PeekNext(opts.SeqFile)
+			if err != nil {
+				return err
+			}
+			return writeOut(g, "%d\n", n)
 		},
 	}
 	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none`)
 	_ = cmd.MarkFlagRequired("seqfile")
 	return cmd
-}
-
-func withSeqRead(seqfile string, f func(uint64) error) error {
-	if seqfile == "-" {
-		return f(1)
-	}
-	sf := queue.SeqFile{Path: seqfile}
-	lock, err := sf.Lock(true)
-	if err != nil {
-		return fmt.Errorf("seqfile %s: %w", seqfile, err)
-	}
-	defer lock.Release()
-	n, err := sf.ReadOrInit()
-	if err != nil {
-		return err
-	}
-	return f(n)
 }
 
 // NewCmdPrepareSetNext sets the seqfile's next number.
@@ -215,16 +161,7 @@ func NewCmdPrepareSetNext(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if opts.SeqFile == "-" {
-				return nil
-			}
-			sf := queue.SeqFile{Path: opts.SeqFile}
-			lock, err := sf.Lock(true)
-			if err != nil {
-				return fmt.Errorf("seqfile %s: %w", opts.SeqFile, err)
-			}
-			defer lock.Release()
-			return sf.Write(n)
+			return queue.SetNext(opts.SeqFile, n)
 		},
 	}
 	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none`)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -27,9 +26,12 @@ type execOptions struct {
 	DryRun      bool
 }
 
-// NewCmdExec builds the exec command.
-func NewCmdExec(g *globalOptions) *cobra.Command {
+// NewCmdExec builds the exec command; runF does the work (nil: runExec).
+func NewCmdExec(g *globalOptions, runF func(*execOptions) error) *cobra.Command {
 	opts := &execOptions{g: g}
+	if runF == nil {
+		runF = runExec
+	}
 	cmd := &cobra.Command{
 		Use:   "exec JOB.toml",
 		Short: "Run the pipeline of a job file",
@@ -56,7 +58,7 @@ SIGHUP/SIGINT/SIGQUIT/SIGTERM (every stage stopped first).`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.JobFile = args[0]
-			return runExec(cmd.Context(), opts)
+			return runF(opts)
 		},
 	}
 	f := cmd.Flags()
@@ -81,7 +83,7 @@ func exactArgs(n int) cobra.PositionalArgs {
 	}
 }
 
-func runExec(ctx context.Context, opts *execOptions) error {
+func runExec(opts *execOptions) error {
 	switch opts.Progress {
 	case "auto", "always", "never":
 	default:
@@ -110,7 +112,7 @@ func runExec(ctx context.Context, opts *execOptions) error {
 		}
 	}
 	becomeSubreaper(opts.g)
-	ctx, stop := signalContext(ctx, opts.g.streams.ErrOut)
+	ctx, stop := signalContext(opts.g.streams.ErrOut)
 	defer stop()
 	if opts.Lock != "" {
 		lock, err := fsutil.Acquire(ctx, opts.Lock, fsutil.LockOptions{Create: true, Wait: opts.LockWait})

@@ -22,9 +22,13 @@ type prepareOptions struct {
 	Type    queue.CmdType
 }
 
-// NewCmdPrepare writes a command packet to stdout, as fspl prepare.
-func NewCmdPrepare(g *globalOptions) *cobra.Command {
+// NewCmdPrepare writes a command packet to stdout, as fspl prepare; runF
+// does the work (nil: runPrepare), as for prepare-nop and prepare-fail.
+func NewCmdPrepare(g *globalOptions, runF func(*prepareOptions) error) *cobra.Command {
 	opts := &prepareOptions{g: g, Type: queue.CmdCommand}
+	if runF == nil {
+		runF = runPrepare
+	}
 	cmd := &cobra.Command{
 		Use:   "prepare -s SEQFILE [-i INPUT] [-- PARAMS...]",
 		Short: "Prepare a command for transmission, writing to stdout",
@@ -39,7 +43,7 @@ or sendfile) where stdout allows it.`,
   FSPL_SET_DATASET=tank/home pipespool prepare -s ~/.seq -i backup.zst -- incremental`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Params = args
-			return runPrepare(opts)
+			return runF(opts)
 		},
 	}
 	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none (seq 1)`)
@@ -49,26 +53,29 @@ or sendfile) where stdout allows it.`,
 }
 
 // NewCmdPrepareNOP writes a NOP packet, as fspl prepare-nop.
-func NewCmdPrepareNOP(g *globalOptions) *cobra.Command {
-	return newCmdPrepareBare(g, queue.CmdNOP, "prepare-nop", "Prepare a NOP packet for transmission, writing to stdout",
+func NewCmdPrepareNOP(g *globalOptions, runF func(*prepareOptions) error) *cobra.Command {
+	return newCmdPrepareBare(g, runF, queue.CmdNOP, "prepare-nop", "Prepare a NOP packet for transmission, writing to stdout",
 		"A NOP packet runs nothing and always succeeds: use it to fill a gap in the sequence.")
 }
 
 // NewCmdPrepareFail writes a Fail packet, as fspl prepare-fail.
-func NewCmdPrepareFail(g *globalOptions) *cobra.Command {
-	return newCmdPrepareBare(g, queue.CmdFail, "prepare-fail", "Prepare a fail packet for transmission, writing to stdout",
+func NewCmdPrepareFail(g *globalOptions, runF func(*prepareOptions) error) *cobra.Command {
+	return newCmdPrepareBare(g, runF, queue.CmdFail, "prepare-fail", "Prepare a fail packet for transmission, writing to stdout",
 		"A Fail packet runs nothing and always fails: use it to test --on-error handling.")
 }
 
-func newCmdPrepareBare(g *globalOptions, t queue.CmdType, name, short, long string) *cobra.Command {
+func newCmdPrepareBare(g *globalOptions, runF func(*prepareOptions) error, t queue.CmdType, name, short, long string) *cobra.Command {
 	opts := &prepareOptions{g: g, Type: t}
+	if runF == nil {
+		runF = runPrepare
+	}
 	cmd := &cobra.Command{
 		Use:     name + " -s SEQFILE",
 		Short:   short,
 		Long:    long,
 		Example: "  pipespool " + name + " -s ~/.seq | pipespool queue-write -q /q",
 		Args:    cobra.NoArgs,
-		RunE:    func(cmd *cobra.Command, args []string) error { return runPrepare(opts) },
+		RunE:    func(cmd *cobra.Command, args []string) error { return runF(opts) },
 	}
 	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none (seq 1)`)
 	_ = cmd.MarkFlagRequired("seqfile")

@@ -176,7 +176,7 @@ verified ends in [unverified] (the reason is in the warning).`,
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext(nil, g.streams.ErrOut)
+			ctx, stop := signalContext(g.streams.ErrOut)
 			defer stop()
 			return listQueue(ctx, g, queue.Open(dir, g.Logger()), dec)
 		},
@@ -232,7 +232,7 @@ nothing of a packet that is not verified is printed (exit 1).`,
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext(nil, g.streams.ErrOut)
+			ctx, stop := signalContext(g.streams.ErrOut)
 			defer stop()
 			p, err := q.OpenPacket(ctx, dec, job)
 			if err != nil {
@@ -265,7 +265,7 @@ func (o *queueDirOptions) findJob(args []string) (*queue.Queue, queue.Job, *queu
 		return nil, queue.Job{}, nil, err
 	}
 	q := queue.Open(dir, o.g.Logger())
-	ctx, stop := signalContext(nil, o.g.streams.ErrOut)
+	ctx, stop := signalContext(o.g.streams.ErrOut)
 	defer stop()
 	job, err := q.FindJob(ctx, dec, seq)
 	return q, job, dec, err
@@ -284,7 +284,7 @@ func NewCmdQueuePayload(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext(nil, g.streams.ErrOut)
+			ctx, stop := signalContext(g.streams.ErrOut)
 			defer stop()
 			return q.CopyPayload(ctx, dec, job, g.streams.Out)
 		},

@@ -53,8 +53,12 @@ type queueProcessOptions struct {
 
 // NewCmdQueueProcess processes a queue, as fspl queue-process, with a
 // command or a pipeline.
-func NewCmdQueueProcess(g *globalOptions) *cobra.Command {
+// runF does the work (nil: runQueueProcess).
+func NewCmdQueueProcess(g *globalOptions, runF func(*queueProcessOptions) error) *cobra.Command {
 	opts := &queueProcessOptions{queueDirOptions: queueDirOptions{g: g}}
+	if runF == nil {
+		runF = runQueueProcess
+	}
 	cmd := &cobra.Command{
 		Use:   "queue-process [-q] DIR [options] [COMMAND [-- PARAMS...]]",
 		Short: "Process a queue",
@@ -102,7 +106,7 @@ invalid usage or job file, 75 the queue's lock or --lock held,
 				return err
 			}
 			opts.Command = cmdv
-			return runQueueProcess(opts)
+			return runF(opts)
 		},
 	}
 	opts.bindDir(cmd)
@@ -177,7 +181,7 @@ func runQueueProcess(opts *queueProcessOptions) error {
 	}
 	po.Decoder.MayOutlive = po.MayOutlive
 	becomeSubreaper(g)
-	ctx, stop := signalContext(nil, g.streams.ErrOut)
+	ctx, stop := signalContext(g.streams.ErrOut)
 	defer stop()
 	if opts.Lock != "" {
 		lock, err := fsutil.Acquire(ctx, opts.Lock, fsutil.LockOptions{Create: true, Wait: opts.LockWait})

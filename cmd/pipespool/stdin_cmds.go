@@ -23,7 +23,7 @@ A bad packet exits 2 with the reason.`,
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext(nil, g.streams.ErrOut)
+			ctx, stop := signalContext(g.streams.ErrOut)
 			defer stop()
 			h, stream, err := queue.StdinHeader(ctx, g.streams.In, dec)
 			if err != nil {
@@ -53,7 +53,7 @@ func NewCmdStdinPayload(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext(nil, g.streams.ErrOut)
+			ctx, stop := signalContext(g.streams.ErrOut)
 			defer stop()
 			_, stream, err := queue.StdinHeader(ctx, g.streams.In, dec)
 			if err != nil {
@@ -87,8 +87,12 @@ type stdinProcessOptions struct {
 }
 
 // NewCmdStdinProcess runs the packet on stdin.
-func NewCmdStdinProcess(g *globalOptions) *cobra.Command {
+// runF does the work (nil: runStdinProcess).
+func NewCmdStdinProcess(g *globalOptions, runF func(*stdinProcessOptions) error) *cobra.Command {
 	opts := &stdinProcessOptions{queueDirOptions: queueDirOptions{g: g}}
+	if runF == nil {
+		runF = runStdinProcess
+	}
 	cmd := &cobra.Command{
 		Use:   "stdin-process [options] COMMAND [-- PARAMS...]",
 		Short: "Process a command from a job packet read from stdin",
@@ -108,7 +112,7 @@ queue-process does for a queued job. A bad packet exits 2, a failed job 1.`,
 				return err
 			}
 			opts.Command = cmdv
-			return runStdinProcess(opts)
+			return runF(opts)
 		},
 	}
 	opts.processFlags.bind(cmd)
@@ -136,7 +140,7 @@ func runStdinProcess(opts *stdinProcessOptions) error {
 	}
 	dec.MayOutlive = keep
 	becomeSubreaper(g)
-	ctx, stop := signalContext(nil, g.streams.ErrOut)
+	ctx, stop := signalContext(g.streams.ErrOut)
 	defer stop()
 	return queue.ProcessStdin(ctx, g.streams.In, g.Logger(), queue.ProcessOptions{
 		Runner: runner, Decoder: dec, MayOutlive: keep, AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload})

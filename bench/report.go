@@ -317,7 +317,7 @@ func scalingSummary(rs []row) string {
 	return s
 }
 
-// The scaling targets of issue 7: the relay's time grows linearly with
+// The scaling targets: the relay's time grows linearly with
 // the stream, as the kernel's does, and its memory does not grow at all.
 const (
 	maxMarginal  = 1.05

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/pipespool/pipespool/filter/pgpcraft"
 )
 
 // FuzzOpenPGPDecrypt feeds openpgp-decrypt messages mutated from a corpus
@@ -49,14 +51,14 @@ func FuzzOpenPGPDecrypt(f *testing.F) {
 	signed := encrypt(map[string]any{"recipients": []any{"plain.pub.asc"}, "sign_with": "signer.sec.asc", "sign_passphrase_file": "signer.pass"}, seed)
 	f.Add(signed)
 	f.Add(encrypt(map[string]any{"recipients": []any{"plain.pub.asc", "other.pub.asc"}, "passphrase_file": "symmetric.pass", "armor": true}, seed))
-	f.Add(concat(skeskV4(argon2S2K(1, 1, 10)), symMsg))
-	f.Add(concat(skeskV4(argon2S2K(1, 4, 21)), symMsg))
-	f.Add(concat(skeskV4(iteratedS2K(255)), skeskV4(iteratedS2K(0)), symMsg))
+	f.Add(concat(pgpcraft.SKESK(pgpcraft.Argon2S2K(1, 1, 10)), symMsg))
+	f.Add(concat(pgpcraft.SKESK(pgpcraft.Argon2S2K(1, 4, 21)), symMsg))
+	f.Add(concat(pgpcraft.SKESK(pgpcraft.IteratedS2K(255)), pgpcraft.SKESK(pgpcraft.IteratedS2K(0)), symMsg))
 	var many []byte
 	for i := range 100 {
-		many = append(many, pkesk(uint64(i))...)
+		many = append(many, pgpcraft.PKESK(uint64(i))...)
 	}
-	f.Add(concat(many, pkesk(0), signed))
+	f.Add(concat(many, pgpcraft.PKESK(0), signed))
 	f.Add([]byte("-----BEGIN PGP MESSAGE-----\nComment: x\n\nwy4ECQMI\n=abcd\n-----END PGP MESSAGE-----\n"))
 	f.Add([]byte("-----BEGIN PGP MESSAGE-----\nComment: " + string(bytes.Repeat([]byte("c"), 70<<10)) + "\n\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -3,7 +3,6 @@ package filter
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,56 +18,13 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/ProtonMail/go-crypto/openpgp/s2k"
 
+	"github.com/pipespool/pipespool/filter/pgpcraft"
 	"github.com/pipespool/pipespool/filter/seipd"
 )
 
 // The hostile messages of these tests are built from their packets: a
 // message chooses what its session-key packets cost, how many there are,
 // and how long an armor line is.
-
-// newPacket frames body as a new-format packet with a definite length.
-func newPacket(tag byte, body []byte) []byte {
-	p := []byte{0xc0 | tag}
-	switch n := len(body); {
-	case n < 192:
-		p = append(p, byte(n))
-	case n < 8384:
-		p = append(p, byte((n-192)>>8)+192, byte(n-192))
-	default:
-		p = binary.BigEndian.AppendUint32(append(p, 0xff), uint32(n))
-	}
-	return append(p, body...)
-}
-
-// iteratedS2K is an iterated and salted SHA-256 S2K with the count byte c
-// (65011712 bytes for 255, 1024 for 0).
-func iteratedS2K(c byte) []byte {
-	return append([]byte{3, 8, 1, 2, 3, 4, 5, 6, 7, 8}, c)
-}
-
-// argon2S2K is an Argon2 S2K: passes, parallelism, memory 2^exp KiB.
-func argon2S2K(passes, parallelism, exp byte) []byte {
-	return append(append([]byte{4}, make([]byte, 16)...), passes, parallelism, exp)
-}
-
-// skeskV4 is a passphrase packet for AES-256 whose S2K output is the
-// session key.
-func skeskV4(s2kSpec []byte) []byte {
-	return newPacket(3, append([]byte{4, 9}, s2kSpec...))
-}
-
-// pkesk is a public-key packet to keyID (ECDH, junk key material).
-func pkesk(keyID uint64) []byte {
-	body := binary.BigEndian.AppendUint64([]byte{3}, keyID)
-	body = append(body, 18)                  // ECDH
-	body = append(body, 0x01, 0x07, 0x40)    // MPI of 263 bits: 0x40 and 32 bytes
-	body = append(body, make([]byte, 32)...) // the ephemeral point
-	body = append(body, 8)                   // the wrapped key's length
-	return newPacket(1, append(body, make([]byte, 8)...))
-}
-
-// junkData is an encrypted data packet that no key opens.
-func junkData() []byte { return newPacket(18, append([]byte{1}, make([]byte, 64)...)) }
 
 // symmetricMessage encrypts input with symmetric.pass through the filter.
 func symmetricMessage(t testing.TB, keys string, input []byte) []byte {
@@ -104,15 +60,15 @@ func TestOpenPGPDecryptRefusesCostlyS2K(t *testing.T) {
 		msg  []byte
 		want []string
 	}{
-		{"argon2 128 MiB", sym, concat(skeskV4(argon2S2K(1, 4, 17)), junkData()),
+		{"argon2 128 MiB", sym, concat(pgpcraft.SKESK(pgpcraft.Argon2S2K(1, 4, 17)), pgpcraft.JunkSEIPD()),
 			[]string{"session-key packet 1 (SKESK)", "Argon2 with 128.0 MiB of memory", "max_argon2_memory (64.0 MiB)", "raise max_argon2_memory"}},
-		{"argon2 2 TiB", sym, concat(skeskV4(argon2S2K(1, 4, 31)), junkData()),
+		{"argon2 2 TiB", sym, concat(pgpcraft.SKESK(pgpcraft.Argon2S2K(1, 4, 31)), pgpcraft.JunkSEIPD()),
 			[]string{"session-key packet 1 (SKESK)", "Argon2 with 2.0 TiB of memory", "max_argon2_memory"}},
-		{"argon2 4 passes", sym, concat(skeskV4(argon2S2K(4, 4, 10)), junkData()),
+		{"argon2 4 passes", sym, concat(pgpcraft.SKESK(pgpcraft.Argon2S2K(4, 4, 10)), pgpcraft.JunkSEIPD()),
 			[]string{"session-key packet 1 (SKESK)", "4 passes", "max_argon2_passes (3)"}},
-		{"iterated over a lowered max_s2k_count", with("max_s2k_count", int64(1<<20)), concat(pkesk(42), skeskV4(iteratedS2K(255)), junkData()),
+		{"iterated over a lowered max_s2k_count", with("max_s2k_count", int64(1<<20)), concat(pgpcraft.PKESK(42), pgpcraft.SKESK(pgpcraft.IteratedS2K(255)), pgpcraft.JunkSEIPD()),
 			[]string{"session-key packet 2 (SKESK)", "iterated S2K of 65011712 bytes", "max_s2k_count (1048576)"}},
-		{"argon2 2 GiB, lowered limits", with("max_argon2_memory", "1MiB", "max_argon2_passes", int64(1)), concat(skeskV4(argon2S2K(1, 4, 11)), junkData()),
+		{"argon2 2 GiB, lowered limits", with("max_argon2_memory", "1MiB", "max_argon2_passes", int64(1)), concat(pgpcraft.SKESK(pgpcraft.Argon2S2K(1, 4, 11)), pgpcraft.JunkSEIPD()),
 			[]string{"Argon2 with 2.0 MiB of memory", "max_argon2_memory (1.0 MiB)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -127,7 +83,7 @@ func TestOpenPGPDecryptRefusesCostlyS2K(t *testing.T) {
 	}
 	// Refused packets do not stop a good one after them.
 	f := newFilter(t, "openpgp-decrypt", sym, keys)
-	msg := concat(skeskV4(argon2S2K(1, 4, 31)), skeskV4(iteratedS2K(255)), good)
+	msg := concat(pgpcraft.SKESK(pgpcraft.Argon2S2K(1, 4, 31)), pgpcraft.SKESK(pgpcraft.IteratedS2K(255)), good)
 	out, err := runFilter(t, f, bytes.NewReader(msg))
 	if err != nil || !bytes.Equal(out, input) {
 		t.Fatalf("hostile packets before a good one: %d bytes, %v; want the input back", len(out), err)
@@ -141,9 +97,9 @@ func TestOpenPGPDecryptCapsSessionKeysTried(t *testing.T) {
 	keys := testKeys(t)
 	var many []byte
 	for range 1000 {
-		many = append(many, skeskV4(iteratedS2K(0))...)
+		many = append(many, pgpcraft.SKESK(pgpcraft.IteratedS2K(0))...)
 	}
-	msg := concat(many, junkData())
+	msg := concat(many, pgpcraft.JunkSEIPD())
 	f := newFilter(t, "openpgp-decrypt", map[string]any{"passphrase_file": "symmetric.pass"}, keys)
 	_, err := runFilter(t, f, bytes.NewReader(msg))
 	wantErr(t, err, "16 session-key packets tried", "max_session_keys", "session-key packet 17 (SKESK) and 983 more", "raise max_session_keys")
@@ -154,7 +110,7 @@ func TestOpenPGPDecryptCapsSessionKeysTried(t *testing.T) {
 	// The real packet among many: found while within the limit.
 	good := symmetricMessage(t, keys, []byte("payload\n"))
 	f = newFilter(t, "openpgp-decrypt", map[string]any{"passphrase_file": "symmetric.pass"}, keys)
-	out, err := runFilter(t, f, bytes.NewReader(concat(many[:15*len(skeskV4(iteratedS2K(0)))], good)))
+	out, err := runFilter(t, f, bytes.NewReader(concat(many[:15*len(pgpcraft.SKESK(pgpcraft.IteratedS2K(0)))], good)))
 	if err != nil || string(out) != "payload\n" {
 		t.Fatalf("good packet 16th: %q, %v", out, err)
 	}
@@ -166,9 +122,9 @@ func TestOpenPGPDecryptBoundsErrorText(t *testing.T) {
 	keys := testKeys(t)
 	var msg []byte
 	for i := range 50000 {
-		msg = append(msg, pkesk(0x1000000+uint64(i))...)
+		msg = append(msg, pgpcraft.PKESK(0x1000000+uint64(i))...)
 	}
-	msg = append(msg, junkData()...)
+	msg = append(msg, pgpcraft.JunkSEIPD()...)
 	f := newFilter(t, "openpgp-decrypt", map[string]any{"secret_key": "plain.sec.asc"}, keys)
 	_, err := runFilter(t, f, bytes.NewReader(msg))
 	wantErr(t, err, "no secret key for this message", "0x0000000001000000", "and 49992 more")

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pipespool/pipespool/filter/pgpcraft"
 	"github.com/pipespool/pipespool/queue"
 )
 
@@ -22,40 +22,11 @@ import (
 // for, a run costs little memory and time, fails with the limit named,
 // and leaves no output.
 
-// pgpPacket frames body as a new-format packet with a definite length.
-func pgpPacket(tag byte, body []byte) []byte {
-	p := []byte{0xc0 | tag}
-	switch n := len(body); {
-	case n < 192:
-		p = append(p, byte(n))
-	case n < 8384:
-		p = append(p, byte((n-192)>>8)+192, byte(n-192))
-	default:
-		p = binary.BigEndian.AppendUint32(append(p, 0xff), uint32(n))
-	}
-	return append(p, body...)
-}
-
 // argon2SKESK asks for Argon2 with passes and 2^exp KiB of memory.
-func argon2SKESK(passes, exp byte) []byte {
-	s2k := append(append([]byte{4}, make([]byte, 16)...), passes, 4, exp)
-	return pgpPacket(3, append([]byte{4, 9}, s2k...))
-}
+func argon2SKESK(passes, exp byte) []byte { return pgpcraft.SKESK(pgpcraft.Argon2S2K(passes, 4, exp)) }
 
 // iteratedSKESK asks for the largest iterated S2K (65011712 bytes).
-func iteratedSKESK() []byte {
-	return pgpPacket(3, []byte{4, 9, 3, 8, 1, 2, 3, 4, 5, 6, 7, 8, 255})
-}
-
-// junkPKESK is a public-key packet to keyID (ECDH, junk key material).
-func junkPKESK(keyID uint64) []byte {
-	body := binary.BigEndian.AppendUint64([]byte{3}, keyID)
-	body = append(append(body, 18, 0x01, 0x07, 0x40), make([]byte, 32)...)
-	return pgpPacket(1, append(append(body, 8), make([]byte, 8)...))
-}
-
-// junkSEIPD is an encrypted data packet no key opens.
-func junkSEIPD() []byte { return pgpPacket(18, append([]byte{1}, make([]byte, 64)...)) }
+func iteratedSKESK() []byte { return pgpcraft.SKESK(pgpcraft.IteratedS2K(255)) }
 
 // measured is a run of the binary under GNU time.
 type measured struct {
@@ -119,15 +90,15 @@ func hostileMessages(t *testing.T, dir string) map[string]struct{ path, want str
 	}
 	add("argon2-2GiB", "Argon2 with 2.0 GiB of memory, more than max_argon2_memory (64.0 MiB)", func(w io.Writer) {
 		w.Write(argon2SKESK(1, 21))
-		w.Write(junkSEIPD())
+		w.Write(pgpcraft.JunkSEIPD())
 	})
 	add("argon2-2TiB", "Argon2 with 2.0 TiB of memory", func(w io.Writer) {
 		w.Write(argon2SKESK(1, 31))
-		w.Write(junkSEIPD())
+		w.Write(pgpcraft.JunkSEIPD())
 	})
 	add("skesk-100000", "session-key packet 17 (SKESK) and 99983 more after it were not tried", func(w io.Writer) {
 		w.Write(bytes.Repeat(iteratedSKESK(), 100000))
-		w.Write(junkSEIPD())
+		w.Write(pgpcraft.JunkSEIPD())
 	})
 	add("armor-line-64MiB", "longer than 64 KiB, the limit of an armor line", func(w io.Writer) {
 		io.WriteString(w, "-----BEGIN PGP MESSAGE-----\nComment: ")
@@ -139,9 +110,9 @@ func hostileMessages(t *testing.T, dir string) map[string]struct{ path, want str
 	})
 	add("pkesk-50000", "and 49992 more", func(w io.Writer) {
 		for i := range 50000 {
-			w.Write(junkPKESK(0x1000000 + uint64(i)))
+			w.Write(pgpcraft.PKESK(0x1000000 + uint64(i)))
 		}
-		w.Write(junkSEIPD())
+		w.Write(pgpcraft.JunkSEIPD())
 	})
 	return msgs
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/pipespool/pipespool/queue"
 )
 
-// Crash injection for the queue (issue 8), beside TestQueueWriteCrash and
+// Crash injection for the queue, beside TestQueueWriteCrash and
 // TestQueueProcessCrash in queue_test.go: kill -9 at random instants of
 // queue-process (command and pipeline mode) and prepare, and check the
 // durability invariants of docs/queue.md after every kill, not only at the

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// TestQueueOneGiBInterop is issue 5's "a 1 GiB payload" both ways with the
+// TestQueueOneGiBInterop moves a 1 GiB payload both ways with the
 // real fspl: fspl prepare -> pipespool queue-process into sha256sum, and
 // pipespool prepare -> fspl queue-process into sha256sum. It moves about
 // 6 GiB through the disk and takes longer than CI's share of 2 shared

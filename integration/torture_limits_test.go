@@ -13,8 +13,8 @@ import (
 	"github.com/pipespool/pipespool/queue"
 )
 
-// Resource exhaustion and hostile input (issue 8). Each case must end with a
-// clear error, the exit status of the spec, and nothing half-done: no
+// Resource exhaustion and hostile input. Each case must end with a
+// clear error, its documented exit status, and nothing half-done: no
 // output file, no temporary file, no process left.
 
 // noOutputLeft fails if dir holds anything but the names in keep.

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// Regression tests for what the torture harness found (docs/reliability.md).
+// Regression tests for what the torture harness found (docs/internals/reliability.md).
 
 // regressRun runs job (with $T standing for the torturer binary) n times and
 // checks the exit status and the report's root cause each time.
@@ -169,7 +169,7 @@ command = ["cat"]
 }
 
 // TestRegressionUpstreamFailingAfterItsConsumerIsRootCause: CI of
-// 2026-12-01, bug 8 in docs/reliability.md. A consumer failed on its own on
+// 2026-12-01, bug 8 in docs/internals/reliability.md. A consumer failed on its own on
 // what it read (zstd on a modified OpenPGP message) while its producer,
 // still running, was about to fail on its own for the reason (the message's
 // integrity check): the consumer was blamed. Here "checker" fails on the

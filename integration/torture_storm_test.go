@@ -193,7 +193,7 @@ func (s *storm) loop() {
 // SIGHUP from the kernel (its group has just become orphaned with a stopped
 // member, POSIX job control) and dies without a trace: that is the storm
 // killing it, not pipespool losing it (TORTURE_SEED=20261123 runs 3034 and
-// 5142, docs/reliability.md).
+// 5142, docs/internals/reliability.md).
 func isGroupLeader(pid string) bool {
 	b, err := os.ReadFile("/proc/" + pid + "/stat")
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 	"time"
 )
 
-// The torture harness (issue 8): random pipelines under a storm of
+// The torture harness: random pipelines under a storm of
 // SIGSTOP/SIGCONT, strace attach/detach and SIGCHLD noise, several at once,
 // each checked against an oracle computed independently of pipespool.
 //

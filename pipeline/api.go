@@ -49,7 +49,8 @@ type Options struct {
 }
 
 // DefaultGrace is the time between SIGTERM and SIGKILL when stopping a
-// stage's process group (the spec's "short grace period").
+// stage's process group: short, since a stage being stopped has
+// nothing left to finish that the run still wants.
 const DefaultGrace = 5 * time.Second
 
 // JobError is an invalid job file: it names the file, the line and the key.

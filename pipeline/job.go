@@ -226,16 +226,9 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 			return nil, v.errf("decoder.openpgp", "this pipespool has no openpgp-decrypt built-in")
 		}
 		with := *raw.Decoder.OpenPGP
-		if with == nil {
-			with = map[string]any{}
-		}
-		f, err := factory(with, job.Dir)
+		f, err := v.filter("decoder.openpgp", factory, with, job.Dir)
 		if err != nil {
-			var pe *filter.ParamError
-			if errors.As(err, &pe) && pe.Key != "" {
-				return nil, v.errf("decoder.openpgp."+pe.Key, "%s", pe.Msg)
-			}
-			return nil, v.errf("decoder.openpgp", "%v", err)
+			return nil, err
 		}
 		job.OpenPGPDecoder = f
 		_, job.OpenPGPRequireSigned = with["require_signed_by"]

@@ -28,6 +28,24 @@ type validator struct {
 	pos  map[string]int
 }
 
+// filter makes a built-in's filter from its parameters (none is an empty
+// table), relative paths taken from dir; a bad parameter is named by its
+// key in the job file: key.PARAM, or key itself.
+func (v *validator) filter(key string, factory filter.Factory, with map[string]any, dir string) (filter.Filter, error) {
+	if with == nil {
+		with = map[string]any{}
+	}
+	f, err := factory(with, dir)
+	if err != nil {
+		var pe *filter.ParamError
+		if errors.As(err, &pe) && pe.Key != "" {
+			return nil, v.errf(key+"."+pe.Key, "%s", pe.Msg)
+		}
+		return nil, v.errf(key, "%v", err)
+	}
+	return f, nil
+}
+
 // errf is an error at key (its line when known, else the line of its
 // nearest table).
 func (v *validator) errf(key, format string, args ...any) *JobError {
@@ -164,17 +182,9 @@ func (v *validator) stage(i int, rs rawStage, job *Job) (StageSpec, error) {
 				return s, v.errf(stageKey(i, k.name), "only external stages (command or shell) take %s", k.name)
 			}
 		}
-		with := rs.With
-		if with == nil {
-			with = map[string]any{}
-		}
-		f, err := factory(with, job.Dir)
+		f, err := v.filter(stageKey(i, "with"), factory, rs.With, job.Dir)
 		if err != nil {
-			var pe *filter.ParamError
-			if errors.As(err, &pe) && pe.Key != "" {
-				return s, v.errf(stageKey(i, "with."+pe.Key), "%s", pe.Msg)
-			}
-			return s, v.errf(stageKey(i, "with"), "%v", err)
+			return s, err
 		}
 		s.Filter = f
 	case rs.Command != nil:

@@ -22,7 +22,7 @@ import (
 // same job), or 0 when there is none, so that "time() - last success"
 // alerts keep counting from the last good run.
 //
-// extra samples follow the spec's (queue-process adds its job counts).
+// extra samples follow the run's own (queue-process adds its job counts).
 func WriteMetrics(path string, rep *Report, extra ...Metric) error {
 	lastSuccess := 0.0
 	if rep.Result == ResultSuccess {

@@ -207,13 +207,6 @@ func decideRun(rf runFacts) verdict {
 			setRoot(i, ResultFailed, rf.Stages[i].failureMessage())
 		}
 	}
-	if n > 0 && v.Root == n-1 && (rf.Stop == nil || rf.Stop.Own) && rf.Sink.Full {
-		// The last stage failed, by its status or by leaving input
-		// unread (the worker it left to write the file died of ENOSPC),
-		// writing to a full file system: the output could not take the
-		// stream.
-		v.Root, v.Msg = n, fmt.Sprintf("output %s: no space left on device (%s)", rf.Sink.Name, v.Msg)
-	}
 	if s := rf.Stop; s != nil && s.Own && s.Stage >= 0 && s.Stage < n {
 		// Not reached while the facts agree with what stopped the run.
 		setRoot(s.Stage, ResultFailed, rf.Stages[s.Stage].failureMessage())
@@ -236,6 +229,14 @@ func decideRun(rf runFacts) verdict {
 			c.Partial = true
 			setRoot(j, ResultFailed, c.failureMessage())
 		}
+	}
+	if n > 0 && v.Root == n-1 && (rf.Stop == nil || rf.Stop.Own) && rf.Sink.Full {
+		// The last stage failed, by its status or by leaving input
+		// unread (the worker it left to write the file died of ENOSPC:
+		// found by the queue left behind or by its producer's SIGPIPE),
+		// writing to a full file system: the output could not take the
+		// stream.
+		v.Root, v.Msg = n, fmt.Sprintf("output %s: no space left on device (%s)", rf.Sink.Name, v.Msg)
 	}
 	if rf.Sink.failed() {
 		setRoot(n, ResultFailed, rf.Sink.failureMessage())

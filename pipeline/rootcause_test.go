@@ -34,7 +34,7 @@ func with(f stageFacts, change func(*stageFacts)) stageFacts {
 }
 
 // TestDecideRun has one row per rule of docs/exec.md ("Failure and its root
-// cause") and per bug of docs/reliability.md that landed in the decision.
+// cause") and per bug of docs/internals/reliability.md that landed in the decision.
 func TestDecideRun(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -237,6 +237,14 @@ func TestDecideRun(t *testing.T) {
 				Sink: sinkFacts{Name: "/mnt/out", Full: true}, Stop: &stopCause{Own: true, Stage: 1}},
 			result: ResultFailed, root: 2,
 			msg: `output /mnt/out: no space left on device (stage "bgcat" exited 0 without reading all its input (131072 bytes left unread): set allow_partial_read = true if that is expected)`,
+		},
+		{
+			name: "the output is named when the last stage's producer died of SIGPIPE after the worker it left writing the file hit a full file system (torture seed 1796122264373500688 run 93)",
+			facts: runFacts{Stages: []stageFacts{okStage("src"), sigpipeStage("cat"),
+				{Name: "bgcat", Attempted: true, Status: "exit 0"}},
+				Sink: sinkFacts{Name: "/mnt/out", Full: true}},
+			result: ResultFailed, root: 3,
+			msg: `output /mnt/out: no space left on device (stage "bgcat" exited 0 without reading all its input: set allow_partial_read = true if that is expected)`,
 		},
 		{
 			name: "a stage that failed on its own upstream is named before the output",

@@ -175,7 +175,7 @@ func (m *monitorState) kill(i int, msg string) {
 }
 
 // StallKillGrace is the time a stage killed for stalling (on_stall = "kill")
-// has between SIGTERM and SIGKILL, as the spec sets it: longer than the
+// has between SIGTERM and SIGKILL: longer than the
 // default grace, since a stalled stage may need time to notice SIGTERM.
 const StallKillGrace = 10 * time.Second
 

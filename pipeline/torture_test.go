@@ -17,8 +17,8 @@ import (
 )
 
 // TestTortureInProcess runs pipeline.Run many times, several at once, in
-// this long-lived process (the torture harness of issue 8, in-process
-// part): random pipelines of external and built-in stages, some failing,
+// this long-lived process (the in-process part of the torture
+// harness): random pipelines of external and built-in stages, some failing,
 // each checked against its expected output and root cause. After every
 // batch the open fds (/proc/self/fd) must be back to the baseline and the
 // goroutines must have ended: a leak of either, repeated over thousands

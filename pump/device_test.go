@@ -130,3 +130,53 @@ func TestPumpHoldThenDrain(t *testing.T) {
 		}
 	}
 }
+
+// TestPumpDrainAfterReadWriteWaitsForItsSource: a pump that copied with
+// read/write (to an inherited blocking socket) and waited for its source,
+// one-shot, until its consumer went, then drains: a pipe source by
+// splicing it into /dev/null, which waits for the source edge-triggered
+// and needs a registration of its own (the one-shot one left from
+// read/write had fired and no longer reported anything: the drain waited
+// for a producer's write it could not see); any other source with
+// read/write again. Either way what the consumer refused is not counted
+// as drained: Drained is what was read after the consumer had gone.
+func TestPumpDrainAfterReadWriteWaitsForItsSource(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		src  func(t *testing.T) (End, io.WriteCloser)
+	}{
+		{"pipe source", func(t *testing.T) (End, io.WriteCloser) { return pipeFor(t, 64<<10, true) }},
+		{"socket source", func(t *testing.T) (End, io.WriteCloser) {
+			e, w := socketFor(t)
+			return e, halfCloser{w}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			src, w := tt.src(t)
+			sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(sp[0])
+			p := mustNew(t, src, End{FD: sp[0], Name: "stdout (socket)"}, HoldWhenConsumerGone())
+			res := start(p)
+			waitState(t, p, WaitingSrc) // armed one-shot for its source
+			unix.Close(sp[1])           // the consumer goes
+			if _, err := w.Write([]byte("refused")); err != nil {
+				t.Fatal(err)
+			}
+			waitState(t, p, WaitingDst) // holding, its consumer gone
+			p.Drain()
+			waitState(t, p, WaitingSrc) // draining, the source empty
+			if _, err := w.Write([]byte("discarded")); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			got := waitFor(t, res, 10*time.Second, "pump draining its source")
+			if !got.EOF || got.Drained != int64(len("discarded")) {
+				t.Fatalf("result %+v, want EOF with %d bytes drained", got, len("discarded"))
+			}
+		})
+	}
+}

@@ -21,8 +21,8 @@
 //     then on only splice's own EOF, EAGAIN or EPIPE ends the attempts.
 //     Between two pipes of 256 KiB or more, a short splice may instead be
 //     followed by a sleep of at most 100 us that lets a quarter of the pipe
-//     gather (see batchDelay): that halves the wake-ups, and the lock
-//     contention with the stages, of a fast stream.
+//     gather (see batchDelay): fewer wake-ups, and less lock contention
+//     with the stages, for a fast stream.
 //   - On the read/write path (an inherited blocking fd, or files splice
 //     refuses), the side that returned EAGAIN is armed one-shot and
 //     level-triggered, and an inherited blocking fd is touched only after
@@ -34,6 +34,13 @@
 //     Stop cannot reach it. A device epoll refuses (/dev/null, /dev/full,
 //     a tape) never waits: it is read and written with plain calls, like a
 //     regular file.
+//
+// Each path is a copier of its own (spliceCopier in splice.go, rwCopier
+// in readwrite.go) with its loop's invariant stated at the loop. The Pump
+// drives the copier in use and keeps what both share: the ends and their
+// closing, the counters, the state for a stall diagnosis, and Stop. It
+// switches copier when splice refuses a pair of files before any byte
+// moved, and when a drain makes /dev/null the destination (consumer.go).
 //
 // After any wake-up the loop tries the transfer again rather than trusting
 // the event bits: the transfer's own result (bytes, 0 for EOF, EAGAIN,

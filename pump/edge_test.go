@@ -145,13 +145,16 @@ func TestPumpBatchDelay(t *testing.T) {
 	} {
 		src, _ := pipeFor(t, tc.size, true)
 		dst, _ := pipeFor(t, tc.size, false)
-		p := mustNew(t, src, dst)
-		if p.batchTarget != tc.wantTarget || p.batchMax != tc.wantMax {
-			t.Errorf("pipes of %d: target %d max %v, want %d %v", tc.size, p.batchTarget, p.batchMax, tc.wantTarget, tc.wantMax)
+		c, ok := mustNew(t, src, dst).copier.(*spliceCopier)
+		if !ok {
+			t.Fatalf("pipes of %d: not spliced", tc.size)
+		}
+		if c.batchTarget != tc.wantTarget || c.batchMax != tc.wantMax {
+			t.Errorf("pipes of %d: target %d max %v, want %d %v", tc.size, c.batchTarget, c.batchMax, tc.wantTarget, tc.wantMax)
 		}
 	}
 
-	p := &Pump{batchTarget: 256 << 10, batchMax: 100 * time.Microsecond}
+	c := &spliceCopier{batchTarget: 256 << 10, batchMax: 100 * time.Microsecond}
 	for _, tc := range []struct {
 		n       int
 		elapsed time.Duration
@@ -163,11 +166,11 @@ func TestPumpBatchDelay(t *testing.T) {
 		{1 << 20, 20 * time.Microsecond, 0},
 		{1, 0, 0}, // no elapsed time: no rate
 	} {
-		if got := p.batchDelay(tc.n, int64(tc.elapsed)); got != tc.want {
+		if got := c.batchDelay(tc.n, int64(tc.elapsed)); got != tc.want {
 			t.Errorf("batchDelay(%d, %v) = %v, want %v", tc.n, tc.elapsed, got, tc.want)
 		}
 	}
-	if got := (&Pump{}).batchDelay(1, int64(time.Second)); got != 0 {
+	if got := (&spliceCopier{}).batchDelay(1, int64(time.Second)); got != 0 {
 		t.Errorf("unbatched pump: batchDelay = %v, want 0", got)
 	}
 }

@@ -821,3 +821,79 @@ func TestPumpStopsWhileInheritedDestinationIsStuck(t *testing.T) {
 		})
 	}
 }
+
+// TestPumpDeliversToInheritedSocketAndTerminal: an inherited blocking
+// destination is written without blocking (a socket with send(2) and
+// MSG_DONTWAIT, a terminal through a second, non-blocking opening of it),
+// and every byte still arrives once, in order, through short writes and
+// waits for room.
+func TestPumpDeliversToInheritedSocketAndTerminal(t *testing.T) {
+	const total = 4*mib + 3
+	for _, tt := range []struct {
+		name string
+		// dst returns the inherited destination and the consumer's side.
+		dst func(t *testing.T) (End, *os.File)
+	}{
+		{"socket", func(t *testing.T) (End, *os.File) {
+			e, r := socketFor(t)
+			if err := unix.SetNonblock(e.FD, false); err != nil {
+				t.Fatal(err)
+			}
+			e.Own = false
+			t.Cleanup(func() { unix.Close(e.FD) })
+			return e, r
+		}},
+		{"terminal", rawTerminal},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			dst, r := tt.dst(t)
+			src, produced := pipeSource(DefaultPipeSize)(t, producer{total: total, seed: 13})
+			consumed := make(chan digest, 1)
+			go func() { consumed <- consumer{chunk: 3000}.consume(io.LimitReader(r, total)) }()
+			p := mustNew(t, src, dst)
+			res := waitFor(t, start(p), time.Minute, "pump result")
+			in := waitFor(t, produced, time.Minute, "producer")
+			out := waitFor(t, consumed, time.Minute, "consumer")
+			if !res.EOF || res.Err != nil || res.Bytes != total || in.n != total || in != out {
+				t.Fatalf("result %+v; wrote %v, read %v", res, in, out)
+			}
+		})
+	}
+}
+
+// rawTerminal is the slave side of a new pseudo-terminal in raw mode (no
+// echo, no line discipline: bytes pass unchanged), inherited (blocking,
+// not owned), and the master side for the consumer.
+func rawTerminal(t *testing.T) (End, *os.File) {
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("open /dev/ptmx: %v", err)
+	}
+	master := testSide(t, m, "terminal master")
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := unix.Open("/dev/pts/"+strconv.Itoa(n), unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(s) })
+	tio, err := unix.IoctlGetTermios(s, unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+	tio.Oflag &^= unix.OPOST
+	tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+	tio.Cflag &^= unix.CSIZE | unix.PARENB
+	tio.Cflag |= unix.CS8
+	if err := unix.IoctlSetTermios(s, unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	return End{FD: s, Name: "stdout (terminal)"}, master
+}

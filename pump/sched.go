@@ -21,9 +21,7 @@ const schedFlagResetOnFork = 0x1
 // default policy lets the pump's wake-up preempt the stage it was feeding,
 // mid-copy, thousands of times a second. As SCHED_BATCH the pump waits for
 // the stage's time slice instead; it still gets its fair share of CPU
-// (batch threads keep their nice value and weight), only later. On the
-// 2-core Intel VM this took the 1 GiB relay from 1.03-1.14x to 0.93-0.96x
-// the direct pipe, and four cats from 0.98-1.04 s to 0.81-0.85 s.
+// (batch threads keep their nice value and weight), only later.
 //
 // The policy is a property of the thread, so the goroutine stays locked to
 // it while the pump runs and no other goroutine can inherit it. Go creates

@@ -77,7 +77,7 @@ type Result struct {
 }
 
 // StderrTailSize is how much of a stage's stderr is kept for the failure
-// summary and the report (the spec's "last 4 KiB").
+// summary and the report: the last 4 KiB, where a tool's final error is.
 const StderrTailSize = 4 << 10
 
 // Failed reports whether the stage failed by its own result: non-zero exit,

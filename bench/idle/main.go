@@ -1,4 +1,4 @@
-// Command idle measures what stall detection costs (issue 6):
+// Command idle measures what stall detection costs:
 //
 //  1. throughput of a 1 GiB cat -> cat run with stall detection on (the
 //     default stall_timeout, 5m) and off (stall_timeout = "0"), and, for

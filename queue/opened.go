@@ -142,12 +142,23 @@ func (q *Queue) CopyPayload(ctx context.Context, dec *Decoder, job Job, w io.Wri
 		return err
 	}
 	defer p.Close()
-	if _, err := Copy(w, p.Payload); err != nil {
+	return copyDecoded(w, p.Payload, p.stream, QuoteName(q.JobPath(job.Name)))
+}
+
+// copyDecoded copies a packet's payload to w: payload itself, or when
+// stream is not nil its Out, whose verdict (an integrity check, a
+// signature) is then waited for; what names the packet in that error.
+func copyDecoded(w io.Writer, payload *os.File, stream *Stream, what string) error {
+	if stream != nil {
+		defer stream.Stop()
+		payload = stream.Out
+	}
+	if _, err := Copy(w, payload); err != nil {
 		return err
 	}
-	if p.stream != nil {
-		if err := p.stream.Wait(); err != nil {
-			return fmt.Errorf("%s: %w", QuoteName(q.JobPath(job.Name)), err)
+	if stream != nil {
+		if err := stream.Wait(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 
@@ -92,6 +93,30 @@ func stdinHeader(ctx context.Context, in *os.File, dec *Decoder, scope *proc.Sco
 		return nil, nil, fmt.Errorf("stdin (decoded with %s): %w", dec, err)
 	}
 	return h, stream, nil
+}
+
+// StdinInfo writes the FSPL_* variables of the packet on in, read through
+// dec, to w (stdin-info).
+func StdinInfo(ctx context.Context, in *os.File, dec *Decoder, w io.Writer) error {
+	h, stream, err := StdinHeader(ctx, in, dec)
+	if err != nil {
+		return err
+	}
+	if stream != nil {
+		stream.Stop()
+	}
+	return WriteJobEnv(w, h, nil, "")
+}
+
+// CopyStdinPayload writes the payload of the packet on in, decoded with
+// dec, to w (stdin-payload); when dec verifies, only once the whole packet
+// is verified.
+func CopyStdinPayload(ctx context.Context, in *os.File, dec *Decoder, w io.Writer) error {
+	_, stream, err := StdinHeader(ctx, in, dec)
+	if err != nil {
+		return err
+	}
+	return copyDecoded(w, in, stream, "stdin")
 }
 
 type stdinJobError struct{ JobFailedError }

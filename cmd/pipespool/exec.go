@@ -114,13 +114,11 @@ func runExec(opts *execOptions) error {
 	becomeSubreaper(opts.g)
 	ctx, stop := signalContext(opts.g.streams.ErrOut)
 	defer stop()
-	if opts.Lock != "" {
-		lock, err := fsutil.Acquire(ctx, opts.Lock, fsutil.LockOptions{Create: true, Wait: opts.LockWait})
-		if err != nil {
-			return err
-		}
-		defer lock.Release()
+	lock, err := runLock(ctx, opts.Lock, opts.LockWait)
+	if err != nil {
+		return err
 	}
+	defer lock.Release()
 	var display *pipeline.TermProgress
 	if opts.Progress == "always" || opts.Progress == "auto" && opts.g.streams.ErrIsTerminal {
 		// Log lines go through the display, which clears its frame,

@@ -183,13 +183,11 @@ func runQueueProcess(opts *queueProcessOptions) error {
 	becomeSubreaper(g)
 	ctx, stop := signalContext(g.streams.ErrOut)
 	defer stop()
-	if opts.Lock != "" {
-		lock, err := fsutil.Acquire(ctx, opts.Lock, fsutil.LockOptions{Create: true, Wait: opts.LockWait})
-		if err != nil {
-			return err
-		}
-		defer lock.Release()
+	lock, err := runLock(ctx, opts.Lock, opts.LockWait)
+	if err != nil {
+		return err
 	}
+	defer lock.Release()
 	q := queue.Open(opts.Dir, g.Logger())
 	if opts.Report == "" && opts.MetricsFile == "" {
 		return q.Process(ctx, po)
@@ -233,6 +231,15 @@ func (o *queueDirOptions) mayOutlive(r queue.Runner) ([]string, error) {
 		return nil, err
 	}
 	return job.MayOutlive, nil
+}
+
+// runLock takes --lock (nil when path is empty): exit 75 if another
+// process holds it past wait.
+func runLock(ctx context.Context, path string, wait time.Duration) (*fsutil.Lock, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return fsutil.Acquire(ctx, path, fsutil.LockOptions{Create: true, Wait: wait})
 }
 
 // becomeSubreaper makes pipespool the subreaper of what it starts (see

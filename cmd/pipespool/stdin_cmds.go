@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"context"
 
 	"github.com/spf13/cobra"
 
@@ -19,20 +19,9 @@ A bad packet exits 2 with the reason.`,
 		Example: "  pipespool stdin-info < fspl-1234.fspl\n  pipespool stdin-info -d openpgp --decoder-config keys.toml < fspl-1234.fspl.gpg",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dec, err := opts.decoder("", "")
-			if err != nil {
-				return err
-			}
-			ctx, stop := signalContext(g.streams.ErrOut)
-			defer stop()
-			h, stream, err := queue.StdinHeader(ctx, g.streams.In, dec)
-			if err != nil {
-				return err
-			}
-			if stream != nil {
-				stream.Stop()
-			}
-			return queue.WriteJobEnv(g.streams.Out, h, nil, "")
+			return opts.decoding(func(ctx context.Context, dec *queue.Decoder) error {
+				return queue.StdinInfo(ctx, g.streams.In, dec, g.streams.Out)
+			})
 		},
 	}
 	opts.bindDecoder(cmd)
@@ -49,34 +38,25 @@ func NewCmdStdinPayload(g *globalOptions) *cobra.Command {
 		Example: "  pipespool stdin-payload < fspl-1234.fspl | tar t\n  pipespool stdin-payload -d zstd < fspl-1234.fspl.zst | tar t",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dec, err := opts.decoder("", "")
-			if err != nil {
-				return err
-			}
-			ctx, stop := signalContext(g.streams.ErrOut)
-			defer stop()
-			_, stream, err := queue.StdinHeader(ctx, g.streams.In, dec)
-			if err != nil {
-				return err
-			}
-			in := g.streams.In
-			if stream != nil {
-				defer stream.Stop()
-				in = stream.Out
-			}
-			if _, err := queue.Copy(g.streams.Out, in); err != nil {
-				return err
-			}
-			if stream != nil {
-				if err := stream.Wait(); err != nil {
-					return fmt.Errorf("stdin: %w", err)
-				}
-			}
-			return nil
+			return opts.decoding(func(ctx context.Context, dec *queue.Decoder) error {
+				return queue.CopyStdinPayload(ctx, g.streams.In, dec, g.streams.Out)
+			})
 		},
 	}
 	opts.bindDecoder(cmd)
 	return cmd
+}
+
+// decoding runs f, for the packet on stdin, with the -d chain and the
+// signal context.
+func (o *queueDirOptions) decoding(f func(ctx context.Context, dec *queue.Decoder) error) error {
+	dec, err := o.decoder("", "")
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext(o.g.streams.ErrOut)
+	defer stop()
+	return f(ctx, dec)
 }
 
 // stdinProcessOptions are stdin-process's options.

@@ -52,8 +52,7 @@ type queueProcessOptions struct {
 }
 
 // NewCmdQueueProcess processes a queue, as fspl queue-process, with a
-// command or a pipeline.
-// runF does the work (nil: runQueueProcess).
+// command or a pipeline; runF does the work (nil: runQueueProcess).
 func NewCmdQueueProcess(g *globalOptions, runF func(*queueProcessOptions) error) *cobra.Command {
 	opts := &queueProcessOptions{queueDirOptions: queueDirOptions{g: g}}
 	if runF == nil {
@@ -91,11 +90,7 @@ invalid usage or job file, 75 the queue's lock or --lock held,
   pipespool queue-process /q -d openpgp -d zstd --job restore.toml --report /var/log/restore.json
   pipespool queue-process /q --lock /run/lock/restore.lock --metrics-file /var/lib/node_exporter/textfile/restore.prom sh -- -c 'zfs receive -u tank/b'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dash := cmd.Flags().ArgsLenAtDash()
-			before, after := args, []string(nil)
-			if dash >= 0 {
-				before, after = args[:dash], args[dash:]
-			}
+			before, after := splitAtDash(cmd, args)
 			dir, before, err := queueDirArg(opts.QueueDir, before)
 			if err != nil {
 				return err
@@ -123,6 +118,14 @@ invalid usage or job file, 75 the queue's lock or --lock held,
 	fl.StringVar(&opts.Lock, "lock", "", "hold flock(2) on this file for the run; exit 75 if another process holds it")
 	fl.DurationVar(&opts.LockWait, "lock-wait", 0, "with --lock: wait up to this long for the lock before exiting 75")
 	return cmd
+}
+
+// splitAtDash splits args into those before -- and those after it.
+func splitAtDash(cmd *cobra.Command, args []string) (before, after []string) {
+	if dash := cmd.Flags().ArgsLenAtDash(); dash >= 0 {
+		return args[:dash], args[dash:]
+	}
+	return args, nil
 }
 
 // commandArgs joins COMMAND and the PARAMS after --. Like fspl, anything

@@ -66,8 +66,8 @@ type stdinProcessOptions struct {
 	Command []string
 }
 
-// NewCmdStdinProcess runs the packet on stdin.
-// runF does the work (nil: runStdinProcess).
+// NewCmdStdinProcess runs the packet on stdin; runF does the work (nil:
+// runStdinProcess).
 func NewCmdStdinProcess(g *globalOptions, runF func(*stdinProcessOptions) error) *cobra.Command {
 	opts := &stdinProcessOptions{queueDirOptions: queueDirOptions{g: g}}
 	if runF == nil {
@@ -82,11 +82,7 @@ queue-process does for a queued job. A bad packet exits 2, a failed job 1.`,
 		Example: `  ssh sender 'pipespool prepare -s .seq -i dump' | pipespool stdin-process sh -- -c 'cat > dump'
   pipespool stdin-process --job restore.toml < fspl-1234.fspl`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dash := cmd.Flags().ArgsLenAtDash()
-			before, after := args, []string(nil)
-			if dash >= 0 {
-				before, after = args[:dash], args[dash:]
-			}
+			before, after := splitAtDash(cmd, args)
 			cmdv, err := commandArgs(before, after)
 			if err != nil {
 				return err

@@ -107,3 +107,36 @@ func TestQueueProcessMayOutlive(t *testing.T) {
 func waitFor(mark string) string {
 	return "until pgrep -xf 'sleep " + mark + "' >/dev/null; do sleep 0.01; done"
 }
+
+// TestQueueCommandsStopWhatTheDecoderLeft: the commands that decode a
+// packet without running it (queue-ls, queue-payload, stdin-payload) stop
+// what a shell decoder step left running in a session of its own, too.
+func TestQueueCommandsStopWhatTheDecoderLeft(t *testing.T) {
+	dir := t.TempDir()
+	makeQueue(t, dir, 1, 10)
+	qdir := filepath.Join(dir, "q")
+	pkt := must(t, dir, []byte("payload\n"), nil, pipespoolBin, "prepare", "-s", "-", "-i", "-")
+	for _, tc := range []struct {
+		name  string
+		stdin string
+		args  []string
+	}{
+		{"queue-ls", "", []string{"queue-ls", qdir}},
+		{"queue-payload", "", []string{"queue-payload", "-q", qdir, "-j", "1"}},
+		{"stdin-payload", pkt, []string{"stdin-payload"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mark := fmt.Sprintf("300.%d", time.Now().UnixNano()%1000000)
+			dec := "setsid sleep " + mark + " >/dev/null 2>&1 </dev/null & " + waitFor(mark) + "; cat"
+			res := runPipespool(t, runOpts{Stdin: strings.NewReader(tc.stdin), Timeout: 30 * time.Second},
+				append(tc.args, "-d", dec)...)
+			if res.Code != 0 {
+				t.Fatalf("exit %d, want 0\nstderr: %s", res.Code, res.Stderr)
+			}
+			assertNoProcesses(t, mark)
+			if !strings.Contains(string(res.Stderr), "left running: sleep (pid ") {
+				t.Errorf("the log does not name the process it stopped:\n%s", res.Stderr)
+			}
+		})
+	}
+}

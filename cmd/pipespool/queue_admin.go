@@ -37,7 +37,8 @@ func (o *queueDirOptions) bindDecoder(cmd *cobra.Command) {
 		"job file whose [decoder.openpgp] table holds the key of -d openpgp (default: --job, else DIR/pipespool.toml)")
 }
 
-// decoder builds the -d chain. The key of -d openpgp comes from the
+// decoder builds the -d chain, and makes pipespool the subreaper of the
+// processes it and the jobs start. The key of -d openpgp comes from the
 // [decoder.openpgp] table of --decoder-config, else of jobFile (the
 // pipeline of queue-process/stdin-process), else of dir/pipespool.toml.
 func (o *queueDirOptions) decoder(dir, jobFile string) (*queue.Decoder, error) {
@@ -53,6 +54,9 @@ func (o *queueDirOptions) decoder(dir, jobFile string) (*queue.Decoder, error) {
 		return nil, &usageError{err}
 	}
 	d.Stderr, d.Logger = o.g.streams.ErrOut, o.g.Logger()
+	// What a shell step leaves running outside its group is found and
+	// stopped only by a subreaper.
+	becomeSubreaper(o.g)
 	return d, nil
 }
 

@@ -183,7 +183,6 @@ func runQueueProcess(opts *queueProcessOptions) error {
 		return err
 	}
 	po.Decoder.MayOutlive = po.MayOutlive
-	becomeSubreaper(g)
 	ctx, stop := signalContext(g.streams.ErrOut)
 	defer stop()
 	lock, err := runLock(ctx, opts.Lock, opts.LockWait)

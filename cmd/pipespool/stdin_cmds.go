@@ -115,7 +115,6 @@ func runStdinProcess(opts *stdinProcessOptions) error {
 		return err
 	}
 	dec.MayOutlive = keep
-	becomeSubreaper(g)
 	ctx, stop := signalContext(g.streams.ErrOut)
 	defer stop()
 	return queue.ProcessStdin(ctx, g.streams.In, g.Logger(), queue.ProcessOptions{

@@ -74,3 +74,30 @@ func TestNoSeqFile(t *testing.T) {
 		t.Errorf("files written: %v", ents)
 	}
 }
+
+// TestQueueNextSeq: queue-get-next and queue-set-next read and write
+// nextseq under the queue's lock, which they never create: an append-only
+// queue has none, and is said to be one.
+func TestQueueNextSeq(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "q")
+	if err := Init(dir, false); err != nil {
+		t.Fatal(err)
+	}
+	q := Open(dir, nil)
+	if err := q.SetNextSeq(43); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := q.NextSeq(); n != 43 || err != nil {
+		t.Errorf("NextSeq = %d, %v; want 43", n, err)
+	}
+	ao := filepath.Join(t.TempDir(), "ao")
+	if err := Init(ao, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ao, nil).NextSeq(); err == nil || !strings.Contains(err.Error(), "append-only") {
+		t.Errorf("append-only queue: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(ao, "nextseq.lock")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the lock file was created: %v", err)
+	}
+}

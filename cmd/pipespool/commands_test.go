@@ -192,3 +192,49 @@ func TestStdinProcessOptions(t *testing.T) {
 		t.Errorf("COMMAND and --job: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// TestQueueDirOptions: every queue-* command takes DIR as -q DIR or as its
+// first argument, and refuses arguments it does not take (exit 2).
+func TestQueueDirOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		newCmd func(*globalOptions, func(*queueDirOptions) error) *cobra.Command
+		extra  []string // flags the command needs besides DIR
+	}{
+		{"queue-init", NewCmdQueueInit, nil},
+		{"queue-write", NewCmdQueueWrite, nil},
+		{"queue-ls", NewCmdQueueLs, nil},
+		{"queue-info", NewCmdQueueInfo, []string{"-j", "4"}},
+		{"queue-payload", NewCmdQueuePayload, []string{"-j", "4"}},
+		{"queue-get-next", NewCmdQueueGetNext, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, args := range [][]string{{"-q", "/q"}, {"/q"}} {
+				o := captured(t, tc.newCmd, append(append([]string{tc.name}, args...), tc.extra...)...)
+				if o.Dir != "/q" || len(o.Args) != 0 {
+					t.Errorf("%v: Dir %q Args %q", args, o.Dir, o.Args)
+				}
+			}
+			refused(t, tc.newCmd, "no queue directory", append([]string{tc.name}, tc.extra...)...)
+			refused(t, tc.newCmd, tc.name+`: unexpected argument "extra"`, append([]string{tc.name, "/q", "extra"}, tc.extra...)...)
+		})
+	}
+	if o := captured(t, NewCmdQueueInit, "queue-init", "/q", "--append-only"); !o.AppendOnly {
+		t.Error("--append-only not set")
+	}
+	o := captured(t, NewCmdQueueInfo, "queue-info", "/q", "-j", "4", "-d", "zstd", "--decoder-config", "k.toml")
+	if o.Job != "4" || !slices.Equal(o.Decoders, []string{"zstd"}) || o.DecoderConfig != "k.toml" {
+		t.Errorf("queue-info: %+v", *o)
+	}
+	refused(t, NewCmdQueueInfo, `required flag(s) "job" not set`, "queue-info", "/q")
+	if o := captured(t, NewCmdQueueSetNext, "queue-set-next", "-q", "/q", "43"); o.Dir != "/q" || !slices.Equal(o.Args, []string{"43"}) {
+		t.Errorf("queue-set-next: %+v", *o)
+	}
+	refused(t, NewCmdQueueSetNext, "expected 1 argument(s) after the queue directory, got 0", "queue-set-next", "/q")
+	// A bad ID is refused before the queue is opened.
+	code, stderr := runCmd(t, func(g *globalOptions) *cobra.Command { return NewCmdQueueSetNext(g, nil) },
+		"queue-set-next", filepath.Join(t.TempDir(), "noqueue"), "x3")
+	if code != 2 || !strings.Contains(stderr, `"x3" is not a sequence number`) {
+		t.Errorf("queue-set-next x3: exit %d, stderr %q", code, stderr)
+	}
+}

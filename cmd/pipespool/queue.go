@@ -12,8 +12,8 @@ func addQueueCommands(root *cobra.Command, g *globalOptions) {
 	root.AddCommand(
 		NewCmdPrepare(g, nil), NewCmdPrepareNOP(g, nil), NewCmdPrepareFail(g, nil),
 		NewCmdPrepareGetNext(g), NewCmdPrepareSetNext(g),
-		NewCmdQueueInit(g), NewCmdQueueWrite(g), NewCmdQueueLs(g), NewCmdQueueInfo(g),
-		NewCmdQueuePayload(g), NewCmdQueueProcess(g, nil), NewCmdQueueGetNext(g), NewCmdQueueSetNext(g),
+		NewCmdQueueInit(g, nil), NewCmdQueueWrite(g, nil), NewCmdQueueLs(g, nil), NewCmdQueueInfo(g, nil),
+		NewCmdQueuePayload(g, nil), NewCmdQueueProcess(g, nil), NewCmdQueueGetNext(g, nil), NewCmdQueueSetNext(g, nil),
 		NewCmdStdinInfo(g), NewCmdStdinPayload(g), NewCmdStdinProcess(g, nil),
 		NewCmdGenFilename(g), NewCmdGenUUID(g),
 	)

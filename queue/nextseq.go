@@ -1,0 +1,39 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+)
+
+// NextSeq returns the queue's nextseq (queue-get-next), read under the
+// queue's lock: a *LockHeldError while the queue is processed.
+func (q *Queue) NextSeq() (uint64, error) {
+	var n uint64
+	err := q.withNextSeq(func(sf SeqFile) (err error) {
+		n, err = sf.Read()
+		return err
+	})
+	return n, err
+}
+
+// SetNextSeq makes n the queue's nextseq, durably (queue-set-next), under
+// the queue's lock: a *LockHeldError while the queue is processed.
+func (q *Queue) SetNextSeq(n uint64) error {
+	return q.withNextSeq(func(sf SeqFile) error { return sf.Write(n) })
+}
+
+// withNextSeq runs f with the queue's nextseq locked. The lock file is
+// never created: a directory without it is not a queue that runs jobs.
+func (q *Queue) withNextSeq(f func(SeqFile) error) error {
+	sf := q.NextSeqFile()
+	lock, err := sf.Lock(false)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s: no nextseq.lock: not a queue, or an append-only one (queue-init): %w", q.Dir, err)
+		}
+		return err
+	}
+	defer lock.Release()
+	return f(sf)
+}

@@ -23,17 +23,23 @@ func (q *Queue) SetNextSeq(n uint64) error {
 	return q.withNextSeq(func(sf SeqFile) error { return sf.Write(n) })
 }
 
-// withNextSeq runs f with the queue's nextseq locked. The lock file is
-// never created: a directory without it is not a queue that runs jobs.
+// withNextSeq runs f with the queue's nextseq locked.
 func (q *Queue) withNextSeq(f func(SeqFile) error) error {
-	sf := q.NextSeqFile()
-	lock, err := sf.Lock(false)
+	lock, err := q.lockNextSeq()
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%s: no nextseq.lock: not a queue, or an append-only one (queue-init): %w", q.Dir, err)
-		}
 		return err
 	}
 	defer lock.Release()
-	return f(sf)
+	return f(q.NextSeqFile())
+}
+
+// lockNextSeq takes the queue's lock, without waiting (a *LockHeldError
+// while another process holds it). The lock file is never created: a
+// directory without it is not a queue that runs jobs.
+func (q *Queue) lockNextSeq() (*Lock, error) {
+	lock, err := q.NextSeqFile().Lock(false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: not a processable queue (missing nextseq.lock: run queue-init without --append-only): %w", q.Dir, err)
+	}
+	return lock, err
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
 	"slices"
 	"time"
@@ -61,11 +60,8 @@ var errFailPacket = errors.New("Fail packet: fails by design")
 // one that runs (see choose).
 func (q *Queue) Process(ctx context.Context, opts ProcessOptions) (err error) {
 	sf := q.NextSeqFile()
-	lock, err := sf.Lock(false)
+	lock, err := q.lockNextSeq()
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%s: not a processable queue (missing nextseq.lock: run queue-init without --append-only): %w", q.Dir, err)
-		}
 		return err
 	}
 	defer lock.Release()

@@ -94,7 +94,7 @@ func TestQueueNextSeq(t *testing.T) {
 	if err := Init(ao, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(ao, nil).NextSeq(); err == nil || !strings.Contains(err.Error(), "append-only") {
+	if _, err := Open(ao, nil).NextSeq(); err == nil || !strings.Contains(err.Error(), "not a processable queue") {
 		t.Errorf("append-only queue: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Join(ao, "nextseq.lock")); !errors.Is(err, os.ErrNotExist) {

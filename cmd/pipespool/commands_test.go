@@ -238,3 +238,25 @@ func TestQueueDirOptions(t *testing.T) {
 		t.Errorf("queue-set-next x3: exit %d, stderr %q", code, stderr)
 	}
 }
+
+func TestStdinAndSeqOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		newCmd func(*globalOptions, func(*queueDirOptions) error) *cobra.Command
+	}{{"stdin-info", NewCmdStdinInfo}, {"stdin-payload", NewCmdStdinPayload}} {
+		o := captured(t, tc.newCmd, tc.name, "-d", "openpgp", "-d", "zstd", "--decoder-config", "k.toml")
+		if !slices.Equal(o.Decoders, []string{"openpgp", "zstd"}) || o.DecoderConfig != "k.toml" {
+			t.Errorf("%s: %+v", tc.name, *o)
+		}
+		refused(t, tc.newCmd, "unknown command", tc.name, "extra")
+	}
+	if o := captured(t, NewCmdPrepareGetNext, "prepare-get-next", "-s", "seq"); o.SeqFile != "seq" {
+		t.Errorf("prepare-get-next: %+v", *o)
+	}
+	refused(t, NewCmdPrepareGetNext, `required flag(s) "seqfile" not set`, "prepare-get-next")
+	if o := captured(t, NewCmdPrepareSetNext, "prepare-set-next", "-s", "seq", "100"); o.SeqFile != "seq" || o.ID != 100 {
+		t.Errorf("prepare-set-next: %+v", *o)
+	}
+	refused(t, NewCmdPrepareSetNext, `"x" is not a sequence number`, "prepare-set-next", "-s", "seq", "x")
+	refused(t, NewCmdPrepareSetNext, "accepts 1 arg(s), received 0", "prepare-set-next", "-s", "seq")
+}

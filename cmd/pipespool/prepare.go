@@ -129,34 +129,36 @@ func runPrepare(opts *prepareOptions) error {
 type seqOptions struct {
 	g       *globalOptions
 	SeqFile string
-	ID      string
+	ID      uint64 // prepare-set-next's ID
 }
 
-// NewCmdPrepareGetNext prints the seqfile's next number.
-func NewCmdPrepareGetNext(g *globalOptions) *cobra.Command {
+// NewCmdPrepareGetNext prints the seqfile's next number; runF does the
+// work (nil: runPrepareGetNext).
+func NewCmdPrepareGetNext(g *globalOptions, runF func(*seqOptions) error) *cobra.Command {
 	opts := &seqOptions{g: g}
+	if runF == nil {
+		runF = runPrepareGetNext
+	}
 	cmd := &cobra.Command{
 		Use:     "prepare-get-next -s SEQFILE",
 		Short:   "Get the next sequence number for prepare",
 		Long:    "Print the sequence number the next prepare will use (creating SEQFILE with 1 if missing, as fspl does).",
 		Example: "  pipespool prepare-get-next -s ~/.seq",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			n, err := queue.PeekNext(opts.SeqFile)
-			if err != nil {
-				return err
-			}
-			return writeOut(g, "%d\n", n)
-		},
+		RunE:    func(cmd *cobra.Command, args []string) error { return runF(opts) },
 	}
 	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none`)
 	_ = cmd.MarkFlagRequired("seqfile")
 	return cmd
 }
 
-// NewCmdPrepareSetNext sets the seqfile's next number.
-func NewCmdPrepareSetNext(g *globalOptions) *cobra.Command {
+// NewCmdPrepareSetNext sets the seqfile's next number; runF does the work
+// (nil: runPrepareSetNext).
+func NewCmdPrepareSetNext(g *globalOptions, runF func(*seqOptions) error) *cobra.Command {
 	opts := &seqOptions{g: g}
+	if runF == nil {
+		runF = runPrepareSetNext
+	}
 	cmd := &cobra.Command{
 		Use:     "prepare-set-next -s SEQFILE ID",
 		Short:   "Set the next sequence number for prepare",
@@ -168,13 +170,24 @@ func NewCmdPrepareSetNext(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return queue.SetNext(opts.SeqFile, n)
+			opts.ID = n
+			return runF(opts)
 		},
 	}
 	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none`)
 	_ = cmd.MarkFlagRequired("seqfile")
 	return cmd
 }
+
+func runPrepareGetNext(o *seqOptions) error {
+	n, err := queue.PeekNext(o.SeqFile)
+	if err != nil {
+		return err
+	}
+	return writeOut(o.g, "%d\n", n)
+}
+
+func runPrepareSetNext(o *seqOptions) error { return queue.SetNext(o.SeqFile, o.ID) }
 
 // parseID parses a job ID / sequence number argument.
 func parseID(s string) (uint64, error) {

@@ -11,10 +11,10 @@ import (
 func addQueueCommands(root *cobra.Command, g *globalOptions) {
 	root.AddCommand(
 		NewCmdPrepare(g, nil), NewCmdPrepareNOP(g, nil), NewCmdPrepareFail(g, nil),
-		NewCmdPrepareGetNext(g), NewCmdPrepareSetNext(g),
+		NewCmdPrepareGetNext(g, nil), NewCmdPrepareSetNext(g, nil),
 		NewCmdQueueInit(g, nil), NewCmdQueueWrite(g, nil), NewCmdQueueLs(g, nil), NewCmdQueueInfo(g, nil),
 		NewCmdQueuePayload(g, nil), NewCmdQueueProcess(g, nil), NewCmdQueueGetNext(g, nil), NewCmdQueueSetNext(g, nil),
-		NewCmdStdinInfo(g), NewCmdStdinPayload(g), NewCmdStdinProcess(g, nil),
+		NewCmdStdinInfo(g, nil), NewCmdStdinPayload(g, nil), NewCmdStdinProcess(g, nil),
 		NewCmdGenFilename(g), NewCmdGenUUID(g),
 	)
 }

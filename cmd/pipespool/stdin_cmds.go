@@ -8,9 +8,13 @@ import (
 	"github.com/pipespool/pipespool/queue"
 )
 
-// NewCmdStdinInfo prints the FSPL_* variables of the packet on stdin.
-func NewCmdStdinInfo(g *globalOptions) *cobra.Command {
+// NewCmdStdinInfo prints the FSPL_* variables of the packet on stdin;
+// runF does the work (nil: runStdinInfo).
+func NewCmdStdinInfo(g *globalOptions, runF func(*queueDirOptions) error) *cobra.Command {
 	opts := &queueDirOptions{g: g}
+	if runF == nil {
+		runF = runStdinInfo
+	}
 	cmd := &cobra.Command{
 		Use:   "stdin-info",
 		Short: "Get information about a packet piped to filespooler on stdin",
@@ -18,33 +22,41 @@ func NewCmdStdinInfo(g *globalOptions) *cobra.Command {
 A bad packet exits 2 with the reason.`,
 		Example: "  pipespool stdin-info < fspl-1234.fspl\n  pipespool stdin-info -d openpgp --decoder-config keys.toml < fspl-1234.fspl.gpg",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return opts.decoding(func(ctx context.Context, dec *queue.Decoder) error {
-				return queue.StdinInfo(ctx, g.streams.In, dec, g.streams.Out)
-			})
-		},
+		RunE:    func(cmd *cobra.Command, args []string) error { return runF(opts) },
 	}
 	opts.bindDecoder(cmd)
 	return cmd
 }
 
-// NewCmdStdinPayload writes the payload of the packet on stdin.
-func NewCmdStdinPayload(g *globalOptions) *cobra.Command {
+func runStdinInfo(o *queueDirOptions) error {
+	return o.decoding(func(ctx context.Context, dec *queue.Decoder) error {
+		return queue.StdinInfo(ctx, o.g.streams.In, dec, o.g.streams.Out)
+	})
+}
+
+// NewCmdStdinPayload writes the payload of the packet on stdin; runF does
+// the work (nil: runStdinPayload).
+func NewCmdStdinPayload(g *globalOptions, runF func(*queueDirOptions) error) *cobra.Command {
 	opts := &queueDirOptions{g: g}
+	if runF == nil {
+		runF = runStdinPayload
+	}
 	cmd := &cobra.Command{
 		Use:     "stdin-payload",
 		Short:   "Dumps the payload from the packet on stdin to stdout",
 		Long:    "Write the payload of the packet on stdin (decoded with -d) to stdout. A bad packet exits 2.",
 		Example: "  pipespool stdin-payload < fspl-1234.fspl | tar t\n  pipespool stdin-payload -d zstd < fspl-1234.fspl.zst | tar t",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return opts.decoding(func(ctx context.Context, dec *queue.Decoder) error {
-				return queue.CopyStdinPayload(ctx, g.streams.In, dec, g.streams.Out)
-			})
-		},
+		RunE:    func(cmd *cobra.Command, args []string) error { return runF(opts) },
 	}
 	opts.bindDecoder(cmd)
 	return cmd
+}
+
+func runStdinPayload(o *queueDirOptions) error {
+	return o.decoding(func(ctx context.Context, dec *queue.Decoder) error {
+		return queue.CopyStdinPayload(ctx, o.g.streams.In, dec, o.g.streams.Out)
+	})
 }
 
 // decoding runs f, for the packet on stdin, with the -d chain and the

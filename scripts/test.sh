@@ -42,4 +42,6 @@ go test -run '^$' -fuzz '^FuzzZstdDecompress$' -fuzztime "$fuzztime" ./filter/
 # OpenPGP input through the armor, KDF and session-key paths; the target
 # fails an input that takes the heap past its bound (see the test).
 go test -run '^$' -fuzz '^FuzzOpenPGPDecrypt$' -fuzztime "$fuzztime" ./filter/
+echo "== govulncheck" >&2
+./scripts/vulncheck.sh
 echo "all tests passed" >&2

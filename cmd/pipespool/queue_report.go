@@ -99,7 +99,7 @@ func (r *queueRecorder) finish(err error) {
 	}
 }
 
-// writeMetrics writes the spec's metrics for the whole run (stage bytes
+// writeMetrics writes the run metrics of exec for the whole run (stage bytes
 // summed over its jobs in pipeline mode, none in command mode) and the
 // queue's own.
 func (r *queueRecorder) writeMetrics() error {

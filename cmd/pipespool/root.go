@@ -153,7 +153,7 @@ func execute(g *globalOptions, root *cobra.Command, args []string) int {
 	return code
 }
 
-// exitCodeOf maps an error to the exit status of the spec: an error that
+// exitCodeOf maps an error to its documented exit status: an error that
 // knows its code (ExitCode() int) keeps it, anything else is 1.
 func exitCodeOf(err error) int {
 	var coder interface{ ExitCode() int }

@@ -234,3 +234,16 @@ func Describe(procs []Stat) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// QuotedNames renders the command names of procs, each once and quoted,
+// as the items of a TOML list ("gpg-agent", "sleep"): what a job file's
+// may_outlive would name to let them live.
+func QuotedNames(procs []Stat) string {
+	var names []string
+	for _, st := range procs {
+		if q := strconv.Quote(st.Comm); !slices.Contains(names, q) {
+			names = append(names, q)
+		}
+	}
+	return strings.Join(names, ", ")
+}

@@ -35,3 +35,25 @@ func TestFormatSize(t *testing.T) {
 		}
 	}
 }
+
+// A rate is a size per second, "/s" optional (pv -L 50m, mbuffer -r 50M).
+func TestParseRate(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want int64
+	}{
+		{"50MiB/s", 50 << 20}, {"50M", 50 << 20}, {"50m", 50 << 20}, {"100m/s", 100 << 20},
+		{" 1.5 MiB/s ", 3 << 19}, {"1B/s", 1}, {"1", 1}, {"10MB/s", 10e6}, {int64(4096), 4096},
+		{"1TiB/s", 1 << 40}, {"2g", 2 << 30},
+	} {
+		if got, err := ParseRate(tc.in); err != nil || got != tc.want {
+			t.Errorf("ParseRate(%#v) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []any{"", "/s", "0", "0/s", "0.5B/s", "-1M/s", "50MiB/h", "50MiB/s/s", "fast",
+		"2TiB/s", int64(0), int64(-1), 1.5, true} {
+		if n, err := ParseRate(in); err == nil {
+			t.Errorf("ParseRate(%#v) = %d, want an error", in, n)
+		}
+	}
+}

@@ -38,6 +38,7 @@ stderr = "discard"
 [[stage]]
 name = "last"
 shell = "cat"
+rate_limit = "50MiB/s"
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +53,9 @@ shell = "cat"
 	s := job.Stages
 	if s[0].Name != "cat" || s[1].Name != "cat-2" || s[2].Name != "last" {
 		t.Errorf("names: %q %q %q", s[0].Name, s[1].Name, s[2].Name)
+	}
+	if s[2].RateLimit != 50<<20 || s[0].RateLimit != 0 {
+		t.Errorf("rate limits %d, %d; want 0, 50 MiB/s", s[0].RateLimit, s[2].RateLimit)
 	}
 	if s[0].StallTimeout != 10*time.Minute || s[0].OnStall != "nudge" {
 		t.Errorf("stage 1 inherits the job's stall settings: %+v", s[0])
@@ -100,6 +104,9 @@ func TestLoadJobErrorsNameLineAndKey(t *testing.T) {
 		{"bad duration", "timeout = \"forever\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "timeout", "not a duration"},
 		{"bad size", "pipe_size = \"lots\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "pipe_size", "not a size"},
 		{"tiny size", "pipe_size = 10\n[[stage]]\ncommand=[\"cat\"]\n", 1, "pipe_size", "out of range"},
+		{"bad rate", "[[stage]]\ncommand=[\"cat\"]\nrate_limit = \"fast\"\n", 3, "stage[1].rate_limit", `"fast" is not a rate: use e.g. "50MiB/s"`},
+		{"rate per hour", "[[stage]]\ncommand=[\"cat\"]\nrate_limit = \"50MiB/h\"\n", 3, "stage[1].rate_limit", "is not a rate"},
+		{"zero rate", "[[stage]]\ncommand=[\"cat\"]\nrate_limit = 0\n", 3, "stage[1].rate_limit", "remove the limit"},
 		{"bad mode", "[output]\nmode = \"rw\"\n[[stage]]\ncommand=[\"cat\"]\n", 2, "output.mode", "octal"},
 		{"empty command", "[[stage]]\ncommand = []\n", 2, "stage[1].command", "empty"},
 		{"no kind", "[[stage]]\nname = \"x\"\n", 1, "stage[1]", "exactly one of"},

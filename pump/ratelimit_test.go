@@ -12,8 +12,8 @@ const ms = int64(time.Millisecond)
 // Tokens accrue at exactly the rate: a remainder below one byte is carried,
 // never lost or rounded up, however the refills fall.
 func TestRateLimitBucketAccruesExactly(t *testing.T) {
-	b := newBucket(3, 4, 0) // a quarter of the burst: 1 byte
-	b.take(4)
+	b := newBucket(3, 2, 0) // half the burst: 1 byte
+	b.take(2)
 	third := nsPerSec / 3 // 333333333 ns: 0.999999999 byte
 	if n, wait := b.allow(1, third); n != 0 || wait != 1 {
 		t.Fatalf("at 1/3 s - 2/3 ns: allow = %d, %v; want 0, wait 1ns", n, wait)
@@ -21,8 +21,13 @@ func TestRateLimitBucketAccruesExactly(t *testing.T) {
 	if n, _ := b.allow(100, third+1); n != 1 {
 		t.Fatalf("at 1/3 s: allow = %d, want 1", n)
 	}
-	if n, _ := b.allow(100, nsPerSec); n != 3 {
-		t.Fatalf("at 1 s: allow = %d, want 3", n)
+	b.take(1)
+	// The second byte is whole at 2/3 s (666666666.67 ns).
+	if n, wait := b.allow(100, 2*third); n != 0 || wait != 1 {
+		t.Fatalf("at 666666666 ns: allow = %d, %v; want 0, wait 1ns", n, wait)
+	}
+	if n, _ := b.allow(100, 2*third+1); n != 1 {
+		t.Fatalf("at 666666667 ns: allow = %d, want 1", n)
 	}
 
 	// 100 MiB/s refilled at irregular instants over 10 s: exactly
@@ -46,32 +51,36 @@ func TestRateLimitBucketAccruesExactly(t *testing.T) {
 
 func n64(n int) int64 { return int64(n) }
 
-// Below a quarter of the burst the bucket says how long until it holds a
-// quarter, to the nanosecond; at or above it, it gives all it holds.
-func TestRateLimitBucketWaitsForAQuarterOfTheBurst(t *testing.T) {
+// Below half the burst the bucket says how long until it holds half, to
+// the nanosecond; at or above it, it gives all it holds.
+func TestRateLimitBucketWaitsForHalfTheBurst(t *testing.T) {
 	const rate = 1 << 20 // 1 MiB/s
 	b := newBucket(rate, 4096, 0)
-	if b.low != 1024 {
-		t.Fatalf("low = %d, want 1024", b.low)
+	if b.low != 2048 {
+		t.Fatalf("low = %d, want 2048", b.low)
 	}
 	if n, wait := b.allow(1<<20, 0); n != 4096 || wait != 0 {
 		t.Fatalf("full bucket: allow = %d, %v; want 4096, 0", n, wait)
 	}
 	b.take(4096)
-	// 1024 bytes at 1 MiB/s: 1024e9/2^20 ns = 976562.5, rounded up.
-	if n, wait := b.allow(1<<20, 0); n != 0 || wait != 976563 {
-		t.Fatalf("empty bucket: allow = %d, %v; want 0, 976563ns", n, wait)
+	// 2048 bytes at 1 MiB/s: 2048e9/2^20 ns = 1953125 exactly.
+	if n, wait := b.allow(1<<20, 0); n != 0 || wait != 1953125 {
+		t.Fatalf("empty bucket: allow = %d, %v; want 0, 1953125ns", n, wait)
 	}
-	if n, _ := b.allow(1<<20, 976562); n != 0 {
+	// After 1 ms: 1048.576 bytes there, 999.424 to come: 953125 ns.
+	if n, wait := b.allow(1<<20, 1000000); n != 0 || wait != 953125 {
+		t.Fatalf("after 1 ms: allow = %d, %v; want 0, 953125ns", n, wait)
+	}
+	if n, _ := b.allow(1<<20, 1953124); n != 0 {
 		t.Fatalf("1 ns early: allow = %d, want 0", n)
 	}
-	if n, _ := b.allow(1<<20, 976563); n != 1024 {
-		t.Fatalf("on time: allow = %d, want 1024", n)
+	if n, _ := b.allow(1<<20, 1953125); n != 2048 {
+		t.Fatalf("on time: allow = %d, want 2048", n)
 	}
-	b.take(1000)
+	b.take(2000)
 	// A small want is served as soon as it is there.
-	if n, wait := b.allow(24, 976563); n != 24 || wait != 0 {
-		t.Fatalf("want 24 of 24: allow = %d, %v", n, wait)
+	if n, wait := b.allow(48, 1953125); n != 48 || wait != 0 {
+		t.Fatalf("want 48 of 48: allow = %d, %v", n, wait)
 	}
 	// Long idle: the bucket fills to its burst and no further.
 	if n, _ := b.allow(1<<20, 1000*nsPerSec); n != 4096 {
@@ -81,14 +90,14 @@ func TestRateLimitBucketWaitsForAQuarterOfTheBurst(t *testing.T) {
 
 // The burst bound: a taker that grabs all it may, at any instants, never
 // moves more than burst + rate*t in any interval of t; and one that sleeps
-// as told, even oversleeping by up to the time of three quarters of the
-// burst (the slack the quarter-burst wait leaves), keeps the rate within 1%.
+// as told, even oversleeping by up to the time of half the burst (the slack
+// the half-burst wait leaves), keeps the rate within 1%.
 func TestRateLimitBucketBurstBound(t *testing.T) {
 	for _, tc := range []struct {
 		rate, burst int64
 	}{{100 << 20, 1 << 20}, {1 << 20, 209715}, {1000, 200}, {7, 1}} {
 		burstNs := tc.burst * nsPerSec / tc.rate
-		slackNs := (tc.burst - max(tc.burst/4, 1)) * nsPerSec / tc.rate
+		slackNs := (tc.burst - max(tc.burst/2, 1)) * nsPerSec / tc.rate
 		rng := rand.New(rand.NewPCG(uint64(tc.rate), 3))
 		b := newBucket(tc.rate, tc.burst, 0)
 		type move struct{ at, n int64 }

@@ -62,12 +62,9 @@ func (c *rwCopier) copy() (outcome, error) {
 			return stopRequested, nil
 		}
 		if p.limit != nil && c.start == c.end {
-			a, err := p.allowance(rwBufSize)
-			if err != nil {
-				return copyFailed, err
-			}
+			a, how, err := p.allowance(rwBufSize)
 			if a == 0 {
-				return stopRequested, nil
+				return how, err
 			}
 			c.asked = a
 		}

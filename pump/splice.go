@@ -81,12 +81,9 @@ func (c *spliceCopier) copy() (outcome, error) {
 		}
 		asked := maxSplice
 		if p.limit != nil {
-			a, err := p.allowance(maxSplice)
-			if err != nil {
-				return copyFailed, err
-			}
+			a, how, err := p.allowance(maxSplice)
 			if a == 0 {
-				return stopRequested, nil
+				return how, err
 			}
 			asked = a
 		}

@@ -159,43 +159,62 @@ func (a *AtomicFile) Discard() {
 // RemoveStaleTemps removes the temporary files of final that a writer left
 // when it was killed: files named like CreateAtomic's temporaries, owned by
 // pipespool's user, whose flock is free (no process holds them open any
-// more). It returns how many it removed.
-func RemoveStaleTemps(final string) int {
+// more). It returns how many it removed, and the paths of those it left
+// because a process holds them: a writer still running, or a process a
+// killed writer started that still has the file open (for a moment, a
+// child it was forking; for as long as it runs, one that outlived it).
+func RemoveStaleTemps(final string) (removed int, held []string) {
 	dir := filepath.Dir(final)
 	prefix := tempPrefix(final)
 	d, err := Open(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return 0
+		return 0, nil
 	}
 	names, _ := d.Readdirnames(-1)
 	d.Close()
-	n := 0
 	for _, name := range names {
-		if strings.HasPrefix(name, prefix) && strings.HasSuffix(name, tempSuffix) && removeIfStale(filepath.Join(dir, name)) {
-			n++
+		if !strings.HasPrefix(name, prefix) || !strings.HasSuffix(name, tempSuffix) {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		switch removeIfStale(path) {
+		case staleRemoved:
+			removed++
+		case staleHeld:
+			held = append(held, path)
 		}
 	}
-	return n
+	return removed, held
 }
 
-func removeIfStale(path string) bool {
+// What removeIfStale did with a file.
+const (
+	staleLeft    = iota // not ours, not a regular file, or gone
+	staleRemoved        // removed
+	staleHeld           // locked: a process holds it
+)
+
+func removeIfStale(path string) int {
 	fd, err := openFD(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
-		return false
+		return staleLeft
 	}
 	defer unix.Close(fd)
 	var st, now unix.Stat_t
 	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Uid != uint32(os.Geteuid()) {
-		return false
+		return staleLeft
 	}
 	if flock(fd, unix.LOCK_EX|unix.LOCK_NB) != nil {
-		return false // a live writer holds it
+		return staleHeld
 	}
 	// Still the same file under that name (not renamed away and replaced).
 	if unix.Lstat(path, &now) != nil || now.Dev != st.Dev || now.Ino != st.Ino {
-		return false
+		return staleLeft
 	}
-	return os.Remove(path) == nil
+	if os.Remove(path) != nil {
+		return staleLeft
+	}
+	return staleRemoved
 }
 
 // WriteFileAtomic replaces path with data: through CreateAtomic for a

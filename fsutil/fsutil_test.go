@@ -402,3 +402,31 @@ func TestWriteFileAtomicKeepsSymlinkToDevice(t *testing.T) {
 		t.Fatalf("temporary files left: %v", ents)
 	}
 }
+
+// TestRemoveStaleTempsNamesHeldOnes: a stale temp whose lock another open
+// file description holds (a process a killed writer left) is left and
+// returned; once the lock is free the next call removes it.
+func TestRemoveStaleTempsNamesHeldOnes(t *testing.T) {
+	dir := t.TempDir()
+	final := filepath.Join(dir, "out")
+	stale := filepath.Join(dir, tempPrefix(final)+"0123456789ab"+tempSuffix)
+	os.WriteFile(stale, []byte("half"), 0o600)
+	f, err := os.Open(stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if n, held := RemoveStaleTemps(final); n != 0 || len(held) != 1 || held[0] != stale {
+		t.Fatalf("removed %d, held %q; want 0 and [%s]", n, held, stale)
+	}
+	f.Close()
+	if n, held := RemoveStaleTemps(final); n != 1 || len(held) != 0 {
+		t.Fatalf("removed %d, held %q; want 1 and none", n, held)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale temp left once free: %v", err)
+	}
+}

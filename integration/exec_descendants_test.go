@@ -136,15 +136,49 @@ shell = "setsid sh -c 'sleep %s </dev/null >/dev/null 2>&1 & exit 0'; cat"
 	}
 }
 
-// killMarked kills the processes whose command line holds one of markers.
-func killMarked(markers ...string) {
-	for _, m := range markers {
-		for _, p := range processesWithMarker(m) {
-			pid, _ := strconv.Atoi(strings.Fields(p)[0])
-			syscall.Kill(pid, syscall.SIGKILL)
+// killMarked kills the processes whose command line holds one of markers,
+// and what they fork meanwhile: a scan of /proc misses a child forked
+// after it, whose parent is then killed too late to stop it (a `setsid -f`
+// of a killed run, forking its escapee as the scan runs). It scans again
+// until two scans in a row, killMarkedQuiet apart, find nothing alive: a
+// process sent SIGKILL forks no more, so each round leaves only what the
+// one before missed, and a process caught in execve (its command line
+// reads empty while the new program's is set up) shows in the next scan.
+// It returns what still lives after killMarkedWait.
+func killMarked(markers ...string) (left []string) {
+	deadline := time.Now().Add(killMarkedWait)
+	quiet := 0
+	for {
+		left = left[:0]
+		for _, m := range markers {
+			for _, p := range processesWithMarker(m) {
+				if strings.Contains(p, " (zombie) ") {
+					continue
+				}
+				left = append(left, p)
+				pid, _ := strconv.Atoi(strings.Fields(p)[0])
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
+		if len(left) == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		if quiet == 2 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(killMarkedQuiet)
 	}
 }
+
+// killMarkedWait bounds killMarked: SIGKILL ends a process at once unless
+// it is stuck in the kernel. killMarkedQuiet is the pause between its
+// scans: far longer than an execve.
+const (
+	killMarkedWait  = 5 * time.Second
+	killMarkedQuiet = 20 * time.Millisecond
+)
 
 // TestExecGpgAgentMayOutlive: a gpg tool starts gpg-agent, which
 // daemonises; the run stops it at its end unless the job says it may

@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -71,6 +73,82 @@ func TestExecStaleTempRemovedByNextRun(t *testing.T) {
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Errorf("another output's temporary file removed: %v", err)
+	}
+}
+
+// TestExecStaleTempHeldAtTheStart: a killed run's temporary file that is
+// still held when the next run starts (by a child the killed run was
+// forking, for a moment; by a process it left running, for as long as
+// that runs) is removed at the end of that run if it is free by then, and
+// named with the process holding it in a warning if not (TORTURE_SEED=20261201
+// runs 4637 and 5989 left it behind the run after a SIGKILL).
+func TestExecStaleTempHeldAtTheStart(t *testing.T) {
+	needTools(t, "flock")
+	for _, freed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("freed=%v", freed), func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out.bin")
+			stale := writeFile(t, dir, ".out.bin.pipespool-0123456789ab.tmp", "half of a killed run")
+			// The holder: flock(1) takes the file's lock and keeps it
+			// while its command runs.
+			holder := exec.Command("flock", "-o", stale, "sleep", "300")
+			if err := holder.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				holder.Process.Kill()
+				holder.Wait()
+			}()
+			waitLocked(t, stale)
+			script := "cat"
+			if freed {
+				// The holder ends while the run goes on; the stage
+				// ends only once the lock is free.
+				script = fmt.Sprintf("cat; kill %d; flock %s true", holder.Process.Pid, stale)
+			}
+			job := writeFile(t, dir, "job.toml", fmt.Sprintf("[input]\npath = \"job.toml\"\n[[stage]]\nshell = %q\n", script))
+			res := runPipespool(t, runOpts{}, "exec", job, "-o", out)
+			if res.Code != 0 {
+				t.Fatalf("exit %d: %s", res.Code, res.Stderr)
+			}
+			_, err := os.Stat(stale)
+			if freed {
+				if !os.IsNotExist(err) {
+					t.Errorf("stale temporary file left once free: %v\nstderr: %s", err, res.Stderr)
+				}
+				return
+			}
+			if err != nil {
+				t.Errorf("stale temporary file held by a process removed: %v", err)
+			}
+			for _, want := range []string{stale, fmt.Sprintf("(pid %d)", holder.Process.Pid)} {
+				if !strings.Contains(string(res.Stderr), want) {
+					t.Errorf("stderr lacks %q:\n%s", want, res.Stderr)
+				}
+			}
+		})
+	}
+}
+
+// waitLocked waits until another process holds path's flock.
+func waitLocked(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == syscall.EWOULDBLOCK {
+			return
+		}
+		if err == nil {
+			syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%s never locked: %v", path, err)
+		}
 	}
 }
 

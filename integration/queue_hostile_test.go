@@ -546,8 +546,10 @@ func (s *signedQueue) packet(t *testing.T, seq uint64, signer string) []byte {
 // is known only at the end of the message; an unsigned packet (or one
 // signed by another key) had its command run on its payload, with its
 // params and FSPL_SET_* (again on every run under Retry). Nothing of such
-// a packet reaches a command, a pipeline, stdout or a listing now: it is a
-// failed job (--on-error decides), and never run.
+// a packet reaches a command, a pipeline, stdout or a listing now. In the
+// queue it is no job at all: skipped with a warning, left in place, and
+// nextseq stays, under every --on-error (it once failed the queue under
+// Retry, and took the number under Delete).
 func TestHostileQueueUnverifiedPackets(t *testing.T) {
 	for _, tc := range []struct{ signer, why string }{
 		{"", "signature missing"},
@@ -558,13 +560,14 @@ func TestHostileQueueUnverifiedPackets(t *testing.T) {
 			packet := s.packet(t, 1, tc.signer)
 			name := s.job(t, "", packet)
 			dec := []string{"-d", "openpgp", "--decoder-config", s.config}
-			proc := append(append([]string{"queue-process", "q"}, dec...), append([]string{"--allow-job-params"}, s.command()...)...)
-			refused := want{code: 1, emptyOut: true, stderr: []string{tc.why, "nothing of it was used"}}
-			s.step(t, nil, refused, proc...)
-			s.step(t, nil, refused, proc...) // Retry: again refused, again not run
+			skipped := want{emptyOut: true, stderr: []string{tc.why, "not verified", name}}
+			for _, onError := range []string{"Retry", "Delete", "Leave"} {
+				s.step(t, nil, skipped, append(append([]string{"queue-process", "q", "--on-error", onError}, dec...), append([]string{"--allow-job-params"}, s.command()...)...)...)
+			}
 			pipeline := writeFile(t, s.dir, "restore.toml", fmt.Sprintf("[output]\npath = %q\n[[stage]]\nshell = 'echo \"$FSPL_SEQ\" >> %s; cat'\n",
 				filepath.Join(s.dir, "restored"), s.ran))
-			s.step(t, nil, refused, append(append([]string{"queue-process", "q"}, dec...), "--job", pipeline)...)
+			s.step(t, nil, skipped, append(append([]string{"queue-process", "q"}, dec...), "--job", pipeline)...)
+			refused := want{code: 1, emptyOut: true, stderr: []string{tc.why, "nothing of it was used"}}
 			s.step(t, packet, refused, append(append([]string{"stdin-process"}, dec...), s.command()...)...)
 			s.step(t, packet, refused, append([]string{"stdin-info"}, dec...)...)
 			s.step(t, packet, refused, append([]string{"stdin-payload"}, dec...)...)
@@ -576,13 +579,40 @@ func TestHostileQueueUnverifiedPackets(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(s.dir, "restored")); err == nil {
 				t.Errorf("the pipeline's output was written")
 			}
-			// Under Delete it is dropped, and the queue goes on.
-			s.step(t, nil, want{stderr: []string{tc.why}}, append(append([]string{"queue-process", "q", "--on-error", "Delete"}, dec...), s.command()...)...)
-			s.checkOutside(t, "")
-			if jobs := listJobs(t, s.q); len(jobs) != 0 || readFile(t, filepath.Join(s.q, "nextseq")) != "2\n" {
-				t.Errorf("under Delete: jobs %v, nextseq %q", jobs, readFile(t, filepath.Join(s.q, "nextseq")))
+			if jobs := listJobs(t, s.q); len(jobs) != 1 || readFile(t, filepath.Join(s.q, "nextseq")) != "1\n" {
+				t.Errorf("jobs %v, nextseq %q: want the packet left in place and nextseq 1", jobs, readFile(t, filepath.Join(s.q, "nextseq")))
 			}
 		})
+	}
+}
+
+// TestHostileQueueUnverifiedPacketTakesNoNumber: an attacker who can drop
+// a file into jobs/ but not sign sends a packet with the next number,
+// before or beside the sender's. It never makes the queue skip the
+// sender's packet or run one out of order: the sender's packet with that
+// number runs when it is there, under Retry and under Delete, and the
+// attacker's stays, unrun.
+func TestHostileQueueUnverifiedPacketTakesNoNumber(t *testing.T) {
+	for _, onError := range []string{"Retry", "Delete"} {
+		for _, arrives := range []string{"before", "beside"} {
+			t.Run(onError+"/"+arrives, func(t *testing.T) {
+				s := newSignedQueue(t)
+				dec := []string{"-d", "openpgp", "--decoder-config", s.config}
+				process := append(append([]string{"queue-process", "q", "--on-error", onError}, dec...), s.command()...)
+				evil := s.job(t, "", s.packet(t, 1, "other"))
+				if arrives == "before" {
+					s.step(t, nil, want{stderr: []string{"not verified", evil}}, process...)
+					s.checkOutside(t, "")
+				}
+				s.job(t, "", s.packet(t, 1, "signer"))
+				s.job(t, "", s.packet(t, 2, "signer"))
+				s.step(t, nil, want{stderr: []string{"not verified", evil}}, process...)
+				s.checkOutside(t, "1\n2\n")
+				if jobs := listJobs(t, s.q); len(jobs) != 1 || jobs[0] != evil || readFile(t, filepath.Join(s.q, "nextseq")) != "3\n" {
+					t.Errorf("jobs %v, nextseq %q: want only the attacker's packet left, nextseq 3", jobs, readFile(t, filepath.Join(s.q, "nextseq")))
+				}
+			})
+		}
 	}
 }
 

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // Regression tests for what the torture harness found (docs/internals/reliability.md).
@@ -185,4 +187,46 @@ command = ["sh", "-c", "cat; sleep 0.5; exit 5"]
 name = "checker"
 command = ["%[1]s", "exitafter", "1000", "3"]
 `, 1, "maker")
+}
+
+// TestRegressionKillMarkedCatchesForksInFlight: TORTURE_SEED=20261201 runs
+// 4637 and 5989 (SIGKILL, then a setsid stage's escapee found alive after
+// the next run). After SIGKILL a `setsid -f` of the killed run was still
+// forking its escapee; killMarked scanned /proc once, killed the parent
+// after its child was forked and past the scan, and the escapee lived on.
+// Here a marked shell forks marked sleeps as fast as it can while they
+// are killed: every one of them must be gone.
+func TestRegressionKillMarkedCatchesForksInFlight(t *testing.T) {
+	marker := fmt.Sprintf("killmarked%dx", os.Getpid())
+	bin := filepath.Join(t.TempDir(), "bin-"+marker)
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(sleep, filepath.Join(bin, "sleep")); err != nil {
+		t.Fatal(err)
+	}
+	// At most 500 sleeps: bounded even if nothing kills the shell.
+	sh := exec.Command("sh", "-c", `i=0; while [ $i -lt 500 ]; do "$0" 30 & i=$((i+1)); done; wait`, filepath.Join(bin, "sleep"))
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { sh.Wait(); close(done) }()
+	defer func() {
+		killMarked(marker)
+		<-done
+	}()
+	// Kill once the shell is forking: a few sleeps run.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(processesWithMarker(marker)) < 5 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if left := killMarked(marker); len(left) > 0 {
+		t.Fatalf("killMarked returned with processes alive: %v", left)
+	}
+	assertNoProcesses(t, marker)
 }

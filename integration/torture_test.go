@@ -249,7 +249,9 @@ func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass s
 		if left := aliveOf(stages); len(left) > 0 {
 			fail("a second after pipespool was killed, stages live on: %v (of %v)", left, stages)
 		}
-		killMarked(marker)
+		if left := killMarked(marker); len(left) > 0 {
+			fail("processes of the killed run outlive SIGKILL: %v", left)
+		}
 		writeFile(t, dir, p.holdFile, "")
 		p.wantCode, p.wantResult = 0, "success"
 		code, outBytes = tortureExec(t, p, dir, job, marker, 0, nil, fail)
@@ -425,7 +427,7 @@ func tortureExec(t *testing.T, p *tPipeline, dir, job, marker string, sig syscal
 			committed := res.Code == 0 && (p.sink == "file" && e.Name() == "out.bin" || p.sink == "link" && e.Name() == "target.bin")
 			kept := p.sink == "link" && e.Name() == "out.bin" || p.sink == "fifo" && e.Name() == "out.fifo" || p.sink == "full" && e.Name() == "full"
 			if !committed && !kept {
-				fail("file left in the output directory: %s", e.Name())
+				fail("file left in the output directory: %s (open in: %v)\nstderr:\n%s", e.Name(), holdersOfPath(filepath.Join(outDir, e.Name())), res.Stderr)
 			}
 		}
 		if p.sink == "full" {
@@ -475,3 +477,22 @@ func aliveOf(pids []int) []int {
 type countWriter int64
 
 func (c *countWriter) Write(b []byte) (int, error) { *c += countWriter(len(b)); return len(b), nil }
+
+// holdersOfPath lists the processes with an fd open on path, for a failure
+// message: "1234 sleep 30".
+func holdersOfPath(path string) []string {
+	var out []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		dir := "/proc/" + e.Name() + "/fd/"
+		fds, _ := os.ReadDir(dir)
+		for _, fd := range fds {
+			if l, _ := os.Readlink(dir + fd.Name()); l == path {
+				cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+				out = append(out, e.Name()+" "+strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))))
+				break
+			}
+		}
+	}
+	return out
+}

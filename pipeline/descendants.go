@@ -96,16 +96,8 @@ func (r *running) endProcesses() {
 	r.procs.ended = true
 	stopped, kept := r.procs.scope.Close(r.grace)
 	if len(stopped) > 0 {
-		names := make([]string, 0, len(stopped))
-		seen := map[string]bool{}
-		for _, st := range stopped {
-			if !seen[st.Comm] {
-				seen[st.Comm] = true
-				names = append(names, fmt.Sprintf("%q", st.Comm))
-			}
-		}
 		r.log.Warn(fmt.Sprintf("stopped %d process(es) the stages left running: %s; if one of them may outlive the run (a gpg-agent), name it in the job file: may_outlive = [%s]",
-			len(stopped), proc.Describe(stopped), strings.Join(names, ", ")))
+			len(stopped), proc.Describe(stopped), proc.QuotedNames(stopped)))
 	}
 	if len(kept) > 0 {
 		r.log.Debug("left running, as may_outlive allows", "processes", proc.Describe(kept))

@@ -3,8 +3,11 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -215,6 +218,52 @@ func (s *sink) discard() {
 		s.atomic.Discard()
 	} else if s.own {
 		s.file.Close()
+	}
+}
+
+// sweepTemps removes, once the run's own output is committed or discarded,
+// the temporary files an earlier run of the same output left that the
+// start of this run found held: a killed run's child caught between fork
+// and exec holds them for a moment, and the next run must not leave them
+// for the one after. Those still held are logged with the processes that
+// hold them (a process a killed run left running, still writing; a run
+// writing the same output now) and left: the first run to find one free
+// removes it.
+func (s *sink) sweepTemps(log *slog.Logger) {
+	if s.atomic == nil {
+		return
+	}
+	_, held := fsutil.RemoveStaleTemps(s.atomic.Final())
+	if len(held) == 0 {
+		return
+	}
+	var pids []int
+	for pid := range proc.Snapshot() {
+		pids = append(pids, pid)
+	}
+	slices.Sort(pids)
+	for _, path := range held {
+		// As /proc shows it (links in the directory resolved).
+		link := path
+		if f, err := fsutil.Open(path, unix.O_PATH|unix.O_NOFOLLOW, 0); err == nil {
+			if l := proc.FileLinkOf(f); l != "" {
+				link = l
+			}
+			f.Close()
+		}
+		var who []string
+		for pid := range proc.HoldersOf(pids, link) {
+			if pid != os.Getpid() {
+				who = append(who, fmt.Sprintf("%s (pid %d)", proc.Cmdline(pid), pid))
+			}
+		}
+		slices.Sort(who)
+		holders := "a process pipespool cannot see"
+		if len(who) > 0 {
+			holders = strings.Join(who, ", ")
+		}
+		log.Warn(fmt.Sprintf("output %s: the temporary file %s of an earlier run is still open in %s and was left; the first run that finds it free removes it (stop that process if it is left from a killed run)",
+			s.desc, path, holders))
 	}
 }
 

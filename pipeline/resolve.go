@@ -106,31 +106,6 @@ func checkDir(dir string) error {
 	return nil
 }
 
-// mergeEnv returns base with the NAME=value entries of each overlay
-// replacing or adding to it, in order; the result has each name once.
-func mergeEnv(base []string, overlays ...[]string) []string {
-	idx := map[string]int{}
-	out := make([]string, 0, len(base)+8)
-	add := func(kv string) {
-		name, _, _ := strings.Cut(kv, "=")
-		if i, ok := idx[name]; ok {
-			out[i] = kv
-			return
-		}
-		idx[name] = len(out)
-		out = append(out, kv)
-	}
-	for _, kv := range base {
-		add(kv)
-	}
-	for _, o := range overlays {
-		for _, kv := range o {
-			add(kv)
-		}
-	}
-	return out
-}
-
 func envList(m map[string]string) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {

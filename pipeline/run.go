@@ -134,7 +134,7 @@ func (r *running) build(ctx context.Context) error {
 		}
 		r.programs[i] = resolved[i].path
 		specs[i] = stage.ProcessSpec{Name: s.Name, Path: resolved[i].path, Argv: argv, Dir: s.Dir,
-			Env:    mergeEnv(os.Environ(), r.opts.Env, envList(s.Env)),
+			Env:    proc.MergeEnv(os.Environ(), r.opts.Env, envList(s.Env)),
 			Stderr: s.Stderr, StderrTo: r.opts.StderrTo, Logger: r.log, Scope: r.procs.scope}
 	}
 	if len(r.opts.ExtraArgs) > 0 && job.Stages[n-1].Builtin != "" {
@@ -266,6 +266,7 @@ func (r *running) finish(start time.Time) (*Report, error) {
 	} else {
 		r.dst.discard()
 	}
+	r.dst.sweepTemps(r.log)
 	if v.Result != ResultSuccess {
 		r.discardSidecars()
 	}

@@ -40,7 +40,7 @@ func Summary(rep *Report) string {
 		}
 	}
 	if rep.RootCause == OutputRootCause {
-		fmt.Fprintf(&b, "* %d %-*s  %s\n", len(rep.Stages)+1, width, OutputRootCause, "failed: "+rep.Output)
+		fmt.Fprintf(&b, "* %d %-*s  %s\n", len(rep.Stages)+1, width, OutputRootCause, "failed: "+Printable(rep.Output))
 	}
 	for _, s := range rep.Stages {
 		if s.Name != rep.RootCause || strings.TrimSpace(s.StderrTail) == "" {

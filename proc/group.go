@@ -202,6 +202,11 @@ func (g *Group) Stop(grace time.Duration) {
 	}()
 }
 
+// Kill ends the group at once: SIGKILL to the group and to every process
+// below it that left the group. It is what a timeout does, where the
+// process had its time: fspl kills a job's command the same way.
+func (g *Group) Kill() { g.signalAll(syscall.SIGKILL) }
+
 // signalAll sends sig, and SIGCONT after a SIGTERM, to the group and to the
 // processes below it outside the group.
 func (g *Group) signalAll(sig syscall.Signal) {

@@ -454,3 +454,63 @@ func BenchmarkChildren(b *testing.B) {
 		children()
 	}
 }
+
+// TestScopeCloseFindsWhatAnExitingOrphanLeaves: an adopted orphan that
+// exits while Close lists pipespool's children is reaped there, and the
+// child it leaves is adopted after the list was read; Close must look
+// again rather than take the empty round for the end (the torture saw a
+// setsid'd sleep outlive its run). The orphan's exit is placed in that
+// window by the test hook; Close before the fix returned with the
+// grandchild running.
+func TestScopeCloseFindsWhatAnExitingOrphanLeaves(t *testing.T) {
+	s := NewScope(nil)
+	// The orphan: a shell out of the group (setsid) with a sleep of its
+	// own, which it waits for.
+	g, orphan, release := startWithSetsidChild(t, s, "sh -c 'sleep 307 & wait'")
+	var rd Reader
+	grandchild := 0
+	for end := time.Now().Add(5 * time.Second); grandchild == 0; time.Sleep(5 * time.Millisecond) {
+		for _, st := range Below(Snapshot(), orphan) {
+			if st.Comm == "sleep" {
+				grandchild = st.Pid
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatal("the orphan's sleep never started")
+		}
+	}
+	defer unix.Kill(grandchild, syscall.SIGKILL)
+	release()
+	g.Wait()
+	g.Cleanup(time.Second)
+	if st, _ := rd.Stat(orphan); st.PPid != os.Getpid() {
+		t.Fatalf("the orphan's parent is %d, want pipespool (%d): not adopted", st.PPid, os.Getpid())
+	}
+	var once sync.Once
+	testHookChildrenListed = func() {
+		once.Do(func() {
+			// The orphan dies after the list was read, and its
+			// sleep is adopted.
+			unix.Kill(orphan, syscall.SIGKILL)
+			for end := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+				if st, _ := rd.Stat(grandchild); st.PPid == os.Getpid() {
+					return
+				}
+				if time.Now().After(end) {
+					t.Error("the sleep was never adopted")
+					return
+				}
+			}
+		})
+	}
+	defer func() { testHookChildrenListed = nil }()
+	stopped, _ := s.Close(time.Second)
+	waitGoneFor(t, []int{grandchild}, time.Second)
+	found := false
+	for _, st := range stopped {
+		found = found || st.Pid == grandchild
+	}
+	if !found {
+		t.Errorf("stopped %s, want the sleep (pid %d) among them", Describe(stopped), grandchild)
+	}
+}

@@ -134,31 +134,46 @@ func children() []int {
 	if !subreaper.on.Load() {
 		return nil
 	}
+	var cands []int
+	eachCandidateChild(func(pid int) { cands = append(cands, pid) })
+	if testHookChildrenListed != nil {
+		testHookChildrenListed()
+	}
 	var out []int
-	eachCandidateChild(func(pid int) {
+	for _, pid := range cands {
 		reg.mu.Lock()
-		defer reg.mu.Unlock()
-		if reg.leaders[pid] != nil {
-			return
+		if reg.leaders[pid] == nil && liveChild(pid) {
+			out = append(out, pid)
 		}
-		var info unix.Siginfo
-		for {
-			err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				return // not our child
-			}
-			break
-		}
-		if (*sigchldInfo)(unsafe.Pointer(&info)).Pid != 0 {
-			reapPid(pid)
-			return
-		}
-		out = append(out, pid)
-	})
+		reg.mu.Unlock()
+	}
 	return out
+}
+
+// testHookChildrenListed, when set by a test, runs between children's
+// listing of the candidates and its look at each: where a child's exit
+// races with the listing.
+var testHookChildrenListed func()
+
+// liveChild reports whether pid is a child of pipespool that has not
+// exited, and reaps it if it has. reg.mu is held.
+func liveChild(pid int) bool {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return false // not our child
+		}
+		break
+	}
+	if (*sigchldInfo)(unsafe.Pointer(&info)).Pid != 0 {
+		reapPid(pid)
+		return false
+	}
+	return true
 }
 
 // eachCandidateChild calls f for every child of pipespool, and maybe for

@@ -3,6 +3,7 @@ package proc
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,12 +110,20 @@ func (s *Scope) sweep(grace time.Duration) (stopped, kept []Stat) {
 	signalled := map[procKey]bool{}
 	killing := false
 	for round := 0; round < closeKillRounds; round++ {
-		cands, k := s.orphans()
-		if round == 0 {
-			kept = k
-		}
+		cands, k, kids := s.orphans()
+		kept = k
 		if len(cands) == 0 {
-			break
+			// A child that exited while the round looked was reaped,
+			// and what it left may have been adopted after the list
+			// was read: the round ends the sweep only if the children
+			// are the same after it.
+			now := children()
+			slices.Sort(now)
+			slices.Sort(kids)
+			if slices.Equal(kids, now) {
+				break
+			}
+			continue
 		}
 		if !killing && !time.Now().Before(deadline) {
 			killing = true
@@ -146,11 +155,12 @@ func (s *Scope) sweep(grace time.Duration) (stopped, kept []Stat) {
 }
 
 // orphans returns pipespool's adopted children that belong to the scope,
-// and those of them a keep list lets live.
-func (s *Scope) orphans() (stop, keep []Stat) {
-	kids := children()
+// and those of them a keep list lets live, and every adopted child it
+// looked at.
+func (s *Scope) orphans() (stop, keep []Stat, kids []int) {
+	kids = children()
 	if len(kids) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	reg.mu.Lock()
 	sole := len(reg.scopes) == 1 && reg.scopes[s]
@@ -184,7 +194,7 @@ func (s *Scope) orphans() (stop, keep []Stat) {
 		}
 		stop = append(stop, st)
 	}
-	return stop, keep
+	return stop, keep, kids
 }
 
 func ownedByAny(scopes []*Scope, pgid int) bool {
@@ -223,4 +233,17 @@ func Describe(procs []Stat) string {
 		parts[i] = st.Comm + " (pid " + strconv.Itoa(st.Pid) + ")"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// QuotedNames renders the command names of procs, each once and quoted,
+// as the items of a TOML list ("gpg-agent", "sleep"): what a job file's
+// may_outlive would name to let them live.
+func QuotedNames(procs []Stat) string {
+	var names []string
+	for _, st := range procs {
+		if q := strconv.Quote(st.Comm); !slices.Contains(names, q) {
+			names = append(names, q)
+		}
+	}
+	return strings.Join(names, ", ")
 }

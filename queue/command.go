@@ -2,27 +2,27 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"slices"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/pipespool/pipespool/proc"
 )
 
 // CommandRunner runs a job as a command, as fspl does: argv, then the
 // packet params, with the FSPL_* environment added to pipespool's, the
-// payload on stdin, in a process group of its own.
+// payload on stdin, in a process group of its own (see children.go).
 type CommandRunner struct {
 	Argv    []string
 	Timeout time.Duration // 0: none; on expiry the group gets SIGKILL, as with fspl
 	Stdout  *os.File      // PassBoth destinations
 	Stderr  io.Writer
 	// Grace is the time between SIGTERM and SIGKILL when pipespool is
-	// interrupted (0: 5 s).
+	// interrupted, and for what the command left in its group once it
+	// exited (0: DefaultGrace).
 	Grace time.Duration
 }
 
@@ -30,82 +30,73 @@ type CommandRunner struct {
 // they take is checked with the packet's (see checkExecSpace).
 func (c *CommandRunner) BaseArgv() []string { return c.Argv }
 
-// RunJob implements Runner.
+// RunJob implements Runner. The command runs in r.Scope (a scope of its
+// own when nil, closed before RunJob returns). A timeout kills its group,
+// and what left the group below it, with SIGKILL; an interruption (ctx
+// done) stops them, SIGTERM then SIGKILL after the grace period. What is
+// left in the group once the command has exited is stopped the same way
+// before RunJob returns.
 func (c *CommandRunner) RunJob(ctx context.Context, r *Run) error {
+	if len(c.Argv) == 0 {
+		return errNoCommand
+	}
 	argv := append(slices.Clone(c.Argv), r.Params...)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), r.Env...)
-	cmd.Stdin = r.Payload
-	cmd.Stdout, cmd.Stderr = c.Stdout, c.Stderr
-	if r.Output != nil {
-		cmd.Stdout, cmd.Stderr = r.Output, r.Output
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
 		return fmt.Errorf("start %s: %w", argv[0], err)
-	}
-	// The wait runs here, on this goroutine, with the timeout and an
-	// interruption acting through callbacks: a goroutine for Wait and a
-	// select cost each tiny job two more thread wake-ups.
-	pgid := cmd.Process.Pid
-	var (
-		mu         sync.Mutex
-		finished   bool   // Wait returned: signal nothing more, the group may be gone
-		why        string // "timeout" or "interrupted", set when first signalled
-		graceTimer *time.Timer
-	)
-	kill := func(reason string, sig syscall.Signal) {
-		mu.Lock()
-		defer mu.Unlock()
-		if finished {
-			return
-		}
-		if why == "" {
-			why = reason
-		}
-		syscall.Kill(-pgid, sig)
-	}
-	if c.Timeout > 0 {
-		t := time.AfterFunc(c.Timeout, func() { kill("timeout", syscall.SIGKILL) })
-		defer t.Stop()
 	}
 	grace := c.Grace
 	if grace <= 0 {
-		grace = 5 * time.Second
+		grace = DefaultGrace
 	}
-	stopCtx := context.AfterFunc(ctx, func() {
-		kill("interrupted", syscall.SIGTERM)
-		mu.Lock()
-		defer mu.Unlock()
-		if !finished {
-			graceTimer = time.AfterFunc(grace, func() { kill("interrupted", syscall.SIGKILL) })
+	scope := r.Scope
+	if scope == nil {
+		scope = proc.NewScope(nil)
+		defer closeScope(scope, grace, nil, "")
+	}
+	stdout, stderr := c.Stdout, c.Stderr
+	if r.Output != nil {
+		stdout, stderr = r.Output, r.Output
+	}
+	errSink, err := newStderrSink(stderr, argv[0])
+	if err != nil {
+		return err
+	}
+	g, err := scope.Start(proc.Spec{Path: path, Argv: argv, Env: proc.MergeEnv(os.Environ(), r.Env),
+		Stdin: r.Payload, Stdout: stdout, Stderr: errSink.Child})
+	errSink.Started()
+	if err != nil {
+		errSink.Finish()
+		return fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	var timeout <-chan time.Time
+	if c.Timeout > 0 {
+		t := time.NewTimer(c.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	timedOut := false
+	for stop := ctx.Done(); ; {
+		select {
+		case <-g.Done():
+		case <-timeout:
+			timeout, timedOut = nil, true
+			g.Kill()
+			continue
+		case <-stop:
+			stop = nil
+			g.Stop(grace)
+			continue
 		}
-	})
-	err := cmd.Wait()
-	stopCtx()
-	mu.Lock()
-	finished = true
-	if graceTimer != nil {
-		graceTimer.Stop()
+		break
 	}
-	reason := why
-	mu.Unlock()
-	if reason == "timeout" {
+	st := endGroup(g, grace)
+	errSink.Finish()
+	if timedOut {
 		return fmt.Errorf("%s: killed after the timeout of %s", argv[0], c.Timeout)
 	}
-	return commandErr(argv[0], err)
-}
-
-func commandErr(name string, err error) error {
-	if err == nil {
-		return nil
+	if err := statusErr(st); err != nil {
+		return fmt.Errorf("%s: %w", argv[0], err)
 	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return fmt.Errorf("%s: killed by signal %s", name, ws.Signal())
-		}
-		return fmt.Errorf("%s: exit status %d", name, ee.ExitCode())
-	}
-	return fmt.Errorf("%s: %w", name, err)
+	return nil
 }

@@ -46,36 +46,8 @@ func TestCopyFileEveryKindOfEnd(t *testing.T) {
 			t.Cleanup(func() { f.Close() })
 			return f
 		},
-		dst: func(t *testing.T) (*os.File, func() []byte) {
-			p := filepath.Join(t.TempDir(), "dst")
-			f, err := os.Create(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { f.Close() })
-			return f, func() []byte {
-				b, err := os.ReadFile(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return b
-			}
-		}}
-	appendOnly := end{name: "O_APPEND file (no copy_file_range)", dst: func(t *testing.T) (*os.File, func() []byte) {
-		p := filepath.Join(t.TempDir(), "dst")
-		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		return f, func() []byte {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		}
-	}}
+		dst: fileDst(os.O_CREATE | os.O_WRONLY | os.O_TRUNC)}
+	appendOnly := end{name: "O_APPEND file (no copy_file_range)", dst: fileDst(os.O_CREATE | os.O_WRONLY | os.O_APPEND)}
 	pipe := func(nonblock bool, slow bool) end {
 		return end{name: map[bool]string{false: "pipe", true: "non-blocking pipe, slow reader"}[nonblock && slow],
 			src: func(t *testing.T) *os.File {
@@ -227,5 +199,25 @@ func TestCopyFileGrowsADestinationPipe(t *testing.T) {
 		src.Close()
 		r.Close()
 		w.Close()
+	}
+}
+
+// fileDst is a destination that is a new file opened with flags, and
+// reads back what was written to it.
+func fileDst(flags int) func(t *testing.T) (*os.File, func() []byte) {
+	return func(t *testing.T) (*os.File, func() []byte) {
+		p := filepath.Join(t.TempDir(), "dst")
+		f, err := os.OpenFile(p, flags, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f, func() []byte {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
 	}
 }

@@ -351,36 +351,6 @@ func verifyingDecoder(t *testing.T) *Decoder {
 	return d
 }
 
-// TestVerifyFirstRunsNothingOfAnUnverifiedPacket: a decoder that finds a
-// packet unsigned only at its end used to have handed its params,
-// environment and payload to the command by then. Now the command never
-// runs for it; under Delete the queue goes on past it.
-func TestVerifyFirstRunsNothingOfAnUnverifiedPacket(t *testing.T) {
-	q := newTestQueue(t, &Header{Seq: 1})
-	if _, err := q.Write(strings.NewReader(string(Encode(&Header{Seq: 2, Params: [][]byte{[]byte("evil")}})) + "UNSIGNED payload")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := q.Write(strings.NewReader(string(Encode(&Header{Seq: 3})) + "signed")); err != nil {
-		t.Fatal(err)
-	}
-	r := &fakeRunner{}
-	err := q.Process(context.Background(), ProcessOptions{Runner: r, Decoder: verifyingDecoder(t), AllowJobParams: true})
-	var ue *UnverifiedError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "signature missing") {
-		t.Fatalf("err %v, want an *UnverifiedError", err)
-	}
-	if len(r.ran) != 1 || r.ran[0] != 1 || nextSeq(t, q) != 2 {
-		t.Fatalf("ran %v, nextseq %d: job 2 must not run, and stay", r.ran, nextSeq(t, q))
-	}
-	r = &fakeRunner{}
-	if err := q.Process(context.Background(), ProcessOptions{Runner: r, Decoder: verifyingDecoder(t), OnError: OnErrorDelete}); err != nil {
-		t.Fatal(err)
-	}
-	if len(r.ran) != 1 || r.ran[0] != 3 || r.data[3] != "signed" || jobCount(t, q) != 0 {
-		t.Fatalf("under Delete: ran %v (%q), %d jobs left", r.ran, r.data[3], jobCount(t, q))
-	}
-}
-
 // TestVerifyFirstCopiesAFileOthersCanWrite: a job file its owner (not
 // pipespool's user) could rewrite between the verification and the run is
 // verified and run from a private copy.

@@ -302,7 +302,9 @@ func (q *Queue) openJob(name string) (*os.File, error) {
 	return fsutil.OpenRegular(filepath.Join(q.JobsDir(), name), true)
 }
 
-// FindJob returns the job with sequence number seq (through dec).
+// FindJob returns the job with sequence number seq (through dec). Two
+// job files with that number are a *DuplicateSeqError, unless dec
+// verifies and only one of them is verified: that one is the job.
 func (q *Queue) FindJob(ctx context.Context, dec *Decoder, seq uint64) (Job, error) {
 	jobs, err := q.Scan(ctx, dec)
 	if err != nil {
@@ -312,6 +314,24 @@ func (q *Queue) FindJob(ctx context.Context, dec *Decoder, seq uint64) (Job, err
 	for _, j := range jobs {
 		if j.Seq == seq {
 			found = append(found, j)
+		}
+	}
+	if len(found) > 1 && dec.Verifies() {
+		// As for queue-process: a packet that is not verified is no
+		// job, and the verified one with that number is the one shown.
+		// None verified: the first is shown, which is refused.
+		var verified []Job
+		for _, j := range found {
+			if err := q.VerifyJob(ctx, dec, j); err == nil {
+				verified = append(verified, j)
+			} else if ctx.Err() != nil {
+				return Job{}, context.Cause(ctx)
+			}
+		}
+		if len(verified) > 0 {
+			found = verified
+		} else {
+			found = found[:1]
 		}
 	}
 	switch len(found) {
@@ -341,115 +361,4 @@ type DuplicateSeqError struct {
 
 func (e *DuplicateSeqError) Error() string {
 	return fmt.Sprintf("two jobs have sequence number %d: %s and %s; remove the one that should not run", e.Seq, QuoteName(e.First), QuoteName(e.Second))
-}
-
-// OpenedPacket is a job's packet ready to be used: its header read (Params
-// and Env not decoded yet: Header.Decode, Header.Each), its payload
-// positioned at the first byte.
-type OpenedPacket struct {
-	Header *Header
-	// Payload is the job file itself without a decoder, else the
-	// decoder's output.
-	Payload *os.File
-	stream  *Stream
-	files   []*os.File
-}
-
-// Stream is the decoder producing Payload, or nil.
-func (p *OpenedPacket) Stream() *Stream { return p.stream }
-
-// Close stops the decoder and closes the files. It is idempotent.
-func (p *OpenedPacket) Close() {
-	if p.stream != nil {
-		p.stream.Stop()
-	}
-	for _, f := range p.files {
-		f.Close()
-	}
-	p.files = nil
-}
-
-// OpenPacket opens job (found by a scan) and reads its header, through dec.
-// When dec verifies, the whole packet is verified first (see Verify): a
-// packet that is not is an *UnverifiedError, and nothing of it is read. A
-// file that changed since the scan (another seq) is an error.
-func (q *Queue) OpenPacket(ctx context.Context, dec *Decoder, job Job) (*OpenedPacket, error) {
-	path := QuoteName(q.JobPath(job.Name))
-	f, err := q.openJob(job.Name)
-	if err != nil {
-		return nil, fmt.Errorf("job %d (%s): %w", job.Seq, path, err)
-	}
-	p := &OpenedPacket{files: []*os.File{f}}
-	src, err := verifiedJob(ctx, dec, q.Dir, f)
-	if err != nil {
-		p.Close()
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
-		return nil, fmt.Errorf("job %d (%s): %w", job.Seq, path, err)
-	}
-	if src != f {
-		p.files = append(p.files, src)
-	}
-	p.Payload = src
-	var h *Header
-	if dec.Empty() {
-		h, err = ReadHeaderLazy(src)
-	} else {
-		if p.stream, err = dec.Start(ctx, src); err != nil {
-			p.Close()
-			return nil, fmt.Errorf("job %d (%s): start decoder: %w", job.Seq, path, err)
-		}
-		p.Payload = p.stream.Out
-		h, err = ReadHeaderLazy(p.stream.Out)
-		if err != nil {
-			if derr := p.stream.Stop(); derr != nil {
-				err = derr
-			}
-		}
-	}
-	if err != nil {
-		p.Close()
-		return nil, fmt.Errorf("job %s: header no longer readable: %w", path, err)
-	}
-	if h.Seq != job.Seq {
-		p.Close()
-		return nil, fmt.Errorf("job %s changed while the queue was processed (seq %d, was %d)", path, h.Seq, job.Seq)
-	}
-	p.Header = h
-	return p, nil
-}
-
-// CopyPayload writes the payload of job (decoded with dec) to w; when dec
-// verifies, only once the whole packet is verified.
-func (q *Queue) CopyPayload(ctx context.Context, dec *Decoder, job Job, w io.Writer) error {
-	p, err := q.OpenPacket(ctx, dec, job)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	if _, err := Copy(w, p.Payload); err != nil {
-		return err
-	}
-	if p.stream != nil {
-		if err := p.stream.Wait(); err != nil {
-			return fmt.Errorf("%s: %w", QuoteName(q.JobPath(job.Name)), err)
-		}
-	}
-	return nil
-}
-
-// VerifyJob verifies the packet of job when dec verifies (see Verify), and
-// returns why it is not verified (an *UnverifiedError), or nil. Nothing of
-// the packet is used, so the job file is verified where it is.
-func (q *Queue) VerifyJob(ctx context.Context, dec *Decoder, job Job) error {
-	if !dec.Verifies() {
-		return nil
-	}
-	f, err := q.openJob(job.Name)
-	if err != nil {
-		return &UnverifiedError{Err: err}
-	}
-	defer f.Close()
-	return dec.Verify(ctx, f)
 }

@@ -2,7 +2,10 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/pipespool/pipespool/proc"
 )
 
 // Results of one job (JobOutcome.Result) and of a queue-process run
@@ -97,4 +100,45 @@ func (q *Queue) report(ctx context.Context, opts ProcessOptions, job Job, start 
 		o.Result, o.Error = ResultFailed, jobErr.Error()
 	}
 	opts.OnJob(o)
+}
+
+// Add counts o, a job that ran, in the report.
+func (r *ProcessReport) Add(o JobOutcome) {
+	r.Jobs = append(r.Jobs, o)
+	r.JobsProcessed++
+	if o.Result == ResultSuccess {
+		r.JobsSucceeded++
+	} else {
+		r.JobsFailed++
+	}
+}
+
+// Finish completes the report at end with the result of the run: err is
+// what Process returned.
+func (r *ProcessReport) Finish(err error, end time.Time) {
+	r.End = end
+	r.Duration = end.Sub(r.Start).Seconds()
+	r.Result = runResult(err, r.JobsFailed)
+	if err != nil {
+		r.Message = err.Error()
+	}
+}
+
+// runResult is the result of a queue-process run that returned err after
+// failed jobs failed. A failure under --on-error Delete or Leave exits 0
+// but is no success: the report says failed.
+func runResult(err error, failed int) string {
+	var ie *proc.InterruptedError
+	var jf *JobFailedError
+	switch {
+	case errors.As(err, &ie):
+		return ResultInterrupted
+	case errors.As(err, &jf):
+		return ResultFailed
+	case err != nil:
+		return ResultError
+	case failed > 0:
+		return ResultFailed
+	}
+	return ResultSuccess
 }

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,28 +9,18 @@ import (
 	"sync/atomic"
 
 	"github.com/pipespool/pipespool/fsutil"
+	"github.com/pipespool/pipespool/proc"
 )
 
-// runJob runs one job. jobErr is the job's own failure (command failed, Fail
-// packet, not verified, too large to be given to a command); err is
-// anything that must stop processing without committing the job (I/O
-// error, interruption).
-func (q *Queue) runJob(ctx context.Context, job Job, opts ProcessOptions) (jobErr, err error) {
-	op, err := q.OpenPacket(ctx, opts.Decoder, job)
-	if err != nil {
-		var ue *UnverifiedError
-		switch {
-		case ctx.Err() != nil:
-			return nil, fmt.Errorf("job %d interrupted: %w", job.Seq, context.Cause(ctx))
-		case errors.As(err, &ue):
-			return ue, nil // a failed job: --on-error decides
-		}
-		return nil, err
-	}
+// runOpened runs job, whose packet op is open, and closes op. jobErr is
+// the job's own failure (command failed, Fail packet, too large to be
+// given to a command); err is anything that must stop processing without
+// committing the job (I/O error, interruption).
+func (q *Queue) runOpened(ctx context.Context, job Job, op *OpenedPacket, opts ProcessOptions) (jobErr, err error) {
 	defer op.Close()
 	h := op.Header
 	q.Logger.Debug("running job", "seq", h.Seq, "file", job.Name, "type", h.Type.String())
-	p := &packet{h: h, env: jobEnvFixed(h, q, job.Name), payload: op.Payload, stream: op.stream}
+	p := &packet{h: h, env: jobEnvFixed(h, q, job.Name), payload: op.Payload, stream: op.stream, scope: op.procs.scope}
 	return runPacket(ctx, q.Logger, p, opts, func() (*os.File, error) {
 		// A fixed name in a directory others may write: whatever is
 		// there, a planted link above all, is unlinked, never written
@@ -48,6 +37,7 @@ type packet struct {
 	env     []string
 	payload *os.File
 	stream  *Stream
+	scope   *proc.Scope // where the runner starts the job's processes (Run.Scope)
 }
 
 // decoderOf gives run the decoder's verdict as PayloadDone (nil stream: no
@@ -108,7 +98,7 @@ func withDecoderFailure(jobErr, derr error) error {
 // runPacket runs p with opts, shared by queue-process and stdin-process.
 // openOutput opens the SaveBoth file.
 func runPacket(ctx context.Context, log *slog.Logger, p *packet, opts ProcessOptions, openOutput func() (*os.File, error)) (jobErr, err error) {
-	run := &Run{Header: p.h, Payload: p.payload}
+	run := &Run{Header: p.h, Payload: p.payload, Scope: p.scope}
 	decoderLeft := decoderOf(ctx, run, p.stream)
 	jobErr, err = runDecoded(ctx, log, run, p, opts, openOutput)
 	if derr := decoderLeft(jobErr); err == nil {
@@ -172,86 +162,4 @@ func runDecoded(ctx context.Context, log *slog.Logger, run *Run, p *packet, opts
 		return nil, fmt.Errorf("job %d interrupted: %w", h.Seq, context.Cause(ctx))
 	}
 	return jobErr, nil
-}
-
-// ProcessStdin runs the packet read from in (stdin-process). A bad packet is
-// a *PacketError (exit 2); a failed job a *JobFailedError (exit 1), and so
-// is a packet the decoder did not verify (nothing of it is run).
-func ProcessStdin(ctx context.Context, in *os.File, log *slog.Logger, opts ProcessOptions) error {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	h, stream, err := StdinHeader(ctx, in, opts.Decoder)
-	if err != nil {
-		return err
-	}
-	payload := in
-	if stream != nil {
-		defer stream.Stop()
-		payload = stream.Out
-	}
-	opts.OutputTo = PassBoth
-	jobErr, err := runPacket(ctx, log, &packet{h: h, env: jobEnvFixed(h, nil, ""), payload: payload, stream: stream}, opts, nil)
-	if err != nil {
-		return err
-	}
-	if jobErr != nil {
-		return &stdinJobError{JobFailedError{Seq: h.Seq, Err: jobErr}}
-	}
-	return nil
-}
-
-// StdinHeader reads the header of the packet on in (stdin-*), through dec
-// when it is not empty: then the payload is to be read from the returned
-// Stream's Out, which the caller must Wait for (or Stop). Params and Env
-// are not decoded yet (Header.Decode, Header.Each). A bad packet, or a
-// decoder that fails before the header (a wrong key), is exit 2.
-//
-// When dec verifies, the packet is first copied whole to a private file in
-// $TMPDIR (stdin can be read once, and it is read twice: to verify, then to
-// use), which is gone when the stream is done; a packet that is not
-// verified is an *UnverifiedError, and nothing of it is returned.
-func StdinHeader(ctx context.Context, in *os.File, dec *Decoder) (*Header, *Stream, error) {
-	if dec.Empty() {
-		h, err := ReadHeaderLazy(in)
-		if err != nil {
-			return nil, nil, fmt.Errorf("stdin: %w", err)
-		}
-		return h, nil, nil
-	}
-	var stream *Stream
-	if dec.Verifies() {
-		spool, err := privateCopy(os.TempDir(), in)
-		if err != nil {
-			return nil, nil, fmt.Errorf("stdin: copy the packet to verify it: %w", err)
-		}
-		if err := dec.Verify(ctx, spool); err != nil {
-			spool.Close()
-			return nil, nil, fmt.Errorf("stdin: %w", err)
-		}
-		if stream, err = dec.Start(ctx, spool); err != nil {
-			spool.Close()
-			return nil, nil, &PacketError{Reason: "stdin: cannot start the decoder", Err: err}
-		}
-		stream.owned = append(stream.owned, spool)
-	} else {
-		var err error
-		if stream, err = dec.StartStream(ctx, in); err != nil {
-			return nil, nil, &PacketError{Reason: "stdin: cannot start the decoder", Err: err}
-		}
-	}
-	h, err := ReadHeaderLazy(stream.Out)
-	if err != nil {
-		if derr := stream.Stop(); derr != nil {
-			return nil, nil, &PacketError{Reason: "stdin: the decoder failed", Err: derr}
-		}
-		return nil, nil, fmt.Errorf("stdin (decoded with %s): %w", dec, err)
-	}
-	return h, stream, nil
-}
-
-type stdinJobError struct{ JobFailedError }
-
-func (e *stdinJobError) Error() string {
-	return fmt.Sprintf("job %d (stdin) failed: %v", e.Seq, e.Err)
 }

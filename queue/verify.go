@@ -79,7 +79,9 @@ func (d *Decoder) Verify(ctx context.Context, in *os.File) error {
 	var pre *Stream
 	if last > 0 {
 		var err error
-		pre, err = (&Decoder{Steps: d.Steps[:last], Shell: d.Shell, Stderr: d.Stderr}).StartStream(ctx, in)
+		sub := *d
+		sub.Steps = d.Steps[:last]
+		pre, err = sub.StartStream(ctx, in)
 		if err != nil {
 			return fmt.Errorf("start the decoder to verify: %w", err)
 		}

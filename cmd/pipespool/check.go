@@ -8,8 +8,19 @@ import (
 	"github.com/pipespool/pipespool/pipeline"
 )
 
-// NewCmdCheck builds the check command.
-func NewCmdCheck(g *globalOptions) *cobra.Command {
+// checkOptions are the options of check.
+type checkOptions struct {
+	g       *globalOptions
+	JobFile string
+}
+
+// NewCmdCheck builds the check command; runF does the work (nil:
+// runCheck).
+func NewCmdCheck(g *globalOptions, runF func(*checkOptions) error) *cobra.Command {
+	opts := &checkOptions{g: g}
+	if runF == nil {
+		runF = runCheck
+	}
 	return &cobra.Command{
 		Use:   "check JOB.toml",
 		Short: "Validate a job file and print its resolved stage graph",
@@ -19,16 +30,21 @@ Exit status: 0 valid, 2 invalid (the error names the file, line and key).`,
 		Example: `  pipespool check restore.toml`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			job, err := pipeline.Load(args[0])
-			if err != nil {
-				return err
-			}
-			desc, err := pipeline.Describe(job, pipeline.Options{})
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprint(g.streams.Out, desc)
-			return err
+			opts.JobFile = args[0]
+			return runF(opts)
 		},
 	}
+}
+
+func runCheck(opts *checkOptions) error {
+	job, err := pipeline.Load(opts.JobFile)
+	if err != nil {
+		return err
+	}
+	desc, err := pipeline.Describe(job, pipeline.Options{})
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprint(opts.g.streams.Out, desc)
+	return err
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pipeline"
-	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/units"
 )
 
@@ -30,9 +28,12 @@ type execOptions struct {
 	RateLimit   string
 }
 
-// NewCmdExec builds the exec command.
-func NewCmdExec(g *globalOptions) *cobra.Command {
+// NewCmdExec builds the exec command; runF does the work (nil: runExec).
+func NewCmdExec(g *globalOptions, runF func(*execOptions) error) *cobra.Command {
 	opts := &execOptions{g: g}
+	if runF == nil {
+		runF = runExec
+	}
 	cmd := &cobra.Command{
 		Use:   "exec JOB.toml",
 		Short: "Run the pipeline of a job file",
@@ -60,7 +61,7 @@ SIGHUP/SIGINT/SIGQUIT/SIGTERM (every stage stopped first).`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.JobFile = args[0]
-			return runExec(cmd.Context(), opts)
+			return runF(opts)
 		},
 	}
 	f := cmd.Flags()
@@ -86,7 +87,7 @@ func exactArgs(n int) cobra.PositionalArgs {
 	}
 }
 
-func runExec(ctx context.Context, opts *execOptions) error {
+func runExec(opts *execOptions) error {
 	switch opts.Progress {
 	case "auto", "always", "never":
 	default:
@@ -121,18 +122,14 @@ func runExec(ctx context.Context, opts *execOptions) error {
 			return &pipeline.InputError{Path: f.path, Err: fmt.Errorf("%s cannot be written: %w", f.flag, err)}
 		}
 	}
-	if err := proc.BecomeSubreaper(); err != nil {
-		opts.g.Logger().Warn("processes the stages leave behind outside their process groups cannot be found and stopped: " + err.Error())
-	}
-	ctx, stop := signalContext(ctx, opts.g.streams.ErrOut)
+	becomeSubreaper(opts.g)
+	ctx, stop := signalContext(opts.g.streams.ErrOut)
 	defer stop()
-	if opts.Lock != "" {
-		lock, err := fsutil.Acquire(ctx, opts.Lock, fsutil.LockOptions{Create: true, Wait: opts.LockWait})
-		if err != nil {
-			return err
-		}
-		defer lock.Release()
+	lock, err := runLock(ctx, opts.Lock, opts.LockWait)
+	if err != nil {
+		return err
 	}
+	defer lock.Release()
 	var display *pipeline.TermProgress
 	if opts.Progress == "always" || opts.Progress == "auto" && opts.g.streams.ErrIsTerminal {
 		// Log lines go through the display, which clears its frame,

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,18 +10,8 @@ import (
 // returns the exit status and what went to stderr.
 func runMain(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	in, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	var errOut bytes.Buffer
-	code := Main(args, &IOStreams{In: in, Out: out, ErrOut: &errOut})
+	streams, errOut := fakeStreams(t)
+	code := Main(args, streams)
 	return code, errOut.String()
 }
 

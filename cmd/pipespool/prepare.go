@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -23,9 +22,13 @@ type prepareOptions struct {
 	Type    queue.CmdType
 }
 
-// NewCmdPrepare writes a command packet to stdout, as fspl prepare.
-func NewCmdPrepare(g *globalOptions) *cobra.Command {
+// NewCmdPrepare writes a command packet to stdout, as fspl prepare; runF
+// does the work (nil: runPrepare), as for prepare-nop and prepare-fail.
+func NewCmdPrepare(g *globalOptions, runF func(*prepareOptions) error) *cobra.Command {
 	opts := &prepareOptions{g: g, Type: queue.CmdCommand}
+	if runF == nil {
+		runF = runPrepare
+	}
 	cmd := &cobra.Command{
 		Use:   "prepare -s SEQFILE [-i INPUT] [-- PARAMS...]",
 		Short: "Prepare a command for transmission, writing to stdout",
@@ -40,7 +43,7 @@ or sendfile) where stdout allows it.`,
   FSPL_SET_DATASET=tank/home pipespool prepare -s ~/.seq -i backup.zst -- incremental`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Params = args
-			return runPrepare(opts)
+			return runF(opts)
 		},
 	}
 	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none (seq 1)`)
@@ -50,26 +53,29 @@ or sendfile) where stdout allows it.`,
 }
 
 // NewCmdPrepareNOP writes a NOP packet, as fspl prepare-nop.
-func NewCmdPrepareNOP(g *globalOptions) *cobra.Command {
-	return newCmdPrepareBare(g, queue.CmdNOP, "prepare-nop", "Prepare a NOP packet for transmission, writing to stdout",
+func NewCmdPrepareNOP(g *globalOptions, runF func(*prepareOptions) error) *cobra.Command {
+	return newCmdPrepareBare(g, runF, queue.CmdNOP, "prepare-nop", "Prepare a NOP packet for transmission, writing to stdout",
 		"A NOP packet runs nothing and always succeeds: use it to fill a gap in the sequence.")
 }
 
 // NewCmdPrepareFail writes a Fail packet, as fspl prepare-fail.
-func NewCmdPrepareFail(g *globalOptions) *cobra.Command {
-	return newCmdPrepareBare(g, queue.CmdFail, "prepare-fail", "Prepare a fail packet for transmission, writing to stdout",
+func NewCmdPrepareFail(g *globalOptions, runF func(*prepareOptions) error) *cobra.Command {
+	return newCmdPrepareBare(g, runF, queue.CmdFail, "prepare-fail", "Prepare a fail packet for transmission, writing to stdout",
 		"A Fail packet runs nothing and always fails: use it to test --on-error handling.")
 }
 
-func newCmdPrepareBare(g *globalOptions, t queue.CmdType, name, short, long string) *cobra.Command {
+func newCmdPrepareBare(g *globalOptions, runF func(*prepareOptions) error, t queue.CmdType, name, short, long string) *cobra.Command {
 	opts := &prepareOptions{g: g, Type: t}
+	if runF == nil {
+		runF = runPrepare
+	}
 	cmd := &cobra.Command{
 		Use:     name + " -s SEQFILE",
 		Short:   short,
 		Long:    long,
 		Example: "  pipespool " + name + " -s ~/.seq | pipespool queue-write -q /q",
 		Args:    cobra.NoArgs,
-		RunE:    func(cmd *cobra.Command, args []string) error { return runPrepare(opts) },
+		RunE:    func(cmd *cobra.Command, args []string) error { return runF(opts) },
 	}
 	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none (seq 1)`)
 	_ = cmd.MarkFlagRequired("seqfile")
@@ -104,7 +110,7 @@ func runPrepare(opts *prepareOptions) error {
 			}
 		}
 	}
-	return withSeq(opts.SeqFile, func(seq uint64) error {
+	return queue.UseNext(opts.SeqFile, func(seq uint64) error {
 		h.Seq = seq
 		out := opts.g.streams.Out
 		if _, err := out.Write(queue.Encode(h)); err != nil {
@@ -119,91 +125,40 @@ func runPrepare(opts *prepareOptions) error {
 	})
 }
 
-// withSeq runs f with the next sequence number of seqfile under its lock and
-// then advances the seqfile, so that a failed write does not use up a number.
-// "-" means no seqfile: seq 1.
-//
-// The advanced number is staged (written and fsynced beside the seqfile)
-// before f writes the packet, and made current by one rename once f is done.
-// A kill after the packet is whole and before the rename leaves the old
-// number, which the next prepare reuses (queue-process then stops on two
-// jobs with one number); staging ahead shrinks that window from two fsyncs
-// (1 kill in 5 landed there in TestPrepareCrash) to a rename.
-func withSeq(seqfile string, f func(seq uint64) error) error {
-	if seqfile == "-" {
-		return f(1)
-	}
-	sf := queue.SeqFile{Path: seqfile}
-	lock, err := sf.Lock(true)
-	if err != nil {
-		return fmt.Errorf("seqfile %s: %w", seqfile, err)
-	}
-	defer lock.Release()
-	seq, err := sf.ReadOrInit()
-	if err != nil {
-		return err
-	}
-	if seq == math.MaxUint64 {
-		// The next number would wrap to 0 (fspl's does), and the
-		// receiving queue would start over below every job it ran.
-		return fmt.Errorf("seqfile %s: %d is the largest sequence number there is: no packet can follow it; "+
-			"set a lower one with prepare-set-next, and the queue's to match with queue-set-next", seqfile, seq)
-	}
-	if err := sf.Stage(seq + 1); err != nil {
-		return fmt.Errorf("seqfile %s: %w", seqfile, err)
-	}
-	if err := f(seq); err != nil {
-		sf.Discard()
-		return err
-	}
-	return sf.Commit()
-}
-
 // seqOptions are the options of prepare-get-next and prepare-set-next.
 type seqOptions struct {
 	g       *globalOptions
 	SeqFile string
-	ID      string
+	ID      uint64 // prepare-set-next's ID
 }
 
-// NewCmdPrepareGetNext prints the seqfile's next number.
-func NewCmdPrepareGetNext(g *globalOptions) *cobra.Command {
+// NewCmdPrepareGetNext prints the seqfile's next number; runF does the
+// work (nil: runPrepareGetNext).
+func NewCmdPrepareGetNext(g *globalOptions, runF func(*seqOptions) error) *cobra.Command {
 	opts := &seqOptions{g: g}
+	if runF == nil {
+		runF = runPrepareGetNext
+	}
 	cmd := &cobra.Command{
 		Use:     "prepare-get-next -s SEQFILE",
 		Short:   "Get the next sequence number for prepare",
 		Long:    "Print the sequence number the next prepare will use (creating SEQFILE with 1 if missing, as fspl does).",
 		Example: "  pipespool prepare-get-next -s ~/.seq",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withSeqRead(opts.SeqFile, func(n uint64) error { return writeOut(g, "%d\n", n) })
-		},
+		RunE:    func(cmd *cobra.Command, args []string) error { return runF(opts) },
 	}
 	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none`)
 	_ = cmd.MarkFlagRequired("seqfile")
 	return cmd
 }
 
-func withSeqRead(seqfile string, f func(uint64) error) error {
-	if seqfile == "-" {
-		return f(1)
-	}
-	sf := queue.SeqFile{Path: seqfile}
-	lock, err := sf.Lock(true)
-	if err != nil {
-		return fmt.Errorf("seqfile %s: %w", seqfile, err)
-	}
-	defer lock.Release()
-	n, err := sf.ReadOrInit()
-	if err != nil {
-		return err
-	}
-	return f(n)
-}
-
-// NewCmdPrepareSetNext sets the seqfile's next number.
-func NewCmdPrepareSetNext(g *globalOptions) *cobra.Command {
+// NewCmdPrepareSetNext sets the seqfile's next number; runF does the work
+// (nil: runPrepareSetNext).
+func NewCmdPrepareSetNext(g *globalOptions, runF func(*seqOptions) error) *cobra.Command {
 	opts := &seqOptions{g: g}
+	if runF == nil {
+		runF = runPrepareSetNext
+	}
 	cmd := &cobra.Command{
 		Use:     "prepare-set-next -s SEQFILE ID",
 		Short:   "Set the next sequence number for prepare",
@@ -215,22 +170,24 @@ func NewCmdPrepareSetNext(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if opts.SeqFile == "-" {
-				return nil
-			}
-			sf := queue.SeqFile{Path: opts.SeqFile}
-			lock, err := sf.Lock(true)
-			if err != nil {
-				return fmt.Errorf("seqfile %s: %w", opts.SeqFile, err)
-			}
-			defer lock.Release()
-			return sf.Write(n)
+			opts.ID = n
+			return runF(opts)
 		},
 	}
 	cmd.Flags().StringVarP(&opts.SeqFile, "seqfile", "s", "", `the sequence state file; "-" for none`)
 	_ = cmd.MarkFlagRequired("seqfile")
 	return cmd
 }
+
+func runPrepareGetNext(o *seqOptions) error {
+	n, err := queue.PeekNext(o.SeqFile)
+	if err != nil {
+		return err
+	}
+	return writeOut(o.g, "%d\n", n)
+}
+
+func runPrepareSetNext(o *seqOptions) error { return queue.SetNext(o.SeqFile, o.ID) }
 
 // parseID parses a job ID / sequence number argument.
 func parseID(s string) (uint64, error) {

@@ -10,11 +10,11 @@ import (
 // prepare*.go, stdin_*.go, gen_*.go).
 func addQueueCommands(root *cobra.Command, g *globalOptions) {
 	root.AddCommand(
-		NewCmdPrepare(g), NewCmdPrepareNOP(g), NewCmdPrepareFail(g),
-		NewCmdPrepareGetNext(g), NewCmdPrepareSetNext(g),
-		NewCmdQueueInit(g), NewCmdQueueWrite(g), NewCmdQueueLs(g), NewCmdQueueInfo(g),
-		NewCmdQueuePayload(g), NewCmdQueueProcess(g), NewCmdQueueGetNext(g), NewCmdQueueSetNext(g),
-		NewCmdStdinInfo(g), NewCmdStdinPayload(g), NewCmdStdinProcess(g),
+		NewCmdPrepare(g, nil), NewCmdPrepareNOP(g, nil), NewCmdPrepareFail(g, nil),
+		NewCmdPrepareGetNext(g, nil), NewCmdPrepareSetNext(g, nil),
+		NewCmdQueueInit(g, nil), NewCmdQueueWrite(g, nil), NewCmdQueueLs(g, nil), NewCmdQueueInfo(g, nil),
+		NewCmdQueuePayload(g, nil), NewCmdQueueProcess(g, nil), NewCmdQueueGetNext(g, nil), NewCmdQueueSetNext(g, nil),
+		NewCmdStdinInfo(g, nil), NewCmdStdinPayload(g, nil), NewCmdStdinProcess(g, nil),
 		NewCmdGenFilename(g), NewCmdGenUUID(g),
 	)
 }

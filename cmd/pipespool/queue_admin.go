@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -24,6 +22,12 @@ type queueDirOptions struct {
 	// [decoder.openpgp] table keys -d openpgp.
 	DecoderConfig string
 	Job           string // -j ID
+	AppendOnly    bool   // queue-init --append-only
+
+	// Dir is the queue directory (-q DIR, or the first argument) and
+	// Args the arguments after it, once the command line is parsed.
+	Dir  string
+	Args []string
 }
 
 func (o *queueDirOptions) bindDir(cmd *cobra.Command) {
@@ -37,7 +41,8 @@ func (o *queueDirOptions) bindDecoder(cmd *cobra.Command) {
 		"job file whose [decoder.openpgp] table holds the key of -d openpgp (default: --job, else DIR/pipespool.toml)")
 }
 
-// decoder builds the -d chain. The key of -d openpgp comes from the
+// decoder builds the -d chain, and makes pipespool the subreaper of the
+// processes it and the jobs start. The key of -d openpgp comes from the
 // [decoder.openpgp] table of --decoder-config, else of jobFile (the
 // pipeline of queue-process/stdin-process), else of dir/pipespool.toml.
 func (o *queueDirOptions) decoder(dir, jobFile string) (*queue.Decoder, error) {
@@ -52,7 +57,10 @@ func (o *queueDirOptions) decoder(dir, jobFile string) (*queue.Decoder, error) {
 		}
 		return nil, &usageError{err}
 	}
-	d.Stderr = o.g.streams.ErrOut
+	d.Stderr, d.Logger = o.g.streams.ErrOut, o.g.Logger()
+	// What a shell step leaves running outside its group is found and
+	// stopped only by a subreaper.
+	becomeSubreaper(o.g)
 	return d, nil
 }
 
@@ -92,10 +100,10 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// NewCmdQueueInit creates a queue directory.
-func NewCmdQueueInit(g *globalOptions) *cobra.Command {
+// NewCmdQueueInit creates a queue directory; runF does the work (nil:
+// runQueueInit), as for every queue-* command below with its own runX.
+func NewCmdQueueInit(g *globalOptions, runF func(*queueDirOptions) error) *cobra.Command {
 	opts := &queueDirOptions{g: g}
-	var appendOnly bool
 	cmd := &cobra.Command{
 		Use:   "queue-init -q DIR [--append-only]",
 		Short: "Initialize a queue",
@@ -103,24 +111,17 @@ func NewCmdQueueInit(g *globalOptions) *cobra.Command {
 With --append-only only jobs/ is made: the queue can be written and listed
 but not processed. An existing nextseq is kept.`,
 		Example: "  pipespool queue-init -q /var/spool/backups",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, rest, err := queueDirArg(opts.QueueDir, args)
-			if err != nil {
-				return err
-			}
-			if len(rest) > 0 {
-				return usageErrorf("queue-init: unexpected argument %q", rest[0])
-			}
-			return queue.Init(dir, appendOnly)
-		},
+		RunE:    opts.runE(0, runF, runQueueInit),
 	}
 	opts.bindDir(cmd)
-	cmd.Flags().BoolVar(&appendOnly, "append-only", false, "create the queue in write-only mode (no nextseq)")
+	cmd.Flags().BoolVar(&opts.AppendOnly, "append-only", false, "create the queue in write-only mode (no nextseq)")
 	return cmd
 }
 
+func runQueueInit(o *queueDirOptions) error { return queue.Init(o.Dir, o.AppendOnly) }
+
 // NewCmdQueueWrite stores the packet on stdin as a job.
-func NewCmdQueueWrite(g *globalOptions) *cobra.Command {
+func NewCmdQueueWrite(g *globalOptions, runF func(*queueDirOptions) error) *cobra.Command {
 	opts := &queueDirOptions{g: g}
 	cmd := &cobra.Command{
 		Use:   "queue-write -q DIR",
@@ -129,28 +130,23 @@ func NewCmdQueueWrite(g *globalOptions) *cobra.Command {
 tmp-fspl-<uuid>.fspl.tmp, fsynced, renamed to fspl-<uuid>.fspl, and the
 directory fsynced. A crash never leaves a partial file under a job name.`,
 		Example: "  ssh sender pipespool prepare -s .seq -i backup | pipespool queue-write -q /q",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, rest, err := queueDirArg(opts.QueueDir, args)
-			if err != nil {
-				return err
-			}
-			if len(rest) > 0 {
-				return usageErrorf("queue-write: unexpected argument %q", rest[0])
-			}
-			name, err := queue.Open(dir, g.Logger()).Write(g.streams.In)
-			if err != nil {
-				return err
-			}
-			g.Logger().Debug("packet written", "file", name)
-			return nil
-		},
+		RunE:    opts.runE(0, runF, runQueueWrite),
 	}
 	opts.bindDir(cmd)
 	return cmd
 }
 
+func runQueueWrite(o *queueDirOptions) error {
+	name, err := queue.Open(o.Dir, o.g.Logger()).Write(o.g.streams.In)
+	if err != nil {
+		return err
+	}
+	o.g.Logger().Debug("packet written", "file", name)
+	return nil
+}
+
 // NewCmdQueueLs lists the jobs of a queue, in fspl's format.
-func NewCmdQueueLs(g *globalOptions) *cobra.Command {
+func NewCmdQueueLs(g *globalOptions, runF func(*queueDirOptions) error) *cobra.Command {
 	opts := &queueDirOptions{g: g}
 	cmd := &cobra.Command{
 		Use:   "queue-ls -q DIR [-d DECODECMD]",
@@ -164,26 +160,21 @@ When the decoder requires a signature (-d openpgp with require_signed_by),
 every job is decrypted in full to verify it, and a row whose packet is not
 verified ends in [unverified] (the reason is in the warning).`,
 		Example: "  pipespool queue-ls -q /q\n  pipespool queue-ls /q -d zstd",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			dir, rest, err := queueDirArg(opts.QueueDir, args)
-			if err != nil {
-				return err
-			}
-			if len(rest) > 0 {
-				return usageErrorf("queue-ls: unexpected argument %q", rest[0])
-			}
-			dec, err := opts.decoder(dir, "")
-			if err != nil {
-				return err
-			}
-			ctx, stop := signalContext(nil, g.streams.ErrOut)
-			defer stop()
-			return listQueue(ctx, g, queue.Open(dir, g.Logger()), dec)
-		},
+		RunE:    opts.runE(0, runF, runQueueLs),
 	}
 	opts.bindDir(cmd)
 	opts.bindDecoder(cmd)
 	return cmd
+}
+
+func runQueueLs(o *queueDirOptions) error {
+	dec, err := o.decoder(o.Dir, "")
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext(o.g.streams.ErrOut)
+	defer stop()
+	return listQueue(ctx, o.g, queue.Open(o.Dir, o.g.Logger()), dec)
 }
 
 // listQueue prints the rows of queue-ls.
@@ -217,7 +208,7 @@ func (o *queueDirOptions) bindJob(cmd *cobra.Command) {
 }
 
 // NewCmdQueueInfo prints a job's FSPL_* variables.
-func NewCmdQueueInfo(g *globalOptions) *cobra.Command {
+func NewCmdQueueInfo(g *globalOptions, runF func(*queueDirOptions) error) *cobra.Command {
 	opts := &queueDirOptions{g: g}
 	cmd := &cobra.Command{
 		Use:   "queue-info -q DIR -j ID [-d DECODECMD]",
@@ -227,20 +218,7 @@ NAME=value per line (values are raw bytes and may contain newlines). When
 the decoder requires a signature, the packet is verified in full first, and
 nothing of a packet that is not verified is printed (exit 1).`,
 		Example: "  pipespool queue-info -q /q -j 42",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			q, job, dec, err := opts.findJob(args)
-			if err != nil {
-				return err
-			}
-			ctx, stop := signalContext(nil, g.streams.ErrOut)
-			defer stop()
-			p, err := q.OpenPacket(ctx, dec, job)
-			if err != nil {
-				return err
-			}
-			defer p.Close()
-			return queue.WriteJobEnv(g.streams.Out, p.Header, q, job.Name)
-		},
+		RunE:    opts.runE(0, runF, runQueueInfo),
 	}
 	opts.bindDir(cmd)
 	opts.bindDecoder(cmd)
@@ -248,46 +226,47 @@ nothing of a packet that is not verified is printed (exit 1).`,
 	return cmd
 }
 
-func (o *queueDirOptions) findJob(args []string) (*queue.Queue, queue.Job, *queue.Decoder, error) {
-	dir, rest, err := queueDirArg(o.QueueDir, args)
-	if err != nil {
-		return nil, queue.Job{}, nil, err
-	}
-	if len(rest) > 0 {
-		return nil, queue.Job{}, nil, usageErrorf("unexpected argument %q", rest[0])
-	}
+func runQueueInfo(o *queueDirOptions) error {
+	return o.withJob(func(ctx context.Context, q *queue.Queue, job queue.Job, dec *queue.Decoder) error {
+		p, err := q.OpenPacket(ctx, dec, job)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		return queue.WriteJobEnv(o.g.streams.Out, p.Header, q, job.Name)
+	})
+}
+
+// withJob runs f with job -j of the queue, found through the -d chain,
+// and the signal context.
+func (o *queueDirOptions) withJob(f func(context.Context, *queue.Queue, queue.Job, *queue.Decoder) error) error {
 	seq, err := parseID(o.Job)
 	if err != nil {
-		return nil, queue.Job{}, nil, err
+		return err
 	}
-	dec, err := o.decoder(dir, "")
+	dec, err := o.decoder(o.Dir, "")
 	if err != nil {
-		return nil, queue.Job{}, nil, err
+		return err
 	}
-	q := queue.Open(dir, o.g.Logger())
-	ctx, stop := signalContext(nil, o.g.streams.ErrOut)
+	q := queue.Open(o.Dir, o.g.Logger())
+	ctx, stop := signalContext(o.g.streams.ErrOut)
 	defer stop()
 	job, err := q.FindJob(ctx, dec, seq)
-	return q, job, dec, err
+	if err != nil {
+		return err
+	}
+	return f(ctx, q, job, dec)
 }
 
 // NewCmdQueuePayload dumps a job's payload.
-func NewCmdQueuePayload(g *globalOptions) *cobra.Command {
+func NewCmdQueuePayload(g *globalOptions, runF func(*queueDirOptions) error) *cobra.Command {
 	opts := &queueDirOptions{g: g}
 	cmd := &cobra.Command{
 		Use:     "queue-payload -q DIR -j ID [-d DECODECMD]",
 		Short:   "Dump the payload of a job to stdout",
 		Long:    "Write the payload of job ID (decoded with -d) to stdout.",
 		Example: "  pipespool queue-payload -q /q -j 42 | tar t",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			q, job, dec, err := opts.findJob(args)
-			if err != nil {
-				return err
-			}
-			ctx, stop := signalContext(nil, g.streams.ErrOut)
-			defer stop()
-			return q.CopyPayload(ctx, dec, job, g.streams.Out)
-		},
+		RunE:    opts.runE(0, runF, runQueuePayload),
 	}
 	opts.bindDir(cmd)
 	opts.bindDecoder(cmd)
@@ -295,66 +274,76 @@ func NewCmdQueuePayload(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
+func runQueuePayload(o *queueDirOptions) error {
+	return o.withJob(func(ctx context.Context, q *queue.Queue, job queue.Job, dec *queue.Decoder) error {
+		return q.CopyPayload(ctx, dec, job, o.g.streams.Out)
+	})
+}
+
 // NewCmdQueueGetNext prints the queue's nextseq.
-func NewCmdQueueGetNext(g *globalOptions) *cobra.Command {
+func NewCmdQueueGetNext(g *globalOptions, runF func(*queueDirOptions) error) *cobra.Command {
 	opts := &queueDirOptions{g: g}
 	cmd := &cobra.Command{
 		Use:     "queue-get-next -q DIR",
 		Short:   "Prints the next sequence number for the queue",
 		Long:    "Print the sequence number queue-process will run next. Exits 75 if the queue is being processed.",
 		Example: "  pipespool queue-get-next -q /q",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return opts.withNextSeq(args, 0, func(sf queue.SeqFile, _ []string) error {
-				n, err := sf.Read()
-				if err != nil {
-					return err
-				}
-				return writeOut(g, "%d\n", n)
-			})
-		},
+		RunE:    opts.runE(0, runF, runQueueGetNext),
 	}
 	opts.bindDir(cmd)
 	return cmd
 }
 
+func runQueueGetNext(o *queueDirOptions) error {
+	n, err := queue.Open(o.Dir, o.g.Logger()).NextSeq()
+	if err != nil {
+		return err
+	}
+	return writeOut(o.g, "%d\n", n)
+}
+
 // NewCmdQueueSetNext sets the queue's nextseq.
-func NewCmdQueueSetNext(g *globalOptions) *cobra.Command {
+func NewCmdQueueSetNext(g *globalOptions, runF func(*queueDirOptions) error) *cobra.Command {
 	opts := &queueDirOptions{g: g}
 	cmd := &cobra.Command{
 		Use:     "queue-set-next -q DIR ID",
 		Short:   "Sets the next sequence number for the queue",
 		Long:    "Make queue-process run job ID next (durably). Exits 75 if the queue is being processed.",
 		Example: "  pipespool queue-set-next -q /q 43",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return opts.withNextSeq(args, 1, func(sf queue.SeqFile, rest []string) error {
-				n, err := parseID(rest[0])
-				if err != nil {
-					return err
-				}
-				return sf.Write(n)
-			})
-		},
+		RunE:    opts.runE(1, runF, runQueueSetNext),
 	}
 	opts.bindDir(cmd)
 	return cmd
 }
 
-func (o *queueDirOptions) withNextSeq(args []string, nargs int, f func(queue.SeqFile, []string) error) error {
-	dir, rest, err := queueDirArg(o.QueueDir, args)
+func runQueueSetNext(o *queueDirOptions) error {
+	n, err := parseID(o.Args[0])
 	if err != nil {
 		return err
 	}
-	if len(rest) != nargs {
-		return usageErrorf("expected %d argument(s) after the queue directory, got %d", nargs, len(rest))
+	return queue.Open(o.Dir, o.g.Logger()).SetNextSeq(n)
+}
+
+// runE is the RunE of a queue-* command that takes DIR (-q DIR, or the
+// first argument) and nargs arguments after it: it sets Dir and Args, then
+// calls runF, or run when runF is nil.
+func (o *queueDirOptions) runE(nargs int, runF, run func(*queueDirOptions) error) func(*cobra.Command, []string) error {
+	if runF == nil {
+		runF = run
 	}
-	sf := queue.Open(dir, o.g.Logger()).NextSeqFile()
-	lock, err := sf.Lock(false)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%s: no nextseq.lock: not a queue, or an append-only one (queue-init): %w", dir, err)
+	return func(cmd *cobra.Command, args []string) error {
+		dir, rest, err := queueDirArg(o.QueueDir, args)
+		if err != nil {
+			return err
 		}
-		return err
+		switch {
+		case len(rest) == nargs:
+		case nargs == 0:
+			return usageErrorf("%s: unexpected argument %q", cmd.Name(), rest[0])
+		default:
+			return usageErrorf("%s: expected %d argument(s) after the queue directory, got %d", cmd.Name(), nargs, len(rest))
+		}
+		o.Dir, o.Args = dir, rest
+		return runF(o)
 	}
-	defer lock.Release()
-	return f(sf, rest)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pipeline"
+	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/queue"
 )
 
@@ -51,9 +52,12 @@ type queueProcessOptions struct {
 }
 
 // NewCmdQueueProcess processes a queue, as fspl queue-process, with a
-// command or a pipeline.
-func NewCmdQueueProcess(g *globalOptions) *cobra.Command {
+// command or a pipeline; runF does the work (nil: runQueueProcess).
+func NewCmdQueueProcess(g *globalOptions, runF func(*queueProcessOptions) error) *cobra.Command {
 	opts := &queueProcessOptions{queueDirOptions: queueDirOptions{g: g}}
+	if runF == nil {
+		runF = runQueueProcess
+	}
 	cmd := &cobra.Command{
 		Use:   "queue-process [-q] DIR [options] [COMMAND [-- PARAMS...]]",
 		Short: "Process a queue",
@@ -86,11 +90,7 @@ invalid usage or job file, 75 the queue's lock or --lock held,
   pipespool queue-process /q -d openpgp -d zstd --job restore.toml --report /var/log/restore.json
   pipespool queue-process /q --lock /run/lock/restore.lock --metrics-file /var/lib/node_exporter/textfile/restore.prom sh -- -c 'zfs receive -u tank/b'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dash := cmd.Flags().ArgsLenAtDash()
-			before, after := args, []string(nil)
-			if dash >= 0 {
-				before, after = args[:dash], args[dash:]
-			}
+			before, after := splitAtDash(cmd, args)
 			dir, before, err := queueDirArg(opts.QueueDir, before)
 			if err != nil {
 				return err
@@ -101,7 +101,7 @@ invalid usage or job file, 75 the queue's lock or --lock held,
 				return err
 			}
 			opts.Command = cmdv
-			return runQueueProcess(opts)
+			return runF(opts)
 		},
 	}
 	opts.bindDir(cmd)
@@ -118,6 +118,14 @@ invalid usage or job file, 75 the queue's lock or --lock held,
 	fl.StringVar(&opts.Lock, "lock", "", "hold flock(2) on this file for the run; exit 75 if another process holds it")
 	fl.DurationVar(&opts.LockWait, "lock-wait", 0, "with --lock: wait up to this long for the lock before exiting 75")
 	return cmd
+}
+
+// splitAtDash splits args into those before -- and those after it.
+func splitAtDash(cmd *cobra.Command, args []string) (before, after []string) {
+	if dash := cmd.Flags().ArgsLenAtDash(); dash >= 0 {
+		return args[:dash], args[dash:]
+	}
+	return args, nil
 }
 
 // commandArgs joins COMMAND and the PARAMS after --. Like fspl, anything
@@ -171,15 +179,17 @@ func runQueueProcess(opts *queueProcessOptions) error {
 	if po.Runner, err = newRunner(g, commandMode, opts.Command, jobFile, &opts.processFlags); err != nil {
 		return err
 	}
-	ctx, stop := signalContext(nil, g.streams.ErrOut)
-	defer stop()
-	if opts.Lock != "" {
-		lock, err := fsutil.Acquire(ctx, opts.Lock, fsutil.LockOptions{Create: true, Wait: opts.LockWait})
-		if err != nil {
-			return err
-		}
-		defer lock.Release()
+	if po.MayOutlive, err = opts.mayOutlive(po.Runner); err != nil {
+		return err
 	}
+	po.Decoder.MayOutlive = po.MayOutlive
+	ctx, stop := signalContext(g.streams.ErrOut)
+	defer stop()
+	lock, err := runLock(ctx, opts.Lock, opts.LockWait)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	q := queue.Open(opts.Dir, g.Logger())
 	if opts.Report == "" && opts.MetricsFile == "" {
 		return q.Process(ctx, po)
@@ -207,6 +217,40 @@ func newRunner(g *globalOptions, commandMode bool, args []string, jobFile string
 		return nil, err
 	}
 	return &pipelineRunner{g: g, job: job, extra: args, timeout: timeout}, nil
+}
+
+// mayOutlive returns the programs a job's processes may leave running: the
+// may_outlive of the pipeline's job file, else of --decoder-config.
+func (o *queueDirOptions) mayOutlive(r queue.Runner) ([]string, error) {
+	if p, ok := r.(*pipelineRunner); ok {
+		return p.job.MayOutlive, nil
+	}
+	if o.DecoderConfig == "" {
+		return nil, nil
+	}
+	job, err := pipeline.LoadDecoderConfig(o.DecoderConfig)
+	if err != nil {
+		return nil, err
+	}
+	return job.MayOutlive, nil
+}
+
+// runLock takes --lock (nil when path is empty): exit 75 if another
+// process holds it past wait.
+func runLock(ctx context.Context, path string, wait time.Duration) (*fsutil.Lock, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return fsutil.Acquire(ctx, path, fsutil.LockOptions{Create: true, Wait: wait})
+}
+
+// becomeSubreaper makes pipespool the subreaper of what it starts (see
+// proc.BecomeSubreaper), so that what a stage or a job's command leaves
+// running outside its process group is found and stopped at its end.
+func becomeSubreaper(g *globalOptions) {
+	if err := proc.BecomeSubreaper(); err != nil {
+		g.Logger().Warn("processes left behind outside their process groups cannot be found and stopped: " + err.Error())
+	}
 }
 
 // lastReporter is a runner that keeps the pipeline report of its last job.

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/pipespool/pipespool/pipeline"
-	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/queue"
 )
 
@@ -52,13 +51,7 @@ func (r *queueRecorder) onJob(o queue.JobOutcome) {
 			r.addStages(pr.Stages)
 		}
 	}
-	r.rep.Jobs = append(r.rep.Jobs, o)
-	r.rep.JobsProcessed++
-	if o.Result == queue.ResultSuccess {
-		r.rep.JobsSucceeded++
-	} else {
-		r.rep.JobsFailed++
-	}
+	r.rep.Add(o)
 }
 
 // addStages sums a job's stage counters into the run's, by stage name.
@@ -89,27 +82,9 @@ func (r *queueRecorder) finish(err error) {
 		return
 	}
 	rep := &r.rep
-	rep.End = time.Now()
-	rep.Duration = rep.End.Sub(rep.Start).Seconds()
+	rep.Finish(err, time.Now())
 	if n, rerr := r.q.NextSeqFile().Read(); rerr == nil && rep.NextSeqBefore != nil {
 		rep.NextSeqAfter = &n
-	}
-	var ie *proc.InterruptedError
-	var jf *queue.JobFailedError
-	switch {
-	case errors.As(err, &ie):
-		rep.Result = queue.ResultInterrupted
-	case errors.As(err, &jf):
-		rep.Result = queue.ResultFailed
-	case err != nil:
-		rep.Result = queue.ResultError
-	case rep.JobsFailed > 0:
-		rep.Result = queue.ResultFailed // under --on-error Delete or Leave: exit 0, but not a success
-	default:
-		rep.Result = queue.ResultSuccess
-	}
-	if err != nil {
-		rep.Message = err.Error()
 	}
 	log := r.opts.g.Logger()
 	if r.opts.Report != "" {
@@ -124,7 +99,7 @@ func (r *queueRecorder) finish(err error) {
 	}
 }
 
-// writeMetrics writes the spec's metrics for the whole run (stage bytes
+// writeMetrics writes the run metrics of exec for the whole run (stage bytes
 // summed over its jobs in pipeline mode, none in command mode) and the
 // queue's own.
 func (r *queueRecorder) writeMetrics() error {

@@ -59,7 +59,9 @@ func NewRootCmd(streams *IOStreams) *cobra.Command {
 	return newRootCmd(&globalOptions{streams: streams})
 }
 
-func newRootCmd(g *globalOptions) *cobra.Command {
+// newRootCmd builds the root command with every command below it, or
+// with cmds alone when given (a test's command, built with its runF).
+func newRootCmd(g *globalOptions, cmds ...*cobra.Command) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "pipespool",
 		Short: "Run streaming pipelines of processes, and an fspl-compatible job queue",
@@ -83,10 +85,14 @@ It also keeps an ordered job queue that is byte-compatible with Filespooler
 	root.SetIn(g.streams.In)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 
-	root.AddCommand(NewCmdExec(g))
-	root.AddCommand(NewCmdCheck(g))
-	root.AddCommand(NewCmdVersion(g))
-	addQueueCommands(root, g)
+	if len(cmds) > 0 {
+		root.AddCommand(cmds...)
+	} else {
+		root.AddCommand(NewCmdExec(g, nil))
+		root.AddCommand(NewCmdCheck(g, nil))
+		root.AddCommand(NewCmdVersion(g))
+		addQueueCommands(root, g)
+	}
 	noteRun(root, &g.ran)
 	return root
 }
@@ -122,7 +128,12 @@ func NewCmdVersion(g *globalOptions) *cobra.Command {
 // one place where errors become exit codes and are printed.
 func Main(args []string, streams *IOStreams) int {
 	g := &globalOptions{streams: streams}
-	root := newRootCmd(g)
+	return execute(g, newRootCmd(g), args)
+}
+
+// execute runs args on root, built around g, and returns the exit status.
+func execute(g *globalOptions, root *cobra.Command, args []string) int {
+	streams := g.streams
 	root.SetArgs(args)
 	_, err := root.ExecuteC()
 	if err == nil {
@@ -142,7 +153,7 @@ func Main(args []string, streams *IOStreams) int {
 	return code
 }
 
-// exitCodeOf maps an error to the exit status of the spec: an error that
+// exitCodeOf maps an error to its documented exit status: an error that
 // knows its code (ExitCode() int) keeps it, anything else is 1.
 func exitCodeOf(err error) int {
 	var coder interface{ ExitCode() int }

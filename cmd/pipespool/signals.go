@@ -27,11 +27,8 @@ var stopSignals = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQU
 // (someone debugging a hang asked for them), as Go's own SIGQUIT would,
 // but the processes are still stopped. A second signal is left to the
 // work, which is already stopping everything. stop releases the signals.
-func signalContext(parent context.Context, errOut io.Writer) (ctx context.Context, stop func()) {
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, cancel := context.WithCancelCause(parent)
+func signalContext(errOut io.Writer) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
 	var watch []os.Signal
 	for _, s := range stopSignals {
 		if !signal.Ignored(s) {

@@ -1,16 +1,20 @@
 package main
 
 import (
-	"fmt"
+	"context"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pipespool/pipespool/queue"
 )
 
-// NewCmdStdinInfo prints the FSPL_* variables of the packet on stdin.
-func NewCmdStdinInfo(g *globalOptions) *cobra.Command {
+// NewCmdStdinInfo prints the FSPL_* variables of the packet on stdin;
+// runF does the work (nil: runStdinInfo).
+func NewCmdStdinInfo(g *globalOptions, runF func(*queueDirOptions) error) *cobra.Command {
 	opts := &queueDirOptions{g: g}
+	if runF == nil {
+		runF = runStdinInfo
+	}
 	cmd := &cobra.Command{
 		Use:   "stdin-info",
 		Short: "Get information about a packet piped to filespooler on stdin",
@@ -18,65 +22,53 @@ func NewCmdStdinInfo(g *globalOptions) *cobra.Command {
 A bad packet exits 2 with the reason.`,
 		Example: "  pipespool stdin-info < fspl-1234.fspl\n  pipespool stdin-info -d openpgp --decoder-config keys.toml < fspl-1234.fspl.gpg",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			dec, err := opts.decoder("", "")
-			if err != nil {
-				return err
-			}
-			ctx, stop := signalContext(nil, g.streams.ErrOut)
-			defer stop()
-			h, stream, err := queue.StdinHeader(ctx, g.streams.In, dec)
-			if err != nil {
-				return err
-			}
-			if stream != nil {
-				stream.Stop()
-			}
-			return queue.WriteJobEnv(g.streams.Out, h, nil, "")
-		},
+		RunE:    func(cmd *cobra.Command, args []string) error { return runF(opts) },
 	}
 	opts.bindDecoder(cmd)
 	return cmd
 }
 
-// NewCmdStdinPayload writes the payload of the packet on stdin.
-func NewCmdStdinPayload(g *globalOptions) *cobra.Command {
+func runStdinInfo(o *queueDirOptions) error {
+	return o.decoding(func(ctx context.Context, dec *queue.Decoder) error {
+		return queue.StdinInfo(ctx, o.g.streams.In, dec, o.g.streams.Out)
+	})
+}
+
+// NewCmdStdinPayload writes the payload of the packet on stdin; runF does
+// the work (nil: runStdinPayload).
+func NewCmdStdinPayload(g *globalOptions, runF func(*queueDirOptions) error) *cobra.Command {
 	opts := &queueDirOptions{g: g}
+	if runF == nil {
+		runF = runStdinPayload
+	}
 	cmd := &cobra.Command{
 		Use:     "stdin-payload",
 		Short:   "Dumps the payload from the packet on stdin to stdout",
 		Long:    "Write the payload of the packet on stdin (decoded with -d) to stdout. A bad packet exits 2.",
 		Example: "  pipespool stdin-payload < fspl-1234.fspl | tar t\n  pipespool stdin-payload -d zstd < fspl-1234.fspl.zst | tar t",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			dec, err := opts.decoder("", "")
-			if err != nil {
-				return err
-			}
-			ctx, stop := signalContext(nil, g.streams.ErrOut)
-			defer stop()
-			_, stream, err := queue.StdinHeader(ctx, g.streams.In, dec)
-			if err != nil {
-				return err
-			}
-			in := g.streams.In
-			if stream != nil {
-				defer stream.Stop()
-				in = stream.Out
-			}
-			if _, err := queue.Copy(g.streams.Out, in); err != nil {
-				return err
-			}
-			if stream != nil {
-				if err := stream.Wait(); err != nil {
-					return fmt.Errorf("stdin: %w", err)
-				}
-			}
-			return nil
-		},
+		RunE:    func(cmd *cobra.Command, args []string) error { return runF(opts) },
 	}
 	opts.bindDecoder(cmd)
 	return cmd
+}
+
+func runStdinPayload(o *queueDirOptions) error {
+	return o.decoding(func(ctx context.Context, dec *queue.Decoder) error {
+		return queue.CopyStdinPayload(ctx, o.g.streams.In, dec, o.g.streams.Out)
+	})
+}
+
+// decoding runs f, for the packet on stdin, with the -d chain and the
+// signal context.
+func (o *queueDirOptions) decoding(f func(ctx context.Context, dec *queue.Decoder) error) error {
+	dec, err := o.decoder("", "")
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext(o.g.streams.ErrOut)
+	defer stop()
+	return f(ctx, dec)
 }
 
 // stdinProcessOptions are stdin-process's options.
@@ -86,9 +78,13 @@ type stdinProcessOptions struct {
 	Command []string
 }
 
-// NewCmdStdinProcess runs the packet on stdin.
-func NewCmdStdinProcess(g *globalOptions) *cobra.Command {
+// NewCmdStdinProcess runs the packet on stdin; runF does the work (nil:
+// runStdinProcess).
+func NewCmdStdinProcess(g *globalOptions, runF func(*stdinProcessOptions) error) *cobra.Command {
 	opts := &stdinProcessOptions{queueDirOptions: queueDirOptions{g: g}}
+	if runF == nil {
+		runF = runStdinProcess
+	}
 	cmd := &cobra.Command{
 		Use:   "stdin-process [options] COMMAND [-- PARAMS...]",
 		Short: "Process a command from a job packet read from stdin",
@@ -98,17 +94,13 @@ queue-process does for a queued job. A bad packet exits 2, a failed job 1.`,
 		Example: `  ssh sender 'pipespool prepare -s .seq -i dump' | pipespool stdin-process sh -- -c 'cat > dump'
   pipespool stdin-process --job restore.toml < fspl-1234.fspl`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dash := cmd.Flags().ArgsLenAtDash()
-			before, after := args, []string(nil)
-			if dash >= 0 {
-				before, after = args[:dash], args[dash:]
-			}
+			before, after := splitAtDash(cmd, args)
 			cmdv, err := commandArgs(before, after)
 			if err != nil {
 				return err
 			}
 			opts.Command = cmdv
-			return runStdinProcess(opts)
+			return runF(opts)
 		},
 	}
 	opts.processFlags.bind(cmd)
@@ -130,8 +122,13 @@ func runStdinProcess(opts *stdinProcessOptions) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signalContext(nil, g.streams.ErrOut)
+	keep, err := opts.mayOutlive(runner)
+	if err != nil {
+		return err
+	}
+	dec.MayOutlive = keep
+	ctx, stop := signalContext(g.streams.ErrOut)
 	defer stop()
 	return queue.ProcessStdin(ctx, g.streams.In, g.Logger(), queue.ProcessOptions{
-		Runner: runner, Decoder: dec, AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload})
+		Runner: runner, Decoder: dec, MayOutlive: keep, AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload})
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pipespool/pipespool/filter"
+	"github.com/pipespool/pipespool/units"
 )
 
 func TestLoadJobDefaultsAndOverrides(t *testing.T) {
@@ -153,6 +154,7 @@ func FuzzLoadJob(f *testing.F) {
 	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\n"))
 	f.Add([]byte("name = \"x\"\ntimeout = \"1h\"\n[input]\npath = \"a\"\n[[stage]]\nbuiltin = \"sha256\"\n[stage.with]\nexpect = \"00\"\n"))
 	f.Add([]byte("[[stage]]\nshell = \"x\"\nenv = { A = \"b\" }\n[[stage]]\ncommand = [\"a\", \"b\"]\n"))
+	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\nrate_limit = \"1.5MiB/s\"\n[[stage]]\ncommand = [\"cat\"]\nrate_limit = 4096\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		job, err := Parse("fuzz.toml", data)
 		if err != nil {
@@ -171,6 +173,9 @@ func FuzzLoadJob(f *testing.F) {
 				t.Fatalf("duplicate stage name %q accepted", s.Name)
 			}
 			seen[s.Name] = true
+			if s.RateLimit < 0 || s.RateLimit > units.MaxRate {
+				t.Fatalf("stage %q: rate limit %d accepted", s.Name, s.RateLimit)
+			}
 		}
 	})
 }

@@ -95,7 +95,8 @@ type Pump struct {
 	copier   copier         // the copy strategy in use
 	opts     options
 	// limit is the rate limit (RateLimit), nil when none: the unlimited
-	// path pays one nil check per transfer for it, nothing else.
+	// path pays one nil check per transfer for it, nothing else. Run's
+	// goroutine only (a drain lifts it).
 	limit *limiter
 
 	bytes    atomic.Int64 // delivered to the destination
@@ -130,6 +131,7 @@ type options struct {
 	keepWitness bool  // see KeepWitness
 	awaitRead   bool  // see AwaitRead
 	rate        int64 // bytes per second; see RateLimit
+	burst       int64 // the limit's burst, set by New
 }
 
 // Option configures a Pump.

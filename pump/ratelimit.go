@@ -141,16 +141,12 @@ func (p *Pump) startLimit() {
 	l := &limiter{origin: time.Now()}
 	l.bucket = newBucket(p.opts.rate, burstFor(p.opts.rate, pipe), 0)
 	p.limit = l
+	p.opts.burst = l.burst
 }
 
 // Burst returns the burst of the pump's rate limit in bytes, 0 when it has
-// none.
-func (p *Pump) Burst() int64 {
-	if p.limit == nil {
-		return 0
-	}
-	return p.limit.burst
-}
+// none. Safe from any goroutine (it is fixed by New).
+func (p *Pump) Burst() int64 { return p.opts.burst }
 
 // allowance returns how many of want bytes the rate limit lets the next
 // transfer move, after sleeping until the bucket holds enough; 0 and

@@ -1,6 +1,9 @@
 package units
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // The two parsers pipespool once had disagreed on "1MB", "1.5MiB" and
 // "64M"; these rows are the one rule.
@@ -56,4 +59,21 @@ func TestParseRate(t *testing.T) {
 			t.Errorf("ParseRate(%#v) = %d, want an error", in, n)
 		}
 	}
+}
+
+// FuzzParseRate: any input is a rate in range or an error, never a panic,
+// and "/s" changes nothing.
+func FuzzParseRate(f *testing.F) {
+	for _, s := range []string{"50MiB/s", "50m", "1.5 GiB/s", "1B/s", "0", "1TiB/s", "9e18", "/s", "1e-9M"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseRate(s)
+		if err == nil && (n < 1 || n > MaxRate) {
+			t.Fatalf("ParseRate(%q) = %d: out of range", s, n)
+		}
+		if m, err2 := ParseRate(s + "/s"); !strings.HasSuffix(strings.TrimSpace(s), "/s") && (m != n || (err == nil) != (err2 == nil)) {
+			t.Fatalf("ParseRate(%q) = %d, %v but with /s %d, %v", s, n, err, m, err2)
+		}
+	})
 }

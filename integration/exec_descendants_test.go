@@ -283,3 +283,59 @@ stderr = "discard"
 		t.Errorf("holder left running: %v", left)
 	}
 }
+
+// TestExecFailureOfWhatAStageLeftRunning: a shell stage whose work is done
+// by a process it left running in its group (`(cat; exit 3) &`, the shape
+// of a background writer that hits ENOSPC) exits 0 at once; the process
+// fails later, after its parent is gone, and only pipespool (its
+// subreaper) sees that. The run used to report success on whatever that
+// process wrote. Now the stage failed, named with the process and its
+// status; the output file is not committed. A left-behind process that
+// exits 0 changes nothing.
+func TestExecFailureOfWhatAStageLeftRunning(t *testing.T) {
+	for _, tc := range []struct {
+		name, shell, output string
+		code                int
+	}{
+		// A background command's stdin is /dev/null unless redirected:
+		// fd 3 carries the stage's stdin to it.
+		{"output file, exit 3", "exec 3<&0; (cat <&3 3<&-; exit 3) &", "file", 1},
+		{"stdout pipe, exit 3", "exec 3<&0; (cat <&3 3<&-; exit 3) &", "-", 1},
+		{"stdout pipe, killed by SIGUSR1", "exec 3<&0; (cat <&3 3<&-; exec sh -c 'kill -USR1 $$') &", "-", 1},
+		{"output file, exit 0", "exec 3<&0; (cat <&3 3<&-; exit 0) &", "file", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			job := writeFile(t, dir, "job.toml", fmt.Sprintf(`
+[[stage]]
+name = "bgwriter"
+shell = %q
+`, tc.shell))
+			out := filepath.Join(dir, "out.bin")
+			if tc.output == "-" {
+				out = "-"
+			}
+			rp := filepath.Join(dir, "report.json")
+			res := runPipespool(t, runOpts{Stdin: strings.NewReader("payload\n"), Timeout: 30 * time.Second},
+				"exec", job, "-o", out, "--report", rp)
+			if res.Code != tc.code {
+				t.Fatalf("exit %d, want %d\nstderr: %s", res.Code, tc.code, res.Stderr)
+			}
+			rep := readReport(t, rp)
+			if tc.code == 0 {
+				if rep.Result != "success" {
+					t.Fatalf("result %q, want success: %s", rep.Result, rep.Message)
+				}
+				return
+			}
+			if rep.Result != "failed" || rep.RootCause != "bgwriter" || !strings.Contains(rep.Message, "left running by its main process") {
+				t.Errorf("result %q root cause %q message %q; want failed, bgwriter, naming the process left running", rep.Result, rep.RootCause, rep.Message)
+			}
+			if tc.output == "file" {
+				if _, err := os.Stat(out); !os.IsNotExist(err) {
+					t.Errorf("the output was committed (stat: %v)", err)
+				}
+			}
+		})
+	}
+}

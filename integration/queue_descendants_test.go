@@ -140,3 +140,24 @@ func TestQueueCommandsStopWhatTheDecoderLeft(t *testing.T) {
 		})
 	}
 }
+
+// TestQueueProcessFailureOfWhatTheJobLeft: a process the job's command
+// left in its group that fails on its own (after its parent exited, so
+// that only pipespool, its subreaper, sees its status) fails the job, as
+// it fails an exec stage: the job stays in the queue under the default
+// --on-error Retry and nextseq does not move.
+func TestQueueProcessFailureOfWhatTheJobLeft(t *testing.T) {
+	dir := t.TempDir()
+	makeQueue(t, dir, 1, 10)
+	res := runPipespool(t, runOpts{Timeout: 30 * time.Second}, "queue-process", filepath.Join(dir, "q"),
+		"sh", "--", "-c", `cat >/dev/null; (sh -c 'exit 3' &); sleep 0.5`)
+	if res.Code != 1 {
+		t.Fatalf("exit %d, want 1\nstderr: %s", res.Code, res.Stderr)
+	}
+	if !strings.Contains(string(res.Stderr), "exited 3, left running by it") {
+		t.Errorf("the error does not name the process that failed:\n%s", res.Stderr)
+	}
+	if jobs := listJobs(t, filepath.Join(dir, "q")); len(jobs) != 1 {
+		t.Errorf("jobs left: %v, want the failed one", jobs)
+	}
+}

@@ -10,7 +10,9 @@ import (
 
 // Describe is the resolved stage graph printed by check and --dry-run. It
 // validates the stages as Run does (validateStages: programs, dirs) and
-// reports the first error as a *JobError.
+// reports the first error as a *JobError. What comes from the job file
+// (arguments, paths, names) is made Printable: a job file cannot drive the
+// terminal of whoever checks it.
 func Describe(job *Job, opts Options) (string, error) {
 	var b strings.Builder
 	in, out := job.Input, job.Output
@@ -24,8 +26,8 @@ func Describe(job *Job, opts Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprintf(&b, "job %s (%s)\n", job.Name, job.File)
-	fmt.Fprintf(&b, "input:  %s\n", describePath(in, "stdin", "none (the first stage reads nothing)"))
+	fmt.Fprintf(&b, "job %s (%s)\n", Printable(job.Name), Printable(job.File))
+	fmt.Fprintf(&b, "input:  %s\n", Printable(describePath(in, "stdin", "none (the first stage reads nothing)")))
 	for i := range job.Stages {
 		s := &job.Stages[i]
 		var what string
@@ -52,16 +54,16 @@ func Describe(job *Job, opts Options) (string, error) {
 		if lim := HopRateLimit(job, opts, i); lim > 0 {
 			partial += ", input limited to " + units.FormatRate(lim)
 		}
-		fmt.Fprintf(&b, "  %d. %-16s %s  [%s%s]\n", i+1, s.Name, strings.TrimSpace(what), stall, partial)
+		fmt.Fprintf(&b, "  %d. %-16s %s  [%s%s]\n", i+1, s.Name, Printable(strings.TrimSpace(what)), stall, partial)
 	}
-	fmt.Fprintf(&b, "output: %s\n", describePath(out, "stdout", "none (discarded)"))
+	fmt.Fprintf(&b, "output: %s\n", Printable(describePath(out, "stdout", "none (discarded)")))
 	timeout := "none"
 	if job.Timeout > 0 {
 		timeout = job.Timeout.String()
 	}
 	fmt.Fprintf(&b, "timeout: %s; pipe size: %s\n", timeout, units.FormatSize(int64(job.PipeSize)))
 	if len(job.MayOutlive) > 0 {
-		fmt.Fprintf(&b, "may outlive the run: %s\n", strings.Join(job.MayOutlive, ", "))
+		fmt.Fprintf(&b, "may outlive the run: %s\n", Printable(strings.Join(job.MayOutlive, ", ")))
 	}
 	return b.String(), nil
 }

@@ -208,6 +208,15 @@ func (r *running) stageFacts(i int) stageFacts {
 	if o.startErr != nil {
 		f.StartErr = o.startErr.Error()
 	}
+	// A process the stage's main process left running in its group (a
+	// shell stage's `cmd &`) carries on the stage's work: if it failed on
+	// its own, so did the stage, whatever the main process's status.
+	if p, ok := r.stages[i].(*stage.Process); ok && !f.Failed && !f.Stopped {
+		if left := p.LeftFailures(); len(left) > 0 {
+			f.Failed = true
+			f.Status = fmt.Sprintf("%v, left running by its main process (which exited 0)", left[0])
+		}
+	}
 	return f
 }
 

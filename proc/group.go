@@ -3,7 +3,9 @@ package proc
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -60,6 +62,68 @@ type Group struct {
 	mu      sync.Mutex // guards reaped, stopped
 	reaped  bool       // the leader was reaped: its pid (and pgid) may be reused
 	stopped bool
+
+	// signalled: pipespool sent the group a signal that ends processes
+	// (Stop, Kill, Cleanup); a member killed by a signal after it was
+	// not killed on its own.
+	signalled atomic.Bool
+	leftMu    sync.Mutex // guards left; never held with mu
+	left      []Exit     // failures of members reaped as orphans, at most maxLeft
+}
+
+// Exit is how a process ended.
+type Exit struct {
+	Stat   Stat // as it was just before it was reaped
+	Status Status
+}
+
+func (e Exit) String() string {
+	how := fmt.Sprintf("exited %d", e.Status.Code)
+	if e.Status.Signal != 0 {
+		how = "was killed by " + SignalName(e.Status.Signal)
+	}
+	return fmt.Sprintf("PID %d (%s) %s", e.Stat.Pid, e.Stat.Comm, how)
+}
+
+// maxLeft bounds the failures a group keeps of what its leader left.
+const maxLeft = 8
+
+// noteLeft records the end of a member of the group that pipespool reaped
+// as an orphan (its parent had exited before it), if it failed on its
+// own: it exited non-zero, or a signal killed it that pipespool did not
+// send and that is not SIGPIPE (its reader went: a consequence, judged
+// from the stage's own status).
+func (g *Group) noteLeft(st Stat, ws unix.WaitStatus) {
+	e := Exit{Stat: st, Status: Status{Code: -1}}
+	switch {
+	case ws.Exited():
+		if ws.ExitStatus() == 0 {
+			return
+		}
+		e.Status.Code = ws.ExitStatus()
+	case ws.Signaled():
+		if ws.Signal() == syscall.SIGPIPE || g.signalled.Load() {
+			return
+		}
+		e.Status.Signal = ws.Signal()
+	default:
+		return
+	}
+	g.leftMu.Lock()
+	defer g.leftMu.Unlock()
+	if len(g.left) < maxLeft {
+		g.left = append(g.left, e)
+	}
+}
+
+// LeftFailures returns the processes the group's leader left running in
+// its group that failed on their own, as far as pipespool reaped them: a
+// shell stage's `cmd &` that did the stage's work after the shell
+// exited. Complete once Cleanup has returned.
+func (g *Group) LeftFailures() []Exit {
+	g.leftMu.Lock()
+	defer g.leftMu.Unlock()
+	return slices.Clone(g.left)
 }
 
 // Start starts spec's program in a new process group, as part of the
@@ -162,6 +226,11 @@ func (g *Group) waitLeader() {
 // Signal sends sig to the whole process group, unless the leader was
 // already reaped (the group id may then belong to somebody else).
 func (g *Group) Signal(sig syscall.Signal) error {
+	switch sig {
+	case 0, syscall.SIGSTOP, syscall.SIGCONT, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGWINCH:
+	default:
+		g.signalled.Store(true)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.signalLocked(sig)
@@ -189,6 +258,7 @@ func (g *Group) Stop(grace time.Duration) {
 	}
 	g.stopped = true
 	g.mu.Unlock()
+	g.signalled.Store(true)
 	g.signalAll(syscall.SIGTERM)
 	go func() {
 		t := time.NewTimer(grace)
@@ -205,7 +275,10 @@ func (g *Group) Stop(grace time.Duration) {
 // Kill ends the group at once: SIGKILL to the group and to every process
 // below it that left the group. It is what a timeout does, where the
 // process had its time: fspl kills a job's command the same way.
-func (g *Group) Kill() { g.signalAll(syscall.SIGKILL) }
+func (g *Group) Kill() {
+	g.signalled.Store(true)
+	g.signalAll(syscall.SIGKILL)
+}
 
 // signalAll sends sig, and SIGCONT after a SIGTERM, to the group and to the
 // processes below it outside the group.
@@ -274,6 +347,7 @@ func (g *Group) Cleanup(grace time.Duration) int {
 	n := 0
 	if left := g.memberStats(); len(left) > 0 {
 		n = len(left)
+		g.signalled.Store(true)
 		g.Signal(syscall.SIGTERM)
 		g.Signal(syscall.SIGCONT)
 		left = waitExit(left, time.Now().Add(grace))
@@ -285,6 +359,9 @@ func (g *Group) Cleanup(grace time.Duration) int {
 		}
 	}
 	g.reap()
+	// What the leader left in the group and that has exited is a zombie
+	// pipespool adopted: reap it now, so that LeftFailures is complete.
+	children()
 	return n
 }
 

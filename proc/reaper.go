@@ -99,12 +99,27 @@ func reapOrphans() {
 }
 
 // reapPid reaps pid, an exited child that is no leader. reg.mu is held.
+// An orphan of one of the open scopes' groups leaves its exit status to
+// the group (see Group.LeftFailures): it is a process the group's leader
+// left running, whose failure nobody else sees.
 func reapPid(pid int) {
+	var r Reader
+	st, known := r.Stat(pid) // a zombie's stat still names its group
 	for {
 		var ws unix.WaitStatus
-		if _, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); err != unix.EINTR {
-			return
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
 		}
+		if err == nil && got == pid && known {
+			for sc := range reg.scopes {
+				if g := sc.groupOf(st.Pgrp); g != nil && g.pid != pid {
+					g.noteLeft(st, ws)
+					break
+				}
+			}
+		}
+		return
 	}
 }
 

@@ -28,14 +28,14 @@ type Scope struct {
 
 	mu     sync.Mutex // guards groups, pgids
 	groups []*Group
-	pgids  map[int]bool
+	pgids  map[int]*Group
 }
 
 // NewScope opens a scope. keep names the programs that may outlive it
 // (matched against the process's command name, and the base name of its
 // executable and of its argv[0]).
 func NewScope(keep []string) *Scope {
-	s := &Scope{keep: map[string]bool{}, pgids: map[int]bool{}}
+	s := &Scope{keep: map[string]bool{}, pgids: map[int]*Group{}}
 	reg.mu.Lock()
 	defer reg.mu.Unlock()
 	reg.scopes[s] = true
@@ -50,10 +50,13 @@ func (s *Scope) add(g *Group) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.groups = append(s.groups, g)
-	s.pgids[g.pid] = true
+	s.pgids[g.pid] = g
 }
 
-func (s *Scope) ownsGroup(pgid int) bool {
+func (s *Scope) ownsGroup(pgid int) bool { return s.groupOf(pgid) != nil }
+
+// groupOf returns the scope's group whose process group is pgid, or nil.
+func (s *Scope) groupOf(pgid int) *Group {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.pgids[pgid]

@@ -102,10 +102,16 @@ func statusErr(st proc.Status) error {
 }
 
 // endGroup waits for g's leader, stops what is left in its group and reaps
-// it: the leader's status.
+// it: the leader's status, or, when the leader exited 0, the failure of a
+// process it left running in its group (a `cmd &` that did its work).
 func endGroup(g *proc.Group, grace time.Duration) proc.Status {
 	st := g.Wait()
 	g.Cleanup(grace)
+	if st.Code == 0 && st.Signal == 0 && st.Err == nil {
+		if left := g.LeftFailures(); len(left) > 0 {
+			st.Err = fmt.Errorf("%v, left running by it (it exited 0)", left[0])
+		}
+	}
 	return st
 }
 

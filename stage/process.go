@@ -193,6 +193,15 @@ func (p *Process) Wait() Result {
 	return r
 }
 
+// LeftFailures returns the processes the stage's main process left running
+// in its group that failed on their own (see proc.Group.LeftFailures).
+func (p *Process) LeftFailures() []proc.Exit {
+	if g := p.getGroup(); g != nil {
+		return g.LeftFailures()
+	}
+	return nil
+}
+
 // Signal implements Stage: sig goes to the whole process group, unless the
 // leader was already reaped.
 func (p *Process) Signal(sig syscall.Signal) error {

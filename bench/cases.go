@@ -42,6 +42,7 @@ func (h *harness) groups() []*group {
 	}
 	gs = append(gs, h.startupGroup())
 	gs = append(gs, h.idleGroup())
+	gs = append(gs, h.rateLimitGroup())
 	return gs
 }
 

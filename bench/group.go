@@ -56,6 +56,9 @@ type target struct {
 	maxRatio float64       // case time / baseline time
 	maxRSS   int64         // the case's peak RSS, bytes
 	maxCPU   time.Duration // the case's CPU time
+	// minWall, maxWall bound the case's own time, when the work sets it
+	// (a rate-limited stream); 0: not checked.
+	minWall, maxWall time.Duration
 }
 
 // pair is a table row: a case against a baseline, both variants of the
@@ -199,7 +202,7 @@ type row struct {
 // misses.
 func (r row) verdict() string {
 	t := r.target
-	if t.maxRatio == 0 && t.maxRSS == 0 && t.maxCPU == 0 {
+	if t.maxRatio == 0 && t.maxRSS == 0 && t.maxCPU == 0 && t.maxWall == 0 {
 		return "-"
 	}
 	var miss []string
@@ -207,6 +210,9 @@ func (r row) verdict() string {
 	// ties with its baseline in the table meets a "no slower" target.
 	if q := math.Round(100*ratio(r.c.wall, r.b.wall)) / 100; t.maxRatio > 0 && q > math.Round(100*t.maxRatio)/100 {
 		miss = append(miss, fmt.Sprintf("time %.2fx > %.2fx", q, t.maxRatio))
+	}
+	if t.maxWall > 0 && (r.c.wall < t.minWall || r.c.wall > t.maxWall) {
+		miss = append(miss, fmt.Sprintf("time %.3f s outside %.3f-%.3f s", r.c.wall.Seconds(), t.minWall.Seconds(), t.maxWall.Seconds()))
 	}
 	if t.maxRSS > 0 && r.c.rss > t.maxRSS {
 		miss = append(miss, fmt.Sprintf("RSS %s > %s", fmtMiB(r.c.rss), fmtMiB(t.maxRSS)))

@@ -273,6 +273,8 @@ func sectionTitle(s string, cfg config) string {
 		return s + ": the relay at growing sizes"
 	case "6. idle":
 		return s + fmt.Sprintf(": every stage sleeps %v", cfg.idle)
+	case "7. rate limit":
+		return s + ": a stream limited to 100 MiB/s (`rate_limit`, `pv -L`); CPU is the relay's own"
 	}
 	return s
 }

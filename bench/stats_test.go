@@ -118,6 +118,11 @@ func TestVerdict(t *testing.T) {
 			"MISSED: time 2.00x > 1.05x; RSS 40.0 MiB > 32.0 MiB"},
 		{"busy idle", summary{wall: time.Second, cpu: 300 * time.Millisecond}, target{maxCPU: 100 * time.Millisecond},
 			"MISSED: CPU 0.300 s > 0.100 s"},
+		{"limited on time", summary{wall: 10300 * time.Millisecond}, target{minWall: 10035 * time.Millisecond, maxWall: 10445 * time.Millisecond}, "met"},
+		{"limit not held", summary{wall: 3 * time.Second}, target{minWall: 10035 * time.Millisecond, maxWall: 10445 * time.Millisecond},
+			"MISSED: time 3.000 s outside 10.035-10.445 s"},
+		{"limited too slow", summary{wall: 11 * time.Second}, target{minWall: 10035 * time.Millisecond, maxWall: 10445 * time.Millisecond},
+			"MISSED: time 11.000 s outside 10.035-10.445 s"},
 	} {
 		r := row{c: tc.c, b: base, target: tc.t}
 		if got := r.verdict(); got != tc.want {

@@ -40,6 +40,10 @@ type Options struct {
 	// (exit 1) and the output is discarded: queue-process uses it to wait
 	// for a decoder whose integrity check ends after the last byte.
 	BeforeCommit func() error
+	// RateLimit, when > 0, is the limit of the run's input hop in bytes
+	// per second (exec --rate-limit): the first stage's rate_limit, set or
+	// replaced.
+	RateLimit int64
 	// Progress, when not nil, receives the progress display a few times a
 	// second: each Write is one whole frame (one line per stage, each
 	// ending in "\n") that replaces the previous one, and a last empty

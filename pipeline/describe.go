@@ -51,6 +51,9 @@ func Describe(job *Job, opts Options) (string, error) {
 		if s.AllowPartialRead {
 			partial = ", may stop reading early"
 		}
+		if lim := HopRateLimit(job, opts, i); lim > 0 {
+			partial += ", input limited to " + units.FormatRate(lim)
+		}
 		fmt.Fprintf(&b, "  %d. %-16s %s  [%s%s]\n", i+1, s.Name, Printable(strings.TrimSpace(what)), stall, partial)
 	}
 	fmt.Fprintf(&b, "output: %s\n", Printable(describePath(out, "stdout", "none (discarded)")))

@@ -71,6 +71,9 @@ type StageSpec struct {
 	StallTimeout     time.Duration
 	OnStall          string
 	AllowPartialRead bool
+	// RateLimit is the limit of its input hop, bytes per second (0: none):
+	// the pump that delivers into the stage moves no faster.
+	RateLimit int64
 	// VerifiesInput: the stage checks its input's integrity (to its end)
 	// and gets to finish when a stage after it fails (drain.go).
 	VerifiesInput bool
@@ -117,6 +120,7 @@ type rawStage struct {
 	OnStall          *string           `toml:"on_stall"`
 	AllowPartialRead *bool             `toml:"allow_partial_read"`
 	VerifiesInput    *bool             `toml:"verifies_input"`
+	RateLimit        any               `toml:"rate_limit"`
 }
 
 // Load reads and validates the job file at path. Every error is a *JobError

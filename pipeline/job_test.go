@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pipespool/pipespool/filter"
+	"github.com/pipespool/pipespool/units"
 )
 
 func TestLoadJobDefaultsAndOverrides(t *testing.T) {
@@ -38,6 +39,7 @@ stderr = "discard"
 [[stage]]
 name = "last"
 shell = "cat"
+rate_limit = "50MiB/s"
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +54,9 @@ shell = "cat"
 	s := job.Stages
 	if s[0].Name != "cat" || s[1].Name != "cat-2" || s[2].Name != "last" {
 		t.Errorf("names: %q %q %q", s[0].Name, s[1].Name, s[2].Name)
+	}
+	if s[2].RateLimit != 50<<20 || s[0].RateLimit != 0 {
+		t.Errorf("rate limits %d, %d; want 0, 50 MiB/s", s[0].RateLimit, s[2].RateLimit)
 	}
 	if s[0].StallTimeout != 10*time.Minute || s[0].OnStall != "nudge" {
 		t.Errorf("stage 1 inherits the job's stall settings: %+v", s[0])
@@ -100,6 +105,9 @@ func TestLoadJobErrorsNameLineAndKey(t *testing.T) {
 		{"bad duration", "timeout = \"forever\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "timeout", "not a duration"},
 		{"bad size", "pipe_size = \"lots\"\n[[stage]]\ncommand=[\"cat\"]\n", 1, "pipe_size", "not a size"},
 		{"tiny size", "pipe_size = 10\n[[stage]]\ncommand=[\"cat\"]\n", 1, "pipe_size", "out of range"},
+		{"bad rate", "[[stage]]\ncommand=[\"cat\"]\nrate_limit = \"fast\"\n", 3, "stage[1].rate_limit", `"fast" is not a rate: use e.g. "50MiB/s"`},
+		{"rate per hour", "[[stage]]\ncommand=[\"cat\"]\nrate_limit = \"50MiB/h\"\n", 3, "stage[1].rate_limit", "is not a rate"},
+		{"zero rate", "[[stage]]\ncommand=[\"cat\"]\nrate_limit = 0\n", 3, "stage[1].rate_limit", "remove the limit"},
 		{"bad mode", "[output]\nmode = \"rw\"\n[[stage]]\ncommand=[\"cat\"]\n", 2, "output.mode", "octal"},
 		{"empty command", "[[stage]]\ncommand = []\n", 2, "stage[1].command", "empty"},
 		{"no kind", "[[stage]]\nname = \"x\"\n", 1, "stage[1]", "exactly one of"},
@@ -146,6 +154,7 @@ func FuzzLoadJob(f *testing.F) {
 	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\n"))
 	f.Add([]byte("name = \"x\"\ntimeout = \"1h\"\n[input]\npath = \"a\"\n[[stage]]\nbuiltin = \"sha256\"\n[stage.with]\nexpect = \"00\"\n"))
 	f.Add([]byte("[[stage]]\nshell = \"x\"\nenv = { A = \"b\" }\n[[stage]]\ncommand = [\"a\", \"b\"]\n"))
+	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\nrate_limit = \"1.5MiB/s\"\n[[stage]]\ncommand = [\"cat\"]\nrate_limit = 4096\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		job, err := Parse("fuzz.toml", data)
 		if err != nil {
@@ -164,6 +173,9 @@ func FuzzLoadJob(f *testing.F) {
 				t.Fatalf("duplicate stage name %q accepted", s.Name)
 			}
 			seen[s.Name] = true
+			if s.RateLimit < 0 || s.RateLimit > units.MaxRate {
+				t.Fatalf("stage %q: rate limit %d accepted", s.Name, s.RateLimit)
+			}
 		}
 	})
 }

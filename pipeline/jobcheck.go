@@ -11,6 +11,7 @@ import (
 
 	"github.com/pipespool/pipespool/filter"
 	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/units"
 )
 
 // The validation of a job file's values, key by key, for parse (job.go):
@@ -244,6 +245,11 @@ func (v *validator) stage(i int, rs rawStage, job *Job) (StageSpec, error) {
 	}
 	if rs.AllowPartialRead != nil {
 		s.AllowPartialRead = *rs.AllowPartialRead
+	}
+	if rs.RateLimit != nil {
+		if s.RateLimit, err = units.ParseRate(rs.RateLimit); err != nil {
+			return s, v.errf(stageKey(i, "rate_limit"), "%v", err)
+		}
 	}
 	s.VerifiesInput = verifiesByDefault(&s)
 	if rs.VerifiesInput != nil {

@@ -327,19 +327,42 @@ func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
 // or "output" at the ends), or "" when it is not held up by a neighbour:
 // its output link cannot deliver (the consumer is not reading), or its
 // input link has nothing and the stage has read all it was given.
+//
+// A rate limit holds a stage up as a neighbour does (RateLimitWait): the
+// limited pump of its output waits for tokens with bytes of the stage's
+// queued, or that of its input waits with everything it delivered read.
+// It moves as fast as allowed, which may be slower than stall_timeout
+// between two transfers; the stage is not stalled.
 func (m *monitorState) waitingOn(i int) string {
 	r := m.r
-	if p := r.links[i+1].pump; p != nil && p.State() == pump.WaitingDst {
-		if i+1 < len(r.stages) {
-			return r.stages[i+1].Name()
+	if p := r.links[i+1].pump; p != nil {
+		switch p.State() {
+		case pump.WaitingDst:
+			if i+1 < len(r.stages) {
+				return r.stages[i+1].Name()
+			}
+			return "output"
+		case pump.Limited:
+			if p.SrcQueued() > 0 {
+				return RateLimitWait
+			}
 		}
-		return "output"
 	}
-	if p := r.links[i].pump; p != nil && p.State() == pump.WaitingSrc && p.DstQueued() == 0 {
-		if i > 0 {
-			return r.stages[i-1].Name()
+	if p := r.links[i].pump; p != nil && p.DstQueued() == 0 {
+		switch p.State() {
+		case pump.WaitingSrc:
+			if i > 0 {
+				return r.stages[i-1].Name()
+			}
+			return "input"
+		case pump.Limited:
+			return RateLimitWait
 		}
-		return "input"
 	}
 	return ""
 }
+
+// RateLimitWait is what a stage held up by a rate limit waits on, as the
+// progress display shows it ("waiting on the rate limit"). No stage can
+// have this name.
+const RateLimitWait = "the rate limit"

@@ -46,9 +46,12 @@ type StageReport struct {
 	// "consequence" (failed because another stage failed first),
 	// "partial-read" (exited 0 without reading all its input), "stopped"
 	// (stopped by pipespool), or "not-started".
-	Status     string   `json:"status"`
-	BytesIn    int64    `json:"bytes_in"`
-	BytesOut   int64    `json:"bytes_out"`
+	Status   string `json:"status"`
+	BytesIn  int64  `json:"bytes_in"`
+	BytesOut int64  `json:"bytes_out"`
+	// RateLimit is the limit of its input hop in bytes per second (its
+	// rate_limit, or exec --rate-limit for the first stage); 0: none.
+	RateLimit  int64    `json:"rate_limit_bytes_per_second,omitempty"`
 	Duration   float64  `json:"duration_seconds"`
 	Stalls     int      `json:"stalls"`
 	Nudges     int      `json:"nudges"`

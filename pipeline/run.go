@@ -307,7 +307,7 @@ func (r *running) stageReport(i int, sv stageVerdict) StageReport {
 	res := o.res
 	sr := StageReport{Name: st.Name(), Kind: string(st.Kind()), Argv: st.Argv(), Pid: st.Pid(),
 		BytesIn: o.bytesIn, BytesOut: o.bytesOut, StderrTail: string(res.StderrTail),
-		Status: sv.Status, Note: sv.Note}
+		Status: sv.Status, Note: sv.Note, RateLimit: HopRateLimit(r.job, r.opts, i)}
 	started := o.started && o.startErr == nil && !res.Started.IsZero()
 	if started {
 		sr.Duration = res.Ended.Sub(res.Started).Seconds()

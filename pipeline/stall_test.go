@@ -162,3 +162,72 @@ command = ["cat"]
 		t.Errorf("took %s", took)
 	}
 }
+
+// TestRateLimitIsNotAStall: at 1 B/s a limited hop moves a byte a second,
+// slower than a stall_timeout of 500 ms; neither the stage it feeds (which
+// has read all it was given) nor the stage writing into it (blocked on its
+// full pipe) is stalled: both wait on the rate limit, and the display says
+// so. The job's timeout then ends the run, limited pump and all, at once.
+func TestRateLimitIsNotAStall(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in")
+	if err := os.WriteFile(in, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	job, err := Parse(filepath.Join(dir, "job.toml"), []byte(`
+stall_timeout = "500ms"
+on_stall = "kill"
+timeout = "3s"
+pipe_size = "64KiB"
+[input]
+path = "in"
+[output]
+path = "none"
+[[stage]]
+name = "feed"
+command = ["cat"]
+[[stage]]
+name = "slow"
+command = ["cat"]
+rate_limit = "1B/s"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	var fr frames
+	start := time.Now()
+	rep, err := Run(context.Background(), job, Options{Progress: &fr,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)), Grace: time.Second})
+	took := time.Since(start)
+	var re *RunError
+	if !errors.As(err, &re) || rep.Result != ResultTimeout {
+		t.Fatalf("err %v, result %v: want the job's timeout\nlog: %s", err, rep.Result, logs.String())
+	}
+	for _, s := range rep.Stages {
+		if s.Stalls != 0 {
+			t.Errorf("stage %s: %d stalls: %q", s.Name, s.Stalls, s.Diagnoses)
+		}
+	}
+	if rep.Stages[1].RateLimit != 1 || rep.Stages[0].RateLimit != 0 {
+		t.Errorf("report rate limits %d, %d; want 0, 1", rep.Stages[0].RateLimit, rep.Stages[1].RateLimit)
+	}
+	if in := rep.Stages[1].BytesIn; in < 1 || in > 5 {
+		t.Errorf("slow read %d bytes in 3 s at 1 B/s", in)
+	}
+	if took > 3*time.Second+5*time.Second {
+		t.Errorf("the run took %v: the timeout of 3s did not end the limited pump at once", took)
+	}
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	var upstream, downstream bool
+	for _, f := range fr.f {
+		for _, l := range strings.Split(f, "\n") {
+			upstream = upstream || strings.HasPrefix(l, "feed") && strings.Contains(l, "waiting on the rate limit")
+			downstream = downstream || strings.HasPrefix(l, "slow") && strings.Contains(l, "waiting on the rate limit")
+		}
+	}
+	if !upstream || !downstream {
+		t.Errorf("the display never showed feed (%v) and slow (%v) waiting on the rate limit: %q", upstream, downstream, fr.f)
+	}
+}

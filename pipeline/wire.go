@@ -118,7 +118,7 @@ func (r *running) wire() (e ends, err error) {
 	r.log.Debug(fmt.Sprintf("pipes: %d of %s each (%s)", pipes, units.FormatSize(int64(size)), why))
 	e = ends{stdin: make([]*os.File, n), stdout: make([]*os.File, n)}
 	for k := 0; k <= n; k++ {
-		if k > 0 && k < n && r.stages[k-1].Kind() == stage.KindBuiltin && r.stages[k].Kind() == stage.KindBuiltin {
+		if r.builtinsJoined(k) {
 			// Two built-ins count their own bytes and never leak a pipe
 			// end to a child: one pipe joins them, no pump. That saves a
 			// splice per chunk and a pipe's worth of page moves where
@@ -155,6 +155,9 @@ func (r *running) wire() (e ends, err error) {
 			// the output is not a pipe).
 			popts = append(popts, pump.AwaitRead())
 		}
+		if lim := HopRateLimit(r.job, r.opts, k); lim > 0 {
+			popts = append(popts, pump.RateLimit(lim))
+		}
 		if k > 0 && k < n && r.verifierUpstream(k) {
 			// Stage k may fail while a verifying stage upstream runs:
 			// its input link is then drained, not cut (drain.go).
@@ -173,17 +176,46 @@ func (r *running) wire() (e ends, err error) {
 	return e, nil
 }
 
+// builtinsJoined reports whether boundary k joins two built-ins with one
+// pipe and no pump: unless the hop is rate limited, which only a pump can
+// enforce.
+func (r *running) builtinsJoined(k int) bool {
+	n := len(r.stages)
+	return k > 0 && k < n && r.stages[k-1].Kind() == stage.KindBuiltin && r.stages[k].Kind() == stage.KindBuiltin &&
+		HopRateLimit(r.job, r.opts, k) == 0
+}
+
+// inputDirect reports whether the input is handed to the first stage as it
+// is (a regular file): not when its hop is rate limited, which only a pump
+// can enforce; the pump then reads the file.
+func (r *running) inputDirect() bool {
+	return r.src.direct && HopRateLimit(r.job, r.opts, 0) == 0
+}
+
+// HopRateLimit is the rate limit of boundary k in bytes per second (0:
+// none): the input hop of stage k+1 (1-based), which opts.RateLimit
+// sets for the first; the output hop (k = len(job.Stages)) has none.
+func HopRateLimit(job *Job, opts Options, k int) int64 {
+	switch {
+	case k >= len(job.Stages):
+		return 0
+	case k == 0 && opts.RateLimit > 0:
+		return opts.RateLimit
+	}
+	return job.Stages[k].RateLimit
+}
+
 // pipesNeeded counts the pipes wire creates, for their size: it follows
 // wire's choices (keep the two in step; TestPipesNeededMatchesWire).
 func (r *running) pipesNeeded() int {
 	n, c := len(r.stages), 0
 	for k := 0; k <= n; k++ {
-		if k > 0 && k < n && r.stages[k-1].Kind() == stage.KindBuiltin && r.stages[k].Kind() == stage.KindBuiltin {
+		if r.builtinsJoined(k) {
 			c++
 			continue
 		}
 		switch {
-		case k == 0 && r.src.direct, k == n && r.dst.direct:
+		case k == 0 && r.inputDirect(), k == n && r.dst.direct:
 			continue
 		case k > 0:
 			c++ // stage k-1's stdout
@@ -217,7 +249,7 @@ func (l linkEnd) release() {
 func (r *running) producerSide(k int, e *ends, open *closers) (src linkEnd, direct bool, err error) {
 	n := len(r.stages)
 	switch {
-	case k == 0 && r.src.direct:
+	case k == 0 && r.inputDirect():
 		f, err := dupFile(r.src.file)
 		if err != nil {
 			return src, false, err

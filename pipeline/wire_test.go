@@ -134,6 +134,9 @@ func TestPipesNeededMatchesWire(t *testing.T) {
 	zd := func(i int) StageSpec {
 		return StageSpec{Index: i, Name: "zd" + itoa(i), Builtin: "zstd-decompress", Filter: mustFilter(t, "zstd-decompress")}
 	}
+	// A rate-limited hop always has a pump: none is direct or joins two
+	// built-ins.
+	limited := func(s StageSpec) StageSpec { s.RateLimit = 1 << 20; return s }
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +145,8 @@ func TestPipesNeededMatchesWire(t *testing.T) {
 	defer w.Close()
 	for _, input := range []string{in, "-", "none"} {
 		for _, output := range []string{filepath.Join(dir, "out"), "-", "none"} {
-			for _, stages := range [][]StageSpec{{cat(1)}, {zc(1)}, {cat(1), cat(2)}, {zc(1), zd(2)}, {cat(1), zc(2), zd(3), cat(4)}, {zc(1), cat(2), zd(3)}} {
+			for _, stages := range [][]StageSpec{{cat(1)}, {zc(1)}, {cat(1), cat(2)}, {zc(1), zd(2)}, {cat(1), zc(2), zd(3), cat(4)}, {zc(1), cat(2), zd(3)},
+				{limited(cat(1))}, {limited(zc(1))}, {zc(1), limited(zd(2))}, {cat(1), zc(2), limited(zd(3)), limited(cat(4))}} {
 				job := &Job{File: filepath.Join(dir, "j.toml"), Dir: dir, Name: "j", PipeSize: 64 << 10, Input: input, Output: output, Stages: stages}
 				run := &running{job: job, opts: Options{Stdin: r, Stdout: w}, log: discardLogger(), failedC: make(chan struct{})}
 				if err := run.build(context.Background()); err != nil {
@@ -154,6 +158,11 @@ func TestPipesNeededMatchesWire(t *testing.T) {
 				}
 				if want := run.pipesNeeded(); run.pipesMade != want {
 					t.Errorf("%s -> %d stages -> %s: wire made %d pipes, pipesNeeded says %d", input, len(stages), output, run.pipesMade, want)
+				}
+				for k, s := range stages {
+					if s.RateLimit > 0 && (run.links[k].pump == nil || run.links[k].pump.Burst() == 0) {
+						t.Errorf("%s -> %d stages -> %s: the input hop of limited stage %d has no limited pump", input, len(stages), output, k+1)
+					}
 				}
 				for _, f := range append(e.stdin, e.stdout...) {
 					f.Close()

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -165,6 +166,35 @@ func (p *Poller) drainWake() {
 	// The eventfd is non-blocking: one read resets its counter to zero, and
 	// EAGAIN means another drain got there first.
 	_ = ignoringEINTR(func() error { _, err := unix.Read(p.wakefd, b[:]); return err })
+}
+
+// Sleep waits for d, or less when Wake is called meanwhile (woken; the
+// wake-up is consumed, as by Wait). Readiness of the registered fds does not
+// end it: it is a timed pause that Wake can interrupt, for a caller that
+// must not act before d has passed (a rate limit) and must not sleep
+// through a stop request either. A Wake made before Sleep ends it at once.
+func (p *Poller) Sleep(d time.Duration) (woken bool, err error) {
+	deadline := time.Now().Add(d)
+	fds := []unix.PollFd{{Fd: int32(p.wakefd), Events: unix.POLLIN}}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false, nil
+		}
+		ts := unix.NsecToTimespec(int64(left))
+		n, err := unix.Ppoll(fds, &ts, nil)
+		if err == unix.EINTR {
+			continue // a signal: sleep what is left
+		}
+		if err != nil {
+			return false, fmt.Errorf("ppoll: %w", err)
+		}
+		if n == 0 {
+			return false, nil
+		}
+		p.drainWake()
+		return true, nil
+	}
 }
 
 // Wake makes a current or the next Wait return with woken set. It is safe to

@@ -567,3 +567,49 @@ func TestPollerEdgeEventsBeyondTheCallersSlice(t *testing.T) {
 		t.Error("Wait with no room for an event: no error")
 	}
 }
+
+// Sleep is a timed pause that only Wake ends early: readiness of a
+// registered fd does not, and a Wake made before it is not lost.
+func TestPollerSleepEndsOnlyOnWakeOrTimeout(t *testing.T) {
+	r, w := pipe(t)
+	p := newPoller(t)
+	defer closePoller(t, p)
+	if err := p.Add(r, In); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Remove(r)
+	mustWrite(t, w, []byte("x")) // r is ready: must not end the sleep
+
+	start := time.Now()
+	if woken, err := p.Sleep(30 * time.Millisecond); woken || err != nil {
+		t.Fatalf("Sleep = %v, %v; want false, nil", woken, err)
+	}
+	if el := time.Since(start); el < 30*time.Millisecond {
+		t.Fatalf("Sleep(30ms) returned after %s", el)
+	}
+
+	p.Wake()
+	if woken, err := p.Sleep(time.Hour); !woken || err != nil {
+		t.Fatalf("Sleep after Wake = %v, %v; want true, nil", woken, err)
+	}
+
+	done := make(chan bool, 1)
+	go func() {
+		woken, _ := p.Sleep(time.Hour)
+		done <- woken
+	}()
+	p.Wake() // before or during the Sleep: either way it ends it
+	select {
+	case woken := <-done:
+		if !woken {
+			t.Fatal("Sleep ended without woken")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wake did not end Sleep")
+	}
+	// The wake-up was consumed by Sleep.
+	var evs [2]unix.EpollEvent
+	if n, woken, err := p.Wait(evs[:], noEvent); woken || err != nil || n != 1 {
+		t.Fatalf("Wait after Sleep = %d, %v, %v; want the pipe's event alone", n, woken, err)
+	}
+}

@@ -87,6 +87,10 @@ func (p *Pump) discardFromNow() error {
 	p.dst = end{End: End{FD: null, Own: true, Name: "discard (" + p.dst.Name + ")"}, kind: kindFile}
 	p.fdMu.Unlock()
 	p.gone, p.drainFrom = goneDrained, p.bytes.Load()
+	// The limit was on the bytes delivered to the consumer; the rest goes
+	// to /dev/null, and the sooner the producer is done the sooner the run
+	// can say how it failed.
+	p.limit = nil
 	p.copier = p.newCopier()
 	p.state.Store(int32(Moving))
 	return nil

@@ -42,6 +42,17 @@
 // switches copier when splice refuses a pair of files before any byte
 // moved, and when a drain makes /dev/null the destination (consumer.go).
 //
+// A pump made with RateLimit asks a token bucket before each transfer how
+// many bytes it may move, and asks for no more (ratelimit.go states the
+// limit's invariant). With too few tokens it sleeps on its own thread until
+// half the burst has accrued, in a timed wait that Stop's wake-up
+// ends (poller.Sleep): readiness of the ends does not wake it, and the
+// first attempt after the sleep is a transfer, never a wait, so the edge-
+// triggered invariant above holds. A limited splice that moved all it
+// asked for says nothing about the pipes and is followed by another
+// attempt, not a wait. A pump without a limit pays one nil check per
+// transfer for the feature.
+//
 // After any wake-up the loop tries the transfer again rather than trusting
 // the event bits: the transfer's own result (bytes, 0 for EOF, EAGAIN,
 // EPIPE) is the only truth.

@@ -30,6 +30,9 @@ const (
 	WaitingSrc              // the source had nothing to give
 	WaitingDst              // the destination had no room
 	Finished
+	// Limited: the pump waits for its rate limit (RateLimit) to let it
+	// move more: progress as fast as allowed, not a stall.
+	Limited
 
 	// waitingEither: the splice path waits for either side to change (see
 	// spliceCopier.wait); State looks at the pipes to say which. Never
@@ -45,6 +48,8 @@ func (s State) String() string {
 		return "waiting for input"
 	case WaitingDst:
 		return "waiting for output room"
+	case Limited:
+		return "waiting for its rate limit"
 	default:
 		return "finished"
 	}
@@ -89,6 +94,10 @@ type Pump struct {
 	poller   *poller.Poller // the pump's own epoll instance; Run closes it
 	copier   copier         // the copy strategy in use
 	opts     options
+	// limit is the rate limit (RateLimit), nil when none: the unlimited
+	// path pays one nil check per transfer for it, nothing else. Run's
+	// goroutine only (a drain lifts it).
+	limit *limiter
 
 	bytes    atomic.Int64 // delivered to the destination
 	last     atomic.Int64 // unix nanoseconds of the last progress
@@ -119,8 +128,10 @@ type Pump struct {
 
 // options are the choices made with New's Options.
 type options struct {
-	keepWitness bool // see KeepWitness
-	awaitRead   bool // see AwaitRead
+	keepWitness bool  // see KeepWitness
+	awaitRead   bool  // see AwaitRead
+	rate        int64 // bytes per second; see RateLimit
+	burst       int64 // the limit's burst, set by New
 }
 
 // Option configures a Pump.
@@ -146,6 +157,7 @@ func New(src, dst End, opts ...Option) (*Pump, error) {
 	p.src = end{End: src, kind: p.refine(srcKind, src.FD)}
 	p.dst = end{End: dst, kind: p.refine(dstKind, dst.FD)}
 	p.copier = p.newCopier()
+	p.startLimit()
 	p.last.Store(time.Now().UnixNano())
 	return p, nil
 }

@@ -23,7 +23,10 @@ type rwCopier struct {
 	p          *Pump
 	buf        []byte // allocated at the first read
 	start, end int    // buf[start:end]: read from the source, not yet written
-	out        writer // how the destination is written without blocking
+	// asked is how much the next read asks for: rwBufSize, or less when
+	// a rate limit allows less.
+	asked int
+	out   writer // how the destination is written without blocking
 	// blocked is the side the last EAGAIN came from: the one to wait for.
 	blocked side
 	// ready: epoll reported the side ready since its last read or write.
@@ -33,7 +36,7 @@ type rwCopier struct {
 }
 
 func newRWCopier(p *Pump) *rwCopier {
-	c := &rwCopier{p: p, out: writer{alt: -1}, regs: registrations{poller: p.poller}}
+	c := &rwCopier{p: p, asked: rwBufSize, out: writer{alt: -1}, regs: registrations{poller: p.poller}}
 	if p.dst.kind == kindPolled && p.dst.pollsFirst() {
 		c.out = nonBlockingWriter(p.dst.FD)
 	}
@@ -52,9 +55,18 @@ func (c *rwCopier) copy() (outcome, error) {
 	// Invariant: a wait is for the side that returned EAGAIN, or an inherited
 	// blocking side not reported ready since its last use; armed one-shot,
 	// level-triggered, it is reported at once if ready, and once per arming.
+	// Limited: a read asks for no more than the bucket holds, and spends
+	// what it got (see ratelimit.go); the writes of those bytes are free.
 	for {
 		if p.stopping.Load() {
 			return stopRequested, nil
+		}
+		if p.limit != nil && c.start == c.end {
+			a, how, err := p.allowance(rwBufSize)
+			if a == 0 {
+				return how, err
+			}
+			c.asked = a
 		}
 		n, err := c.transfer()
 		switch {
@@ -88,13 +100,16 @@ func (c *rwCopier) transfer() (int, error) {
 		if c.buf == nil {
 			c.buf = make([]byte, rwBufSize)
 		}
-		n, err := ignoringEINTRIO(unix.Read, p.src.FD, c.buf)
+		n, err := ignoringEINTRIO(unix.Read, p.src.FD, c.buf[:c.asked])
 		if err != nil {
 			c.blocked = sideSrc
 			return 0, err
 		}
 		if n == 0 {
 			return 0, nil
+		}
+		if p.limit != nil {
+			p.limit.take(n)
 		}
 		c.end = n
 	}

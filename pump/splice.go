@@ -73,15 +73,28 @@ func (c *spliceCopier) copy() (outcome, error) {
 	// Invariant: a wait follows only EAGAIN or a short pipe-to-pipe splice, so
 	// the change that ends it is yet to come; with both ends registered edge-
 	// triggered, that change is queued even before the wait, a lasting one once.
+	// Limited: each splice asks for what the bucket holds (see ratelimit.go),
+	// and only moving less than it asked for counts as short.
 	for {
 		if p.stopping.Load() {
 			return stopRequested, nil
 		}
-		n, err := splice(p.src.FD, p.dst.FD)
+		asked := maxSplice
+		if p.limit != nil {
+			a, how, err := p.allowance(maxSplice)
+			if a == 0 {
+				return how, err
+			}
+			asked = a
+		}
+		n, err := splice(p.src.FD, p.dst.FD, asked)
 		switch {
 		case n > 0:
+			if p.limit != nil {
+				p.limit.take(n)
+			}
 			elapsed := p.progress(n)
-			if !c.waitsAfter(n) {
+			if !c.waitsAfter(n, asked) {
 				continue
 			}
 			if d := c.batchDelay(n, elapsed); d > 0 {
@@ -105,13 +118,13 @@ func (c *spliceCopier) copy() (outcome, error) {
 	}
 }
 
-// splice makes one attempt to move up to maxSplice bytes. It returns n > 0
-// for progress, 0 and nil at the source's end (for a pipe: no writer left
-// and nothing queued), or an error (EAGAIN when a side is not ready:
-// splice does not say which).
-func splice(src, dst int) (int, error) {
+// splice makes one attempt to move up to asked bytes (at most maxSplice).
+// It returns n > 0 for progress, 0 and nil at the source's end (for a pipe:
+// no writer left and nothing queued), or an error (EAGAIN when a side is
+// not ready: splice does not say which).
+func splice(src, dst, asked int) (int, error) {
 	for {
-		n, err := unix.Splice(src, nil, dst, nil, maxSplice, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := unix.Splice(src, nil, dst, nil, asked, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		if err != unix.EINTR {
 			return int(max(n, 0)), err
 		}
@@ -170,8 +183,8 @@ func (c *spliceCopier) wait() error {
 	}
 }
 
-// waitsAfter reports whether a splice that moved n bytes may be followed by
-// a wait instead of another attempt. That attempt is the costly one: it
+// waitsAfter reports whether a splice that moved n of the asked bytes may
+// be followed by a wait instead of another attempt. That attempt is the costly one: it
 // finds the producer in the middle of its next write, which holds the pipe
 // lock for the whole copy, and spins on that lock only to return EAGAIN.
 //
@@ -185,8 +198,12 @@ func (c *spliceCopier) wait() error {
 // then every attempt is made until splice says EOF, EAGAIN or EPIPE itself.
 // Between a pipe and anything else a short count does not say as much (a
 // file at its end, a socket's partial read), so those always try again.
-func (c *spliceCopier) waitsAfter(n int) bool {
-	return n < maxSplice && c.betweenPipes() && !c.endGone
+//
+// A splice that moved all it asked for (a rate limit asks for less than
+// maxSplice) stopped because of the asking, not because of the pipes: it
+// says nothing about either side, and the next attempt is made.
+func (c *spliceCopier) waitsAfter(n, asked int) bool {
+	return n < asked && c.betweenPipes() && !c.endGone
 }
 
 // batchDelay returns how long to let bytes gather in the source pipe after

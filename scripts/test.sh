@@ -35,6 +35,7 @@ go test -race -count=1 -timeout 40m ./...
 fuzztime=${FUZZTIME:-15s}
 echo "== fuzzing ($fuzztime per target)" >&2
 go test -run '^$' -fuzz '^FuzzLoadJob$' -fuzztime "$fuzztime" ./pipeline/
+go test -run '^$' -fuzz '^FuzzParseRate$' -fuzztime "$fuzztime" ./units/
 if grep -q 'func FuzzDecodePacket' queue/*_test.go 2>/dev/null; then
   go test -run '^$' -fuzz '^FuzzDecodePacket$' -fuzztime "$fuzztime" ./queue/
 fi

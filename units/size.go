@@ -5,8 +5,13 @@
 // One rule for every size in pipespool, GNU coreutils' (dd, head -c, sort
 // -S), which pv and mbuffer users also expect of "64M": a bare K, M, G, T
 // or KiB, MiB, GiB, TiB is a power of 1024; kB, KB, MB, GB, TB are powers of
-// 1000; B or no suffix is bytes. A fraction of a unit is allowed ("1.5GiB")
-// and rounds down to whole bytes.
+// 1000; B or no suffix is bytes. The bare letters may be lower case too
+// (k, m, g, t), as pv and mbuffer write them ("pv -L 50m"). A fraction of a
+// unit is allowed ("1.5GiB") and rounds down to whole bytes.
+//
+// A rate is a size per second: "50MiB/s", or the size alone ("50M"), which
+// is how pv -L and mbuffer -r take it; a rate can only be per second, so
+// the bare size is not ambiguous.
 package units
 
 import (
@@ -23,7 +28,8 @@ var sizeUnits = []struct {
 	// Longest suffixes first, so that "KiB" is not read as "B".
 	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
 	{"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-	{"K", 1 << 10}, {"k", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
+	{"K", 1 << 10}, {"k", 1 << 10}, {"M", 1 << 20}, {"m", 1 << 20},
+	{"G", 1 << 30}, {"g", 1 << 30}, {"T", 1 << 40}, {"t", 1 << 40},
 	{"B", 1},
 }
 
@@ -83,6 +89,44 @@ func ParseSizeString(s string) (int64, error) {
 	}
 	return int64(b), nil
 }
+
+// MaxRate bounds a rate (1 TiB/s): far above what any pipe moves, and low
+// enough that a rate times a second in nanoseconds cannot overflow.
+const MaxRate = 1 << 40
+
+// ParseRate parses a rate in bytes per second: a size followed by "/s", or
+// a size alone (see the package documentation), or an integer number of
+// bytes per second (as a TOML integer arrives). It must be at least 1 B/s
+// and at most MaxRate.
+func ParseRate(v any) (int64, error) {
+	if s, ok := v.(string); ok {
+		t := strings.TrimSpace(s)
+		t = strings.TrimSpace(strings.TrimSuffix(t, "/s"))
+		n, err := ParseSizeString(t)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a rate: use e.g. \"50MiB/s\", \"50M\" (per second, as pv -L and mbuffer -r) or a number of bytes per second", s)
+		}
+		return checkRate(s, n)
+	}
+	n, err := ParseSize(v)
+	if err != nil {
+		return 0, fmt.Errorf("must be a rate such as \"50MiB/s\" or an integer number of bytes per second, not %v", v)
+	}
+	return checkRate(fmt.Sprint(v), n)
+}
+
+func checkRate(s string, n int64) (int64, error) {
+	switch {
+	case n < 1:
+		return 0, fmt.Errorf("rate %q is less than 1 byte per second: remove the limit instead of setting it to 0", s)
+	case n > MaxRate:
+		return 0, fmt.Errorf("rate %q is more than 1TiB/s: remove the limit instead", s)
+	}
+	return n, nil
+}
+
+// FormatRate writes a rate for people: "50.0 MiB/s".
+func FormatRate(n int64) string { return FormatSize(n) + "/s" }
 
 // FormatSize writes n bytes for people: "512 B", "1.5 KiB", "3.0 GiB".
 func FormatSize(n int64) string {

@@ -1,6 +1,9 @@
 package units
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // The two parsers pipespool once had disagreed on "1MB", "1.5MiB" and
 // "64M"; these rows are the one rule.
@@ -34,4 +37,43 @@ func TestFormatSize(t *testing.T) {
 			t.Errorf("FormatSize(%d) = %q, want %q", n, got, want)
 		}
 	}
+}
+
+// A rate is a size per second, "/s" optional (pv -L 50m, mbuffer -r 50M).
+func TestParseRate(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want int64
+	}{
+		{"50MiB/s", 50 << 20}, {"50M", 50 << 20}, {"50m", 50 << 20}, {"100m/s", 100 << 20},
+		{" 1.5 MiB/s ", 3 << 19}, {"1B/s", 1}, {"1", 1}, {"10MB/s", 10e6}, {int64(4096), 4096},
+		{"1TiB/s", 1 << 40}, {"2g", 2 << 30},
+	} {
+		if got, err := ParseRate(tc.in); err != nil || got != tc.want {
+			t.Errorf("ParseRate(%#v) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []any{"", "/s", "0", "0/s", "0.5B/s", "-1M/s", "50MiB/h", "50MiB/s/s", "fast",
+		"2TiB/s", int64(0), int64(-1), 1.5, true} {
+		if n, err := ParseRate(in); err == nil {
+			t.Errorf("ParseRate(%#v) = %d, want an error", in, n)
+		}
+	}
+}
+
+// FuzzParseRate: any input is a rate in range or an error, never a panic,
+// and "/s" changes nothing.
+func FuzzParseRate(f *testing.F) {
+	for _, s := range []string{"50MiB/s", "50m", "1.5 GiB/s", "1B/s", "0", "1TiB/s", "9e18", "/s", "1e-9M"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseRate(s)
+		if err == nil && (n < 1 || n > MaxRate) {
+			t.Fatalf("ParseRate(%q) = %d: out of range", s, n)
+		}
+		if m, err2 := ParseRate(s + "/s"); !strings.HasSuffix(strings.TrimSpace(s), "/s") && (m != n || (err == nil) != (err2 == nil)) {
+			t.Fatalf("ParseRate(%q) = %d, %v but with /s %d, %v", s, n, err, m, err2)
+		}
+	})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pipeline"
+	"github.com/pipespool/pipespool/units"
 )
 
 // execOptions are the flags of exec.
@@ -24,6 +25,7 @@ type execOptions struct {
 	Lock        string
 	LockWait    time.Duration
 	DryRun      bool
+	RateLimit   string
 }
 
 // NewCmdExec builds the exec command; runF does the work (nil: runExec).
@@ -54,6 +56,7 @@ SIGHUP/SIGINT/SIGQUIT/SIGTERM (every stage stopped first).`,
   pipespool exec restore.toml -i backup.zst.gpg -o restored.img
   zfs send tank@snap | pipespool exec send.toml -i - -o -
   pipespool exec restore.toml --dry-run
+  pipespool exec restore.toml --rate-limit 50MiB/s
   pipespool exec backup.toml --lock /run/lock/backup.lock --metrics-file /var/lib/node_exporter/textfile/backup.prom`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -70,6 +73,7 @@ SIGHUP/SIGINT/SIGQUIT/SIGTERM (every stage stopped first).`,
 	f.StringVar(&opts.Lock, "lock", "", "hold flock(2) on this file for the run; exit 75 if another process holds it")
 	f.DurationVar(&opts.LockWait, "lock-wait", 0, "with --lock: wait up to this long for the lock before exiting 75")
 	f.BoolVar(&opts.DryRun, "dry-run", false, "validate and print the resolved stage graph, run nothing")
+	f.StringVar(&opts.RateLimit, "rate-limit", "", "limit the run's input to RATE, e.g. 50MiB/s or 50M (pv -L, mbuffer -r); replaces the first stage's rate_limit")
 	return cmd
 }
 
@@ -89,11 +93,18 @@ func runExec(opts *execOptions) error {
 	default:
 		return usageErrorf("--progress %q: use auto, always or never", opts.Progress)
 	}
+	var rate int64
+	if opts.RateLimit != "" {
+		var err error
+		if rate, err = units.ParseRate(opts.RateLimit); err != nil {
+			return usageErrorf("--rate-limit: %v", err)
+		}
+	}
 	job, err := pipeline.Load(opts.JobFile)
 	if err != nil {
 		return err
 	}
-	popts := pipeline.Options{InputPath: opts.Input, OutputPath: opts.Output,
+	popts := pipeline.Options{InputPath: opts.Input, OutputPath: opts.Output, RateLimit: rate,
 		Stdin: opts.g.streams.In, Stdout: opts.g.streams.Out, Logger: opts.g.Logger()}
 	if opts.DryRun {
 		desc, err := pipeline.Describe(job, popts)

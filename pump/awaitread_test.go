@@ -40,6 +40,25 @@ func TestPumpAwaitReadWaitsForTheReader(t *testing.T) {
 			t.Fatalf("result %+v", got)
 		}
 	})
+	t.Run("read to the end, then gone", func(t *testing.T) {
+		// The reader takes every byte and closes at once, while the
+		// pump waits in poll: the hang-up comes with nothing left, which
+		// is the end the pump waited for, not a consumer gone (the
+		// torture, seed 20261201 run 14299: a run whose every byte
+		// reached its reader failed, "its reader went away after 82
+		// bytes").
+		for i := range 20 {
+			_, res := run(t, func(r *os.File) {
+				time.Sleep(5 * time.Millisecond)
+				io.CopyN(io.Discard, r, size)
+				r.Close()
+			})
+			got := waitFor(t, res, 20*time.Second, "pump result")
+			if !got.EOF || got.Err != nil || got.ConsumerGone {
+				t.Fatalf("round %d: result %+v, want EOF", i, got)
+			}
+		}
+	})
 	t.Run("reader gone", func(t *testing.T) {
 		_, res := run(t, func(r *os.File) {
 			io.CopyN(io.Discard, r, 1000)

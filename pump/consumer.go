@@ -111,8 +111,8 @@ func (p *Pump) atEOF() Result {
 }
 
 // waitRead waits, for AwaitRead, until the destination pipe is empty (0,
-// false), its reader is gone (the bytes left, true) or Stop was called (the
-// bytes left, false).
+// false), its reader is gone with bytes left in it (the bytes left, true)
+// or Stop was called (the bytes left, false).
 func (p *Pump) waitRead() (left int, gone bool) {
 	delay := time.Millisecond
 	p.state.Store(int32(WaitingDst))
@@ -130,7 +130,10 @@ func (p *Pump) waitRead() (left int, gone bool) {
 		fds := []unix.PollFd{{Fd: int32(p.dst.FD)}}
 		n, err := unix.Poll(fds, int(delay/time.Millisecond))
 		if err == nil && n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0 {
-			return max(Queued(p.dst.FD), 0), true
+			// A reader that read the last byte and then went took
+			// everything: that is the end it was waiting for.
+			left := max(Queued(p.dst.FD), 0)
+			return left, left > 0
 		}
 		delay = min(2*delay, 100*time.Millisecond)
 	}

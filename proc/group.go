@@ -362,6 +362,9 @@ func (g *Group) Cleanup(grace time.Duration) int {
 	// What the leader left in the group and that has exited is a zombie
 	// pipespool adopted: reap it now, so that LeftFailures is complete.
 	children()
+	// From here on only pipespool ends the group's processes (the sweep
+	// of Scope.Close): a death by signal is not a failure of their own.
+	g.signalled.Store(true)
 	return n
 }
 

@@ -44,6 +44,10 @@ type Options struct {
 	// per second (exec --rate-limit): the first stage's rate_limit, set or
 	// replaced.
 	RateLimit int64
+	// Buffer, when > 0, is the size in bytes of a memory buffer on the
+	// run's input hop (exec --buffer): the first stage's buffer, set or
+	// resized (its buffer_start_at and buffer_resume_at still apply).
+	Buffer int64
 	// Progress, when not nil, receives the progress display a few times a
 	// second: each Write is one whole frame (one line per stage, each
 	// ending in "\n") that replaces the previous one, and a last empty

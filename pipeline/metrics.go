@@ -60,6 +60,27 @@ func WriteMetrics(path string, rep *Report, extra ...Metric) error {
 	for _, s := range rep.Stages {
 		fmt.Fprintf(&b, "pipespool_stage_nudges_total{%s,stage=%s} %d\n", job, quoteLabel(s.Name), s.Nudges)
 	}
+	// Buffers, for the stages that have one: its size, and the most it
+	// held (a buffer that reached its size held the producer back).
+	for _, mt := range []struct {
+		name, help string
+		v          func(StageReport) int64
+	}{
+		{"pipespool_stage_buffer_size_bytes", "Size of the memory buffer on a stage's input hop.", func(s StageReport) int64 { return s.Buffer }},
+		{"pipespool_stage_buffer_peak_bytes", "The most the buffer on a stage's input hop held in the last run.", func(s StageReport) int64 { return *s.BufferPeak }},
+	} {
+		head := false
+		for _, s := range rep.Stages {
+			if s.Buffer == 0 || s.BufferPeak == nil {
+				continue
+			}
+			if !head {
+				fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", mt.name, mt.help, mt.name)
+				head = true
+			}
+			fmt.Fprintf(&b, "%s{%s,stage=%s} %d\n", mt.name, job, quoteLabel(s.Name), mt.v(s))
+		}
+	}
 	for _, m := range extra {
 		typ := m.Type
 		if typ == "" {

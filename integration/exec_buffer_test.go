@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -38,16 +39,20 @@ func readBufReport(t *testing.T, path string) bufRep {
 	return r
 }
 
-// awaitFile waits until path exists, failing the test after d.
-func awaitFile(t *testing.T, path string, d time.Duration, what string) {
+// awaitFile waits until path exists, at most d. When it does not
+// appear, it kills the run (pid; its stages die with it) and marks the
+// test failed, so that the run's wait returns.
+func awaitFile(t *testing.T, pid int, path string, d time.Duration, what string) bool {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
 		if _, err := os.Stat(path); err == nil {
-			return
+			return true
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: %s did not appear within %v", what, path, d)
+			t.Errorf("%s: %s did not appear within %v", what, path, d)
+			syscall.Kill(pid, syscall.SIGKILL)
+			return false
 		}
 		time.Sleep(10 * time.Millisecond) // a poll tick, bounded by the deadline
 	}
@@ -95,9 +100,10 @@ name = "consumer"
 shell = "%s"
 buffer = "32MiB"
 `, produced, pausedConsumer(fifo)))
-	res := runPipespoolWith(t, runOpts{}, func(int) {
-		awaitFile(t, produced, time.Minute, "the producer's end while its consumer reads nothing")
-		release(t, fifo)
+	res := runPipespoolWith(t, runOpts{}, func(pid int) {
+		if awaitFile(t, pid, produced, time.Minute, "the producer's end while its consumer reads nothing") {
+			release(t, fifo)
+		}
 	}, "exec", job, "-i", in, "-o", out, "--report", rp)
 	if res.Code != 0 {
 		t.Fatalf("exit %d\nstderr: %s", res.Code, res.Stderr)
@@ -147,10 +153,11 @@ shell = "%s"
 	}
 	w.Close()
 	t.Cleanup(func() { producer.Process.Kill(); producer.Wait() })
-	res := runPipespoolWith(t, runOpts{Stdin: r}, func(int) {
+	res := runPipespoolWith(t, runOpts{Stdin: r}, func(pid int) {
 		r.Close()
-		awaitFile(t, produced, time.Minute, "the producer's end while the stage reads nothing")
-		release(t, fifo)
+		if awaitFile(t, pid, produced, time.Minute, "the producer's end while the stage reads nothing") {
+			release(t, fifo)
+		}
 	}, "exec", job, "-i", "-", "-o", out, "--buffer", "16MiB", "--report", rp)
 	if res.Code != 0 {
 		t.Fatalf("exit %d\nstderr: %s", res.Code, res.Stderr)

@@ -3,6 +3,7 @@ package pump
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pipespool/pipespool/poller"
 	"golang.org/x/sys/unix"
@@ -14,21 +15,36 @@ import (
 // bytes again.
 //
 // Memory: the buffer is a queue of chunks of bufChunk bytes, each its own
-// anonymous mapping, mapped when the queue needs room and unmapped when
-// its bytes have been delivered (but for bufSpare kept for reuse). So the
-// memory of a buffer is what it holds plus at most a few chunks, never
-// its whole size up front, and it is given back to the system (RSS drops)
-// as soon as the buffer drains, not when the garbage collector gets to it.
+// anonymous mapping, mapped (populated at once) when the queue needs room.
+// A chunk whose bytes have been delivered becomes a spare, reused before
+// anything new is mapped; spares beyond bufSpare go back to the system
+// once the buffer has needed no new chunk for bufRelease. So the memory of
+// a buffer is at most its size plus one chunk, never its whole size up
+// front, and a buffer that drained and stays drained gives it back (RSS
+// drops) within bufRelease, not when the garbage collector gets to it.
+//
+// Why spares: a consumer that pauses again and again (a tape, an ssh
+// window) fills and drains the buffer each time. Unmapping each drained
+// chunk and mapping it again for the next fill cost a page fault per page
+// and a TLB shootdown per chunk, every cycle: the pump's system time more
+// than doubled and the stream took twice as long as with mbuffer, which
+// keeps its memory.
 
 // bufChunk is the unit in which a buffer's memory is mapped and returned:
 // 1 MiB, a pipe's worth (one read fills at most one chunk), few enough
 // mappings for a buffer of gigabytes, and little to keep when drained.
 const bufChunk = 1 << 20
 
-// bufSpare is how many empty chunks a buffer keeps mapped for reuse: a
+// bufSpare is how many empty chunks a buffer keeps mapped for good: a
 // stream whose fill hovers at a chunk boundary then maps and unmaps
-// nothing; everything beyond is returned at once.
+// nothing.
 const bufSpare = 2
+
+// bufRelease is how long spares beyond bufSpare are kept after the buffer
+// last needed a chunk: long enough to span the pauses of a consumer that
+// pauses again and again, short enough that a drained buffer gives its
+// memory back soon.
+const bufRelease = time.Second
 
 // MinBuffer and MaxBuffer bound the size of a buffer. Below one pipe's
 // default size a buffer adds less than a larger pipe_size would; above 64
@@ -120,8 +136,13 @@ type bufferCopier struct {
 	spec BufferSpec
 
 	chunks []*chunk // the queue: read into the last, written from the first
-	spare  []*chunk // empty chunks kept for reuse, at most bufSpare
+	spare  []*chunk // empty chunks kept for reuse (see bufRelease)
 	fill   int64    // bytes held: the sum of w-r over chunks
+	// lastNeed is when the queue last took a chunk (monotonic
+	// nanoseconds since origin): spares beyond bufSpare go bufRelease
+	// after it.
+	lastNeed int64
+	origin   time.Time
 
 	srcEnded bool // the source said EOF: deliver the rest, read no more
 	// readPaused: the buffer filled up, and reading waits until it holds
@@ -139,7 +160,7 @@ type bufferCopier struct {
 }
 
 func newBufferCopier(p *Pump) *bufferCopier {
-	c := &bufferCopier{p: p, spec: p.opts.buffer, out: writer{alt: -1}, regs: registrations{poller: p.poller}}
+	c := &bufferCopier{p: p, spec: p.opts.buffer, out: writer{alt: -1}, regs: registrations{poller: p.poller}, origin: time.Now()}
 	c.writePaused = c.spec.StartAt > 0
 	if p.dst.kind == kindPolled && p.dst.pollsFirst() {
 		c.out = nonBlockingWriter(p.dst.FD)
@@ -299,7 +320,8 @@ func (c *bufferCopier) tail() (*chunk, error) {
 		ch, c.spare = c.spare[k-1], c.spare[:k-1]
 	} else {
 		size := int(min(int64(bufChunk), c.spec.Size))
-		b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		// Populated now: one call instead of a fault per page.
+		b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
 		if err != nil {
 			return nil, fmt.Errorf("buffer of %s: mapping %d bytes: %w", c.p.src.Name, size, err)
 		}
@@ -307,12 +329,37 @@ func (c *bufferCopier) tail() (*chunk, error) {
 		ch = &chunk{b: b}
 	}
 	c.chunks = append(c.chunks, ch)
+	c.lastNeed = c.now()
 	return ch, nil
+}
+
+func (c *bufferCopier) now() int64 { return int64(time.Since(c.origin)) }
+
+// releaseIn returns how long until the spares beyond bufSpare go back to
+// the system, after returning those whose time has come: 0 when none
+// is left to wait for.
+func (c *bufferCopier) releaseIn() time.Duration {
+	if len(c.spare) <= bufSpare {
+		return 0
+	}
+	if left := time.Duration(c.lastNeed + int64(bufRelease) - c.now()); left > 0 {
+		return left
+	}
+	for len(c.spare) > bufSpare {
+		k := len(c.spare) - 1
+		// An error leaves a mapping behind, which costs memory but no
+		// byte of the stream; close reports the errors of the rest.
+		_ = c.unmap(c.spare[k])
+		c.spare[k] = nil
+		c.spare = c.spare[:k]
+	}
+	return 0
 }
 
 // emptied handles ch, the first chunk, once all it held was written: the
 // only chunk starts over from its beginning; any other leaves the queue
-// for the spares, or goes back to the system when there are enough.
+// for the spares, which go back to the system when their time has come
+// (checked here too, for a stream that never waits).
 func (c *bufferCopier) emptied(ch *chunk) {
 	ch.r, ch.w = 0, 0
 	if len(c.chunks) == 1 {
@@ -320,13 +367,8 @@ func (c *bufferCopier) emptied(ch *chunk) {
 	}
 	c.chunks[0] = nil
 	c.chunks = c.chunks[1:]
-	if len(c.spare) < bufSpare {
-		c.spare = append(c.spare, ch)
-		return
-	}
-	// An error here leaves a mapping behind, which costs memory but no
-	// byte of the stream; close reports the errors of the rest.
-	_ = c.unmap(ch)
+	c.spare = append(c.spare, ch)
+	c.releaseIn()
 }
 
 func (c *bufferCopier) unmap(ch *chunk) error {
@@ -378,9 +420,19 @@ func (c *bufferCopier) wait() error {
 	}
 	var events [2]unix.EpollEvent
 	for {
-		n, woken, err := p.poller.Wait(events[:], -1)
+		// Spares to return bound the wait: at their time it returns
+		// them and the loop tries again (and then waits without bound).
+		timeout := -1
+		if left := c.releaseIn(); left > 0 {
+			timeout = int((left + time.Millisecond - 1) / time.Millisecond)
+		}
+		n, woken, err := p.poller.Wait(events[:], timeout)
 		if err != nil {
 			return fmt.Errorf("waiting for %s or %s: %w", p.src.Name, p.dst.Name, err)
+		}
+		if n == 0 && !woken {
+			c.releaseIn()
+			continue
 		}
 		for _, ev := range events[:n] {
 			// Any event counts: readiness, hang-up or error. The next

@@ -70,7 +70,9 @@
 // thread runs as SCHED_BATCH (unless someone chose another policy for it):
 // its wake-ups then wait for the stage on the CPU to finish its slice
 // instead of preempting it mid-copy. The stages keep the default policy;
-// see batchThread.
+// see batchThread. A pump with a buffer keeps the default policy too: it
+// copies through memory, and its consumer, having read the pipe empty,
+// should not wait for another task's slice to end before it is refilled.
 //
 // EINTR is retried at the syscall. Short transfers are normal and simply
 // continue. EPIPE means the consumer is gone: the pump stops, reports how

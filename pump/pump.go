@@ -254,10 +254,17 @@ func (p *Pump) Stop() {
 
 // Run copies until EOF, a consumer gone, an error or Stop, then closes the
 // owned ends and returns. Call it once, in its own goroutine: it holds that
-// goroutine's thread, as SCHED_BATCH, until it returns (see batchThread).
+// goroutine's thread, as SCHED_BATCH, until it returns (see batchThread);
+// a pump with a buffer keeps the thread's policy.
 func (p *Pump) Run() Result {
 	defer close(p.done)
-	restore := batchThread()
+	// A buffered pump does real copying, and a consumer waiting for it to
+	// refill its pipe must not wait for the end of another task's time
+	// slice: it keeps the default policy (docs/internals/pump.md).
+	restore := func() {}
+	if p.opts.buffer.Size == 0 {
+		restore = batchThread()
+	}
 	res := p.loop()
 	restore()
 	res.Bytes = p.bytes.Load()

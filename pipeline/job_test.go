@@ -167,6 +167,7 @@ func FuzzLoadJob(f *testing.F) {
 	f.Add([]byte("name = \"x\"\ntimeout = \"1h\"\n[input]\npath = \"a\"\n[[stage]]\nbuiltin = \"sha256\"\n[stage.with]\nexpect = \"00\"\n"))
 	f.Add([]byte("[[stage]]\nshell = \"x\"\nenv = { A = \"b\" }\n[[stage]]\ncommand = [\"a\", \"b\"]\n"))
 	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\nrate_limit = \"1.5MiB/s\"\n[[stage]]\ncommand = [\"cat\"]\nrate_limit = 4096\n"))
+	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\nbuffer = \"256MiB\"\nbuffer_start_at = \"80%\"\nbuffer_resume_at = \"20%\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		job, err := Parse("fuzz.toml", data)
 		if err != nil {
@@ -187,6 +188,11 @@ func FuzzLoadJob(f *testing.F) {
 			seen[s.Name] = true
 			if s.RateLimit < 0 || s.RateLimit > units.MaxRate {
 				t.Fatalf("stage %q: rate limit %d accepted", s.Name, s.RateLimit)
+			}
+			if s.Buffer != 0 {
+				if err := HopBuffer(job, Options{}, s.Index-1).Check(); err != nil || s.RateLimit != 0 {
+					t.Fatalf("stage %q: buffer %d (%g%%, %g%%) with rate limit %d accepted: %v", s.Name, s.Buffer, s.BufferStartAt, s.BufferResumeAt, s.RateLimit, err)
+				}
 			}
 		}
 	})

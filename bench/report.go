@@ -275,6 +275,8 @@ func sectionTitle(s string, cfg config) string {
 		return s + fmt.Sprintf(": every stage sleeps %v", cfg.idle)
 	case "7. rate limit":
 		return s + ": a stream limited to 100 MiB/s (`rate_limit`, `pv -L`); CPU is the relay's own"
+	case "8. buffer":
+		return s + ": a consumer that reads 100 ms and pauses 100 ms, behind a 256 MiB buffer (`buffer`, `mbuffer -m`)"
 	}
 	return s
 }

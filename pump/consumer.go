@@ -75,15 +75,15 @@ func (p *Pump) discardFromNow() error {
 	if err != nil {
 		return fmt.Errorf("draining %s: %w", p.src.Name, err)
 	}
-	// What a buffer holds was read from the source and is thrown away
-	// with the rest: counted as discarded, so that the producer's bytes
-	// (Bytes + Undelivered) stay exact.
+	// What the copier holds (a buffer) was read from the source and
+	// refused by the consumer: not drained, but undelivered, so that the
+	// producer's bytes (Bytes + Undelivered) stay exact.
 	held := p.copier.buffered()
 	if err := p.copier.close(); err != nil {
 		unix.Close(null)
 		return err
 	}
-	p.bytes.Add(held)
+	p.drainHeld = held
 	p.fdMu.Lock()
 	p.drainLost = p.dstQueued()
 	if p.dst.Own {
@@ -91,7 +91,7 @@ func (p *Pump) discardFromNow() error {
 	}
 	p.dst = end{End: End{FD: null, Own: true, Name: "discard (" + p.dst.Name + ")"}, kind: kindFile}
 	p.fdMu.Unlock()
-	p.gone, p.drainFrom = goneDrained, p.bytes.Load()-held
+	p.gone, p.drainFrom = goneDrained, p.bytes.Load()
 	// The limit was on the bytes delivered to the consumer; the rest goes
 	// to /dev/null, and the sooner the producer is done the sooner the run
 	// can say how it failed.

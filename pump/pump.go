@@ -76,8 +76,8 @@ type Result struct {
 	Undelivered int64
 	Unread      int64
 	// Drained is the part of Bytes discarded after Drain: read from the
-	// source once the consumer had gone (or held in the buffer then), and
-	// thrown away.
+	// source once the consumer had gone, and thrown away. What the pump
+	// held then (refused by the consumer) is in Undelivered.
 	Drained int64
 	// BufferPeak is the most the pump's buffer held (see Buffer); 0
 	// without one.
@@ -120,6 +120,7 @@ type Pump struct {
 	drainReq     atomic.Bool
 	drainFrom    int64 // bytes moved when the drain began
 	drainLost    int64 // bytes left unread in the consumer's pipe then
+	drainHeld    int64 // bytes the copier held then, thrown away
 
 	// fdMu makes the fds safe to inspect from other goroutines (FIONREAD
 	// for a stall diagnosis): closeEnds and the drain hold it to close or
@@ -271,6 +272,9 @@ func (p *Pump) Run() Result {
 	res.BufferPeak = p.bufPeak.Load()
 	if p.gone == goneDrained {
 		res.Drained, res.Unread = res.Bytes-p.drainFrom, p.drainLost
+		// Not delivered to the consumer: what the pump held and what it
+		// left in the consumer's pipe, as for a consumer gone.
+		res.Undelivered += p.drainHeld + p.drainLost
 	}
 	p.state.Store(int32(Finished))
 	if res.EOF && p.opts.keepWitness {

@@ -402,7 +402,7 @@ command = ["cat"]
 		}
 	}
 	// A level is reached only with whole bytes: rounded up.
-	odd := &Job{Stages: []StageSpec{{Buffer: 3 << 20, BufferStartAt: 100.0 / 3, BufferResumeAt: 100}}}
+	odd := &Job{Stages: []StageSpec{{Buffer: 3 << 20, BufferStartAt: 100.0 / 3}}} // resume level unset: 100%
 	if got := HopBuffer(odd, Options{}, 0); got.StartAt != 1<<20 || got.ResumeBelow != 3<<20 {
 		t.Errorf("a third of 3 MiB: %+v", got)
 	}

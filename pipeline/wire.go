@@ -219,8 +219,12 @@ func HopBuffer(job *Job, opts Options, k int) pump.BufferSpec {
 	if size == 0 {
 		return pump.BufferSpec{}
 	}
+	resume := s.BufferResumeAt
+	if resume <= 0 {
+		resume = 100 // unset: a job file cannot say 0% (see validator.buffer)
+	}
 	level := func(pct float64) int64 { return min(int64(math.Ceil(float64(size)*pct/100)), size) }
-	return pump.BufferSpec{Size: size, StartAt: level(s.BufferStartAt), ResumeBelow: max(level(s.BufferResumeAt), 1)}
+	return pump.BufferSpec{Size: size, StartAt: level(s.BufferStartAt), ResumeBelow: max(level(resume), 1)}
 }
 
 // checkHops finds what opts make impossible on the job's hops: exec's

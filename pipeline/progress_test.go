@@ -1,0 +1,55 @@
+package pipeline
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestLinkBytesFollowsADirectFileAndKeepsItOnceGone: a stage handed a file
+// directly has its input counted from its fd's offset in
+// /proc/PID/fdinfo (as pv -d does); once the process is gone (fdinfo
+// reads nothing), the last value stands instead of falling back to 0 (it
+// did: the display showed 0 B for a first stage that had exited, until
+// the end).
+func TestLinkBytesFollowsADirectFileAndKeepsItOnceGone(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "in")
+	if err := os.WriteFile(path, make([]byte, 1000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// The shell's stdin is the file: dd reads 10 bytes of it (the offset
+	// is shared), then the shell waits on its own stdin-less sleep.
+	cmd := exec.Command("sh", "-c", "dd bs=10 count=1 of=/dev/null 2>/dev/null; exec sleep 30")
+	cmd.Stdin = f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	m := &monitorState{r: &running{links: []link{{direct: f}, {}}}, w: make([]watch, 1)}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		in, _ := m.linkBytes(0, pid)
+		m.w[0].in = in
+		if in == 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the stage's input offset read %d, want 10", in)
+		}
+		time.Sleep(10 * time.Millisecond) // polling /proc: there is no event to wait for
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if in, _ := m.linkBytes(0, pid); in != 10 {
+		t.Errorf("after the stage is gone: in = %d, want the last value, 10", in)
+	}
+}

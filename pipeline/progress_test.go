@@ -1,9 +1,11 @@
 package pipeline
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -51,5 +53,52 @@ func TestLinkBytesFollowsADirectFileAndKeepsItOnceGone(t *testing.T) {
 	cmd.Wait()
 	if in, _ := m.linkBytes(0, pid); in != 10 {
 		t.Errorf("after the stage is gone: in = %d, want the last value, 10", in)
+	}
+}
+
+// TestExpectedSizeKey: [input] expected_size takes a size as every size
+// key does, and a bad one is a job error naming its line and key.
+func TestExpectedSizeKey(t *testing.T) {
+	job, err := Parse("job.toml", []byte("[input]\nexpected_size = \"1.5GiB\"\n[[stage]]\ncommand=[\"cat\"]\n"))
+	if err != nil || job.ExpectedSize != 3<<29 {
+		t.Fatalf("expected_size: %v, %v", job, err)
+	}
+	_, err = Parse("job.toml", []byte("[input]\nexpected_size = \"huge\"\n[[stage]]\ncommand=[\"cat\"]\n"))
+	var je *JobError
+	if !errors.As(err, &je) || je.Line != 2 || je.Key != "input.expected_size" || !strings.Contains(je.Msg, "not a size") {
+		t.Fatalf("bad expected_size: %v", err)
+	}
+}
+
+// TestProgressSizeOrder: --size wins over expected_size, which wins over
+// the input file's size (from where the run starts reading it); with no
+// input, the size is of the first stage's output.
+func TestProgressSizeOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "in")
+	if err := os.WriteFile(path, make([]byte, 1000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, tc := range []struct {
+		opt, job int64
+		desc     string
+		size     int64
+		out      bool
+	}{
+		{0, 0, path, 900, false},
+		{0, 50, path, 50, false},
+		{70, 50, path, 70, false},
+		{0, 0, "none", 0, true},
+		{0, 50, "none", 50, true},
+	} {
+		r := &running{opts: Options{ExpectedSize: tc.opt}, job: &Job{ExpectedSize: tc.job},
+			src: &source{desc: tc.desc, file: f, direct: true, start: 100}}
+		if size, out := r.progressSize(); size != tc.size || out != tc.out {
+			t.Errorf("%+v: size %d, sized out %v", tc, size, out)
+		}
 	}
 }

@@ -88,3 +88,25 @@ func TestLogLineIsDueEveryInterval(t *testing.T) {
 		t.Errorf("%d lines, want 3 and a final one:\n%s", got, out.String())
 	}
 }
+
+// BenchmarkTermDraw is the cost of one redraw of a four-stage display on
+// a terminal (render and write): at four redraws a second, the display's
+// whole cost.
+func BenchmarkTermDraw(b *testing.B) {
+	board := NewBoard(Config{Job: "restore", Stages: []string{"decrypt", "decompress", "checksum", "receive"}, Size: 1 << 40}, t0)
+	term := NewTerm(discard{}, 120)
+	now := t0
+	var moved int64
+	for b.Loop() {
+		now = now.Add(TermInterval)
+		moved += 25 << 20
+		board.Update(now, []StageSample{{In: moved, Out: moved, State: "running", Buffer: -1},
+			{In: moved, Out: moved, State: "running", Buffer: -1}, {In: moved, Out: moved, State: "running", Buffer: -1},
+			{In: moved, Out: 0, State: "running", Buffer: -1}})
+		term.Draw(board)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

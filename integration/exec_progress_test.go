@@ -313,3 +313,94 @@ command = ["cat"]
 		}
 	}
 }
+
+// TestExecProgressRedrawsOnResize: narrowing the terminal (SIGWINCH) makes
+// the display redraw at the new width: after the resize no line of a frame
+// reaches the new width, and the final lines fit it too.
+func TestExecProgressRedrawsOnResize(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "in.bin", strings.Repeat("x", 3<<19))
+	job := writeFile(t, dir, "job.toml", `
+name = "resize"
+[input]
+path = "in.bin"
+[output]
+path = "none"
+[[stage]]
+name = "first-stage-name"
+command = ["cat"]
+[[stage]]
+name = "limited"
+command = ["cat"]
+rate_limit = "1MiB/s"
+`)
+	master, slave := openPTY(t, 120)
+	defer master.Close()
+	cmd := exec.Command(pipespoolBin, "exec", job)
+	cmd.Stdin, cmd.Stderr = slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	// Wait for the first frame at 120 columns, then narrow the terminal.
+	var out []byte
+	buf := make([]byte, 4096)
+	deadline := time.Now().Add(30 * time.Second)
+	for !bytes.Contains(out, []byte("waiting on the rate limit")) && !bytes.Contains(out, []byte("  running")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no frame: %q", out)
+		}
+		n, err := master.Read(buf)
+		if err != nil {
+			t.Fatalf("read the terminal: %v; so far %q", err, out)
+		}
+		out = append(out, buf[:n]...)
+	}
+	if !bytes.Contains(out, []byte("  in ")) {
+		t.Fatalf("at 120 columns the frame has no in column: %q", out)
+	}
+	const cols = 36
+	if err := unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: cols}); err != nil {
+		t.Fatal(err)
+	}
+	mark := len(out)
+	rest, err := readAll(master)
+	if err != nil && !errors.Is(err, syscall.EIO) {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exec: %v", err)
+	}
+	after := bytes.ReplaceAll(append(out[mark:], rest...), []byte("\r\n"), []byte("\n"))
+	// Every line written after the resize, frames and final lines: the
+	// redraw right at SIGWINCH cuts the frame on screen, the next ones
+	// are laid out for the width.
+	lines := 0
+	for _, l := range strings.Split(string(after), "\n") {
+		if i := strings.LastIndex(l, "\x1b[2K"); i >= 0 {
+			l = l[i+len("\x1b[2K"):]
+		}
+		if l == "" {
+			continue
+		}
+		lines++
+		if len(l) >= cols {
+			t.Errorf("a line of %d columns after the terminal narrowed to %d: %q", len(l), cols, l)
+		}
+	}
+	if lines < 3 || !bytes.Contains(after, []byte("resize  done")) {
+		t.Errorf("after the resize: %q", after)
+	}
+}
+
+// readAll reads r to its end (EIO for a pty master whose slave is closed).
+func readAll(r *os.File) ([]byte, error) {
+	var b bytes.Buffer
+	_, err := b.ReadFrom(r)
+	return b.Bytes(), err
+}

@@ -102,3 +102,21 @@ func TestProgressSizeOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestDescribeShowsTheExpectedSize: check and --dry-run show the size the
+// progress will go by, --size over expected_size.
+func TestDescribeShowsTheExpectedSize(t *testing.T) {
+	job, err := Parse("job.toml", []byte("[input]\npath = \"none\"\nexpected_size = \"2GiB\"\n[[stage]]\ncommand=[\"cat\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		size int64
+		want string
+	}{{0, ", expected size 2.0 GiB\n"}, {3 << 30, ", expected size 3.0 GiB\n"}} {
+		d, err := Describe(job, Options{ExpectedSize: tc.size})
+		if err != nil || !strings.Contains(d, "input:  none (the first stage reads nothing)"+tc.want) {
+			t.Errorf("--size %d: %v\n%s", tc.size, err, d)
+		}
+	}
+}

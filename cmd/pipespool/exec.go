@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -169,7 +170,18 @@ func runExec(opts *execOptions) error {
 		}
 		popts.Logger = g.Logger()
 	case "log":
-		popts.Progress = progress.NewLog(progressLogger(opts.g), opts.ProgressInterval)
+		// The progress lines and the logs share stderr through one lock,
+		// so that a long line of one is never split by a line of the
+		// other (two handlers would each hold only their own lock).
+		g := *opts.g
+		streams := *g.streams
+		streams.ErrOut = &lockedWriter{w: streams.ErrOut}
+		g.streams = &streams
+		if err := g.setupLogger(); err != nil {
+			return err
+		}
+		popts.Logger = g.Logger()
+		popts.Progress = progress.NewLog(progressLogger(&g), opts.ProgressInterval)
 	}
 	rep, err := pipeline.Run(ctx, job, popts)
 	if rep != nil && opts.Report != "" {
@@ -285,4 +297,16 @@ func followWidth(s *IOStreams, term *progress.Term) (stop func()) {
 		close(done)
 		wg.Wait()
 	}
+}
+
+// lockedWriter serialises the writes of several writers sharing w.
+type lockedWriter struct {
+	mu sync.Mutex // serialises writes to w
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

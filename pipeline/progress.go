@@ -72,10 +72,22 @@ func (m *monitorState) progressSamples(final bool) []progress.StageSample {
 	s := make([]progress.StageSample, len(m.w))
 	for i := range m.w {
 		w := &m.w[i]
+		// Buffer is the fill of the stage's input hop's memory buffer, in
+		// percent, for a hop that has one (from its pump, r.links[i]);
+		// -1: none.
 		s[i] = progress.StageSample{In: w.in, Out: w.out, State: m.stateOf(i), Buffer: -1, Done: w.done}
 		if final {
 			o := m.r.outcomes[i]
-			s[i].In, s[i].Out = o.bytesIn, o.bytesOut
+			m.r.mu.Lock()
+			drained := o.drained
+			m.r.mu.Unlock()
+			if drained {
+				// Its input link is still being drained: its count is
+				// settled after the run, the last sample stands.
+				s[i].Out = o.bytesOut
+			} else {
+				s[i].In, s[i].Out = o.bytesIn, o.bytesOut
+			}
 			if !o.res.Started.IsZero() && !o.res.Ended.IsZero() {
 				s[i].Duration = o.res.Ended.Sub(o.res.Started)
 			}

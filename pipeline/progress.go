@@ -75,7 +75,7 @@ func (m *monitorState) progressSamples(final bool) []progress.StageSample {
 		// Buffer is the fill of the stage's input hop's memory buffer, in
 		// percent, for a hop that has one (from its pump, r.links[i]);
 		// -1: none.
-		s[i] = progress.StageSample{In: w.in, Out: w.out, State: m.stateOf(i), Buffer: -1, Done: w.done}
+		s[i] = progress.StageSample{In: w.in, Out: w.out, State: m.stateOf(i), Buffer: -1}
 		if final {
 			o := m.r.outcomes[i]
 			m.r.mu.Lock()

@@ -23,9 +23,9 @@ type StageSample struct {
 	// Buffer is how full the memory buffer of the stage's input hop is,
 	// in percent, or -1 when the hop has none.
 	Buffer int
-	// Done reports that the stage is over; Duration is then how long it
-	// ran (0 when unknown: the run's elapsed time is used).
-	Done     bool
+	// Duration is how long the stage ran, once it is over (0 while it
+	// runs, or when unknown: the run's elapsed time is used for its
+	// average rate).
 	Duration time.Duration
 }
 

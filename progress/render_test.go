@@ -51,7 +51,7 @@ func TestPercentHeldBelowHundredUntilDone(t *testing.T) {
 	if f := b.Frame(0); !bytes.Contains(f, []byte(" 99.9% ")) {
 		t.Errorf("frame %q", f)
 	}
-	b.Update(t0.Add(2*time.Second), []StageSample{{In: 10000, Buffer: -1, Done: true, State: "done"}})
+	b.Update(t0.Add(2*time.Second), []StageSample{{In: 10000, Buffer: -1, State: "done"}})
 	if f := b.Final(0, "done"); !bytes.Contains(f, []byte(" 100.0%")) {
 		t.Errorf("final %q", f)
 	}

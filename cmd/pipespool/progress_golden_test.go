@@ -32,7 +32,7 @@ func progressRun(t *testing.T, at []time.Duration, each func(b *progress.Board, 
 		}
 		if moved == 4<<30 {
 			for i := range s {
-				s[i].State, s[i].Done, s[i].Duration = "done", true, tick-time.Duration(i)*time.Second
+				s[i].State, s[i].Duration = "done", tick-time.Duration(i)*time.Second
 			}
 		}
 		b.Update(start.Add(tick), s)

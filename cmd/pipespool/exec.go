@@ -59,6 +59,12 @@ log (where it is blocked, what is queued around it) and, as on_stall says,
 left alone, nudged (SIGSTOP+SIGCONT) or killed. In cron (stderr not a
 terminal) a successful run prints nothing but what its stages write.
 
+At a terminal, progress is drawn on stderr: elapsed time, bytes, and with
+a known size (a regular input file, [input] expected_size, --size) the
+percentage and ETA, then one line per stage; its final lines stay.
+--progress log writes one plain key=value line per interval instead, for
+journald and cron mail.
+
 Exit status: 0 success, 1 the pipeline failed, 2 invalid job file or
 unreadable input, 75 --lock held, 129/130/131/143 interrupted by
 SIGHUP/SIGINT/SIGQUIT/SIGTERM (every stage stopped first).`,

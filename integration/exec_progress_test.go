@@ -250,52 +250,15 @@ name = "a-stage-with-a-rather-long-name"
 command = ["cat"]
 `)
 	const cols = 60
-	master, slave := openPTY(t, cols)
-	defer master.Close()
-	cmd := exec.Command(pipespoolBin, "exec", job, "--progress", "auto")
-	cmd.Stderr = slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	cmd.Stdin = slave
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	// Read the master until every holder of the slave is gone (EIO).
-	var out bytes.Buffer
-	readDone := make(chan error, 1)
-	go func() {
-		_, err := out.ReadFrom(master)
-		readDone <- err
-	}()
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	select {
-	case err := <-waitErr:
-		if err != nil {
-			t.Fatalf("exec: %v\nterminal: %q", err, out.Bytes())
-		}
-	case <-time.After(time.Minute):
-		cmd.Process.Kill()
-		t.Fatalf("exec did not finish\nterminal so far: %q", out.Bytes())
-	}
-	select {
-	case err := <-readDone:
-		if err != nil && !errors.Is(err, syscall.EIO) {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the terminal was not released after the run")
-	}
+	raw := runOnPTY(t, cols, "exec", job, "--progress", "auto")
 	got, err := os.ReadFile(filepath.Join(dir, "out.txt"))
 	if err != nil || string(got) != "HELLO, TERMINAL\n" {
 		t.Fatalf("output %q, %v", got, err)
 	}
-	// The pty turns "\n" into "\r\n" (onlcr).
-	raw := bytes.ReplaceAll(out.Bytes(), []byte("\r\n"), []byte("\n"))
 	lines := screen(t, raw, cols)
 	text := strings.Join(lines, "\n")
-	if len(lines) < 3 {
-		t.Fatalf("screen:\n%s\nraw: %q", text, out.Bytes())
+	if len(lines) < 4 {
+		t.Fatalf("screen:\n%s\nraw: %q", text, raw)
 	}
 	head, s1, s2 := lines[len(lines)-4], lines[len(lines)-3], lines[len(lines)-2]
 	if !strings.HasPrefix(head, "tty  done  0:00:0") || !strings.HasSuffix(head, "16 B  100.0%") {
@@ -403,4 +366,77 @@ func readAll(r *os.File) ([]byte, error) {
 	var b bytes.Buffer
 	_, err := b.ReadFrom(r)
 	return b.Bytes(), err
+}
+
+// runOnPTY runs pipespool with args, its stdin and stderr on a new
+// terminal cols wide, and returns what the terminal got once it exited.
+func runOnPTY(t *testing.T, cols int, args ...string) []byte {
+	t.Helper()
+	master, slave := openPTY(t, cols)
+	defer master.Close()
+	cmd := exec.Command(pipespoolBin, args...)
+	cmd.Stdin, cmd.Stderr = slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	read := make(chan []byte, 1)
+	go func() {
+		b, _ := readAll(master) // to EIO: every holder of the slave is gone
+		read <- b
+	}()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exec: %v", err)
+		}
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("exec did not finish")
+	}
+	select {
+	case b := <-read:
+		return bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the terminal was not released after the run")
+	}
+	return nil
+}
+
+// TestExecProgressLogLinesScrollAbove: a stage's stderr line logged while
+// the display is drawn ends up above it, whole, and the screen at the end
+// is that line, then the final lines, with nothing left of the frames.
+func TestExecProgressLogLinesScrollAbove(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "in.bin", strings.Repeat("y", 1<<20))
+	job := writeFile(t, dir, "job.toml", `
+name = "scroll"
+[input]
+path = "in.bin"
+[output]
+path = "none"
+[[stage]]
+name = "talker"
+shell = "sleep 0.7; echo hello from the stage >&2; cat"
+`)
+	const cols = 100
+	out := runOnPTY(t, cols, "exec", job)
+	lines := screen(t, out, cols)
+	for len(lines) > 0 && lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	if len(lines) != 3 {
+		t.Fatalf("screen %q, want the log line and two final lines\nraw: %q", lines, out)
+	}
+	if !strings.Contains(lines[0], "hello from the stage") || !strings.HasPrefix(lines[1], "scroll  done  ") ||
+		!strings.HasPrefix(lines[2], "talker ") || !strings.HasSuffix(lines[2], "done") {
+		t.Errorf("screen:\n%s", strings.Join(lines, "\n"))
+	}
+	if !bytes.Contains(out[:bytes.Index(out, []byte("hello from the stage"))], []byte("scroll  0:00:0")) {
+		t.Errorf("no frame was drawn before the log line: %q", out)
+	}
 }

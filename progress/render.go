@@ -24,8 +24,12 @@ type field struct {
 	drop int
 }
 
-// maxLevel is the highest drop level of any field.
-const maxLevel = 3
+// maxLevel is the highest drop level of any field. In order: 1 the total
+// size, a buffer's fill, the final durations; 2 the rates; 3 the in
+// column; 4 the out column and, with a known size, the bytes of the
+// header (the percentage says it): on a very narrow terminal the states
+// and the percentage stay.
+const maxLevel = 4
 
 // Frame draws the live display as of the last Update: a header line (the
 // job, the elapsed time, the bytes of the sized stream, and when its size
@@ -66,7 +70,7 @@ func (b *Board) header(final bool, result string) []field {
 	f = append(f, field{text: formatClock(b.Elapsed())})
 	moved := units.FormatSize(b.sized())
 	if b.size > 0 {
-		f = append(f, field{text: moved}, field{text: "of " + units.FormatSize(b.size), drop: 1},
+		f = append(f, field{text: moved, drop: 4}, field{text: "of " + units.FormatSize(b.size), drop: 1},
 			field{text: b.percentText()})
 		if !final {
 			if left, ok := b.ETA(); ok {
@@ -100,7 +104,7 @@ func (b *Board) row(i, nameWidth int, final bool) []field {
 	f := []field{
 		{text: pad(abbrev(clean(b.names[i]), nameWidth), nameWidth)},
 		{text: "in " + padLeft(units.FormatSize(max(s.In, 0)), 10), drop: 3},
-		{text: "out " + padLeft(units.FormatSize(max(s.Out, 0)), 10)},
+		{text: "out " + padLeft(units.FormatSize(max(s.Out, 0)), 10), drop: 4},
 	}
 	if final {
 		f = append(f, field{text: "avg " + padLeft(units.FormatRate(int64(b.avgRate(i))), 12), drop: 2})

@@ -440,3 +440,33 @@ shell = "sleep 0.7; echo hello from the stage >&2; cat"
 		t.Errorf("no frame was drawn before the log line: %q", out)
 	}
 }
+
+// TestExecProgressProducerExpectedSize: with no input (a producer as the
+// first stage), [input] expected_size is the size of what the first stage
+// writes: the final line has all of it, at 100%.
+func TestExecProgressProducerExpectedSize(t *testing.T) {
+	dir := t.TempDir()
+	job := writeFile(t, dir, "job.toml", `
+name = "producer"
+[input]
+path = "none"
+expected_size = "1MiB"
+[output]
+path = "none"
+[[stage]]
+name = "make"
+command = ["head", "-c", "1048576", "/dev/zero"]
+[[stage]]
+name = "pass"
+command = ["cat"]
+`)
+	res := runPipespool(t, runOpts{}, "exec", job, "--progress", "log")
+	if res.Code != 0 {
+		t.Fatalf("exit %d\nstderr: %s", res.Code, res.Stderr)
+	}
+	kv := parseLogfmt(t, strings.TrimSuffix(string(res.Stderr), "\n"))
+	if kv["final"] != "true" || kv["size"] != "1048576" || kv["bytes"] != "1048576" || kv["percent"] != "100" ||
+		kv["s1.out"] != "1048576" || kv["s2.in"] != "1048576" {
+		t.Errorf("final line %q", res.Stderr)
+	}
+}

@@ -261,10 +261,30 @@ type multiHost struct {
 	root                    string
 	senderDir, receiverDir  string
 	tree                    string // what the sender backs up
-	backupJob, restoreJob   string
+	sendScript              string // back up, prepare, seal, hand to the transport
+	restoreJob              string
 	seqfile, queue, restore string
 	order                   string // the receiver appends each restored FSPL_SEQ here
 }
+
+// The sender's script, as docs/multi-host.md gives it: the backup is made
+// (and committed) first, then wrapped in a packet, sealed (encrypted to the
+// receiver and signed: the whole packet, header included) and handed to
+// the transport, the command in $SEND. A packet number that did not reach
+// the transport is given back, so that the receiver's queue never waits
+// for a number that was never sent.
+const sendScriptText = `#!/bin/bash
+set -euo pipefail
+pipespool exec backup.toml
+n=$(pipespool prepare-get-next -s backup.seq)
+if ! pipespool prepare -s backup.seq -i backup.tar.zst \
+    | pipespool exec seal.toml \
+    | eval "$SEND"; then
+  pipespool prepare-set-next -s backup.seq "$n"
+  echo "send-backup: packet $n not sent; it will be sent again" >&2
+  exit 1
+fi
+`
 
 func newMultiHost(t *testing.T, root string) *multiHost {
 	t.Helper()
@@ -298,30 +318,37 @@ func newMultiHost(t *testing.T, root string) *multiHost {
 			t.Fatal(err)
 		}
 	}
-	h.backupJob = writeFile(t, h.senderDir, "backup.toml", fmt.Sprintf(`
+	writeFile(t, h.senderDir, "backup.toml", fmt.Sprintf(`
 [input]
 path = "none"
 
 [output]
-path = "backup.tar.zst.gpg"
+path = "backup.tar.zst"
 
 [[stage]]
 command = ["tar", "-c", "-C", %q, "."]
 
 [[stage]]
 builtin = "zstd-compress"
-
+`, h.tree))
+	writeFile(t, h.senderDir, "seal.toml", `
 [[stage]]
 builtin = "openpgp-encrypt"
 [stage.with]
 recipients = ["keys/recipient.pub.asc"]
 sign_with = "keys/signer.sec.asc"
 sign_passphrase_file = "keys/signer.pass"
-`, h.tree))
+`)
+	h.sendScript = writeFile(t, h.senderDir, "send-backup", sendScriptText)
+	if err := os.Chmod(h.sendScript, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The key is the decoder's (queue-process -d openpgp): with
+	// require_signed_by there, a packet is verified in full before
+	// anything of it reaches tar, and one that is not (truncated, forged)
+	// is no job at all.
 	h.restoreJob = writeFile(t, h.receiverDir, "restore.toml", fmt.Sprintf(`
-[[stage]]
-builtin = "openpgp-decrypt"
-[stage.with]
+[decoder.openpgp]
 secret_key = "keys/recipient.sec.asc"
 passphrase_file = "keys/recipient.pass"
 require_signed_by = "keys/signer.pub.asc"
@@ -337,6 +364,24 @@ shell = 'tar -x -C %s && echo "$FSPL_SEQ" >> %s'
 		t.Fatalf("queue-init: exit %d\n%s", r.Code, r.Stderr)
 	}
 	return h
+}
+
+// sendWith backs up generation k and runs the sender's script with send
+// as its transport command; it returns the script's exit status and
+// output.
+func (h *multiHost) sendWith(t *testing.T, k int, send string) (int, string) {
+	t.Helper()
+	h.generation(t, k)
+	cmd := exec.Command("bash", h.sendScript)
+	cmd.Dir = h.senderDir
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(pipespoolBin)+":"+os.Getenv("PATH"), "SEND="+send)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), string(out)
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
 }
 
 // generation writes the sender's tree as it is at backup k: a few files of
@@ -361,22 +406,12 @@ func (h *multiHost) generation(t *testing.T, k int) {
 	}
 }
 
-// backup runs the sender's backup job and returns the encrypted file.
-func (h *multiHost) backup(t *testing.T) string {
-	t.Helper()
-	r := runPipespool(t, runOpts{Dir: h.senderDir}, "exec", h.backupJob)
-	if r.Code != 0 {
-		t.Fatalf("backup: exit %d\n%s", r.Code, r.Stderr)
-	}
-	return filepath.Join(h.senderDir, "backup.tar.zst.gpg")
-}
-
 // process runs queue-process with the restore job and returns the result
 // (debug log, so that a gap shows in stderr).
 func (h *multiHost) process(t *testing.T) runResult {
 	t.Helper()
 	return runPipespool(t, runOpts{Dir: h.receiverDir}, "queue-process", "-q", h.queue,
-		"--job", h.restoreJob, "--log-level", "debug")
+		"-d", "openpgp", "--job", h.restoreJob, "--log-level", "debug")
 }
 
 // restored returns the order the receiver restored packets in.

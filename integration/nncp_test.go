@@ -14,7 +14,7 @@ import (
 // nncp-exec; NNCP carries it (nncp-xfer through a directory, or
 // nncp-daemon/nncp-call over TCP); nncp-toss on the receiver runs the exec
 // handler `pipespool queue-write -q QUEUE`; `pipespool queue-process --job
-// restore.toml` restores. Nothing is mocked.
+// restore.toml -d openpgp` restores. Nothing is mocked.
 
 // nncpHandler is the exec handle the receiver's config gives the sender.
 const nncpHandler = "pipespool-backup"
@@ -40,14 +40,21 @@ func newNNCPPair(t *testing.T) *nncpPair {
 	return p
 }
 
-// send backs up generation k and queues it in the sender's NNCP spool for
-// dst: prepare | nncp-exec, as docs/multi-host.md gives it.
+// send backs up generation k and queues it in from's NNCP spool for dst,
+// with the sender's script and nncp-exec as docs/multi-host.md give them.
 func (h *multiHost) send(t *testing.T, k int, from *nncpNode, dst string) {
 	t.Helper()
-	h.generation(t, k)
-	backup := h.backup(t)
-	bashPipe(t, h.senderDir, fmt.Sprintf("%s prepare -s %s -i %s | nncp-exec -cfg %s -quiet -noprogress -nice B -nocompress %s %s",
-		pipespoolBin, h.seqfile, backup, from.cfg, dst, nncpHandler))
+	code, out := h.sendWith(t, k, nncpSend(from, dst))
+	if code != 0 {
+		t.Fatalf("send-backup %d: exit %d\n%s", k, code, out)
+	}
+}
+
+// nncpSend is the sender's transport command: the sealed packet on stdin
+// becomes an exec packet for the receiver's handler. -nocompress: the
+// packet is compressed and encrypted already.
+func nncpSend(from *nncpNode, dst string) string {
+	return fmt.Sprintf("nncp-exec -cfg %s -quiet -noprogress -nice B -nocompress %s %s", from.cfg, dst, nncpHandler)
 }
 
 // xferOut moves everything the sender has queued into a fresh transfer
@@ -85,11 +92,12 @@ func TestNNCPSneakernet(t *testing.T) {
 	if n := len(p.jobFiles(t)); n != 1 {
 		t.Fatalf("after nncp-toss the queue holds %d job files, want 1", n)
 	}
-	if r := p.process(t); r.Code != 0 {
+	r := p.process(t)
+	if r.Code != 0 {
 		t.Fatalf("queue-process: exit %d\n%s", r.Code, r.Stderr)
 	}
 	if got := p.restored(t); got != "1" {
-		t.Fatalf("restored %q, want packet 1", got)
+		t.Fatalf("restored %q, want packet 1\n%s", got, r.Stderr)
 	}
 	p.assertRestoredMatches(t)
 	if n := len(p.jobFiles(t)); n != 0 {
@@ -166,7 +174,7 @@ func TestNNCPRelayVia(t *testing.T) {
 	relay.must(t, "nncp-xfer", "-mkdir", "-tx", hop2)
 	receiver.must(t, "nncp-xfer", "-rx", hop2)
 	receiver.must(t, "nncp-toss", "-seen")
-	if r := runPipespool(t, runOpts{Dir: h.receiverDir}, "queue-process", "-q", h.queue, "--job", h.restoreJob); r.Code != 0 {
+	if r := h.process(t); r.Code != 0 {
 		t.Fatalf("queue-process: exit %d\n%s", r.Code, r.Stderr)
 	}
 	if got := h.restored(t); got != "1" {
@@ -321,10 +329,9 @@ func TestNNCPCorruptPacketRefused(t *testing.T) {
 // TestNNCPDuplicateDelivery: the same NNCP packet delivered twice (two
 // copies of the USB stick) runs the handler once: nncp-toss -seen records
 // it, and nncp-xfer skips a packet it has seen. Without -seen, the second
-// copy would be a second job with the same number: processed already, it
-// waits below nextseq and never runs; not yet processed, it stops the
-// queue with exit 1 until one copy is removed (as fspl). Both are shown
-// with queue-write directly.
+// copy is a second job with the same number: not yet processed, it stops
+// the queue with exit 1 until one copy is removed (as fspl); processed
+// already, it waits below nextseq and never runs.
 func TestNNCPDuplicateDelivery(t *testing.T) {
 	p := newNNCPPair(t)
 	p.send(t, 1, p.sender, p.receiver.name)
@@ -353,15 +360,31 @@ func TestNNCPDuplicateDelivery(t *testing.T) {
 		t.Fatalf("restored %q, want 1", got)
 	}
 
-	// The fspl packet itself written twice, as a transport without
-	// duplicate suppression would: before processing, two jobs with one
-	// number stop the queue (exit 1), and nothing runs.
-	p.generation(t, 2)
-	backup := p.backup(t)
-	fsplPkt := filepath.Join(p.senderDir, "packet2.fspl")
-	bashPipe(t, p.senderDir, fmt.Sprintf("%s prepare -s %s -i %s > %s", pipespoolBin, p.seqfile, backup, fsplPkt))
-	for i := 0; i < 2; i++ {
-		bashPipe(t, p.receiverDir, fmt.Sprintf("%s queue-write -q %s < %s", pipespoolBin, p.queue, fsplPkt))
+	// Without -seen NNCP runs the handler for each copy: two jobs with one
+	// number. Before processing they stop the queue (exit 1, as fspl), and
+	// nothing runs until one copy is removed.
+	p.send(t, 2, p.sender, p.receiver.name)
+	dir2 := p.xferOut(t, "usb2")
+	files = xferFiles(t, dir2)
+	if len(files) != 1 {
+		t.Fatalf("transfer directory holds %v, want one packet", files)
+	}
+	pkt2, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliverUnseen := func() {
+		t.Helper()
+		if err := os.WriteFile(files[0], pkt2, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p.receiver.must(t, "nncp-xfer", "-rx", dir2)
+		p.receiver.must(t, "nncp-toss")
+	}
+	deliverUnseen()
+	deliverUnseen()
+	if n := len(p.jobFiles(t)); n != 2 {
+		t.Fatalf("two deliveries without -seen left %d job files, want 2", n)
 	}
 	r := p.process(t)
 	if r.Code != 1 || !strings.Contains(string(r.Stderr), "two jobs have sequence number 2") {
@@ -377,7 +400,7 @@ func TestNNCPDuplicateDelivery(t *testing.T) {
 		t.Fatalf("queue-process once one copy is removed: exit %d\n%s", r.Code, r.Stderr)
 	}
 	// After processing, a late copy waits below nextseq and never runs.
-	bashPipe(t, p.receiverDir, fmt.Sprintf("%s queue-write -q %s < %s", pipespoolBin, p.queue, fsplPkt))
+	deliverUnseen()
 	if r := p.process(t); r.Code != 0 {
 		t.Fatalf("queue-process with a late copy of 2: exit %d\n%s", r.Code, r.Stderr)
 	}
@@ -388,4 +411,62 @@ func TestNNCPDuplicateDelivery(t *testing.T) {
 		t.Errorf("the late copy should stay in the queue, unrun: %d job files", n)
 	}
 	p.assertRestoredMatches(t)
+}
+
+// TestNNCPSendFailureGivesNumberBack: when the transport command fails
+// (here nncp-exec to a node the sender does not know), the sender's script
+// gives the packet's number back; the next run sends the next backup under
+// it, and the receiver's queue sees no gap.
+func TestNNCPSendFailureGivesNumberBack(t *testing.T) {
+	p := newNNCPPair(t)
+	code, out := p.sendWith(t, 1, nncpSend(p.sender, "nosuchnode"))
+	if code == 0 || !strings.Contains(out, "packet 1 not sent") {
+		t.Fatalf("send-backup to an unknown node: exit %d, want a failure that gives 1 back\n%s", code, out)
+	}
+	p.send(t, 2, p.sender, p.receiver.name)
+	p.deliver(t, p.xferOut(t, "usb"))
+	if r := p.process(t); r.Code != 0 {
+		t.Fatalf("queue-process: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if got := p.restored(t); got != "1" {
+		t.Fatalf("restored %q, want 1 (the second backup, sent under the number given back)", got)
+	}
+	p.assertRestoredMatches(t)
+}
+
+// TestMultiHostTruncatedPipe: a packet cut off in a pipe transport (ssh
+// dropped mid-packet: the remote queue-write sees an early EOF and keeps
+// what came). The sealing stage fails on the broken pipe, so the sender
+// gives the number back and sends the packet again; the receiver then
+// holds two packets with that number; the cut one does not decrypt (its
+// header is inside the encryption) and is no job (skipped with a warning
+// naming it, left in jobs/), the whole one runs.
+func TestMultiHostTruncatedPipe(t *testing.T) {
+	needTools(t, "tar", "bash", "head")
+	h := newMultiHost(t, t.TempDir())
+	writeQueue := fmt.Sprintf("pipespool queue-write -q %s", h.queue)
+	code, out := h.sendWith(t, 1, "head -c 50000 | "+writeQueue)
+	if code == 0 {
+		t.Fatalf("send-backup through a pipe cut at 50000 bytes: exit 0, want a failure\n%s", out)
+	}
+	if n := len(h.jobFiles(t)); n != 1 {
+		t.Fatalf("the cut packet should be in the queue (queue-write cannot know it is cut): %d job files", n)
+	}
+	if code, out := h.sendWith(t, 1, writeQueue); code != 0 {
+		t.Fatalf("send-backup: exit %d\n%s", code, out)
+	}
+	r := h.process(t)
+	if r.Code != 0 {
+		t.Fatalf("queue-process: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if got := h.restored(t); got != "1" {
+		t.Fatalf("restored %q, want 1\n%s", got, r.Stderr)
+	}
+	if !strings.Contains(string(r.Stderr), "skipping job file") || !strings.Contains(string(r.Stderr), "truncated message") {
+		t.Errorf("no warning about the cut packet:\n%s", r.Stderr)
+	}
+	h.assertRestoredMatches(t)
+	if n := len(h.jobFiles(t)); n != 1 {
+		t.Errorf("the cut packet should stay in jobs/ for a human: %d job files", n)
+	}
 }

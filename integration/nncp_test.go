@@ -470,3 +470,39 @@ func TestMultiHostTruncatedPipe(t *testing.T) {
 		t.Errorf("the cut packet should stay in jobs/ for a human: %d job files", n)
 	}
 }
+
+// TestNNCPHandlerFailureKeepsPacket: when the handler fails (here the
+// queue directory is missing: a disk not mounted), nncp-toss reports it,
+// exits non-zero and keeps the packet; the next toss, once the queue is
+// back, delivers it.
+func TestNNCPHandlerFailureKeepsPacket(t *testing.T) {
+	p := newNNCPPair(t)
+	p.send(t, 1, p.sender, p.receiver.name)
+	dir := p.xferOut(t, "usb")
+	p.receiver.must(t, "nncp-xfer", "-rx", dir)
+	away := p.queue + ".unmounted"
+	if err := os.Rename(p.queue, away); err != nil {
+		t.Fatal(err)
+	}
+	code, out := p.receiver.nncp(t, "nncp-toss", "-seen")
+	if code == 0 || !strings.Contains(out, "exit status") {
+		t.Fatalf("nncp-toss with a failing handler: exit %d, want a failure naming the handler's exit\n%s", code, out)
+	}
+	if got := p.receiver.spoolPackets(t, p.sender, "rx"); len(got) != 1 {
+		t.Fatalf("after the handler failed the spool holds %v, want the packet kept", got)
+	}
+	if err := os.Rename(away, p.queue); err != nil {
+		t.Fatal(err)
+	}
+	p.receiver.must(t, "nncp-toss", "-seen")
+	if got := p.receiver.spoolPackets(t, p.sender, "rx"); len(got) != 0 {
+		t.Fatalf("after a successful toss the spool still holds %v", got)
+	}
+	if r := p.process(t); r.Code != 0 {
+		t.Fatalf("queue-process: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if got := p.restored(t); got != "1" {
+		t.Fatalf("restored %q, want 1", got)
+	}
+	p.assertRestoredMatches(t)
+}

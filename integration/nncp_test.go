@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -505,4 +506,63 @@ func TestNNCPHandlerFailureKeepsPacket(t *testing.T) {
 		t.Fatalf("restored %q, want 1", got)
 	}
 	p.assertRestoredMatches(t)
+}
+
+// TestMultiHostSyncedDir: the synced-directory commands of
+// docs/multi-host.md, with a plain copy standing in for rsync or
+// Syncthing: packets written under a temporary name and renamed, copied
+// into an incoming directory in reverse order, moved into the queue with
+// queue-write and restored in the sender's order.
+func TestMultiHostSyncedDir(t *testing.T) {
+	needTools(t, "tar", "bash")
+	h := newMultiHost(t, t.TempDir())
+	outgoing := filepath.Join(h.senderDir, "outgoing")
+	incoming := filepath.Join(h.receiverDir, "incoming")
+	for _, d := range []string{outgoing, incoming} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send := fmt.Sprintf("f=$(pipespool gen-filename); cat > %[1]s/.tmp-$f && mv %[1]s/.tmp-$f %[1]s/$f", outgoing)
+	var sent []string
+	for k := 1; k <= 3; k++ {
+		if code, out := h.sendWith(t, k, send); code != 0 {
+			t.Fatalf("send-backup %d: exit %d\n%s", k, code, out)
+		}
+		m, err := filepath.Glob(filepath.Join(outgoing, "fspl-*.fspl"))
+		if err != nil || len(m) != k {
+			t.Fatalf("outgoing holds %v after %d sends", m, k)
+		}
+		for _, f := range m {
+			if !slices.Contains(sent, f) {
+				sent = append(sent, f)
+			}
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(outgoing, ".tmp-*")); len(left) != 0 {
+		t.Fatalf("temporary files left in outgoing: %v", left)
+	}
+	// The "sync": newest first.
+	for i := len(sent) - 1; i >= 0; i-- {
+		data, err := os.ReadFile(sent[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, incoming, filepath.Base(sent[i]), string(data))
+	}
+	bashPipe(t, h.receiverDir, fmt.Sprintf(`PATH=%s:$PATH
+for f in %s/fspl-*.fspl; do
+  [ -e "$f" ] || continue
+  pipespool queue-write -q %s < "$f" && rm -- "$f"
+done`, filepath.Dir(pipespoolBin), incoming, h.queue))
+	if left, _ := os.ReadDir(incoming); len(left) != 0 {
+		t.Fatalf("incoming still holds %d files", len(left))
+	}
+	if r := h.process(t); r.Code != 0 {
+		t.Fatalf("queue-process: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if got := h.restored(t); got != "1 2 3" {
+		t.Fatalf("restored %q, want 1 2 3", got)
+	}
+	h.assertRestoredMatches(t)
 }

@@ -616,3 +616,40 @@ done`, filepath.Dir(pipespoolBin), incoming, h.queue))
 	}
 	h.assertRestoredMatches(t)
 }
+
+// TestNNCPFileIntoJobs: the other NNCP way, nncp-file, with the sender's
+// `incoming` directory on the receiver set to the queue's jobs/: nncp-toss
+// writes each file under a temporary name (nncpfile...), fsyncs it and
+// renames it to the name the sender chose, a fresh `pipespool
+// gen-filename`; no handler runs. Two packets delivered in reverse order
+// are restored in order.
+func TestNNCPFileIntoJobs(t *testing.T) {
+	needNNCP(t)
+	h := newMultiHost(t, t.TempDir())
+	sender := newNNCPNode(t, h.senderDir, "backupsrc")
+	receiver := newNNCPNode(t, h.receiverDir, "backuphost")
+	sender.knows(t, receiver, nil)
+	receiver.knows(t, sender, map[string]any{"incoming": filepath.Join(h.queue, "jobs")})
+	send := fmt.Sprintf("nncp-file -cfg %s -quiet -noprogress -nice B - %s:$(pipespool gen-filename)", sender.cfg, receiver.name)
+	p := &nncpPair{multiHost: h, sender: sender, receiver: receiver}
+	var dirs []string
+	for k := 1; k <= 2; k++ {
+		if code, out := h.sendWith(t, k, send); code != 0 {
+			t.Fatalf("send-backup %d: exit %d\n%s", k, code, out)
+		}
+		dirs = append(dirs, p.xferOut(t, fmt.Sprintf("usb%d", k)))
+	}
+	p.deliver(t, dirs[1])
+	p.deliver(t, dirs[0])
+	jobs := h.jobFiles(t)
+	if len(jobs) != 2 {
+		t.Fatalf("after nncp-toss jobs/ holds %v, want the two packets", jobs)
+	}
+	if r := h.process(t); r.Code != 0 {
+		t.Fatalf("queue-process: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if got := h.restored(t); got != "1 2" {
+		t.Fatalf("restored %q, want 1 2", got)
+	}
+	h.assertRestoredMatches(t)
+}

@@ -11,12 +11,14 @@ import (
 )
 
 // The NNCP tests run the commands docs/multi-host.md gives, with real NNCP
-// nodes on this machine: the sender backs up a tree (tar -> zstd-compress ->
-// openpgp-encrypt), wraps it with `pipespool prepare` and hands it to
-// nncp-exec; NNCP carries it (nncp-xfer through a directory, or
-// nncp-daemon/nncp-call over TCP); nncp-toss on the receiver runs the exec
-// handler `pipespool queue-write -q QUEUE`; `pipespool queue-process --job
-// restore.toml -d openpgp` restores. Nothing is mocked.
+// nodes on this machine: the sender backs up a tree (tar -> zstd-compress),
+// wraps it with `pipespool prepare`, seals the packet (openpgp-encrypt to
+// the receiver, signed) and hands it to nncp-exec; NNCP carries it
+// (nncp-xfer through a directory, nncp-daemon/nncp-call over TCP, or a
+// relay); nncp-toss on the receiver runs the exec handler `pipespool
+// queue-write -q QUEUE`; `pipespool queue-process -d openpgp --job
+// restore.toml` verifies the signature, decrypts and restores. Nothing is
+// mocked.
 
 // nncpHandler is the exec handle the receiver's config gives the sender.
 const nncpHandler = "pipespool-backup"

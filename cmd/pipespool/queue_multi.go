@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,6 +75,19 @@ func runQueues(opts *queueProcessOptions, base queue.ProcessOptions) error {
 	}
 	if err := distinctDirs(opts.Dirs); err != nil {
 		return err
+	}
+	if _, ok := g.streams.ErrOut.(*os.File); !ok {
+		// The queues write to stderr at once (their commands, the log,
+		// the lines of tell): a file takes each write whole, anything
+		// else (a test's buffer) must be given one write at a time.
+		shared := *g
+		streams := *g.streams
+		streams.ErrOut = &lockedWriter{w: streams.ErrOut}
+		shared.streams = &streams
+		if err := shared.setupLogger(); err != nil {
+			return err
+		}
+		g, opts.g = &shared, &shared
 	}
 	jobLabel := ""
 	if opts.JobFile != "" {
@@ -411,4 +425,16 @@ func distinctDirs(dirs []string) error {
 		}
 	}
 	return nil
+}
+
+// lockedWriter gives w one write at a time.
+type lockedWriter struct {
+	mu sync.Mutex // guards w
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

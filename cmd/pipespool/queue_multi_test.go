@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pipespool/pipespool/queue"
 )
 
 // TestQueueProcessArgs: which arguments are queues and which the COMMAND,
@@ -119,5 +122,58 @@ func TestExitRank(t *testing.T) {
 		if got := worst(tc.codes...); got != tc.want {
 			t.Errorf("%v: %d, want %d", tc.codes, got, tc.want)
 		}
+	}
+}
+
+// TestQueueProcessSeveralQueuesInProcess runs queue-process over real
+// queues in this process (for the race detector), in command and pipeline
+// mode: six queues of three jobs, one of which fails its second, three at
+// a time, with a report and metrics.
+func TestQueueProcessSeveralQueuesInProcess(t *testing.T) {
+	for _, mode := range []string{"command", "pipeline"} {
+		t.Run(mode, func(t *testing.T) {
+			tmp := t.TempDir()
+			args := []string{"queue-process", "--parallel", "3", "--report", filepath.Join(tmp, "r.json"), "--metrics-file", filepath.Join(tmp, "m.prom")}
+			var bad string
+			for i := range 6 {
+				q := filepath.Join(tmp, fmt.Sprintf("q%d", i))
+				if err := queue.Init(q, false); err != nil {
+					t.Fatal(err)
+				}
+				for seq := uint64(1); seq <= 3; seq++ {
+					h := &queue.Header{Seq: seq, CTimeSecs: 1700000000}
+					if i == 4 && seq == 2 {
+						h.Type, bad = queue.CmdFail, q
+					}
+					if err := os.WriteFile(filepath.Join(q, "jobs", queue.NewJobFilename()), queue.Encode(h), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				args = append(args, "-q", q)
+			}
+			if mode == "command" {
+				args = append(args, "sh", "--", "-c", "cat >/dev/null; echo to stderr >&2")
+			} else {
+				job := filepath.Join(tmp, "job.toml")
+				if err := os.WriteFile(job, []byte("[[stage]]\nname = \"drain\"\nshell = \"cat >/dev/null; echo to stderr >&2\"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--job", job)
+			}
+			code, stderr := runCmd(t, func(g *globalOptions) *cobra.Command { return NewCmdQueueProcess(g, nil) }, args...)
+			if code != 1 || !strings.Contains(stderr, "pipespool: queue "+bad+": job 2 (") || !strings.Contains(stderr, "1 of 6 queues did not succeed") {
+				t.Errorf("exit %d, stderr %q", code, stderr)
+			}
+			for i := range 6 {
+				q := filepath.Join(tmp, fmt.Sprintf("q%d", i))
+				want := "4\n"
+				if q == bad {
+					want = "2\n"
+				}
+				if b, _ := os.ReadFile(filepath.Join(q, "nextseq")); string(b) != want {
+					t.Errorf("%s: nextseq %q, want %q", q, b, want)
+				}
+			}
+		})
 	}
 }

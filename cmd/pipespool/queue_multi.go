@@ -131,7 +131,7 @@ func runQueues(opts *queueProcessOptions, base queue.ProcessOptions) error {
 	return err
 }
 
-// round runs the queues idx with n workers; wait is how long each waits
+// round runs the queues idx with opts.Parallel workers; wait is how long each waits
 // for its lock. final says whether a queue still locked is given up
 // (reported) or will be tried again.
 func (m *multiRun) round(ctx context.Context, idx []int, wait time.Duration, final bool) {

@@ -346,3 +346,61 @@ func TestQueueMultiSignal(t *testing.T) {
 		must(t, dir, nil, nil, pipespoolBin, "queue-get-next", "-q", q)
 	}
 }
+
+// TestQueueProcessQueueLockWait: one queue with --queue-lock-wait waits
+// for the lock another process holds (it has the lock file open, polling)
+// and processes the queue once it is released; without it, exit 75 at once.
+func TestQueueProcessQueueLockWait(t *testing.T) {
+	dir := t.TempDir()
+	q := multiQueues(t, dir, 2, "q")[0]
+	_, release := holdQueueLock(t, q, "cat >/dev/null")
+	if r := run(t, dir, nil, nil, pipespoolBin, append([]string{"queue-process", q}, appendPayload...)...); r.code != 75 {
+		t.Fatalf("without --queue-lock-wait: exit %d, want 75\nstderr: %s", r.code, r.err)
+	}
+	cmd := exec.Command(pipespoolBin, append([]string{"queue-process", "--queue-lock-wait", "2m", q}, appendPayload...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+	})
+	// Waiting: it holds the lock file open while it polls for the lock.
+	lockFile := filepath.Join(q, "nextseq.lock")
+	fdDir := fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid)
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("pipespool ended (%v) while the lock was held\nstderr: %s", err, stderr.String())
+		default:
+		}
+		ents, _ := os.ReadDir(fdDir)
+		if slices.ContainsFunc(ents, func(e os.DirEntry) bool {
+			l, _ := os.Readlink(filepath.Join(fdDir, e.Name()))
+			return l == lockFile
+		}) {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("pipespool never opened %s", lockFile)
+		}
+	}
+	release()
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Fatalf("after the lock was released: %v\nstderr: %s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("still waiting 60 s after the lock was released")
+	}
+	if got := readFile(t, q+".out"); got != "q-1\nq-2\n" {
+		t.Errorf("ran %q", got)
+	}
+}

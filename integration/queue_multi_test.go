@@ -325,7 +325,8 @@ func TestQueueMultiSignal(t *testing.T) {
 	dir := t.TempDir()
 	qs := multiQueues(t, dir, 1, "a", "b", "c")
 	marker := fmt.Sprintf("pipespool-multisig-%d", time.Now().UnixNano())
-	args := []string{"queue-process", "--parallel", "2"}
+	rep := filepath.Join(dir, "r.json")
+	args := []string{"queue-process", "--parallel", "2", "--report", rep}
 	for _, q := range qs {
 		args = append(args, "-q", q)
 	}
@@ -344,6 +345,15 @@ func TestQueueMultiSignal(t *testing.T) {
 		jobKept(t, q)
 		// The lock is free again.
 		must(t, dir, nil, nil, pipespoolBin, "queue-get-next", "-q", q)
+	}
+	m := validateReportSchema(t, rep, "queue-multi-report.schema.json")
+	var results []any
+	for _, e := range m["queues"].([]any) {
+		results = append(results, e.(map[string]any)["result"])
+	}
+	if m["result"] != "interrupted" || m["exit_code"] != 143.0 || m["queues_not_run"] != 1.0 ||
+		!slices.Equal(results, []any{"interrupted", "interrupted", "not_run"}) {
+		t.Errorf("report: result %v exit %v not run %v, queues %v", m["result"], m["exit_code"], m["queues_not_run"], results)
 	}
 }
 

@@ -275,6 +275,8 @@ func sectionTitle(s string, cfg config) string {
 		return s + fmt.Sprintf(": every stage sleeps %v", cfg.idle)
 	case "7. rate limit":
 		return s + ": a stream limited to 100 MiB/s (`rate_limit`, `pv -L`); CPU is the relay's own"
+	case "8. transport":
+		return s + ": a sealed backup packet carried between two NNCP nodes and restored, against cp (the difference is NNCP's own cost)"
 	}
 	return s
 }

@@ -37,6 +37,7 @@ func (h *harness) groups() []*group {
 	gs = append(gs, h.restoreGroup())
 	gs = append(gs, h.queueGroups()...)
 	gs = append(gs, h.queueJunkGroup())
+	gs = append(gs, h.multiQueueGroup())
 	for _, size := range h.cfg.scaleSizes {
 		gs = append(gs, h.relayGroup("scale-"+sizeName(size), "5. scaling", size, false))
 	}

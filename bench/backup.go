@@ -150,7 +150,7 @@ func (h *harness) backupMeasure(g *group, in string, vs ...*backupVariant) error
 			return err
 		}
 		v.size = st.Size()
-		c := exec.CommandContext(h.ctx, "bash", "-c", "set -o pipefail; "+v.decode+" <"+shQuote(out)+" | sha256sum")
+		c := exec.CommandContext(h.ctx, "bash", "-c", "set -o pipefail; exec <"+shQuote(out)+"; "+v.decode+" | sha256sum")
 		c.Env = append(os.Environ(), "GNUPGHOME="+h.gnupg)
 		got, err := c.Output()
 		if err != nil {
@@ -228,7 +228,9 @@ func (h *harness) backupChainGroup(mode string, size int64) *group {
 			g.compare(bi.name, one.name, target{desc: "RSS < 96 MiB", maxRSS: builtinRSS})
 			g.compare(one.name, t0.name, target{})
 			if ext != nil {
-				g.compare(ext.name, t0.name, target{desc: "RSS < 32 MiB", maxRSS: relayRSS})
+				// Its peak RSS is zstd -T0's (the largest process), not
+				// pipespool's: no RSS target.
+				g.compare(ext.name, t0.name, target{})
 			}
 			return nil
 		}}

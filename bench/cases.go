@@ -43,6 +43,7 @@ func (h *harness) groups() []*group {
 	gs = append(gs, h.startupGroup())
 	gs = append(gs, h.idleGroup())
 	gs = append(gs, h.rateLimitGroup())
+	gs = append(gs, h.progressGroup())
 	gs = append(gs, h.backupGroups()...)
 	return gs
 }

@@ -219,30 +219,3 @@ command = ["cat"]
 		t.Errorf("--lock-wait 400ms: exit %d after %s, want 75 after at least 400ms", res.Code, res.Elapsed)
 	}
 }
-
-// TestOpsProgressAlways: --progress always draws per-stage lines on a
-// stderr that is not a terminal, and clears them at the end; auto (the
-// default) draws nothing there (TestOpsCronSuccessIsSilent).
-func TestOpsProgressAlways(t *testing.T) {
-	dir := t.TempDir()
-	job := writeFile(t, dir, "job.toml", `
-[[stage]]
-name = "first"
-command = ["cat"]
-[[stage]]
-name = "late"
-shell = "sleep 0.8; cat"
-`)
-	res := runPipespool(t, runOpts{Stdin: strings.NewReader("hello\n")}, "exec", job, "--progress", "always")
-	if res.Code != 0 || string(res.Stdout) != "hello\n" {
-		t.Fatalf("exit %d stdout %q\nstderr: %q", res.Code, res.Stdout, res.Stderr)
-	}
-	errs := string(res.Stderr)
-	const clearLine = "\x1b[1A\r\x1b[2K"
-	if !strings.Contains(errs, "first ") || !strings.Contains(errs, "late ") || !strings.Contains(errs, " in ") {
-		t.Errorf("no progress lines: %q", errs)
-	}
-	if !strings.HasSuffix(errs, clearLine+clearLine) {
-		t.Errorf("the display is not cleared at the end: %q", errs)
-	}
-}

@@ -1,11 +1,12 @@
 package pipeline
 
 import (
-	"io"
 	"log/slog"
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/pipespool/pipespool/progress"
 )
 
 // Options change how Run runs a job without changing the job file.
@@ -44,12 +45,15 @@ type Options struct {
 	// per second (exec --rate-limit): the first stage's rate_limit, set or
 	// replaced.
 	RateLimit int64
-	// Progress, when not nil, receives the progress display a few times a
-	// second: each Write is one whole frame (one line per stage, each
-	// ending in "\n") that replaces the previous one, and a last empty
-	// Write clears it when the run is over. TermProgress draws such
-	// frames on a terminal.
-	Progress io.Writer
+	// Progress, when not nil, shows the run's progress: drawn about every
+	// Progress.Interval(), and closed with the final state once every
+	// stage is over (progress.Term on a terminal, progress.Log in a log).
+	Progress progress.Display
+	// ExpectedSize, when > 0, is the expected size of the stream entering
+	// the pipeline (exec --size, as pv -s), for the percentage and the
+	// time left; it replaces the job's expected_size and the size of a
+	// regular input file.
+	ExpectedSize int64
 }
 
 // DefaultGrace is the time between SIGTERM and SIGKILL when stopping a

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 
@@ -27,7 +28,11 @@ func Describe(job *Job, opts Options) (string, error) {
 		return "", err
 	}
 	fmt.Fprintf(&b, "job %s (%s)\n", Printable(job.Name), Printable(job.File))
-	fmt.Fprintf(&b, "input:  %s\n", Printable(describePath(in, "stdin", "none (the first stage reads nothing)")))
+	fmt.Fprintf(&b, "input:  %s", Printable(describePath(in, "stdin", "none (the first stage reads nothing)")))
+	if size := cmp.Or(opts.ExpectedSize, job.ExpectedSize); size > 0 {
+		fmt.Fprintf(&b, ", expected size %s", units.FormatSize(size))
+	}
+	b.WriteByte('\n')
 	for i := range job.Stages {
 		s := &job.Stages[i]
 		var what string

@@ -53,6 +53,10 @@ type Job struct {
 	// OpenPGPRequireSigned: the table sets require_signed_by, so the
 	// filter fails unsigned messages (at their end).
 	OpenPGPRequireSigned bool
+	// ExpectedSize is [input] expected_size: the size the stream entering
+	// the pipeline is expected to have, for the progress display's
+	// percentage and time left; 0 when not given.
+	ExpectedSize int64
 }
 
 // StageSpec is one [[stage]] of a job file, validated.
@@ -99,7 +103,8 @@ type rawDecoder struct {
 }
 
 type rawInput struct {
-	Path *string `toml:"path"`
+	Path         *string `toml:"path"`
+	ExpectedSize any     `toml:"expected_size"`
 }
 
 type rawOutput struct {
@@ -208,6 +213,13 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 			return nil, v.errf("input.path", `must not be empty: use "-" for stdin`)
 		}
 		job.Input = *raw.Input.Path
+	}
+	if raw.Input != nil && raw.Input.ExpectedSize != nil {
+		n, err := units.ParseSize(raw.Input.ExpectedSize)
+		if err != nil {
+			return nil, v.errf("input.expected_size", "%v", err)
+		}
+		job.ExpectedSize = n
 	}
 	if raw.Output != nil {
 		if raw.Output.Path != nil {

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/pipespool/pipespool/proc"
+	"github.com/pipespool/pipespool/progress"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 )
@@ -18,8 +19,6 @@ const (
 	maxTick = time.Second
 	// minTick is the fastest, used for short stall timeouts in tests.
 	minTick = 100 * time.Millisecond
-	// progressTick redraws the progress display a few times a second.
-	progressTick = 250 * time.Millisecond
 	// maxRescan is the longest interval between two scans of /proc for
 	// the members of each stage's process group (see proc.GroupMembers).
 	maxRescan = 30 * time.Second
@@ -52,8 +51,6 @@ type watch struct {
 	done      bool
 	failed    bool
 	waitingOn string // the neighbour it waits for, "" when none
-	rateIn    rateMeter
-	rateOut   rateMeter
 }
 
 // monitor watches the running stages until stop is closed: it samples the
@@ -78,7 +75,7 @@ func (r *running) monitor(stop <-chan struct{}) {
 			for i := range m.w {
 				m.sample(i, now)
 			}
-			m.closeProgress()
+			m.closeProgress(now)
 			for i := range m.w {
 				m.closeWitness(i)
 			}
@@ -97,7 +94,7 @@ type monitorState struct {
 	groups   map[int][]int // leader pid -> other members, filled by proc.GroupMembers
 	rescan   time.Duration // interval between two group scans
 	lastScan time.Time
-	progress *progressView // nil when there is no display
+	board    *progress.Board // nil when there is no display
 }
 
 func newMonitor(r *running) *monitorState {
@@ -108,7 +105,7 @@ func newMonitor(r *running) *monitorState {
 		m.w[i].witness = -1
 	}
 	if r.opts.Progress != nil {
-		m.progress = newProgressView(r.opts.Progress, now)
+		m.board = m.newBoard(now)
 	}
 	m.rescan = maxRescan
 	for i := range r.job.Stages {
@@ -138,8 +135,10 @@ func (m *monitorState) tickInterval() time.Duration {
 			tick = d
 		}
 	}
-	if m.progress != nil && (tick == 0 || progressTick < tick) {
-		tick = progressTick
+	if m.board != nil {
+		if d := m.r.opts.Progress.Interval(); tick == 0 || d < tick {
+			tick = d
+		}
 	}
 	return tick
 }
@@ -193,8 +192,8 @@ func (m *monitorState) tick(now time.Time) {
 		}
 		m.stalled(i, now, idle)
 	}
-	if m.progress != nil {
-		m.progress.draw(m, now)
+	if m.board != nil {
+		m.drawProgress(now)
 	}
 }
 
@@ -286,14 +285,17 @@ func (m *monitorState) sample(i int, now time.Time) {
 		w.lastMove = now
 		m.moved(i)
 	}
-	w.rateIn.add(now, in)
-	w.rateOut.add(now, out)
 }
 
 // linkBytes returns what stage i has consumed from its input link and
-// produced into its output link so far, as far as pipespool can see.
+// produced into its output link so far, as far as pipespool can see. A
+// file handed over directly is followed through the stage's fdinfo, as
+// pv -d does; once the process is gone (exited, or a zombie: its fds are
+// closed) that reads nothing, and the last value stands until the stage's
+// outcome has the exact one (the file's final offset).
 func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
 	r := m.r
+	in, out = m.w[i].in, m.w[i].out
 	switch l := r.links[i]; {
 	case l.pump != nil:
 		// Delivered into its pipe, less what is still queued there:

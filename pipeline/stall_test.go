@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pipespool/pipespool/progress"
 )
 
 // syncBuffer is a bytes.Buffer safe for the monitor and the test.
@@ -31,24 +33,31 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// frames records the Writes of the progress display.
+// frames records the frames of the progress display, the final one last.
 type frames struct {
 	mu sync.Mutex
 	f  []string
 }
 
-func (f *frames) Write(p []byte) (int, error) {
+func (f *frames) Interval() time.Duration { return progress.TermInterval }
+
+func (f *frames) Draw(b *progress.Board) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.f = append(f.f, string(p))
-	return len(p), nil
+	f.f = append(f.f, string(b.Frame(0)))
+}
+
+func (f *frames) Close(b *progress.Board, result string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.f = append(f.f, string(b.Final(0, result)))
 }
 
 // TestStallKillInProcess runs a stall through Run itself, so that the race
 // detector sees the monitor next to the runner, pumps and stages: a
 // stage that never reads is blamed and stopped, the one writing to it is
-// only waiting, and the progress display says so and is cleared at the
-// end.
+// only waiting, and the progress display says so and ends with its final
+// frame.
 func TestStallKillInProcess(t *testing.T) {
 	dir := t.TempDir()
 	job, err := Parse(filepath.Join(dir, "job.toml"), []byte(`
@@ -88,8 +97,8 @@ command = ["sleep", "30"]
 	}
 	fr.mu.Lock()
 	defer fr.mu.Unlock()
-	if len(fr.f) < 2 || fr.f[len(fr.f)-1] != "" {
-		t.Fatalf("progress frames %q: want some, and a last empty one", fr.f)
+	if len(fr.f) < 2 || !strings.Contains(fr.f[len(fr.f)-1], "sleeper") || !strings.Contains(fr.f[len(fr.f)-1], "failed") {
+		t.Fatalf("progress frames %q: want some, and a final one with the sleeper failed", fr.f)
 	}
 	var sawWaiting, sawStalled bool
 	for _, f := range fr.f {
@@ -98,22 +107,6 @@ command = ["sleep", "30"]
 	}
 	if !sawWaiting || !sawStalled {
 		t.Errorf("frames never showed zero waiting on sleeper (%v) and sleeper stalled (%v): %q", sawWaiting, sawStalled, fr.f)
-	}
-}
-
-// TestTermProgressLetsLogsThrough: a log line clears the frame, is written,
-// and the frame is drawn again below it; an empty frame clears the screen
-// part the display used.
-func TestTermProgressLetsLogsThrough(t *testing.T) {
-	var out bytes.Buffer
-	tp := NewTermProgress(&out)
-	tp.Write([]byte("a 1\nb 2\n"))
-	tp.Log().Write([]byte("level=WARN msg=x\n"))
-	tp.Write(nil)
-	up := "\x1b[1A\r\x1b[2K"
-	want := "a 1\nb 2\n" + up + up + "level=WARN msg=x\n" + "a 1\nb 2\n" + up + up
-	if out.String() != want {
-		t.Errorf("got %q\nwant %q", out.String(), want)
 	}
 }
 

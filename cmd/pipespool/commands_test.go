@@ -71,13 +71,15 @@ func refused[O any](t *testing.T, newCmd func(*globalOptions, func(*O) error) *c
 
 func TestExecOptions(t *testing.T) {
 	o := captured(t, NewCmdExec, "exec", "job.toml")
-	if o.JobFile != "job.toml" || o.Progress != "auto" || o.Input != "" || o.Output != "" || o.LockWait != 0 || o.DryRun {
+	if o.JobFile != "job.toml" || o.Progress != "auto" || o.Input != "" || o.Output != "" || o.LockWait != 0 || o.DryRun ||
+		o.Size != "" || o.ProgressInterval != 30*time.Second {
 		t.Errorf("defaults: %+v", *o)
 	}
-	o = captured(t, NewCmdExec, "exec", "-i", "in", "-o", "-", "--progress", "never", "--report", "r.json",
-		"--metrics-file", "m.prom", "--lock", "l", "--lock-wait", "3s", "--dry-run", "job.toml")
-	want := execOptions{g: o.g, JobFile: "job.toml", Input: "in", Output: "-", Progress: "never", Report: "r.json",
-		MetricsFile: "m.prom", Lock: "l", LockWait: 3 * time.Second, DryRun: true}
+	o = captured(t, NewCmdExec, "exec", "-i", "in", "-o", "-", "--progress", "log", "--report", "r.json",
+		"--metrics-file", "m.prom", "--lock", "l", "--lock-wait", "3s", "--dry-run", "--size", "4GiB",
+		"--progress-interval", "1m", "job.toml")
+	want := execOptions{g: o.g, JobFile: "job.toml", Input: "in", Output: "-", Progress: "log", Report: "r.json",
+		MetricsFile: "m.prom", Lock: "l", LockWait: 3 * time.Second, DryRun: true, Size: "4GiB", ProgressInterval: time.Minute}
 	if *o != want {
 		t.Errorf("got %+v\nwant %+v", *o, want)
 	}
@@ -94,6 +96,35 @@ func TestExecBadProgressIsUsage(t *testing.T) {
 		"exec", "--progress", "sometimes", filepath.Join(t.TempDir(), "missing.toml"))
 	if code != 2 || !strings.Contains(stderr, `--progress "sometimes"`) {
 		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	for _, tc := range []struct{ flag, value, msg string }{
+		{"--size", "lots", "--size: "},
+		{"--progress-interval", "100ms", "--progress-interval 100ms: use at least 1s"},
+	} {
+		code, stderr := runCmd(t, func(g *globalOptions) *cobra.Command { return NewCmdExec(g, nil) },
+			"exec", tc.flag, tc.value, filepath.Join(t.TempDir(), "missing.toml"))
+		if code != 2 || !strings.Contains(stderr, tc.msg) {
+			t.Errorf("%s %s: exit %d, stderr %q", tc.flag, tc.value, code, stderr)
+		}
+	}
+}
+
+// TestProgressMode: what --progress shows where; always into a
+// non-terminal is log (no cursor movements piling up in a file).
+func TestProgressMode(t *testing.T) {
+	for _, tc := range []struct {
+		flag string
+		tty  bool
+		want string
+	}{
+		{"auto", true, "term"}, {"auto", false, ""},
+		{"always", true, "term"}, {"always", false, "log"},
+		{"log", true, "log"}, {"log", false, "log"},
+		{"never", true, ""}, {"never", false, ""},
+	} {
+		if got := progressMode(tc.flag, tc.tty); got != tc.want {
+			t.Errorf("--progress %s, terminal %v: %q, want %q", tc.flag, tc.tty, got, tc.want)
+		}
 	}
 }
 

@@ -3,13 +3,20 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pipeline"
+	"github.com/pipespool/pipespool/progress"
 	"github.com/pipespool/pipespool/units"
 )
 
@@ -26,6 +33,9 @@ type execOptions struct {
 	LockWait    time.Duration
 	DryRun      bool
 	RateLimit   string
+	Size        string
+	// ProgressInterval is the interval between two lines of --progress log.
+	ProgressInterval time.Duration
 }
 
 // NewCmdExec builds the exec command; runF does the work (nil: runExec).
@@ -49,6 +59,12 @@ log (where it is blocked, what is queued around it) and, as on_stall says,
 left alone, nudged (SIGSTOP+SIGCONT) or killed. In cron (stderr not a
 terminal) a successful run prints nothing but what its stages write.
 
+At a terminal, progress is drawn on stderr: elapsed time, bytes, and with
+a known size (a regular input file, [input] expected_size, --size) the
+percentage and ETA, then one line per stage; its final lines stay.
+--progress log writes one plain key=value line per interval instead, for
+journald and cron mail.
+
 Exit status: 0 success, 1 the pipeline failed, 2 invalid job file or
 unreadable input, 75 --lock held, 129/130/131/143 interrupted by
 SIGHUP/SIGINT/SIGQUIT/SIGTERM (every stage stopped first).`,
@@ -57,6 +73,8 @@ SIGHUP/SIGINT/SIGQUIT/SIGTERM (every stage stopped first).`,
   zfs send tank@snap | pipespool exec send.toml -i - -o -
   pipespool exec restore.toml --dry-run
   pipespool exec restore.toml --rate-limit 50MiB/s
+  zfs send tank@snap | pipespool exec send.toml -i - --size 120GiB
+  pipespool exec backup.toml --progress log --progress-interval 1m
   pipespool exec backup.toml --lock /run/lock/backup.lock --metrics-file /var/lib/node_exporter/textfile/backup.prom`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -67,7 +85,9 @@ SIGHUP/SIGINT/SIGQUIT/SIGTERM (every stage stopped first).`,
 	f := cmd.Flags()
 	f.StringVarP(&opts.Input, "input", "i", "", "input file, - for stdin (overrides the job file)")
 	f.StringVarP(&opts.Output, "output", "o", "", "output file, - for stdout, none to discard (overrides the job file)")
-	f.StringVar(&opts.Progress, "progress", "auto", "per-stage progress on stderr: auto, always, never")
+	f.StringVar(&opts.Progress, "progress", "auto", "progress on stderr: auto (on a terminal only), always, never, log (one plain line per interval); always into a non-terminal is log")
+	f.StringVar(&opts.Size, "size", "", "expected size of the stream entering the pipeline, e.g. 4GiB, for the percentage and ETA (pv -s); replaces [input] expected_size and a regular input file's size")
+	f.DurationVar(&opts.ProgressInterval, "progress-interval", progress.DefaultLogInterval, "with --progress log: the interval between two lines (at least 1s)")
 	f.StringVar(&opts.Report, "report", "", "write a JSON run report to this file (schema: docs/report.md)")
 	f.StringVar(&opts.MetricsFile, "metrics-file", "", "write Prometheus text-format metrics to this file, atomically")
 	f.StringVar(&opts.Lock, "lock", "", "hold flock(2) on this file for the run; exit 75 if another process holds it")
@@ -89,9 +109,19 @@ func exactArgs(n int) cobra.PositionalArgs {
 
 func runExec(opts *execOptions) error {
 	switch opts.Progress {
-	case "auto", "always", "never":
+	case "auto", "always", "never", "log":
 	default:
-		return usageErrorf("--progress %q: use auto, always or never", opts.Progress)
+		return usageErrorf("--progress %q: use auto, always, never or log", opts.Progress)
+	}
+	if opts.ProgressInterval < time.Second {
+		return usageErrorf("--progress-interval %s: use at least 1s", opts.ProgressInterval)
+	}
+	var size int64
+	if opts.Size != "" {
+		var err error
+		if size, err = units.ParseSizeString(opts.Size); err != nil {
+			return usageErrorf("--size: %v", err)
+		}
 	}
 	var rate int64
 	if opts.RateLimit != "" {
@@ -104,7 +134,7 @@ func runExec(opts *execOptions) error {
 	if err != nil {
 		return err
 	}
-	popts := pipeline.Options{InputPath: opts.Input, OutputPath: opts.Output, RateLimit: rate,
+	popts := pipeline.Options{InputPath: opts.Input, OutputPath: opts.Output, RateLimit: rate, ExpectedSize: size,
 		Stdin: opts.g.streams.In, Stdout: opts.g.streams.Out, Logger: opts.g.Logger()}
 	if opts.DryRun {
 		desc, err := pipeline.Describe(job, popts)
@@ -130,20 +160,34 @@ func runExec(opts *execOptions) error {
 		return err
 	}
 	defer lock.Release()
-	var display *pipeline.TermProgress
-	if opts.Progress == "always" || opts.Progress == "auto" && opts.g.streams.ErrIsTerminal {
+	switch mode := progressMode(opts.Progress, opts.g.streams.ErrIsTerminal); mode {
+	case "term":
 		// Log lines go through the display, which clears its frame,
 		// lets them pass and draws the frame again below them.
-		display = pipeline.NewTermProgress(opts.g.streams.ErrOut)
-		popts.Progress = display
+		term := progress.NewTerm(opts.g.streams.ErrOut, opts.g.streams.errWidth())
+		popts.Progress = term
+		defer followWidth(opts.g.streams, term)()
 		g := *opts.g
 		streams := *g.streams
-		streams.ErrOut = display.Log()
+		streams.ErrOut = term.Log()
 		g.streams = &streams
 		if err := g.setupLogger(); err != nil {
 			return err
 		}
 		popts.Logger = g.Logger()
+	case "log":
+		// The progress lines and the logs share stderr through one lock,
+		// so that a long line of one is never split by a line of the
+		// other (two handlers would each hold only their own lock).
+		g := *opts.g
+		streams := *g.streams
+		streams.ErrOut = &lockedWriter{w: streams.ErrOut}
+		g.streams = &streams
+		if err := g.setupLogger(); err != nil {
+			return err
+		}
+		popts.Logger = g.Logger()
+		popts.Progress = progress.NewLog(progressLogger(&g), opts.ProgressInterval)
 	}
 	rep, err := pipeline.Run(ctx, job, popts)
 	if rep != nil && opts.Report != "" {
@@ -207,4 +251,68 @@ func checkWritable(path string) error {
 	}
 	a.Discard()
 	return nil
+}
+
+// progressMode is how --progress shows: "term" (frames redrawn in place),
+// "log" (plain lines) or "" (nothing). always into a non-terminal (a file,
+// a pipe, journald) is log: frames redrawn with cursor movements would
+// pile up there as escape codes.
+func progressMode(flag string, errIsTerminal bool) string {
+	switch {
+	case flag == "log", flag == "always" && !errIsTerminal:
+		return "log"
+	case flag == "always", flag == "auto" && errIsTerminal:
+		return "term"
+	}
+	return ""
+}
+
+// progressLogger writes the lines of --progress log: in the format of the
+// logs (--log-format), at level info whatever --log-level says, since they
+// were asked for.
+func progressLogger(g *globalOptions) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if strings.EqualFold(g.LogFormat, "json") {
+		return slog.New(slog.NewJSONHandler(g.streams.ErrOut, opts))
+	}
+	return slog.New(newTextHandler(g.streams.ErrOut, opts))
+}
+
+// followWidth redraws term at the terminal's new width on every SIGWINCH,
+// until the returned stop is called.
+func followWidth(s *IOStreams, term *progress.Term) (stop func()) {
+	if s.ErrWidth == nil {
+		return func() {}
+	}
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, unix.SIGWINCH)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-ch:
+				term.Resize(s.ErrWidth())
+			case <-done:
+				return
+			}
+		}
+	})
+	return func() {
+		signal.Stop(ch)
+		close(done)
+		wg.Wait()
+	}
+}
+
+// lockedWriter serialises the writes of several writers sharing w.
+type lockedWriter struct {
+	mu sync.Mutex // serialises writes to w
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

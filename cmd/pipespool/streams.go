@@ -15,12 +15,37 @@ type IOStreams struct {
 	ErrOut io.Writer
 	// ErrIsTerminal reports whether ErrOut is a terminal (progress, colours).
 	ErrIsTerminal bool
+	// ErrWidth returns the width of the terminal ErrOut is, in columns
+	// (0: unknown); nil when ErrOut is no terminal.
+	ErrWidth func() int
+}
+
+// errWidth is ErrWidth(), 0 without one.
+func (s *IOStreams) errWidth() int {
+	if s.ErrWidth == nil {
+		return 0
+	}
+	return s.ErrWidth()
 }
 
 // SystemStreams returns the process's own stdin, stdout and stderr.
 func SystemStreams() *IOStreams {
-	return &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr,
+	s := &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr,
 		ErrIsTerminal: isTerminal(int(os.Stderr.Fd()))}
+	if s.ErrIsTerminal {
+		s.ErrWidth = func() int { return termWidth(int(os.Stderr.Fd())) }
+	}
+	return s
+}
+
+// termWidth is the width in columns of the terminal fd is (TIOCGWINSZ), 0
+// when unknown.
+func termWidth(fd int) int {
+	ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
+	if err != nil {
+		return 0
+	}
+	return int(ws.Col)
 }
 
 func isTerminal(fd int) bool {

@@ -38,7 +38,7 @@ type backupVariant struct {
 	size   int64  // output bytes, from the size run
 }
 
-// backupGroups are the groups of section 8.
+// backupGroups are the groups of section 9.
 func (h *harness) backupGroups() []*group {
 	size := h.cfg.backupSize
 	var gs []*group
@@ -188,7 +188,7 @@ func fileSum(path string) (string, error) {
 // recipient) or "sym" (a passphrase).
 func (h *harness) backupChainGroup(mode string, size int64) *group {
 	how := map[string]string{"pub": "public key", "sym": "passphrase"}[mode]
-	return &group{id: "backup-" + mode, section: "8. backup", needs: []string{"gpg", "zstd", "bash", "tar"}, amount: size, unit: "bytes",
+	return &group{id: "backup-" + mode, section: "9. backup", needs: []string{"gpg", "zstd", "bash", "tar"}, amount: size, unit: "bytes",
 		build: func(g *group) error {
 			in, err := h.usrTar(size)
 			if err != nil {
@@ -239,7 +239,7 @@ func (h *harness) backupChainGroup(mode string, size int64) *group {
 // backupEncryptGroup is the encryptor alone on the compressed tar: the
 // built-in against gpg -e -z 0, on CPU.
 func (h *harness) backupEncryptGroup(size int64) *group {
-	return &group{id: "backup-encrypt", section: "8. backup", needs: []string{"gpg", "zstd", "bash", "tar"}, amount: size, unit: "bytes",
+	return &group{id: "backup-encrypt", section: "9. backup", needs: []string{"gpg", "zstd", "bash", "tar"}, amount: size, unit: "bytes",
 		build: func(g *group) error {
 			in, err := h.usrTarZst(size)
 			if err != nil {
@@ -266,7 +266,7 @@ func (h *harness) backupEncryptGroup(size int64) *group {
 
 // backupCompressGroup is the compressor alone on the tar.
 func (h *harness) backupCompressGroup(size int64) *group {
-	return &group{id: "backup-compress", section: "8. backup", needs: []string{"zstd", "bash", "tar"}, amount: size, unit: "bytes",
+	return &group{id: "backup-compress", section: "9. backup", needs: []string{"zstd", "bash", "tar"}, amount: size, unit: "bytes",
 		build: func(g *group) error {
 			in, err := h.usrTar(size)
 			if err != nil {

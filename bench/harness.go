@@ -86,6 +86,7 @@ var peers = []struct{ name, pkg string }{
 	{"pv", "pv"}, {"mbuffer", "mbuffer"}, {"fspl", "filespooler"},
 	{"zstd", "zstd"}, {"gpg", "gnupg"}, {"bash", "bash"},
 	{"time", "time"}, // GNU time(1), for peak RSS (see runner)
+	{"nncp-exec", "nncp"},
 	{"tar", "tar"},
 }
 

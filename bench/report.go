@@ -278,10 +278,12 @@ func sectionTitle(s string, cfg config) string {
 		return s + ": the relay at growing sizes"
 	case "6. idle":
 		return s + fmt.Sprintf(": every stage sleeps %v", cfg.idle)
-	case "8. backup":
+	case "9. backup":
 		return s + ": `zstd -3 | gpg -e -z 0` and its halves, " + fmtSize(cfg.backupSize) + " of a name-sorted tar of /usr"
 	case "7. rate limit":
 		return s + ": a stream limited to 100 MiB/s (`rate_limit`, `pv -L`); CPU is the relay's own"
+	case "8. transport":
+		return s + ": a sealed backup packet carried between two NNCP nodes and restored, against cp (the difference is NNCP's own cost)"
 	}
 	return s
 }

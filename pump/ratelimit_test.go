@@ -158,8 +158,8 @@ func TestRateLimitBurstFor(t *testing.T) {
 }
 
 // The limit holds with real pipes and sockets on both paths: over 2 s the
-// rate seen by the consumer is within 10% of the limit (loose, for a
-// loaded machine: a pump that ignored the limit would move these bytes in
+// rate seen by the consumer is at most 10% above the limit, and not far
+// below it (a pump that ignored the limit would move these bytes in
 // milliseconds).
 func TestRateLimitPumpHoldsTheRate(t *testing.T) {
 	const rate = 8 << 20
@@ -195,8 +195,13 @@ func TestRateLimitPumpHoldsTheRate(t *testing.T) {
 			// The first burst is free; the rest takes its time.
 			got := float64(out.n-burst) / took.Seconds()
 			t.Logf("%d bytes in %v (burst %d): %.2f MiB/s, limit %.2f MiB/s", out.n, took, burst, got/(1<<20), float64(rate)/(1<<20))
-			if got < 0.9*rate || got > 1.1*rate {
-				t.Fatalf("rate %.0f B/s, want within 10%% of %d", got, rate)
+			// The ceiling is the property: load can only slow a run. The
+			// floor is loose because the producer and consumer of this
+			// test, built with the race detector, fall behind 8 MiB/s on a
+			// machine loaded 6 times over; it still catches a limiter
+			// holding the stream far below its rate.
+			if got < 0.5*rate || got > 1.1*rate {
+				t.Fatalf("rate %.0f B/s, want at most 1.1x and at least 0.5x %d", got, rate)
 			}
 		})
 	}

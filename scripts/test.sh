@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs pipespool's whole test suite: the tools the tests drive for real
-# (gpg, zstd, fspl, strace) are installed first when missing.
+# (gpg, zstd, fspl, strace, nncp) are installed first when missing.
 #   ./scripts/test.sh            full suite with the race detector
 #   FUZZTIME=30s ./scripts/test.sh   longer fuzzing (default 15s per target)
 set -euo pipefail
@@ -11,6 +11,7 @@ command -v gpg    >/dev/null 2>&1 || need+=(gnupg)
 command -v zstd   >/dev/null 2>&1 || need+=(zstd)
 command -v fspl   >/dev/null 2>&1 || need+=(filespooler)
 command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v nncp-toss >/dev/null 2>&1 || need+=(nncp)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing test dependencies: ${need[*]}" >&2
   SUDO=""

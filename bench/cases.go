@@ -46,6 +46,7 @@ func (h *harness) groups() []*group {
 	gs = append(gs, h.rateLimitGroup())
 	gs = append(gs, h.progressGroup())
 	gs = append(gs, h.nncpGroup())
+	gs = append(gs, h.backupGroups()...)
 	return gs
 }
 

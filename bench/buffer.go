@@ -37,7 +37,7 @@ func (h *harness) bufferGroup() *group {
 	if h.cfg.short {
 		size = 512 << 20
 	}
-	return &group{id: "buffer", section: "9. buffer", needs: []string{"mbuffer"}, amount: size, unit: "bytes", runs: 5,
+	return &group{id: "buffer", section: "10. buffer", needs: []string{"mbuffer"}, amount: size, unit: "bytes", runs: 5,
 		build: func(g *group) error {
 			in, err := h.randomFile(size)
 			if err != nil {

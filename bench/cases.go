@@ -37,6 +37,7 @@ func (h *harness) groups() []*group {
 	gs = append(gs, h.restoreGroup())
 	gs = append(gs, h.queueGroups()...)
 	gs = append(gs, h.queueJunkGroup())
+	gs = append(gs, h.multiQueueGroup())
 	for _, size := range h.cfg.scaleSizes {
 		gs = append(gs, h.relayGroup("scale-"+sizeName(size), "5. scaling", size, false))
 	}
@@ -45,6 +46,7 @@ func (h *harness) groups() []*group {
 	gs = append(gs, h.rateLimitGroup())
 	gs = append(gs, h.progressGroup())
 	gs = append(gs, h.nncpGroup())
+	gs = append(gs, h.backupGroups()...)
 	gs = append(gs, h.bufferGroup())
 	return gs
 }

@@ -38,6 +38,9 @@ type group struct {
 	err      error
 	// warm are input files read (untimed) before each run, see warmFiles.
 	warm []string
+	// notes are paragraphs (markdown) the report prints after the
+	// section's table: what a row cannot show, such as output sizes.
+	notes []string
 }
 
 // variant is one way of doing the group's work.
@@ -59,6 +62,11 @@ type target struct {
 	// minWall, maxWall bound the case's own time, when the work sets it
 	// (a rate-limited stream); 0: not checked.
 	minWall, maxWall time.Duration
+	// maxCPURatio bounds the case's CPU over the baseline's.
+	maxCPURatio float64
+	// sizeRatio is the case's output size over the baseline's, measured
+	// before the rounds; maxSizeRatio bounds it (0: not checked).
+	sizeRatio, maxSizeRatio float64
 }
 
 // pair is a table row: a case against a baseline, both variants of the
@@ -202,7 +210,7 @@ type row struct {
 // misses.
 func (r row) verdict() string {
 	t := r.target
-	if t.maxRatio == 0 && t.maxRSS == 0 && t.maxCPU == 0 && t.maxWall == 0 {
+	if t.maxRatio == 0 && t.maxRSS == 0 && t.maxCPU == 0 && t.maxWall == 0 && t.maxCPURatio == 0 && t.maxSizeRatio == 0 {
 		return "-"
 	}
 	var miss []string
@@ -216,6 +224,12 @@ func (r row) verdict() string {
 	}
 	if t.maxRSS > 0 && r.c.rss > t.maxRSS {
 		miss = append(miss, fmt.Sprintf("RSS %s > %s", fmtMiB(r.c.rss), fmtMiB(t.maxRSS)))
+	}
+	if q := math.Round(100*ratio(r.c.cpu, r.b.cpu)) / 100; t.maxCPURatio > 0 && q > t.maxCPURatio {
+		miss = append(miss, fmt.Sprintf("CPU %.2fx > %.2fx", q, t.maxCPURatio))
+	}
+	if t.maxSizeRatio > 0 && t.sizeRatio > t.maxSizeRatio {
+		miss = append(miss, fmt.Sprintf("size %.3fx > %.2fx", t.sizeRatio, t.maxSizeRatio))
 	}
 	if t.maxCPU > 0 && r.c.cpu > t.maxCPU {
 		miss = append(miss, fmt.Sprintf("CPU %.3f s > %.3f s", r.c.cpu.Seconds(), t.maxCPU.Seconds()))

@@ -31,6 +31,7 @@ type config struct {
 	mixSize     int64   // zstd input, the restore chain's plaintext
 	pgpSize     int64   // OpenPGP en- and decryption
 	payloadSize int64   // queue-process payload, prepare input
+	backupSize  int64   // the backup chain's input (a tar of /usr)
 	packets     int     // tiny packets
 	idle        time.Duration
 }
@@ -44,6 +45,7 @@ func newConfig(short bool) config {
 			mixSize:     128 << 20,
 			pgpSize:     128 << 20,
 			payloadSize: 512 << 20,
+			backupSize:  256 << 20,
 			packets:     300,
 			idle:        5 * time.Second,
 		}
@@ -55,6 +57,7 @@ func newConfig(short bool) config {
 		mixSize:     1 << 30,
 		pgpSize:     1 << 30,
 		payloadSize: 2 << 30,
+		backupSize:  1 << 30,
 		packets:     2000,
 		idle:        30 * time.Second,
 	}
@@ -85,6 +88,7 @@ var peers = []struct{ name, pkg string }{
 	{"zstd", "zstd"}, {"gpg", "gnupg"}, {"bash", "bash"},
 	{"time", "time"}, // GNU time(1), for peak RSS (see runner)
 	{"nncp-exec", "nncp"},
+	{"tar", "tar"},
 }
 
 // findPeers looks every peer up in PATH; missing ones are installed with

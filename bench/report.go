@@ -213,6 +213,7 @@ func (h *harness) report(groups []*group, m *machine, took time.Duration) string
 
 	var cur string
 	var rows []row
+	var notes []string
 	flush := func() {
 		if len(rows) > 0 {
 			var cells [][]string
@@ -221,7 +222,10 @@ func (h *harness) report(groups []*group, m *machine, took time.Duration) string
 			}
 			p("%s\n", markdownTable(tableHeader, cells))
 		}
-		rows = nil
+		for _, n := range notes {
+			p("%s\n", n)
+		}
+		rows, notes = nil, nil
 	}
 	var scale []row
 	var failures []string
@@ -235,6 +239,7 @@ func (h *harness) report(groups []*group, m *machine, took time.Duration) string
 			cur = g.section
 			p("## %s\n\n", sectionTitle(cur, h.cfg))
 		}
+		notes = append(notes, g.notes...)
 		for _, r := range g.rows() {
 			rows = append(rows, r)
 			if strings.HasPrefix(g.id, "scale-") && g.amount > 0 {
@@ -273,11 +278,13 @@ func sectionTitle(s string, cfg config) string {
 		return s + ": the relay at growing sizes"
 	case "6. idle":
 		return s + fmt.Sprintf(": every stage sleeps %v", cfg.idle)
+	case "9. backup":
+		return s + ": `zstd -3 | gpg -e -z 0` and its halves, " + fmtSize(cfg.backupSize) + " of a name-sorted tar of /usr"
 	case "7. rate limit":
 		return s + ": a stream limited to 100 MiB/s (`rate_limit`, `pv -L`); CPU is the relay's own"
 	case "8. transport":
 		return s + ": a sealed backup packet carried between two NNCP nodes and restored, against cp (the difference is NNCP's own cost)"
-	case "9. buffer":
+	case "10. buffer":
 		return s + ": a consumer that reads 100 ms and pauses 100 ms, behind a 256 MiB buffer (`buffer`, `mbuffer -m`)"
 	}
 	return s

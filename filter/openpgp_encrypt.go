@@ -154,6 +154,14 @@ func (f *openpgpEncrypt) run(in io.Reader, out io.Writer) error {
 		}
 	}
 
+	if armorW == nil {
+		// The key packets are small and wait in bw; the encrypted data is
+		// written a whole body at a time, which an empty bufio.Writer
+		// passes through without copying.
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("openpgp: writing output: %w", err)
+		}
+	}
 	enc, err := seipd.NewWriter(dst, sessionKey)
 	if err != nil {
 		return err
@@ -174,16 +182,29 @@ func (f *openpgpEncrypt) run(in io.Reader, out io.Writer) error {
 	if _, err := lit.Write([]byte{'b', 0, 0, 0, 0, 0}); err != nil {
 		return err
 	}
-	buf := make([]byte, pgpChunk)
+	// The input is read straight into the literal packet's body. A full
+	// body is a partial body only if more data follows: one byte is read
+	// to know, and it starts the next body.
+	var one [1]byte
 	for {
-		n, rerr := in.Read(buf)
+		space := lit.Avail()
+		lookahead := len(space) == 0
+		if lookahead {
+			space = one[:]
+		}
+		n, rerr := in.Read(space)
 		if n > 0 {
 			if sigHash != nil {
-				sigHash.Write(buf[:n])
+				sigHash.Write(space[:n])
 			}
-			if _, err := lit.Write(buf[:n]); err != nil {
-				return fmt.Errorf("openpgp: writing output: %w", err)
+			if lookahead {
+				next, err := lit.Space()
+				if err != nil {
+					return fmt.Errorf("openpgp: writing output: %w", err)
+				}
+				next[0] = one[0]
 			}
+			lit.Commit(n)
 		}
 		if rerr == io.EOF {
 			break

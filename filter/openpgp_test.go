@@ -486,3 +486,32 @@ func BenchmarkOpenPGPEncrypt(b *testing.B) {
 		}
 	}
 }
+
+// The encrypter reads its input straight into the literal packet's
+// partial bodies, and a full body goes out only once more data is known
+// to follow. Every size around the body boundaries (the literal header
+// takes 6 bytes of the first), read in pieces that do and do not divide
+// the body, must decrypt with gpg, signed too (the signature hashes what
+// is read).
+func TestOpenPGPEncryptBodyBoundariesReadByGPG(t *testing.T) {
+	keys := testKeys(t)
+	home := newGPGHome(t, keys, "recipient.sec.asc", "signer.pub.asc")
+	with := map[string]any{"recipients": []any{"recipient.pub.asc"}, "sign_with": "signer.sec.asc", "sign_passphrase_file": "signer.pass"}
+	f := newFilter(t, "openpgp-encrypt", with, keys)
+	for _, n := range []int{pgpChunk - 7, pgpChunk - 6, pgpChunk - 5, 2*pgpChunk - 6, 2*pgpChunk - 5, 3*pgpChunk + 100} {
+		for _, piece := range []int{1000, 64 << 10, pgpChunk} {
+			input := randomBytes(n, uint64(n+piece))
+			var msg bytes.Buffer
+			if err := f.Run(t.Context(), &pieceReader{data: input, size: piece}, &msg); err != nil {
+				t.Fatalf("%d bytes in pieces of %d: %v", n, piece, err)
+			}
+			out, stderr, err := home.run(msg.Bytes(), "--passphrase-file", filepath.Join(keys, "recipient.pass"), "--status-fd", "2", "--decrypt")
+			if err != nil {
+				t.Fatalf("%d bytes in pieces of %d: gpg --decrypt: %v\n%s", n, piece, err, stderr)
+			}
+			if sum(out) != sum(input) || !strings.Contains(stderr, "[GNUPG:] GOODSIG") || !strings.Contains(stderr, "[GNUPG:] GOODMDC") {
+				t.Fatalf("%d bytes in pieces of %d: gpg --decrypt: sha256 %s, want %s\n%s", n, piece, sum(out), sum(input), stderr)
+			}
+		}
+	}
+}

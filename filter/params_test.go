@@ -54,6 +54,30 @@ func backupLike(n int, seed uint64) []byte {
 	return out[:n]
 }
 
+// pieceReader hands out data in reads of at most size bytes (0: as much
+// as asked), as a pipe whose writer writes small pieces does, then fails
+// with err (io.EOF when nil).
+type pieceReader struct {
+	data []byte
+	size int
+	err  error
+}
+
+func (r *pieceReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		if r.err == nil {
+			return 0, io.EOF
+		}
+		return 0, r.err
+	}
+	if r.size > 0 {
+		p = p[:min(len(p), r.size)]
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
 // randomBytes returns n deterministic incompressible bytes.
 func randomBytes(n int, seed uint64) []byte {
 	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 1, 2, 3})

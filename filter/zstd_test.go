@@ -3,10 +3,12 @@ package filter
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -239,6 +241,34 @@ func BenchmarkZstdCompress(b *testing.B) {
 	for b.Loop() {
 		if err := f.Run(b.Context(), bytes.NewReader(input), io.Discard); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// A compressor whose input fails mid-stream must not leave a stream that
+// decodes as complete, wherever the input stops (on a block boundary of
+// the encoder, 128 KiB, or not): zstd -d must fail on it. A compressor
+// that wrote independent frames (as pzstd does) would need to end a failed
+// stream with a truncated frame to keep this.
+func TestZstdCompressFailedStreamNeverDecodes(t *testing.T) {
+	const mib = 1 << 20
+	input := backupLike(8*mib+12345, 4)
+	for _, conc := range []int64{1, 2, 4} {
+		for _, cut := range []int{128 << 10, 8 * mib, 8*mib + 12345} {
+			f := newFilter(t, "zstd-compress", map[string]any{"concurrency": conc}, "")
+			var out bytes.Buffer
+			err := f.Run(t.Context(), &pieceReader{data: input[:cut], err: errors.New("disk on fire")}, &out)
+			if err == nil || !strings.Contains(err.Error(), "disk on fire") {
+				t.Fatalf("concurrency %d, cut at %d: error %v, want the input's", conc, cut, err)
+			}
+			needTools(t, "zstd")
+			cmd := exec.Command("zstd", "-d", "-c")
+			cmd.Stdin = bytes.NewReader(out.Bytes())
+			var got bytes.Buffer
+			cmd.Stdout = &got
+			if cmd.Run() == nil {
+				t.Fatalf("concurrency %d, cut at %d: zstd -d read the %d bytes of a failed stream as complete (%d bytes out)", conc, cut, out.Len(), got.Len())
+			}
 		}
 	}
 }

@@ -16,9 +16,16 @@ import (
 // for the pipeline of each job) and returns it decoded.
 func validateQueueReport(t *testing.T, path string) map[string]any {
 	t.Helper()
+	return validateReportSchema(t, path, "queue-report.schema.json")
+}
+
+// validateReportSchema checks a report file against testdata/schema (which
+// may refer to the other report schemas) and returns it decoded.
+func validateReportSchema(t *testing.T, path, schema string) map[string]any {
+	t.Helper()
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
-	for _, s := range []string{"report.schema.json", "queue-report.schema.json"} {
+	for _, s := range []string{"report.schema.json", "queue-report.schema.json", "queue-multi-report.schema.json"} {
 		p, err := filepath.Abs(filepath.Join("../testdata", s))
 		if err != nil {
 			t.Fatal(err)
@@ -36,9 +43,9 @@ func validateQueueReport(t *testing.T, path string) map[string]any {
 			t.Fatal(err)
 		}
 	}
-	sch, err := c.Compile("https://github.com/pipespool/pipespool/testdata/queue-report.schema.json")
+	sch, err := c.Compile("https://github.com/pipespool/pipespool/testdata/" + schema)
 	if err != nil {
-		t.Fatalf("compiling the queue report schema: %v", err)
+		t.Fatalf("compiling %s: %v", schema, err)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -49,7 +56,7 @@ func validateQueueReport(t *testing.T, path string) map[string]any {
 		t.Fatalf("%s: %v", path, err)
 	}
 	if err := sch.Validate(inst); err != nil {
-		t.Errorf("queue report does not match the schema: %v\n%s", err, b)
+		t.Errorf("report does not match %s: %v\n%s", schema, err, b)
 	}
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {

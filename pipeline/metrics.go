@@ -24,71 +24,190 @@ import (
 //
 // extra samples follow the run's own (queue-process adds its job counts).
 func WriteMetrics(path string, rep *Report, extra ...Metric) error {
-	lastSuccess := 0.0
-	if rep.Result == ResultSuccess {
-		lastSuccess = unixSeconds(rep.End)
-	} else if v, ok := previousMetric(path, "pipespool_last_success_timestamp_seconds", rep.Job); ok {
-		lastSuccess = v
-	}
-	var b bytes.Buffer
-	job := "job=" + quoteLabel(rep.Job)
-	gauge := func(name, help string, v float64) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n%s{%s} %s\n", name, help, name, name, job, formatFloat(v))
-	}
-	success := 0.0
-	if rep.Result == ResultSuccess {
-		success = 1
-	}
-	gauge("pipespool_last_run_timestamp_seconds", "When the last run ended, in seconds since the epoch.", unixSeconds(rep.End))
-	gauge("pipespool_last_success_timestamp_seconds", "When the last successful run ended, in seconds since the epoch (0: none known).", lastSuccess)
-	gauge("pipespool_run_duration_seconds", "How long the last run took.", rep.Duration)
-	gauge("pipespool_run_success", "1 if the last run succeeded, else 0.", success)
+	return WriteMetricsSeries(path, []MetricSeries{{Report: rep, Extra: extra}})
+}
 
-	// Bytes and stalls count within one run: the file is replaced by each
-	// run, which Prometheus sees as a counter reset.
-	fmt.Fprintf(&b, "# HELP pipespool_stage_bytes_total Bytes a stage read (in) and wrote (out) in the last run.\n# TYPE pipespool_stage_bytes_total counter\n")
-	for _, s := range rep.Stages {
-		st := quoteLabel(s.Name)
-		fmt.Fprintf(&b, "pipespool_stage_bytes_total{%s,stage=%s,direction=\"in\"} %d\n", job, st, max(s.BytesIn, 0))
-		fmt.Fprintf(&b, "pipespool_stage_bytes_total{%s,stage=%s,direction=\"out\"} %d\n", job, st, max(s.BytesOut, 0))
-	}
-	fmt.Fprintf(&b, "# HELP pipespool_stage_stalls_total Stalls detected per stage in the last run.\n# TYPE pipespool_stage_stalls_total counter\n")
-	for _, s := range rep.Stages {
-		fmt.Fprintf(&b, "pipespool_stage_stalls_total{%s,stage=%s} %d\n", job, quoteLabel(s.Name), s.Stalls)
-	}
-	fmt.Fprintf(&b, "# HELP pipespool_stage_nudges_total Nudges (SIGSTOP+SIGCONT) sent per stage in the last run.\n# TYPE pipespool_stage_nudges_total counter\n")
-	for _, s := range rep.Stages {
-		fmt.Fprintf(&b, "pipespool_stage_nudges_total{%s,stage=%s} %d\n", job, quoteLabel(s.Name), s.Nudges)
-	}
-	// Buffers, for the stages that have one: its size, and the most it
-	// held (a buffer that reached its size held the producer back).
-	for _, mt := range []struct {
-		name, help string
-		v          func(StageReport) int64
-	}{
-		{"pipespool_stage_buffer_size_bytes", "Size of the memory buffer on a stage's input hop.", func(s StageReport) int64 { return s.Buffer }},
-		{"pipespool_stage_buffer_peak_bytes", "The most the buffer on a stage's input hop held in the last run.", func(s StageReport) int64 { return *s.BufferPeak }},
-	} {
-		head := false
+// MetricSeries is one run among those of a metrics file: queue-process
+// over several queues writes one series per queue, told apart by a
+// queue label.
+type MetricSeries struct {
+	Report *Report
+	// Labels follow job="NAME" on every sample of the series.
+	Labels []Label
+	Extra  []Metric
+	// Keep takes the series' samples from the file being replaced
+	// instead: a run that did not happen (its lock was held) leaves its
+	// last metrics as they were. Only Labels is used, and the first of
+	// them must tell the series apart.
+	Keep bool
+}
+
+// Label is a label of a MetricSeries.
+type Label struct{ Name, Value string }
+
+// WriteMetricsSeries writes the metrics of several runs to one file, as
+// WriteMetrics does for one: each metric's HELP and TYPE once, then its
+// samples of every series in order.
+func WriteMetricsSeries(path string, series []MetricSeries) error {
+	var fams families
+	var old *families
+	for _, sr := range series {
+		if sr.Keep {
+			if old == nil {
+				old = readFamilies(path)
+			}
+			fams.keep(old, sr.Labels)
+			continue
+		}
+		rep := sr.Report
+		labels := "job=" + quoteLabel(rep.Job)
+		for _, l := range sr.Labels {
+			labels += "," + l.Name + "=" + quoteLabel(l.Value)
+		}
+		lastSuccess := 0.0
+		if rep.Result == ResultSuccess {
+			lastSuccess = unixSeconds(rep.End)
+		} else if v, ok := previousMetric(path, "pipespool_last_success_timestamp_seconds", labels); ok {
+			lastSuccess = v
+		}
+		gauge := func(name, help string, v float64) {
+			fams.add(name, help, "gauge", fmt.Sprintf("%s{%s} %s\n", name, labels, formatFloat(v)))
+		}
+		success := 0.0
+		if rep.Result == ResultSuccess {
+			success = 1
+		}
+		gauge("pipespool_last_run_timestamp_seconds", "When the last run ended, in seconds since the epoch.", unixSeconds(rep.End))
+		gauge("pipespool_last_success_timestamp_seconds", "When the last successful run ended, in seconds since the epoch (0: none known).", lastSuccess)
+		gauge("pipespool_run_duration_seconds", "How long the last run took.", rep.Duration)
+		gauge("pipespool_run_success", "1 if the last run succeeded, else 0.", success)
+
+		// Bytes and stalls count within one run: the file is replaced by
+		// each run, which Prometheus sees as a counter reset.
+		const bytesName, stallsName, nudgesName = "pipespool_stage_bytes_total", "pipespool_stage_stalls_total", "pipespool_stage_nudges_total"
+		fams.add(bytesName, "Bytes a stage read (in) and wrote (out) in the last run.", "counter", "")
+		for _, s := range rep.Stages {
+			st := quoteLabel(s.Name)
+			fams.add(bytesName, "", "", fmt.Sprintf("%s{%s,stage=%s,direction=\"in\"} %d\n", bytesName, labels, st, max(s.BytesIn, 0)))
+			fams.add(bytesName, "", "", fmt.Sprintf("%s{%s,stage=%s,direction=\"out\"} %d\n", bytesName, labels, st, max(s.BytesOut, 0)))
+		}
+		fams.add(stallsName, "Stalls detected per stage in the last run.", "counter", "")
+		for _, s := range rep.Stages {
+			fams.add(stallsName, "", "", fmt.Sprintf("%s{%s,stage=%s} %d\n", stallsName, labels, quoteLabel(s.Name), s.Stalls))
+		}
+		fams.add(nudgesName, "Nudges (SIGSTOP+SIGCONT) sent per stage in the last run.", "counter", "")
+		for _, s := range rep.Stages {
+			fams.add(nudgesName, "", "", fmt.Sprintf("%s{%s,stage=%s} %d\n", nudgesName, labels, quoteLabel(s.Name), s.Nudges))
+		}
+		// Buffers, for the stages that have one: its size, and the most
+		// it held (a buffer that reached its size held the producer back).
+		const bufSizeName, bufPeakName = "pipespool_stage_buffer_size_bytes", "pipespool_stage_buffer_peak_bytes"
 		for _, s := range rep.Stages {
 			if s.Buffer == 0 || s.BufferPeak == nil {
 				continue
 			}
-			if !head {
-				fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", mt.name, mt.help, mt.name)
-				head = true
+			st := quoteLabel(s.Name)
+			fams.add(bufSizeName, "Size of the memory buffer on a stage's input hop.", "gauge", fmt.Sprintf("%s{%s,stage=%s} %d\n", bufSizeName, labels, st, s.Buffer))
+			fams.add(bufPeakName, "The most the buffer on a stage's input hop held in the last run.", "gauge", fmt.Sprintf("%s{%s,stage=%s} %d\n", bufPeakName, labels, st, *s.BufferPeak))
+		}
+		for _, m := range sr.Extra {
+			typ := m.Type
+			if typ == "" {
+				typ = "gauge"
 			}
-			fmt.Fprintf(&b, "%s{%s,stage=%s} %d\n", mt.name, job, quoteLabel(s.Name), mt.v(s))
+			fams.add(m.Name, m.Help, typ, fmt.Sprintf("%s{%s} %s\n", m.Name, labels, formatFloat(m.Value)))
 		}
 	}
-	for _, m := range extra {
-		typ := m.Type
-		if typ == "" {
-			typ = "gauge"
-		}
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s{%s} %s\n", m.Name, m.Help, m.Name, typ, m.Name, job, formatFloat(m.Value))
+	return fsutil.WriteFileAtomic(path, fams.bytes(), 0o644)
+}
+
+// families are the metric families of a file in the order they first
+// appear, each with its HELP and TYPE lines and its samples.
+type families struct {
+	names []string
+	fam   map[string]*family
+}
+
+type family struct {
+	head    string // "# HELP ...\n# TYPE ...\n"
+	samples []string
+}
+
+// add adds sample (may be "") to the family name, made with help and typ
+// when it is new.
+func (f *families) add(name, help, typ, sample string) {
+	f.addHead(name, fmt.Sprintf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ))
+	if sample != "" {
+		f.fam[name].samples = append(f.fam[name].samples, sample)
 	}
-	return fsutil.WriteFileAtomic(path, b.Bytes(), 0o644)
+}
+
+func (f *families) addHead(name, head string) {
+	if f.fam == nil {
+		f.fam = map[string]*family{}
+	}
+	if f.fam[name] == nil {
+		f.fam[name] = &family{head: head}
+		f.names = append(f.names, name)
+	}
+}
+
+// keep adds the samples of old whose labels include the first of labels.
+func (f *families) keep(old *families, labels []Label) {
+	if old == nil || len(labels) == 0 {
+		return
+	}
+	l := labels[0].Name + "=" + quoteLabel(labels[0].Value)
+	for _, name := range old.names {
+		of := old.fam[name]
+		for _, s := range of.samples {
+			if strings.Contains(s, ","+l+",") || strings.Contains(s, ","+l+"}") || strings.Contains(s, "{"+l+",") || strings.Contains(s, "{"+l+"}") {
+				f.addHead(name, of.head)
+				f.fam[name].samples = append(f.fam[name].samples, s)
+			}
+		}
+	}
+}
+
+func (f *families) bytes() []byte {
+	var b bytes.Buffer
+	for _, name := range f.names {
+		b.WriteString(f.fam[name].head)
+		for _, s := range f.fam[name].samples {
+			b.WriteString(s)
+		}
+	}
+	return b.Bytes()
+}
+
+// readFamilies reads back a file WriteMetricsSeries wrote (nil when there
+// is none): HELP and TYPE lines, then one sample per line.
+func readFamilies(path string) *families {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	f := &families{}
+	var help string
+	for line := range strings.Lines(string(b)) {
+		switch {
+		case strings.HasPrefix(line, "# HELP "):
+			help = line
+		case strings.HasPrefix(line, "# TYPE "):
+			if fields := strings.Fields(line); len(fields) >= 3 {
+				f.addHead(fields[2], help+line)
+			}
+		case line != "" && line[0] != '#':
+			name, _, _ := strings.Cut(line, "{")
+			if fam := f.fam[name]; fam != nil {
+				if !strings.HasSuffix(line, "\n") {
+					line += "\n"
+				}
+				fam.samples = append(fam.samples, line)
+			}
+		}
+	}
+	return f
 }
 
 // Metric is one more sample for WriteMetrics, labelled with the job like
@@ -112,28 +231,27 @@ func quoteLabel(s string) string {
 	return `"` + r.Replace(s) + `"`
 }
 
-// previousMetric finds name{job="JOB"} VALUE in an existing metrics file.
-// It reads only what WriteMetrics writes: one sample per line, job the
-// first label.
-func previousMetric(path, name, job string) (float64, bool) {
+// previousMetric finds name{LABELS} VALUE in an existing metrics file,
+// labels being exactly the series' labels as WriteMetricsSeries writes
+// them. It reads only what WriteMetrics writes: one sample per line.
+func previousMetric(path, name, labels string) (float64, bool) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, false
 	}
 	defer f.Close()
-	prefix := name + "{job=" + quoteLabel(job)
+	prefix := name + "{" + labels
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
 		if !strings.HasPrefix(line, prefix) {
 			continue
 		}
-		rest := line[len(prefix):]
-		end := strings.Index(rest, "} ")
-		if end < 0 {
-			continue
+		rest, ok := strings.CutPrefix(line[len(prefix):], "} ")
+		if !ok {
+			continue // another series, with more labels
 		}
-		fields := strings.Fields(rest[end+2:])
+		fields := strings.Fields(rest)
 		if len(fields) == 0 {
 			continue
 		}

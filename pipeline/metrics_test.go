@@ -145,3 +145,43 @@ func TestMetricsBuffer(t *testing.T) {
 		t.Error("buffer metrics for a job without a buffer")
 	}
 }
+
+// TestMetricsSeriesKeepAndLabels: several series in one file, told apart
+// by a queue label; a failed one keeps its own last success, and a kept
+// one (a run that did not happen) keeps its samples from the old file.
+func TestMetricsSeriesKeepAndLabels(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.prom")
+	t1, t2 := time.Unix(1700000000, 0), time.Unix(1700000100, 0)
+	series := func(a, b string, end time.Time, keepB bool) []MetricSeries {
+		return []MetricSeries{
+			{Report: &Report{Job: "j", End: end, Result: a}, Labels: []Label{{"queue", "/q/a"}},
+				Extra: []Metric{{Name: "pipespool_queue_jobs_processed_total", Help: "h", Type: "counter", Value: 3}}},
+			{Report: &Report{Job: "j", End: end, Result: b}, Labels: []Label{{"queue", "/q/b"}}, Keep: keepB,
+				Extra: []Metric{{Name: "pipespool_queue_jobs_processed_total", Help: "h", Type: "counter", Value: 4}}},
+		}
+	}
+	if err := WriteMetricsSeries(path, series(ResultSuccess, ResultSuccess, t1, false)); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteMetricsSeries(path, series(ResultFailed, "", t2, true)); err != nil {
+		t.Fatal(err)
+	}
+	fams := parseMetrics(t, path)
+	a, b := map[string]string{"job": "j", "queue": "/q/a"}, map[string]string{"job": "j", "queue": "/q/b"}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"pipespool_run_success", a, 0},
+		{"pipespool_last_run_timestamp_seconds", a, 1700000100},
+		{"pipespool_last_success_timestamp_seconds", a, 1700000000},
+		{"pipespool_run_success", b, 1},
+		{"pipespool_last_run_timestamp_seconds", b, 1700000000}, // kept from the first file
+		{"pipespool_queue_jobs_processed_total", b, 4},
+	} {
+		if v := sample(t, fams, tc.name, tc.labels); v != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, v, tc.want)
+		}
+	}
+}

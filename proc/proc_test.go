@@ -514,3 +514,25 @@ func TestScopeCloseFindsWhatAnExitingOrphanLeaves(t *testing.T) {
 		t.Errorf("stopped %s, want the sleep (pid %d) among them", Describe(stopped), grandchild)
 	}
 }
+
+func TestParseLocks(t *testing.T) {
+	locks := []byte("1: POSIX  ADVISORY  WRITE 700 00:2d:5678 0 EOF\n" +
+		"2: FLOCK  ADVISORY  WRITE 1234 08:01:99 0 EOF\n" +
+		"2: -> FLOCK  ADVISORY  WRITE 1240 08:01:99 0 EOF\n" +
+		"3: OFDLCK ADVISORY  READ  -1 00:05:12 0 EOF\n")
+	for _, tc := range []struct {
+		id   string
+		pid  int
+		find bool
+	}{
+		{"08:01:99", 1234, true},
+		{"00:2d:5678", 700, true},
+		{"00:05:12", 0, false}, // an OFD lock has no pid
+		{"08:01:98", 0, false},
+	} {
+		pid, ok := parseLocks(locks, tc.id)
+		if pid != tc.pid || ok != tc.find {
+			t.Errorf("%s: got %d %v, want %d %v", tc.id, pid, ok, tc.pid, tc.find)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pipespool/pipespool/fsutil"
 )
@@ -84,6 +85,12 @@ type Lock = fsutil.Lock
 // AcquireLock takes the lock on path at once, creating the file when
 // create is set. A lock held elsewhere is a *LockHeldError.
 func AcquireLock(path string, create bool) (*Lock, error) {
-	return fsutil.Acquire(context.Background(), path, fsutil.LockOptions{Create: create,
+	return acquireLockWait(context.Background(), path, create, 0)
+}
+
+// acquireLockWait is AcquireLock that waits up to wait for a lock another
+// process holds; ctx cancels the wait.
+func acquireLockWait(ctx context.Context, path string, create bool, wait time.Duration) (*Lock, error) {
+	return fsutil.Acquire(ctx, path, fsutil.LockOptions{Create: create, Wait: wait,
 		Holder: "pipespool or fspl is using this queue or seqfile"})
 }

@@ -1,9 +1,11 @@
 package queue
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"time"
 )
 
 // NextSeq returns the queue's nextseq (queue-get-next), read under the
@@ -37,7 +39,13 @@ func (q *Queue) withNextSeq(f func(SeqFile) error) error {
 // while another process holds it). The lock file is never created: a
 // directory without it is not a queue that runs jobs.
 func (q *Queue) lockNextSeq() (*Lock, error) {
-	lock, err := q.NextSeqFile().Lock(false)
+	return q.lockNextSeqWait(context.Background(), 0)
+}
+
+// lockNextSeqWait is lockNextSeq that waits up to wait while another
+// process holds the lock (queue-process --queue-lock-wait).
+func (q *Queue) lockNextSeqWait(ctx context.Context, wait time.Duration) (*Lock, error) {
+	lock, err := acquireLockWait(ctx, q.NextSeqFile().LockPath(), false, wait)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: not a processable queue (missing nextseq.lock: run queue-init without --append-only): %w", q.Dir, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/pipespool/pipespool/proc"
 )
@@ -139,6 +140,10 @@ type ProcessOptions struct {
 	// decoder's shell steps) may leave running after it: a job file's
 	// may_outlive. Everything else they leave is stopped at its end.
 	MayOutlive []string
+	// LockWait is how long queue-process waits for the queue's lock
+	// while another process holds it; 0: not at all (a *LockHeldError
+	// at once, as fspl).
+	LockWait time.Duration
 	// OnJob, when not nil, is told what became of each job that ran
 	// (queue-process --report and --metrics-file).
 	OnJob func(JobOutcome)

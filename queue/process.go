@@ -60,7 +60,7 @@ var errFailPacket = errors.New("Fail packet: fails by design")
 // one that runs (see choose).
 func (q *Queue) Process(ctx context.Context, opts ProcessOptions) (err error) {
 	sf := q.NextSeqFile()
-	lock, err := q.lockNextSeq()
+	lock, err := q.lockNextSeqWait(ctx, opts.LockWait)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,9 @@ const (
 	ResultFailed      = "failed"
 	ResultInterrupted = "interrupted"
 	ResultError       = "error" // processing stopped on an I/O error, duplicate seq...
+	// A queue of a multi-queue run that did not run (MultiProcessReport).
+	ResultLocked = "locked"  // another process held its lock: skipped
+	ResultNotRun = "not_run" // not started: the run was interrupted first
 )
 
 // What happened to a job file after its run (JobOutcome.Disposition).
@@ -141,4 +144,59 @@ func runResult(err error, failed int) string {
 		return ResultFailed
 	}
 	return ResultSuccess
+}
+
+// MultiProcessReport is the --report of queue-process over several queues:
+// the whole run and one ProcessReport per queue, in the order the queues
+// were given. Schema: testdata/queue-multi-report.schema.json.
+type MultiProcessReport struct {
+	Kind     string    `json:"kind"` // always "queue-process-multi"
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end"`
+	Duration float64   `json:"duration_seconds"`
+	Parallel int       `json:"parallel"`
+	// Result is success (every queue succeeded), failed (a queue
+	// failed: its result is failed or error), locked (every queue that
+	// did not succeed was locked) or interrupted.
+	Result          string           `json:"result"`
+	ExitCode        int              `json:"exit_code"`
+	Message         string           `json:"message,omitempty"`
+	QueuesTotal     int              `json:"queues_total"`
+	QueuesSucceeded int              `json:"queues_succeeded"`
+	QueuesFailed    int              `json:"queues_failed"`
+	QueuesLocked    int              `json:"queues_locked"`
+	QueuesNotRun    int              `json:"queues_not_run"`
+	Queues          []*ProcessReport `json:"queues"`
+}
+
+// Count fills in the counts and the result from the queues' entries.
+func (r *MultiProcessReport) Count() {
+	r.QueuesTotal = len(r.Queues)
+	interrupted := false
+	for _, q := range r.Queues {
+		switch q.Result {
+		case ResultSuccess:
+			r.QueuesSucceeded++
+		case ResultLocked:
+			r.QueuesLocked++
+		case ResultNotRun:
+			r.QueuesNotRun++
+			interrupted = true
+		case ResultInterrupted:
+			r.QueuesFailed++
+			interrupted = true
+		default:
+			r.QueuesFailed++
+		}
+	}
+	switch {
+	case interrupted:
+		r.Result = ResultInterrupted
+	case r.QueuesFailed > 0:
+		r.Result = ResultFailed
+	case r.QueuesLocked > 0:
+		r.Result = ResultLocked
+	default:
+		r.Result = ResultSuccess
+	}
 }

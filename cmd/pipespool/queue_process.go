@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -46,8 +49,14 @@ type queueProcessOptions struct {
 	MetricsFile string
 	Lock        string
 	LockWait    time.Duration
+	// QueueDirs are the -q values; Parallel and QueueLockWait are
+	// --parallel and --queue-lock-wait.
+	QueueDirs     []string
+	Parallel      int
+	QueueLockWait time.Duration
 
-	Dir     string
+	Dirs    []string // the queue directories, once the command line is parsed
+	Dir     string   // the first of them
 	Command []string // COMMAND and -- PARAMS; empty in pipeline mode
 }
 
@@ -59,7 +68,7 @@ func NewCmdQueueProcess(g *globalOptions, runF func(*queueProcessOptions) error)
 		runF = runQueueProcess
 	}
 	cmd := &cobra.Command{
-		Use:   "queue-process [-q] DIR [options] [COMMAND [-- PARAMS...]]",
+		Use:   "queue-process [-q] DIR [options] [COMMAND [-- PARAMS...]] | -q DIR... [COMMAND] | DIR... (no COMMAND)",
 		Short: "Process a queue",
 		Long: `Run the queue's jobs in order under the queue's lock (nextseq.lock; exit 75
 if another pipespool or fspl holds it). Each job runs COMMAND (with PARAMS,
@@ -79,32 +88,42 @@ of the job file (--job, DIR/pipespool.toml, or --decoder-config FILE).
 --metrics-file Prometheus metrics (docs/report.md); --lock PATH holds an
 extra flock for the run, as exec does.
 
+Several queues: -q DIR repeated (any mode: the arguments are then COMMAND
+and -- PARAMS), or, without -q, several directories as arguments and no
+COMMAND (pipeline mode: --job for all, else each DIR/pipespool.toml); this
+is so when every argument after the first names an existing directory.
+Each queue runs in its own order under its own lock, up to --parallel at
+once; a queue another process holds is skipped with a message (or waited
+for: --queue-lock-wait), and a failing queue does not stop the others.
+Nothing is printed for a queue that succeeded; one line for each that did
+not, then a summary. See docs/queue.md.
+
 Exit status: 0 success (also: empty queue, --maxjobs reached, a failure
 under --on-error Delete/Leave), 1 a job failed under --on-error Retry, 2
 invalid usage or job file, 75 the queue's lock or --lock held,
-129/130/131/143 interrupted by SIGHUP/SIGINT/SIGQUIT/SIGTERM.`,
+129/130/131/143 interrupted by SIGHUP/SIGINT/SIGQUIT/SIGTERM. With several
+queues: the worst of the queues' codes, where 2 is worse than 1 and 1 than
+75 (75 only when every queue that did not succeed was locked).`,
 		Example: `  pipespool queue-process -q /q sh -- -c 'zstd -d | zfs receive -u tank/backup'
   pipespool queue-process /q --on-error Leave -n 10 ./restore.sh -- --verbose
   pipespool queue-process /q --job restore.toml
   pipespool queue-process /q -d zstd cat
   pipespool queue-process /q -d openpgp -d zstd --job restore.toml --report /var/log/restore.json
-  pipespool queue-process /q --lock /run/lock/restore.lock --metrics-file /var/lib/node_exporter/textfile/restore.prom sh -- -c 'zfs receive -u tank/b'`,
+  pipespool queue-process /q --lock /run/lock/restore.lock --metrics-file /var/lib/node_exporter/textfile/restore.prom sh -- -c 'zfs receive -u tank/b'
+  pipespool queue-process --parallel 4 /backup/queues/*/
+  pipespool queue-process --parallel 4 --job restore.toml /backup/queues/*/
+  pipespool queue-process -q /backup/queues/a -q /backup/queues/b ./restore.sh`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			before, after := splitAtDash(cmd, args)
-			dir, before, err := queueDirArg(opts.QueueDir, before)
+			dirs, cmdv, err := queueProcessArgs(opts.QueueDirs, before, after, isDir)
 			if err != nil {
 				return err
 			}
-			opts.Dir = dir
-			cmdv, err := commandArgs(before, after)
-			if err != nil {
-				return err
-			}
-			opts.Command = cmdv
+			opts.Dirs, opts.Dir, opts.Command = dirs, dirs[0], cmdv
 			return runF(opts)
 		},
 	}
-	opts.bindDir(cmd)
+	cmd.Flags().StringArrayVarP(&opts.QueueDirs, "queuedir", "q", nil, "a queue directory (or give it as the first argument); repeat for several queues")
 	opts.bindDecoder(cmd)
 	opts.processFlags.bind(cmd)
 	fl := cmd.Flags()
@@ -117,7 +136,48 @@ invalid usage or job file, 75 the queue's lock or --lock held,
 	fl.StringVar(&opts.MetricsFile, "metrics-file", "", "write Prometheus text-format metrics of the run to this file, atomically")
 	fl.StringVar(&opts.Lock, "lock", "", "hold flock(2) on this file for the run; exit 75 if another process holds it")
 	fl.DurationVar(&opts.LockWait, "lock-wait", 0, "with --lock: wait up to this long for the lock before exiting 75")
+	fl.IntVar(&opts.Parallel, "parallel", 1, "with several queues: process up to N queues at once")
+	fl.DurationVar(&opts.QueueLockWait, "queue-lock-wait", 0, "wait up to this long for a queue's lock that another process holds (with several queues: after the others ran); 0: skip it at once (exit 75 for one queue)")
 	return cmd
+}
+
+// queueProcessArgs finds the queue directories, COMMAND and PARAMS of
+// queue-process in its arguments before -- (before) and after it (after),
+// flagDirs being the -q values:
+//   - with -q, the -q values are the queues, and the arguments are
+//     COMMAND and its -- PARAMS, as for one queue;
+//   - without, the first argument is a queue; when every argument after it
+//     names an existing directory (isDir), so do they, and there is no
+//     COMMAND (pipeline mode); otherwise the second argument is COMMAND,
+//     as for one queue. A directory cannot be run, so no command line
+//     that ran a COMMAND before means something else now.
+func queueProcessArgs(flagDirs, before, after []string, isDir func(string) bool) (dirs, command []string, err error) {
+	if len(flagDirs) > 0 {
+		command, err = commandArgs(before, after)
+		return flagDirs, command, err
+	}
+	if len(before) == 0 {
+		return nil, nil, usageErrorf("no queue directory: give -q DIR or DIR as the first argument")
+	}
+	rest := before[1:]
+	if len(rest) > 0 && !slices.ContainsFunc(rest, func(a string) bool { return !isDir(a) }) {
+		command, err = commandArgs(nil, after)
+		return before, command, err
+	}
+	if len(rest) > 1 && isDir(rest[0]) {
+		i := slices.IndexFunc(rest, func(a string) bool { return !isDir(a) })
+		return nil, nil, usageErrorf("queue directories %s and then %q, which is not a directory: with several queues "+
+			"give each as -q DIR before COMMAND (-q A -q B COMMAND), or give only directories and no COMMAND (pipeline mode)",
+			strings.Join(before[:i+1], " "), rest[i])
+	}
+	command, err = commandArgs(rest, after)
+	return before[:1], command, err
+}
+
+// isDir says whether path names a directory (following links).
+func isDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
 }
 
 // splitAtDash splits args into those before -- and those after it.
@@ -145,44 +205,17 @@ func commandArgs(before, after []string) ([]string, error) {
 
 func runQueueProcess(opts *queueProcessOptions) error {
 	g := opts.g
-	po := queue.ProcessOptions{MaxJobs: opts.MaxJobs, NeverDelete: opts.NeverDelete,
-		AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload}
-	var err error
-	if po.OrderBy, err = queue.ParseOrder(opts.OrderBy); err != nil {
-		return &usageError{err}
-	}
-	if po.OnError, err = queue.ParseOnError(opts.OnError); err != nil {
-		return &usageError{err}
-	}
-	if po.OutputTo, err = queue.ParseOutputTo(opts.OutputTo); err != nil {
-		return &usageError{err}
-	}
-	if opts.MaxJobs < 0 {
-		return usageErrorf("--maxjobs %d: must be positive", opts.MaxJobs)
-	}
-	jobFile := opts.JobFile
-	commandMode := opts.Command[0] != ""
-	if commandMode && jobFile != "" {
-		return usageErrorf("queue-process: both COMMAND %q and --job %s: give one", opts.Command[0], jobFile)
-	}
-	if !commandMode && jobFile == "" {
-		p := filepath.Join(opts.Dir, "pipespool.toml")
-		if _, err := os.Stat(p); err == nil {
-			jobFile = p
-		} else if errors.Is(err, fs.ErrNotExist) {
-			return usageErrorf("queue-process: no COMMAND, no --job and no %s: say what to run", p)
-		}
-	}
-	if po.Decoder, err = opts.decoder(opts.Dir, jobFile); err != nil {
+	po, err := opts.processOptions()
+	if err != nil {
 		return err
 	}
-	if po.Runner, err = newRunner(g, commandMode, opts.Command, jobFile, &opts.processFlags); err != nil {
+	if len(opts.Dirs) > 1 {
+		return runQueues(opts, po)
+	}
+	po, jobFile, err := opts.setupQueue(opts.Dir, po, g.Logger())
+	if err != nil {
 		return err
 	}
-	if po.MayOutlive, err = opts.mayOutlive(po.Runner); err != nil {
-		return err
-	}
-	po.Decoder.MayOutlive = po.MayOutlive
 	ctx, stop := signalContext(g.streams.ErrOut)
 	defer stop()
 	lock, err := runLock(ctx, opts.Lock, opts.LockWait)
@@ -199,6 +232,68 @@ func runQueueProcess(opts *queueProcessOptions) error {
 	err = q.Process(ctx, po)
 	rec.finish(err)
 	return err
+}
+
+// processOptions checks what the command line says for every queue and
+// returns the queue options it makes (Decoder and Runner are per queue).
+func (opts *queueProcessOptions) processOptions() (queue.ProcessOptions, error) {
+	po := queue.ProcessOptions{MaxJobs: opts.MaxJobs, NeverDelete: opts.NeverDelete,
+		AllowJobParams: opts.AllowJobParams, IgnorePayload: opts.IgnorePayload, LockWait: opts.QueueLockWait}
+	var err error
+	if po.OrderBy, err = queue.ParseOrder(opts.OrderBy); err != nil {
+		return po, &usageError{err}
+	}
+	if po.OnError, err = queue.ParseOnError(opts.OnError); err != nil {
+		return po, &usageError{err}
+	}
+	if po.OutputTo, err = queue.ParseOutputTo(opts.OutputTo); err != nil {
+		return po, &usageError{err}
+	}
+	if opts.MaxJobs < 0 {
+		return po, usageErrorf("--maxjobs %d: must be positive", opts.MaxJobs)
+	}
+	if opts.Parallel < 1 {
+		return po, usageErrorf("--parallel %d: must be 1 or more", opts.Parallel)
+	}
+	if opts.QueueLockWait < 0 {
+		return po, usageErrorf("--queue-lock-wait %s: must not be negative", opts.QueueLockWait)
+	}
+	if opts.Command[0] != "" && opts.JobFile != "" {
+		return po, usageErrorf("queue-process: both COMMAND %q and --job %s: give one", opts.Command[0], opts.JobFile)
+	}
+	return po, nil
+}
+
+// setupQueue completes po for the queue in dir: its job file in pipeline
+// mode (--job, else dir/pipespool.toml), its decoder and its runner, which
+// log to log. It returns the job file ("" in command mode).
+func (opts *queueProcessOptions) setupQueue(dir string, po queue.ProcessOptions, log *slog.Logger) (queue.ProcessOptions, string, error) {
+	jobFile := opts.JobFile
+	commandMode := opts.Command[0] != ""
+	if !commandMode && jobFile == "" {
+		p := filepath.Join(dir, "pipespool.toml")
+		if _, err := os.Stat(p); err == nil {
+			jobFile = p
+		} else if errors.Is(err, fs.ErrNotExist) {
+			return po, "", usageErrorf("queue-process: no COMMAND, no --job and no %s: say what to run", p)
+		}
+	}
+	var err error
+	if po.Decoder, err = opts.decoder(dir, jobFile); err != nil {
+		return po, "", err
+	}
+	po.Decoder.Logger = log
+	if po.Runner, err = newRunner(opts.g, commandMode, opts.Command, jobFile, &opts.processFlags); err != nil {
+		return po, "", err
+	}
+	if p, ok := po.Runner.(*pipelineRunner); ok {
+		p.log = log
+	}
+	if po.MayOutlive, err = opts.mayOutlive(po.Runner); err != nil {
+		return po, "", err
+	}
+	po.Decoder.MayOutlive = po.MayOutlive
+	return po, jobFile, nil
 }
 
 // newRunner returns the command runner, or the pipeline runner for jobFile
@@ -265,7 +360,15 @@ type pipelineRunner struct {
 	job     *pipeline.Job
 	extra   []string
 	timeout time.Duration
+	log     *slog.Logger     // the pipeline's logger
 	last    *pipeline.Report // report of the last job run, for queue-process --report
+}
+
+func (p *pipelineRunner) logger() *slog.Logger {
+	if p.log != nil {
+		return p.log
+	}
+	return p.g.Logger()
 }
 
 func (p *pipelineRunner) takeReport() *pipeline.Report {
@@ -287,7 +390,7 @@ func (p *pipelineRunner) RunJob(ctx context.Context, r *queue.Run) error {
 		Stdout:    p.g.streams.Out,
 		Env:       r.Env,
 		ExtraArgs: append(append([]string(nil), p.extra...), r.Params...),
-		Logger:    p.g.Logger(),
+		Logger:    p.logger(),
 		// The output is committed only once the decoder, if any, has
 		// vouched for the whole payload (integrity check, signature).
 		BeforeCommit: r.PayloadDone,

@@ -12,7 +12,10 @@ import (
 // queueRecorder collects what queue-process did, for --report and
 // --metrics-file (docs/report.md).
 type queueRecorder struct {
-	opts   *queueProcessOptions
+	opts *queueProcessOptions
+	// labels follow job= on every metric: queue="DIR" when queue-process
+	// runs several queues, none for one.
+	labels []pipeline.Label
 	runner queue.Runner
 	q      *queue.Queue
 	rep    queue.ProcessReport
@@ -21,13 +24,13 @@ type queueRecorder struct {
 
 func newQueueRecorder(opts *queueProcessOptions, po queue.ProcessOptions, jobFile string, q *queue.Queue) *queueRecorder {
 	r := &queueRecorder{opts: opts, runner: po.Runner, q: q}
-	r.rep = queue.ProcessReport{Kind: "queue-process", Queue: opts.Dir, Decoder: po.Decoder.String(),
+	r.rep = queue.ProcessReport{Kind: "queue-process", Queue: q.Dir, Decoder: po.Decoder.String(),
 		OrderBy: opts.OrderBy, OnError: opts.OnError, Start: time.Now(), Jobs: []queue.JobOutcome{}}
 	if p, ok := po.Runner.(*pipelineRunner); ok {
 		r.rep.JobFile, r.rep.Job = jobFile, p.job.Name
 	} else {
 		r.rep.Command = opts.Command
-		r.rep.Job = queueName(opts.Dir)
+		r.rep.Job = queueName(q.Dir)
 	}
 	if n, err := q.NextSeqFile().Read(); err == nil && po.OrderBy == queue.OrderSequence {
 		r.rep.NextSeqBefore = &n
@@ -81,14 +84,10 @@ func (r *queueRecorder) finish(err error) {
 	if errors.As(err, &lh) {
 		return
 	}
-	rep := &r.rep
-	rep.Finish(err, time.Now())
-	if n, rerr := r.q.NextSeqFile().Read(); rerr == nil && rep.NextSeqBefore != nil {
-		rep.NextSeqAfter = &n
-	}
+	r.complete(err)
 	log := r.opts.g.Logger()
 	if r.opts.Report != "" {
-		if werr := writeJSONAtomic(r.opts.Report, rep); werr != nil {
+		if werr := writeJSONAtomic(r.opts.Report, &r.rep); werr != nil {
 			log.Error("cannot write the report", "path", r.opts.Report, "err", werr)
 		}
 	}
@@ -99,10 +98,24 @@ func (r *queueRecorder) finish(err error) {
 	}
 }
 
+// complete completes the report with the run's result err.
+func (r *queueRecorder) complete(err error) {
+	rep := &r.rep
+	rep.Finish(err, time.Now())
+	if n, rerr := r.q.NextSeqFile().Read(); rerr == nil && rep.NextSeqBefore != nil {
+		rep.NextSeqAfter = &n
+	}
+}
+
 // writeMetrics writes the run metrics of exec for the whole run (stage bytes
 // summed over its jobs in pipeline mode, none in command mode) and the
 // queue's own.
 func (r *queueRecorder) writeMetrics() error {
+	return pipeline.WriteMetricsSeries(r.opts.MetricsFile, []pipeline.MetricSeries{r.series()})
+}
+
+// series is the run's metrics series.
+func (r *queueRecorder) series() pipeline.MetricSeries {
 	rep := &r.rep
 	pr := &pipeline.Report{Job: rep.Job, Start: rep.Start, End: rep.End, Duration: rep.Duration,
 		Result: pipeline.ResultFailed, Stages: r.stages}
@@ -116,5 +129,5 @@ func (r *queueRecorder) writeMetrics() error {
 	if rep.NextSeqAfter != nil {
 		extra = append(extra, pipeline.Metric{Name: "pipespool_queue_nextseq", Help: "The queue's nextseq after the last queue-process run.", Value: float64(*rep.NextSeqAfter)})
 	}
-	return pipeline.WriteMetrics(r.opts.MetricsFile, pr, extra...)
+	return pipeline.MetricSeries{Report: pr, Labels: r.labels, Extra: extra}
 }

@@ -54,17 +54,26 @@ var (
 // PartialWriter writes one packet of unknown length in partial bodies of
 // chunk bytes (a power of two of at least 512, RFC 4880 4.2.2.4), the last
 // body with a definite length.
+//
+// Each body goes out in one Write, its header in front: the buffer keeps
+// room for the longest header before the body, so that a bufio.Writer
+// underneath (empty between bodies) passes the body through without
+// copying it.
 type PartialWriter struct {
 	w      io.Writer
 	tag    byte
 	header bool
-	buf    []byte
-	hdr    [6]byte
+	buf    []byte // maxHeader bytes of room, then the body
+	n      int    // body bytes in buf
 }
+
+// maxHeader is the longest header in front of a body: the tag, then a
+// five-byte definite length.
+const maxHeader = 6
 
 // NewPartialWriter starts a packet with the given tag on w.
 func NewPartialWriter(w io.Writer, tag byte, chunk int) *PartialWriter {
-	return &PartialWriter{w: w, tag: tag, buf: make([]byte, 0, chunk)}
+	return &PartialWriter{w: w, tag: tag, buf: make([]byte, maxHeader+chunk)}
 }
 
 // Write buffers p, writing each full chunk that more data follows as a
@@ -72,43 +81,62 @@ func NewPartialWriter(w io.Writer, tag byte, chunk int) *PartialWriter {
 func (p *PartialWriter) Write(b []byte) (int, error) {
 	n := 0
 	for len(b) > 0 {
-		k := copy(p.buf[len(p.buf):cap(p.buf)], b)
-		p.buf = p.buf[:len(p.buf)+k]
+		space, err := p.Space()
+		if err != nil {
+			return n, err
+		}
+		k := copy(space, b)
+		p.n += k
 		b = b[k:]
 		n += k
-		if len(p.buf) == cap(p.buf) && len(b) > 0 {
-			// Only a full chunk with more to come is a partial body:
-			// the last one must carry a definite length.
-			if err := p.flush(true); err != nil {
-				return n, err
-			}
-		}
 	}
 	return n, nil
 }
 
+// Space returns the free part of the body being filled, for a caller that
+// writes into it and then calls Commit. When the body is full it is
+// written out first as a partial body: Space must be called only when
+// more data follows.
+func (p *PartialWriter) Space() ([]byte, error) {
+	if p.n == len(p.buf)-maxHeader {
+		// Only a full chunk with more to come is a partial body: the
+		// last one must carry a definite length.
+		if err := p.flush(true); err != nil {
+			return nil, err
+		}
+	}
+	return p.buf[maxHeader+p.n:], nil
+}
+
+// Avail returns the free part of the body being filled, empty when the
+// body is full (Space then writes it out); unlike Space it never writes.
+func (p *PartialWriter) Avail() []byte { return p.buf[maxHeader+p.n:] }
+
+// Commit adds the first k bytes of the last Space or Avail to the body.
+func (p *PartialWriter) Commit(k int) { p.n += k }
+
 func (p *PartialWriter) flush(partial bool) error {
-	h := p.hdr[:0]
+	var h [maxHeader]byte
+	hdr := h[:0]
 	if !p.header {
-		h = append(h, 0xc0|p.tag) // new-format packet tag
+		hdr = append(hdr, 0xc0|p.tag) // new-format packet tag
 		p.header = true
 	}
 	if partial {
 		shift := 0
-		for 1<<shift < len(p.buf) {
+		for 1<<shift < p.n {
 			shift++
 		}
-		h = append(h, 0xe0|byte(shift))
+		hdr = append(hdr, 0xe0|byte(shift))
 	} else {
-		h = appendLength(h, len(p.buf))
+		hdr = appendLength(hdr, p.n)
 	}
-	if _, err := p.w.Write(h); err != nil {
+	start := maxHeader - len(hdr)
+	copy(p.buf[start:], hdr)
+	if _, err := p.w.Write(p.buf[start : maxHeader+p.n]); err != nil {
 		return err
 	}
-	if _, err := p.w.Write(p.buf); err != nil {
-		return err
-	}
-	p.buf = p.buf[:0]
+	p.n = 0
 	return nil
 }
 

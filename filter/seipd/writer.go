@@ -5,7 +5,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha1"
-	"encoding/binary"
+	"crypto/subtle"
 	"fmt"
 	"hash"
 	"io"
@@ -23,7 +23,6 @@ type Writer struct {
 	pkt *PartialWriter
 	cfb cfbEncrypter
 	mdc hash.Hash
-	buf []byte
 
 	hashReq  chan []byte   // to the hasher: hash this, then answer on hashDone
 	hashDone chan struct{} // the hasher is done with the last request
@@ -57,7 +56,6 @@ func newWriter(w io.Writer, block cipher.Block, random []byte) (*Writer, error) 
 		pkt:      NewPartialWriter(w, TagSEIPD, ChunkSize),
 		cfb:      cfbEncrypter{b: block},
 		mdc:      sha1.New(),
-		buf:      make([]byte, ChunkSize),
 		hashReq:  make(chan []byte),
 		hashDone: make(chan struct{}),
 	}
@@ -104,13 +102,16 @@ func (s *Writer) Write(p []byte) (int, error) {
 		// p is only read by both goroutines until the hasher answers.
 		defer func() { <-s.hashDone }()
 	}
+	// Encrypted straight into the body being filled: no copy.
 	n := 0
 	for len(p) > 0 {
-		k := min(len(p), len(s.buf))
-		s.cfb.XORKeyStream(s.buf[:k], p[:k])
-		if _, err := s.pkt.Write(s.buf[:k]); err != nil {
+		space, err := s.pkt.Space()
+		if err != nil {
 			return n, err
 		}
+		k := min(len(p), len(space))
+		s.cfb.XORKeyStream(space[:k], p[:k])
+		s.pkt.Commit(k)
 		n += k
 		p = p[k:]
 	}
@@ -134,8 +135,16 @@ func (s *Writer) Close() error {
 
 // cfbEncrypter is CFB encryption (RFC 4880 13.9 without resync, which for
 // SEIPD is plain CFB with a zero IV). It does what crypto/cipher's CFB
-// does, with whole blocks XORed as two words, not through a copy and a
-// call per block.
+// does, without its copy of every ciphertext block into the register.
+//
+// CFB encryption is a chain: each block's keystream is the encryption of
+// the ciphertext block before it, so its cost is the latency of one AES
+// call per block. A block is XORed by subtle.XORBytes, which stores it
+// with one 16-byte store: the AES call then loads it straight from the
+// store. Two 8-byte stores (the XOR done as two words) cannot be
+// forwarded to that 16-byte load, which waits for them to reach the
+// cache: measured 26-27 ns a block against 23.6-24.7 ns this way (AES-256,
+// AMD EPYC with AES-NI).
 type cfbEncrypter struct {
 	b    cipher.Block
 	out  [aes.BlockSize]byte // keystream: encryption of the last ciphertext block
@@ -148,10 +157,7 @@ func (x *cfbEncrypter) XORKeyStream(dst, src []byte) {
 	for len(src) > 0 {
 		if x.used == 0 && len(src) >= bs {
 			for len(src) >= bs {
-				a := binary.LittleEndian.Uint64(src) ^ binary.LittleEndian.Uint64(x.out[:])
-				b := binary.LittleEndian.Uint64(src[8:]) ^ binary.LittleEndian.Uint64(x.out[8:])
-				binary.LittleEndian.PutUint64(dst, a)
-				binary.LittleEndian.PutUint64(dst[8:], b)
+				subtle.XORBytes(dst[:bs], src[:bs], x.out[:])
 				x.b.Encrypt(x.out[:], dst[:bs])
 				src, dst = src[bs:], dst[bs:]
 			}

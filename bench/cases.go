@@ -47,6 +47,7 @@ func (h *harness) groups() []*group {
 	gs = append(gs, h.progressGroup())
 	gs = append(gs, h.nncpGroup())
 	gs = append(gs, h.backupGroups()...)
+	gs = append(gs, h.bufferGroup())
 	return gs
 }
 

@@ -72,6 +72,7 @@ type harness struct {
 	dir     string // the work directory, removed at the end
 	pp      string // the pipespool binary built for this run
 	iocopy  string // the plain io.Copy relay
+	pauser  string // the consumer that reads and pauses in turns
 	gnupg   string // GNUPGHOME with the test keys imported, "" until needed
 	rn      runner
 	tools   map[string]string
@@ -140,7 +141,7 @@ func (h *harness) has(names ...string) bool {
 	return true
 }
 
-// build compiles pipespool and the io.Copy relay into the work directory,
+// build compiles pipespool, the io.Copy relay and the pauser into the work directory,
 // once, so that no case pays for compilation.
 func (h *harness) build() error {
 	bin := filepath.Join(h.dir, "bin")
@@ -149,7 +150,8 @@ func (h *harness) build() error {
 	}
 	h.pp = filepath.Join(bin, "pipespool")
 	h.iocopy = filepath.Join(bin, "iocopy")
-	for _, b := range []struct{ out, pkg string }{{h.pp, "./cmd/pipespool"}, {h.iocopy, "./bench/iocopy"}} {
+	h.pauser = filepath.Join(bin, "pauser")
+	for _, b := range []struct{ out, pkg string }{{h.pp, "./cmd/pipespool"}, {h.iocopy, "./bench/iocopy"}, {h.pauser, "./bench/pauser"}} {
 		// Built as docs/install.md says: static, so that the start-up
 		// measured is that of the binary users install.
 		c := exec.CommandContext(h.ctx, "go", "build", "-trimpath", "-o", b.out, b.pkg)

@@ -45,6 +45,10 @@ type Options struct {
 	// per second (exec --rate-limit): the first stage's rate_limit, set or
 	// replaced.
 	RateLimit int64
+	// Buffer, when > 0, is the size in bytes of a memory buffer on the
+	// run's input hop (exec --buffer): the first stage's buffer, set or
+	// resized (its buffer_start_at and buffer_resume_at still apply).
+	Buffer int64
 	// Progress, when not nil, shows the run's progress: drawn about every
 	// Progress.Interval(), and closed with the final state once every
 	// stage is over (progress.Term on a terminal, progress.Log in a log).

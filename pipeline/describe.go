@@ -27,6 +27,9 @@ func Describe(job *Job, opts Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := checkHops(job, opts); err != nil {
+		return "", err
+	}
 	fmt.Fprintf(&b, "job %s (%s)\n", Printable(job.Name), Printable(job.File))
 	fmt.Fprintf(&b, "input:  %s", Printable(describePath(in, "stdin", "none (the first stage reads nothing)")))
 	if size := cmp.Or(opts.ExpectedSize, job.ExpectedSize); size > 0 {
@@ -58,6 +61,15 @@ func Describe(job *Job, opts Options) (string, error) {
 		}
 		if lim := HopRateLimit(job, opts, i); lim > 0 {
 			partial += ", input limited to " + units.FormatRate(lim)
+		}
+		if buf := HopBuffer(job, opts, i); buf.Size > 0 {
+			partial += ", input buffered in " + units.FormatSize(buf.Size)
+			if s.BufferStartAt > 0 {
+				partial += fmt.Sprintf(", delivered from %g%% full", s.BufferStartAt)
+			}
+			if s.BufferResumeAt < 100 {
+				partial += fmt.Sprintf(", read again below %g%%", s.BufferResumeAt)
+			}
 		}
 		fmt.Fprintf(&b, "  %d. %-16s %s  [%s%s]\n", i+1, s.Name, Printable(strings.TrimSpace(what)), stall, partial)
 	}

@@ -78,6 +78,15 @@ type StageSpec struct {
 	// RateLimit is the limit of its input hop, bytes per second (0: none):
 	// the pump that delivers into the stage moves no faster.
 	RateLimit int64
+	// Buffer is the size of the memory buffer on its input hop, bytes (0:
+	// none): the pump that delivers into the stage goes on reading while
+	// the stage pauses, up to this much. BufferStartAt and BufferResumeAt
+	// are its levels in percent of the size (buffer_start_at,
+	// buffer_resume_at): deliver once it is that full (0: at once), read
+	// again once it is less full than that after filling up (100: at
+	// once). HopBuffer turns them into bytes.
+	Buffer                        int64
+	BufferStartAt, BufferResumeAt float64
 	// VerifiesInput: the stage checks its input's integrity (to its end)
 	// and gets to finish when a stage after it fails (drain.go).
 	VerifiesInput bool
@@ -126,6 +135,9 @@ type rawStage struct {
 	AllowPartialRead *bool             `toml:"allow_partial_read"`
 	VerifiesInput    *bool             `toml:"verifies_input"`
 	RateLimit        any               `toml:"rate_limit"`
+	Buffer           any               `toml:"buffer"`
+	BufferStartAt    any               `toml:"buffer_start_at"`
+	BufferResumeAt   any               `toml:"buffer_resume_at"`
 }
 
 // Load reads and validates the job file at path. Every error is a *JobError

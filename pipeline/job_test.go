@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pipespool/pipespool/filter"
+	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/units"
 )
 
@@ -108,6 +109,17 @@ func TestLoadJobErrorsNameLineAndKey(t *testing.T) {
 		{"bad rate", "[[stage]]\ncommand=[\"cat\"]\nrate_limit = \"fast\"\n", 3, "stage[1].rate_limit", `"fast" is not a rate: use e.g. "50MiB/s"`},
 		{"rate per hour", "[[stage]]\ncommand=[\"cat\"]\nrate_limit = \"50MiB/h\"\n", 3, "stage[1].rate_limit", "is not a rate"},
 		{"zero rate", "[[stage]]\ncommand=[\"cat\"]\nrate_limit = 0\n", 3, "stage[1].rate_limit", "remove the limit"},
+		{"bad buffer", "[[stage]]\ncommand=[\"cat\"]\nbuffer = \"lots\"\n", 3, "stage[1].buffer", "not a size"},
+		{"buffer below a pipe", "pipe_size = \"4MiB\"\n[[stage]]\ncommand=[\"cat\"]\nbuffer = \"2MiB\"\n", 4, "stage[1].buffer", "2.0 MiB is less than one pipe (4.0 MiB)"},
+		{"tiny buffer", "[[stage]]\ncommand=[\"cat\"]\nbuffer = 4096\n", 3, "stage[1].buffer", "less than one pipe (1.0 MiB)"},
+		{"huge buffer", "[[stage]]\ncommand=[\"cat\"]\nbuffer = \"256GiB\"\n", 3, "stage[1].buffer", "more than 64.0 GiB"},
+		{"buffer and rate limit", "[[stage]]\ncommand=[\"cat\"]\nrate_limit = \"1MiB/s\"\nbuffer = \"8MiB\"\n", 4, "stage[1].buffer", "a buffer or a rate_limit, not both"},
+		{"start level without buffer", "[[stage]]\ncommand=[\"cat\"]\nbuffer_start_at = \"80%\"\n", 3, "stage[1].buffer_start_at", "needs a buffer on the same stage"},
+		{"resume level without buffer", "[[stage]]\ncommand=[\"cat\"]\n[[stage]]\ncommand=[\"cat\"]\nbuffer_resume_at = \"20%\"\n", 5, "stage[2].buffer_resume_at", "needs a buffer"},
+		{"level not a percentage", "[[stage]]\ncommand=[\"cat\"]\nbuffer = \"8MiB\"\nbuffer_start_at = 80\n", 4, "stage[1].buffer_start_at", `a percentage of the buffer such as "80%", not 80`},
+		{"level a size", "[[stage]]\ncommand=[\"cat\"]\nbuffer = \"8MiB\"\nbuffer_start_at = \"6MiB\"\n", 4, "stage[1].buffer_start_at", `not "6MiB"`},
+		{"level above 100", "[[stage]]\ncommand=[\"cat\"]\nbuffer = \"8MiB\"\nbuffer_start_at = \"120%\"\n", 4, "stage[1].buffer_start_at", "not within 0% and 100%"},
+		{"resume at 0", "[[stage]]\ncommand=[\"cat\"]\nbuffer = \"8MiB\"\nbuffer_resume_at = \"0%\"\n", 4, "stage[1].buffer_resume_at", "reading would never resume"},
 		{"bad mode", "[output]\nmode = \"rw\"\n[[stage]]\ncommand=[\"cat\"]\n", 2, "output.mode", "octal"},
 		{"empty command", "[[stage]]\ncommand = []\n", 2, "stage[1].command", "empty"},
 		{"no kind", "[[stage]]\nname = \"x\"\n", 1, "stage[1]", "exactly one of"},
@@ -155,6 +167,7 @@ func FuzzLoadJob(f *testing.F) {
 	f.Add([]byte("name = \"x\"\ntimeout = \"1h\"\n[input]\npath = \"a\"\n[[stage]]\nbuiltin = \"sha256\"\n[stage.with]\nexpect = \"00\"\n"))
 	f.Add([]byte("[[stage]]\nshell = \"x\"\nenv = { A = \"b\" }\n[[stage]]\ncommand = [\"a\", \"b\"]\n"))
 	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\nrate_limit = \"1.5MiB/s\"\n[[stage]]\ncommand = [\"cat\"]\nrate_limit = 4096\n"))
+	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\nbuffer = \"256MiB\"\nbuffer_start_at = \"80%\"\nbuffer_resume_at = \"20%\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		job, err := Parse("fuzz.toml", data)
 		if err != nil {
@@ -175,6 +188,11 @@ func FuzzLoadJob(f *testing.F) {
 			seen[s.Name] = true
 			if s.RateLimit < 0 || s.RateLimit > units.MaxRate {
 				t.Fatalf("stage %q: rate limit %d accepted", s.Name, s.RateLimit)
+			}
+			if s.Buffer != 0 {
+				if err := HopBuffer(job, Options{}, s.Index-1).Check(); err != nil || s.RateLimit != 0 {
+					t.Fatalf("stage %q: buffer %d (%g%%, %g%%) with rate limit %d accepted: %v", s.Name, s.Buffer, s.BufferStartAt, s.BufferResumeAt, s.RateLimit, err)
+				}
 			}
 		}
 	})
@@ -336,5 +354,86 @@ func TestOutputIsNotAStageName(t *testing.T) {
 	job, err := Parse("/j/x.toml", []byte("[[stage]]\ncommand = [\"/usr/local/bin/output\"]\n"))
 	if err != nil || job.Stages[0].Name != "output-2" {
 		t.Fatalf("default name of a program called output: %v %v", job, err)
+	}
+}
+
+// TestLoadJobBuffer: buffer and its levels on a stage's input hop, as
+// bytes for the pump; exec --buffer resizes the first stage's (its levels
+// still apply), and a hop takes a buffer or a rate limit, not both.
+func TestLoadJobBuffer(t *testing.T) {
+	job, err := Parse("j.toml", []byte(`
+[[stage]]
+command = ["cat"]
+buffer_start_at = "80%"
+buffer_resume_at = "12.5%"
+buffer = "256MiB"
+[[stage]]
+command = ["cat"]
+buffer = 8388608
+[[stage]]
+command = ["cat"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := job.Stages
+	if s[0].Buffer != 256<<20 || s[0].BufferStartAt != 80 || s[0].BufferResumeAt != 12.5 {
+		t.Errorf("stage 1: buffer %d, levels %g%% %g%%", s[0].Buffer, s[0].BufferStartAt, s[0].BufferResumeAt)
+	}
+	if s[1].Buffer != 8<<20 || s[1].BufferStartAt != 0 || s[1].BufferResumeAt != 100 || s[2].Buffer != 0 {
+		t.Errorf("stage 2: %+v; stage 3 buffer %d", s[1], s[2].Buffer)
+	}
+	for _, tc := range []struct {
+		opts Options
+		k    int
+		want pump.BufferSpec
+	}{
+		{Options{}, 0, pump.BufferSpec{Size: 256 << 20, StartAt: 214748365, ResumeBelow: 32 << 20}}, // 80% rounded up
+		{Options{}, 1, pump.BufferSpec{Size: 8 << 20, StartAt: 0, ResumeBelow: 8 << 20}},
+		{Options{}, 2, pump.BufferSpec{}},
+		{Options{}, 3, pump.BufferSpec{}}, // the output hop
+		{Options{Buffer: 100 << 20}, 0, pump.BufferSpec{Size: 100 << 20, StartAt: 80 << 20, ResumeBelow: 12.5 / 100 * (100 << 20)}},
+	} {
+		if got := HopBuffer(job, tc.opts, tc.k); got != tc.want {
+			t.Errorf("HopBuffer(%+v, %d) = %+v, want %+v", tc.opts, tc.k, got, tc.want)
+		}
+		if err := HopBuffer(job, tc.opts, tc.k).Check(); tc.want.Size > 0 && err != nil {
+			t.Errorf("HopBuffer(%+v, %d): %v", tc.opts, tc.k, err)
+		}
+	}
+	// A level is reached only with whole bytes: rounded up.
+	odd := &Job{Stages: []StageSpec{{Buffer: 3 << 20, BufferStartAt: 100.0 / 3}}} // resume level unset: 100%
+	if got := HopBuffer(odd, Options{}, 0); got.StartAt != 1<<20 || got.ResumeBelow != 3<<20 {
+		t.Errorf("a third of 3 MiB: %+v", got)
+	}
+
+	plain, err := Parse("p.toml", []byte("[[stage]]\ncommand = [\"cat\"]\n[[stage]]\ncommand = [\"cat\"]\nrate_limit = \"1MiB/s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited, err := Parse("l.toml", []byte("[[stage]]\ncommand = [\"cat\"]\nrate_limit = \"1MiB/s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		job  *Job
+		opts Options
+		msg  string // "" for no error
+	}{
+		{plain, Options{Buffer: 64 << 20}, ""},
+		{plain, Options{Buffer: 64 << 20, RateLimit: 1 << 20}, "--buffer and --rate-limit both apply to the run's input hop"},
+		{limited, Options{Buffer: 64 << 20}, "--buffer and the first stage's rate_limit"},
+		{job, Options{RateLimit: 1 << 20}, "--rate-limit and the first stage's buffer"},
+		{plain, Options{Buffer: 4096}, "--buffer 4.0 KiB: use 1.0 MiB"},
+		{plain, Options{Buffer: 1 << 40}, "to 64.0 GiB"},
+	} {
+		err := checkHops(tc.job, tc.opts)
+		var he *HopFlagError
+		switch {
+		case tc.msg == "" && err != nil:
+			t.Errorf("%s %+v: %v", tc.job.File, tc.opts, err)
+		case tc.msg != "" && (!errors.As(err, &he) || !strings.Contains(err.Error(), tc.msg) || he.ExitCode() != 2):
+			t.Errorf("%s %+v: error %v, want a usage error with %q", tc.job.File, tc.opts, err, tc.msg)
+		}
 	}
 }

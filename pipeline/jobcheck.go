@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pipespool/pipespool/filter"
+	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 	"github.com/pipespool/pipespool/units"
 )
@@ -251,6 +252,9 @@ func (v *validator) stage(i int, rs rawStage, job *Job) (StageSpec, error) {
 			return s, v.errf(stageKey(i, "rate_limit"), "%v", err)
 		}
 	}
+	if err := v.buffer(i, rs, job, &s); err != nil {
+		return s, err
+	}
 	s.VerifiesInput = verifiesByDefault(&s)
 	if rs.VerifiesInput != nil {
 		s.VerifiesInput = *rs.VerifiesInput
@@ -269,4 +273,76 @@ func sanitizeName(n string) string {
 		return "stage"
 	}
 	return string(b)
+}
+
+// buffer checks a stage's buffer keys: the size (at least one pipe, at
+// most pump.MaxBuffer) and its levels, which need it; a hop has a buffer
+// or a rate limit, not both.
+func (v *validator) buffer(i int, rs rawStage, job *Job, s *StageSpec) error {
+	s.BufferResumeAt = 100
+	if rs.Buffer == nil {
+		for _, k := range []struct {
+			key string
+			raw any
+		}{{"buffer_start_at", rs.BufferStartAt}, {"buffer_resume_at", rs.BufferResumeAt}} {
+			if k.raw != nil {
+				return v.errf(stageKey(i, k.key), "needs a buffer on the same stage: add buffer = \"256MiB\" (or the size you want)")
+			}
+		}
+		return nil
+	}
+	key := stageKey(i, "buffer")
+	n, err := units.ParseSize(rs.Buffer)
+	if err != nil {
+		return v.errf(key, "%v", err)
+	}
+	least := max(int64(pump.MinBuffer), int64(job.PipeSize))
+	switch {
+	case n < least:
+		return v.errf(key, "%s is less than one pipe (%s): a larger pipe_size would do as much; use %s to %s",
+			units.FormatSize(n), units.FormatSize(least), units.FormatSize(least), units.FormatSize(pump.MaxBuffer))
+	case n > pump.MaxBuffer:
+		return v.errf(key, "%s is more than %s, the largest buffer pipespool takes", units.FormatSize(n), units.FormatSize(pump.MaxBuffer))
+	case s.RateLimit > 0:
+		return v.errf(key, "a stage's input hop takes a buffer or a rate_limit, not both: put the rate_limit on the next stage's input, or add a cat stage between them")
+	}
+	s.Buffer = n
+	if rs.BufferStartAt != nil {
+		if s.BufferStartAt, err = percent(rs.BufferStartAt, 0); err != nil {
+			return v.errf(stageKey(i, "buffer_start_at"), "%v", err)
+		}
+	}
+	if rs.BufferResumeAt != nil {
+		if s.BufferResumeAt, err = percent(rs.BufferResumeAt, 1e-9); err != nil {
+			return v.errf(stageKey(i, "buffer_resume_at"), "%v", err)
+		}
+	}
+	return nil
+}
+
+// percent parses a level such as "80%" or "12.5%": least to 100.
+func percent(raw any, least float64) (float64, error) {
+	s, ok := raw.(string)
+	t := strings.TrimSpace(s)
+	if !ok || !strings.HasSuffix(t, "%") {
+		return 0, fmt.Errorf("must be a percentage of the buffer such as \"80%%\", not %v", tomlValue(raw))
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(t, "%")), 64)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("%q is not a percentage such as \"80%%\"", s)
+	case least > 0 && f <= 0:
+		return 0, fmt.Errorf("%q: reading would never resume; use more than 0%% (100%%: as soon as there is room)", s)
+	case f < 0 || f > 100:
+		return 0, fmt.Errorf("%q is not within 0%% and 100%%", s)
+	}
+	return f, nil
+}
+
+// tomlValue shows a value as the job file had it: strings quoted.
+func tomlValue(raw any) string {
+	if s, ok := raw.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprint(raw)
 }

@@ -99,6 +99,17 @@ func WriteMetricsSeries(path string, series []MetricSeries) error {
 		for _, s := range rep.Stages {
 			fams.add(nudgesName, "", "", fmt.Sprintf("%s{%s,stage=%s} %d\n", nudgesName, labels, quoteLabel(s.Name), s.Nudges))
 		}
+		// Buffers, for the stages that have one: its size, and the most
+		// it held (a buffer that reached its size held the producer back).
+		const bufSizeName, bufPeakName = "pipespool_stage_buffer_size_bytes", "pipespool_stage_buffer_peak_bytes"
+		for _, s := range rep.Stages {
+			if s.Buffer == 0 || s.BufferPeak == nil {
+				continue
+			}
+			st := quoteLabel(s.Name)
+			fams.add(bufSizeName, "Size of the memory buffer on a stage's input hop.", "gauge", fmt.Sprintf("%s{%s,stage=%s} %d\n", bufSizeName, labels, st, s.Buffer))
+			fams.add(bufPeakName, "The most the buffer on a stage's input hop held in the last run.", "gauge", fmt.Sprintf("%s{%s,stage=%s} %d\n", bufPeakName, labels, st, *s.BufferPeak))
+		}
 		for _, m := range sr.Extra {
 			typ := m.Type
 			if typ == "" {

@@ -114,6 +114,38 @@ func TestMetricsParseAndKeepLastSuccess(t *testing.T) {
 	}
 }
 
+// Stages with a buffer get its size and peak; the others none.
+func TestMetricsBuffer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pipespool.prom")
+	peak := int64(3 << 20)
+	rep := &Report{Job: "tape", End: time.Unix(1700000000, 0), Result: ResultSuccess, Stages: []StageReport{
+		{Name: "tar"},
+		{Name: "mt", Buffer: 256 << 20, BufferPeak: &peak},
+	}}
+	if err := WriteMetrics(path, rep); err != nil {
+		t.Fatal(err)
+	}
+	fams := parseMetrics(t, path)
+	mt := map[string]string{"job": "tape", "stage": "mt"}
+	if v := sample(t, fams, "pipespool_stage_buffer_size_bytes", mt); v != 256<<20 {
+		t.Errorf("size %v", v)
+	}
+	if v := sample(t, fams, "pipespool_stage_buffer_peak_bytes", mt); v != 3<<20 {
+		t.Errorf("peak %v", v)
+	}
+	for _, name := range []string{"pipespool_stage_buffer_size_bytes", "pipespool_stage_buffer_peak_bytes"} {
+		if n := len(fams[name].Metric); n != 1 {
+			t.Errorf("%s: %d samples, want the buffered stage's only", name, n)
+		}
+	}
+	if err := WriteMetrics(path, &Report{Job: "plain", Result: ResultSuccess, Stages: []StageReport{{Name: "cat"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := parseMetrics(t, path)["pipespool_stage_buffer_size_bytes"]; ok {
+		t.Error("buffer metrics for a job without a buffer")
+	}
+}
+
 // TestMetricsSeriesKeepAndLabels: several series in one file, told apart
 // by a queue label; a failed one keeps its own last success, and a kept
 // one (a run that did not happen) keeps its samples from the old file.

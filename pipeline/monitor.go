@@ -47,6 +47,10 @@ type watch struct {
 	exitStatus string      // how the main process ended, "exit 0"
 	holders    []proc.Stat // who holds its stdout, from the last scan
 
+	// The memory buffer on its input hop (pump.Buffer), from the last
+	// sample: its size (0: none) and what it held. For the display.
+	BufferSize, Buffered int64
+
 	// Display.
 	done      bool
 	failed    bool
@@ -263,6 +267,9 @@ func (m *monitorState) sample(i int, now time.Time) {
 		return
 	default:
 	}
+	if p := r.links[i].pump; p != nil && p.BufferSize() > 0 {
+		w.BufferSize, w.Buffered = p.BufferSize(), p.Buffered()
+	}
 	pid := st.Pid()
 	in, out := m.linkBytes(i, pid)
 	var ps proc.Sample
@@ -313,7 +320,9 @@ func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
 	}
 	switch l := r.links[i+1]; {
 	case l.pump != nil:
-		out = l.pump.Bytes()
+		// Read by the pump (delivered, or held in its buffer), plus
+		// what is still queued in the stage's pipe.
+		out = l.pump.Bytes() + l.pump.Buffered()
 		if q := l.pump.SrcQueued(); q > 0 {
 			out += int64(q)
 		}
@@ -329,6 +338,15 @@ func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
 // or "output" at the ends), or "" when it is not held up by a neighbour:
 // its output link cannot deliver (the consumer is not reading), or its
 // input link has nothing and the stage has read all it was given.
+//
+// A full buffer (pump.Buffer) is back-pressure like a full pipe: its pump
+// waits for room (WaitingDst) and stops reading, so the stage writing into
+// it waits on the stage it feeds. The stage reading from a buffer that
+// holds bytes has them queued in its pipe: it waits on nobody, and if it
+// reads nothing for stall_timeout it is the stage that stalled, however
+// much the buffer holds. Below its start level (buffer_start_at) a buffer
+// delivers nothing and waits for its source (WaitingSrc), so that stage
+// waits on its producer.
 //
 // A rate limit holds a stage up as a neighbour does (RateLimitWait): the
 // limited pump of its output waits for tokens with bytes of the stage's

@@ -51,7 +51,12 @@ type StageReport struct {
 	BytesOut int64  `json:"bytes_out"`
 	// RateLimit is the limit of its input hop in bytes per second (its
 	// rate_limit, or exec --rate-limit for the first stage); 0: none.
-	RateLimit  int64    `json:"rate_limit_bytes_per_second,omitempty"`
+	RateLimit int64 `json:"rate_limit_bytes_per_second,omitempty"`
+	// Buffer is the size of the memory buffer on its input hop (its
+	// buffer, or exec --buffer for the first stage), 0: none; BufferPeak
+	// the most it held, nil when there is none.
+	Buffer     int64    `json:"buffer_bytes,omitempty"`
+	BufferPeak *int64   `json:"buffer_peak_bytes,omitempty"`
 	Duration   float64  `json:"duration_seconds"`
 	Stalls     int      `json:"stalls"`
 	Nudges     int      `json:"nudges"`

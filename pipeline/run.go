@@ -118,6 +118,9 @@ func (r *running) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkHops(job, r.opts); err != nil {
+		return err
+	}
 	r.programs = make([]string, n)
 	for i := range job.Stages {
 		s := &job.Stages[i]
@@ -308,6 +311,10 @@ func (r *running) stageReport(i int, sv stageVerdict) StageReport {
 	sr := StageReport{Name: st.Name(), Kind: string(st.Kind()), Argv: st.Argv(), Pid: st.Pid(),
 		BytesIn: o.bytesIn, BytesOut: o.bytesOut, StderrTail: string(res.StderrTail),
 		Status: sv.Status, Note: sv.Note, RateLimit: HopRateLimit(r.job, r.opts, i)}
+	if p := r.links[i].pump; p != nil && p.BufferSize() > 0 {
+		peak := p.BufferPeak()
+		sr.Buffer, sr.BufferPeak = p.BufferSize(), &peak
+	}
 	started := o.started && o.startErr == nil && !res.Started.IsZero()
 	if started {
 		sr.Duration = res.Ended.Sub(res.Started).Seconds()

@@ -13,6 +13,7 @@ import (
 	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/units"
 )
 
 // nudgeStopWait bounds how long a nudge waits for the stage's processes to
@@ -226,6 +227,10 @@ func (m *monitorState) diagnose(i int, idle time.Duration) string {
 		outQ = p.SrcQueued()
 	}
 	fmt.Fprintf(&b, "; input %s, output %s", queuedText(inQ, r.links[i]), queuedText(outQ, r.links[i+1]))
+	if p := r.links[i].pump; p != nil && p.BufferSize() > 0 {
+		// Bytes waiting for it beyond its pipe: it is the one not reading.
+		fmt.Fprintf(&b, "; its input buffer holds %s of %s", units.FormatSize(p.Buffered()), units.FormatSize(p.BufferSize()))
+	}
 	b.WriteString(stallVerdict(at, inQ, outQ))
 	if waiting := m.waitingFor(i); len(waiting) > 0 {
 		fmt.Fprintf(&b, "; waiting on it: %s", strings.Join(waiting, ", "))

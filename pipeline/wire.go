@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -158,6 +159,9 @@ func (r *running) wire() (e ends, err error) {
 		if lim := HopRateLimit(r.job, r.opts, k); lim > 0 {
 			popts = append(popts, pump.RateLimit(lim))
 		}
+		if b := HopBuffer(r.job, r.opts, k); b.Size > 0 {
+			popts = append(popts, pump.Buffer(b))
+		}
 		if k > 0 && k < n && r.verifierUpstream(k) {
 			// Stage k may fail while a verifying stage upstream runs:
 			// its input link is then drained, not cut (drain.go).
@@ -177,19 +181,77 @@ func (r *running) wire() (e ends, err error) {
 }
 
 // builtinsJoined reports whether boundary k joins two built-ins with one
-// pipe and no pump: unless the hop is rate limited, which only a pump can
-// enforce.
+// pipe and no pump: unless the hop is rate limited or buffered, which
+// only a pump can do.
 func (r *running) builtinsJoined(k int) bool {
 	n := len(r.stages)
 	return k > 0 && k < n && r.stages[k-1].Kind() == stage.KindBuiltin && r.stages[k].Kind() == stage.KindBuiltin &&
-		HopRateLimit(r.job, r.opts, k) == 0
+		!r.hopPumped(k)
 }
 
 // inputDirect reports whether the input is handed to the first stage as it
-// is (a regular file): not when its hop is rate limited, which only a pump
-// can enforce; the pump then reads the file.
+// is (a regular file): not when its hop is rate limited or buffered,
+// which only a pump can do; the pump then reads the file.
 func (r *running) inputDirect() bool {
-	return r.src.direct && HopRateLimit(r.job, r.opts, 0) == 0
+	return r.src.direct && !r.hopPumped(0)
+}
+
+// hopPumped reports whether boundary k needs a pump whatever its ends are:
+// it has a rate limit or a buffer.
+func (r *running) hopPumped(k int) bool {
+	return HopRateLimit(r.job, r.opts, k) > 0 || HopBuffer(r.job, r.opts, k).Size > 0
+}
+
+// HopBuffer is the buffer of boundary k (Size 0: none): that of the input
+// hop of stage k+1 (1-based), whose size opts.Buffer sets for the first
+// (its levels, in percent, still apply); the output hop (k =
+// len(job.Stages)) has none. The levels are rounded up to whole bytes:
+// 80% of a buffer is reached only when it holds at least that.
+func HopBuffer(job *Job, opts Options, k int) pump.BufferSpec {
+	if k >= len(job.Stages) {
+		return pump.BufferSpec{}
+	}
+	s := &job.Stages[k]
+	size := s.Buffer
+	if k == 0 && opts.Buffer > 0 {
+		size = opts.Buffer
+	}
+	if size == 0 {
+		return pump.BufferSpec{}
+	}
+	resume := s.BufferResumeAt
+	if resume <= 0 {
+		resume = 100 // unset: a job file cannot say 0% (see validator.buffer)
+	}
+	level := func(pct float64) int64 { return min(int64(math.Ceil(float64(size)*pct/100)), size) }
+	return pump.BufferSpec{Size: size, StartAt: level(s.BufferStartAt), ResumeBelow: max(level(resume), 1)}
+}
+
+// checkHops finds what opts make impossible on the job's hops: exec's
+// --buffer and --rate-limit both apply to the run's input hop, which
+// takes one or the other.
+func checkHops(job *Job, opts Options) error {
+	if len(job.Stages) == 0 {
+		return nil
+	}
+	if b := opts.Buffer; b > 0 {
+		least := max(int64(pump.MinBuffer), int64(job.PipeSize))
+		if b < least || b > pump.MaxBuffer {
+			return &HopFlagError{Msg: fmt.Sprintf("--buffer %s: use %s (one pipe of this job) to %s",
+				units.FormatSize(b), units.FormatSize(least), units.FormatSize(pump.MaxBuffer))}
+		}
+	}
+	if HopRateLimit(job, opts, 0) > 0 && HopBuffer(job, opts, 0).Size > 0 {
+		what := "--buffer and --rate-limit"
+		switch {
+		case opts.Buffer == 0:
+			what = "--rate-limit and the first stage's buffer"
+		case opts.RateLimit == 0:
+			what = "--buffer and the first stage's rate_limit"
+		}
+		return &HopFlagError{Msg: what + " both apply to the run's input hop, which takes a buffer or a rate limit, not both: put the one on the next stage's input, or add a cat stage"}
+	}
+	return nil
 }
 
 // HopRateLimit is the rate limit of boundary k in bytes per second (0:
@@ -302,3 +364,12 @@ func (r *running) consumerSide(k int, e *ends, open *closers) (linkEnd, error) {
 	}
 	return linkEnd{owned: wr, fd: wr.fd, name: "input of stage " + r.stages[k].Name()}, nil
 }
+
+// HopFlagError is an exec --buffer or --rate-limit that the job's
+// input hop cannot take: exit 2, as any usage error.
+type HopFlagError struct{ Msg string }
+
+func (e *HopFlagError) Error() string { return e.Msg }
+
+// ExitCode is 2: invalid usage.
+func (e *HopFlagError) ExitCode() int { return 2 }

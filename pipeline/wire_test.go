@@ -137,6 +137,8 @@ func TestPipesNeededMatchesWire(t *testing.T) {
 	// A rate-limited hop always has a pump: none is direct or joins two
 	// built-ins.
 	limited := func(s StageSpec) StageSpec { s.RateLimit = 1 << 20; return s }
+	// A buffered hop too.
+	buffered := func(s StageSpec) StageSpec { s.Buffer, s.BufferResumeAt = 4<<20, 100; return s }
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +148,8 @@ func TestPipesNeededMatchesWire(t *testing.T) {
 	for _, input := range []string{in, "-", "none"} {
 		for _, output := range []string{filepath.Join(dir, "out"), "-", "none"} {
 			for _, stages := range [][]StageSpec{{cat(1)}, {zc(1)}, {cat(1), cat(2)}, {zc(1), zd(2)}, {cat(1), zc(2), zd(3), cat(4)}, {zc(1), cat(2), zd(3)},
-				{limited(cat(1))}, {limited(zc(1))}, {zc(1), limited(zd(2))}, {cat(1), zc(2), limited(zd(3)), limited(cat(4))}} {
+				{limited(cat(1))}, {limited(zc(1))}, {zc(1), limited(zd(2))}, {cat(1), zc(2), limited(zd(3)), limited(cat(4))},
+				{buffered(cat(1))}, {buffered(zc(1))}, {zc(1), buffered(zd(2))}, {buffered(cat(1)), zc(2), buffered(zd(3)), limited(cat(4))}} {
 				job := &Job{File: filepath.Join(dir, "j.toml"), Dir: dir, Name: "j", PipeSize: 64 << 10, Input: input, Output: output, Stages: stages}
 				run := &running{job: job, opts: Options{Stdin: r, Stdout: w}, log: discardLogger(), failedC: make(chan struct{})}
 				if err := run.build(context.Background()); err != nil {
@@ -162,6 +165,9 @@ func TestPipesNeededMatchesWire(t *testing.T) {
 				for k, s := range stages {
 					if s.RateLimit > 0 && (run.links[k].pump == nil || run.links[k].pump.Burst() == 0) {
 						t.Errorf("%s -> %d stages -> %s: the input hop of limited stage %d has no limited pump", input, len(stages), output, k+1)
+					}
+					if s.Buffer > 0 && (run.links[k].pump == nil || run.links[k].pump.BufferSize() != s.Buffer) {
+						t.Errorf("%s -> %d stages -> %s: the input hop of buffered stage %d has no buffered pump", input, len(stages), output, k+1)
 					}
 				}
 				for _, f := range append(e.stdin, e.stdout...) {

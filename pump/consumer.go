@@ -75,10 +75,15 @@ func (p *Pump) discardFromNow() error {
 	if err != nil {
 		return fmt.Errorf("draining %s: %w", p.src.Name, err)
 	}
+	// What the copier holds (a buffer) was read from the source and
+	// refused by the consumer: not drained, but undelivered, so that the
+	// producer's bytes (Bytes + Undelivered) stay exact.
+	held := p.copier.buffered()
 	if err := p.copier.close(); err != nil {
 		unix.Close(null)
 		return err
 	}
+	p.drainHeld = held
 	p.fdMu.Lock()
 	p.drainLost = p.dstQueued()
 	if p.dst.Own {

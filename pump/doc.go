@@ -53,6 +53,15 @@
 // attempt, not a wait. A pump without a limit pays one nil check per
 // transfer for the feature.
 //
+// A pump made with Buffer copies through memory instead (bufferCopier in
+// buffer.go): it reads its source whenever its buffer has room and writes
+// its destination whenever it holds bytes, each side on its own, and waits
+// only for the sides it wants that returned EAGAIN, one-shot and
+// level-triggered like the read/write path. A full buffer is not waited
+// on for input and an empty one not for room, so neither spins. Its
+// memory is mapped in chunks as it fills and returned as it drains. The
+// pumps without a buffer do not run a line of it.
+//
 // After any wake-up the loop tries the transfer again rather than trusting
 // the event bits: the transfer's own result (bytes, 0 for EOF, EAGAIN,
 // EPIPE) is the only truth.
@@ -61,7 +70,9 @@
 // thread runs as SCHED_BATCH (unless someone chose another policy for it):
 // its wake-ups then wait for the stage on the CPU to finish its slice
 // instead of preempting it mid-copy. The stages keep the default policy;
-// see batchThread.
+// see batchThread. A pump with a buffer keeps the default policy too: it
+// copies through memory, and its consumer, having read the pipe empty,
+// should not wait for another task's slice to end before it is refilled.
 //
 // EINTR is retried at the syscall. Short transfers are normal and simply
 // continue. EPIPE means the consumer is gone: the pump stops, reports how

@@ -76,9 +76,13 @@ type Result struct {
 	Undelivered int64
 	Unread      int64
 	// Drained is the part of Bytes discarded after Drain: read from the
-	// source once the consumer had gone, and thrown away.
+	// source once the consumer had gone, and thrown away. What the pump
+	// held then (refused by the consumer) is in Undelivered.
 	Drained int64
-	Err     error // nil at EOF
+	// BufferPeak is the most the pump's buffer held (see Buffer); 0
+	// without one.
+	BufferPeak int64
+	Err        error // nil at EOF
 }
 
 // Pump copies Src to Dst.
@@ -104,6 +108,10 @@ type Pump struct {
 	state    atomic.Int32 // a State, or waitingEither
 	stopping atomic.Bool
 
+	// The buffer's accounting (see Buffer), written by the buffer copier
+	// only: a pump without a buffer never touches them.
+	bufFill, bufPeak, bufMapped atomic.Int64
+
 	// What happens when the consumer goes first: see HoldWhenConsumerGone
 	// and Drain. decision is closed by the first Drain or Stop.
 	gone         goneMode
@@ -112,6 +120,7 @@ type Pump struct {
 	drainReq     atomic.Bool
 	drainFrom    int64 // bytes moved when the drain began
 	drainLost    int64 // bytes left unread in the consumer's pipe then
+	drainHeld    int64 // bytes the copier held then, thrown away
 
 	// fdMu makes the fds safe to inspect from other goroutines (FIONREAD
 	// for a stall diagnosis): closeEnds and the drain hold it to close or
@@ -128,10 +137,11 @@ type Pump struct {
 
 // options are the choices made with New's Options.
 type options struct {
-	keepWitness bool  // see KeepWitness
-	awaitRead   bool  // see AwaitRead
-	rate        int64 // bytes per second; see RateLimit
-	burst       int64 // the limit's burst, set by New
+	keepWitness bool       // see KeepWitness
+	awaitRead   bool       // see AwaitRead
+	rate        int64      // bytes per second; see RateLimit
+	burst       int64      // the limit's burst, set by New
+	buffer      BufferSpec // see Buffer; Size 0: none
 }
 
 // Option configures a Pump.
@@ -142,6 +152,14 @@ func New(src, dst End, opts ...Option) (*Pump, error) {
 	p := &Pump{witness: -1, done: make(chan struct{}), decision: make(chan struct{})}
 	for _, o := range opts {
 		o(p)
+	}
+	if p.opts.buffer.Size > 0 {
+		if p.opts.rate > 0 {
+			return nil, fmt.Errorf("pump %s to %s: a buffer and a rate limit on one pump are not supported", src.Name, dst.Name)
+		}
+		if err := p.opts.buffer.Check(); err != nil {
+			return nil, fmt.Errorf("pump %s to %s: %w", src.Name, dst.Name, err)
+		}
 	}
 	srcKind, err := kindOf(src.FD)
 	if err != nil {
@@ -162,12 +180,16 @@ func New(src, dst End, opts ...Option) (*Pump, error) {
 	return p, nil
 }
 
-// newCopier returns the strategy for the current ends. splice(2) needs a
+// newCopier returns the strategy for the current ends: the buffer's when
+// the pump has one (and is not draining). splice(2) needs a
 // pipe on one side. The other side must be a pipe or a file that never
 // waits, or an fd we own (non-blocking): splice to or from an inherited
 // blocking socket or terminal could block the pump where Stop cannot reach
 // it.
 func (p *Pump) newCopier() copier {
+	if p.opts.buffer.Size > 0 && p.gone != goneDrained {
+		return newBufferCopier(p)
+	}
 	spliceable := func(e end) bool { return e.kind != kindPolled || e.Own }
 	if (p.src.kind == kindPipe || p.dst.kind == kindPipe) && spliceable(p.src) && spliceable(p.dst) {
 		return newSpliceCopier(p)
@@ -233,15 +255,26 @@ func (p *Pump) Stop() {
 
 // Run copies until EOF, a consumer gone, an error or Stop, then closes the
 // owned ends and returns. Call it once, in its own goroutine: it holds that
-// goroutine's thread, as SCHED_BATCH, until it returns (see batchThread).
+// goroutine's thread, as SCHED_BATCH, until it returns (see batchThread);
+// a pump with a buffer keeps the thread's policy.
 func (p *Pump) Run() Result {
 	defer close(p.done)
-	restore := batchThread()
+	// A buffered pump does real copying, and a consumer waiting for it to
+	// refill its pipe must not wait for the end of another task's time
+	// slice: it keeps the default policy (docs/internals/pump.md).
+	restore := func() {}
+	if p.opts.buffer.Size == 0 {
+		restore = batchThread()
+	}
 	res := p.loop()
 	restore()
 	res.Bytes = p.bytes.Load()
+	res.BufferPeak = p.bufPeak.Load()
 	if p.gone == goneDrained {
 		res.Drained, res.Unread = res.Bytes-p.drainFrom, p.drainLost
+		// Not delivered to the consumer: what the pump held and what it
+		// left in the consumer's pipe, as for a consumer gone.
+		res.Undelivered += p.drainHeld + p.drainLost
 	}
 	p.state.Store(int32(Finished))
 	if res.EOF && p.opts.keepWitness {
@@ -310,6 +343,13 @@ func (p *Pump) progress(n int) (elapsed int64) {
 	prev := p.last.Swap(now)
 	p.state.Store(int32(Moving))
 	return now - prev
+}
+
+// touch notes that bytes moved from the source (into a buffer): progress,
+// though nothing was delivered yet.
+func (p *Pump) touch() {
+	p.last.Store(time.Now().UnixNano())
+	p.state.Store(int32(Moving))
 }
 
 // copyError is a transfer's error as Result.Err says it.

@@ -36,6 +36,7 @@ type execOptions struct {
 	Size        string
 	// ProgressInterval is the interval between two lines of --progress log.
 	ProgressInterval time.Duration
+	Buffer           string
 }
 
 // NewCmdExec builds the exec command; runF does the work (nil: runExec).
@@ -73,6 +74,7 @@ SIGHUP/SIGINT/SIGQUIT/SIGTERM (every stage stopped first).`,
   zfs send tank@snap | pipespool exec send.toml -i - -o -
   pipespool exec restore.toml --dry-run
   pipespool exec restore.toml --rate-limit 50MiB/s
+  zfs send tank@snap | pipespool exec send.toml -i - --buffer 1GiB
   zfs send tank@snap | pipespool exec send.toml -i - --size 120GiB
   pipespool exec backup.toml --progress log --progress-interval 1m
   pipespool exec backup.toml --lock /run/lock/backup.lock --metrics-file /var/lib/node_exporter/textfile/backup.prom`,
@@ -94,6 +96,7 @@ SIGHUP/SIGINT/SIGQUIT/SIGTERM (every stage stopped first).`,
 	f.DurationVar(&opts.LockWait, "lock-wait", 0, "with --lock: wait up to this long for the lock before exiting 75")
 	f.BoolVar(&opts.DryRun, "dry-run", false, "validate and print the resolved stage graph, run nothing")
 	f.StringVar(&opts.RateLimit, "rate-limit", "", "limit the run's input to RATE, e.g. 50MiB/s or 50M (pv -L, mbuffer -r); replaces the first stage's rate_limit")
+	f.StringVar(&opts.Buffer, "buffer", "", "a memory buffer of SIZE on the run's input, e.g. 1GiB (mbuffer -m); sets or resizes the first stage's buffer")
 	return cmd
 }
 
@@ -130,11 +133,18 @@ func runExec(opts *execOptions) error {
 			return usageErrorf("--rate-limit: %v", err)
 		}
 	}
+	var buffer int64
+	if opts.Buffer != "" {
+		var err error
+		if buffer, err = units.ParseSizeString(opts.Buffer); err != nil {
+			return usageErrorf("--buffer: %v", err)
+		}
+	}
 	job, err := pipeline.Load(opts.JobFile)
 	if err != nil {
 		return err
 	}
-	popts := pipeline.Options{InputPath: opts.Input, OutputPath: opts.Output, RateLimit: rate, ExpectedSize: size,
+	popts := pipeline.Options{InputPath: opts.Input, OutputPath: opts.Output, RateLimit: rate, ExpectedSize: size, Buffer: buffer,
 		Stdin: opts.g.streams.In, Stdout: opts.g.streams.Out, Logger: opts.g.Logger()}
 	if opts.DryRun {
 		desc, err := pipeline.Describe(job, popts)

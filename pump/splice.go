@@ -232,8 +232,8 @@ func (c *spliceCopier) batchDelay(n int, elapsed int64) time.Duration {
 	return min(time.Duration(elapsed*int64(c.batchTarget)/int64(n)), c.batchMax)
 }
 
-// sleep sleeps the pump's thread for d (at most maxBatchDelay), resuming
-// after signals.
+// sleep sleeps the pump's thread for d (at most maxBatchDelay), or less:
+// a signal ends it early, and it is not resumed.
 //
 // It is a raw system call, which the Go scheduler does not see: its P stays
 // with the pump for those 100 us at most (delaying a stop-the-world by as
@@ -243,14 +243,19 @@ func (c *spliceCopier) batchDelay(n int, elapsed int64) time.Duration {
 // taking its CPU from the stages; with the raw call it backs off as it
 // does when the pump is idle. Never use this for a wait without a short
 // bound.
+//
+// Never resume it after EINTR. The runtime preempts a thread by signalling
+// it (SIGURG), again and again until the thread yields, and a thread in a
+// raw system call cannot yield: only returning to Go code lets it. The
+// time left that nanosleep reports includes the timer's slack (50 us by
+// default), so a sleep resumed with it and interrupted again sooner than
+// that asks for more each time and never ends; the garbage collector, and
+// with it every goroutine that allocates, then waits for the pump's thread
+// for as long as the signals keep coming (minutes, under load). Cutting a
+// batching sleep short only makes one more attempt sooner.
 func sleep(d time.Duration) {
 	ts := unix.NsecToTimespec(int64(min(d, maxBatchDelay)))
-	for {
-		_, _, e := unix.RawSyscall(unix.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), uintptr(unsafe.Pointer(&ts)), 0)
-		if e != unix.EINTR {
-			return
-		}
-	}
+	unix.RawSyscall(unix.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
 }
 
 // spliceBlockedSide says, for a splice that returned EAGAIN, which side made

@@ -470,3 +470,73 @@ command = ["cat"]
 		t.Errorf("final line %q", res.Stderr)
 	}
 }
+
+// TestExecProgressLogShowsBufferFill: a stage whose input hop has a memory
+// buffer shows how full it is in the log lines (sN.buffer, in percent),
+// and the first stage, which read its whole file into the buffer at once
+// and exited, shows all of it.
+func TestExecProgressLogShowsBufferFill(t *testing.T) {
+	dir := t.TempDir()
+	const size = 8 << 20
+	writeFile(t, dir, "in.bin", strings.Repeat("0123456789abcdef", size/16))
+	job := writeFile(t, dir, "job.toml", `
+name = "buffered"
+[input]
+path = "in.bin"
+[output]
+path = "none"
+[[stage]]
+name = "first"
+command = ["cat"]
+[[stage]]
+name = "slow"
+command = ["cat"]
+buffer = "16MiB"
+[[stage]]
+name = "last"
+command = ["cat"]
+rate_limit = "2MiB/s"
+`)
+	res := runPipespool(t, runOpts{}, "exec", job, "--progress", "log", "--progress-interval", "1s")
+	if res.Code != 0 {
+		t.Fatalf("exit %d\nstderr: %s", res.Code, res.Stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(res.Stderr), "\n"), "\n")
+	filled := false
+	var lastIn float64
+	for i, l := range lines {
+		kv := parseLogfmt(t, l)
+		lastIn = num(t, kv, "s1.in")
+		if kv["final"] == "true" {
+			if _, ok := kv["s2.buffer"]; ok {
+				t.Errorf("final line %d shows a fill: %q", i, l)
+			}
+			continue
+		}
+		if kv["s2.buffer"] == "" {
+			t.Fatalf("line %d has no s2.buffer: %q", i, l)
+		}
+		if f := num(t, kv, "s2.buffer"); f < 0 || f > 100 {
+			t.Errorf("line %d: s2.buffer %v", i, f)
+		} else if f > 0 {
+			filled = true
+		}
+		if _, ok := kv["s1.buffer"]; ok {
+			t.Errorf("line %d: s1 has no buffer but shows one: %q", i, l)
+		}
+	}
+	if !filled {
+		t.Errorf("no line shows the buffer holding anything, though its consumer is held to 2 MiB/s:\n%s", res.Stderr)
+	}
+	if len(lines) < 3 {
+		t.Fatalf("%d lines for a 4 s run at 1 s intervals:\n%s", len(lines), res.Stderr)
+	}
+	// The line before the final one comes seconds after the first stage
+	// read its whole file into the buffer and exited.
+	if kv := parseLogfmt(t, lines[len(lines)-2]); num(t, kv, "s1.in") != size {
+		t.Errorf("s1.in %s seconds after the first stage read all %d bytes and exited", kv["s1.in"], size)
+	}
+	if lastIn != size {
+		t.Errorf("final s1.in %v, want %d", lastIn, size)
+	}
+}

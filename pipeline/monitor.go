@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"os"
 	"time"
 
 	"github.com/pipespool/pipespool/proc"
@@ -271,7 +272,7 @@ func (m *monitorState) sample(i int, now time.Time) {
 		w.BufferSize, w.Buffered = p.BufferSize(), p.Buffered()
 	}
 	pid := st.Pid()
-	in, out := m.linkBytes(i, pid)
+	in, out := m.linkBytes(i)
 	var ps proc.Sample
 	if st.Kind() == stage.KindBuiltin {
 		in, out = st.Counters()
@@ -300,7 +301,7 @@ func (m *monitorState) sample(i int, now time.Time) {
 // pv -d does; once the process is gone (exited, or a zombie: its fds are
 // closed) that reads nothing, and the last value stands until the stage's
 // outcome has the exact one (the file's final offset).
-func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
+func (m *monitorState) linkBytes(i int) (in, out int64) {
 	r := m.r
 	in, out = m.w[i].in, m.w[i].out
 	switch l := r.links[i]; {
@@ -311,12 +312,8 @@ func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
 		if q := l.pump.DstQueued(); q > 0 {
 			in -= int64(q)
 		}
-	case l.direct != nil && pid > 0:
-		// A file handed over directly: its offset, read through the
-		// child's fdinfo (Seek on our copy would race with the stage).
-		if pos := m.pr.FDPos(pid, 0); pos >= 0 {
-			in = pos - l.start
-		}
+	case l.direct != nil:
+		in = m.directBytes(l, in)
 	}
 	switch l := r.links[i+1]; {
 	case l.pump != nil:
@@ -326,12 +323,34 @@ func (m *monitorState) linkBytes(i, pid int) (in, out int64) {
 		if q := l.pump.SrcQueued(); q > 0 {
 			out += int64(q)
 		}
-	case l.direct != nil && pid > 0:
-		if pos := m.pr.FDPos(pid, 1); pos >= 0 {
-			out = pos - l.start
-		}
+	case l.direct != nil:
+		out = m.directBytes(l, out)
 	}
 	return in, out
+}
+
+// directBytes is how far a stage has read or written a file handed to it
+// directly: the offset of our copy of it, which is a duplicate of the
+// stage's fd (the same open file, one offset), read from our own
+// /proc/self/fdinfo as `pv -d` reads a process's. Not lseek: on an open
+// file shared by two processes lseek waits for the file's position lock,
+// which a read or write of the stage holds for as long as it lasts (a hung
+// NFS read: for ever), and the monitor must never wait on a stage. Unlike
+// the stage's own fdinfo, ours still answers once the stage has exited: a
+// stage that read its whole file at once and went shows all of it. last
+// stands if it cannot be read.
+func (m *monitorState) directBytes(l link, last int64) int64 {
+	fd := -1
+	if rc, err := l.direct.SyscallConn(); err == nil {
+		rc.Control(func(f uintptr) { fd = int(f) })
+	}
+	if fd < 0 {
+		return last
+	}
+	if pos := m.pr.FDPos(os.Getpid(), fd); pos >= 0 {
+		return pos - l.start
+	}
+	return last
 }
 
 // waitingOn returns the name of the neighbour stage i is waiting for ("input"

@@ -73,9 +73,12 @@ func (m *monitorState) progressSamples(final bool) []progress.StageSample {
 	for i := range m.w {
 		w := &m.w[i]
 		// Buffer is the fill of the stage's input hop's memory buffer, in
-		// percent, for a hop that has one (from its pump, r.links[i]);
-		// -1: none.
+		// percent, while the hop has one; -1: none, and in the final
+		// lines, where the report has the buffer's peak.
 		s[i] = progress.StageSample{In: w.in, Out: w.out, State: m.stateOf(i), Buffer: -1}
+		if w.BufferSize > 0 && !final {
+			s[i].Buffer = int(100 * w.Buffered / w.BufferSize)
+		}
 		if final {
 			o := m.r.outcomes[i]
 			m.r.mu.Lock()

@@ -33,11 +33,10 @@ func TestLinkBytesFollowsADirectFileAndKeepsItOnceGone(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	pid := cmd.Process.Pid
 	m := &monitorState{r: &running{links: []link{{direct: f}, {}}}, w: make([]watch, 1)}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		in, _ := m.linkBytes(0, pid)
+		in, _ := m.linkBytes(0)
 		m.w[0].in = in
 		if in == 10 {
 			break
@@ -51,8 +50,25 @@ func TestLinkBytesFollowsADirectFileAndKeepsItOnceGone(t *testing.T) {
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
-	if in, _ := m.linkBytes(0, pid); in != 10 {
-		t.Errorf("after the stage is gone: in = %d, want the last value, 10", in)
+	if in, _ := m.linkBytes(0); in != 10 {
+		t.Errorf("after the stage is gone: in = %d, want 10", in)
+	}
+
+	// A stage that read its whole file and exited before the first
+	// sample: its count is all of it, not nothing.
+	g, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	quick := exec.Command("sh", "-c", "cat >/dev/null")
+	quick.Stdin = g
+	if err := quick.Run(); err != nil {
+		t.Fatal(err)
+	}
+	m = &monitorState{r: &running{links: []link{{direct: g}, {}}}, w: make([]watch, 1)}
+	if in, _ := m.linkBytes(0); in != 1000 {
+		t.Errorf("a stage that read its whole file and exited before any sample: in = %d, want 1000", in)
 	}
 }
 

@@ -330,27 +330,33 @@ func (m *monitorState) linkBytes(i int) (in, out int64) {
 }
 
 // directBytes is how far a stage has read or written a file handed to it
-// directly: the offset of our copy of it, which is a duplicate of the
-// stage's fd (the same open file, one offset), read from our own
-// /proc/self/fdinfo as `pv -d` reads a process's. Not lseek: on an open
-// file shared by two processes lseek waits for the file's position lock,
-// which a read or write of the stage holds for as long as it lasts (a hung
-// NFS read: for ever), and the monitor must never wait on a stage. Unlike
+// directly (see sharedOffset); last stands if it cannot be read. Unlike
 // the stage's own fdinfo, ours still answers once the stage has exited: a
-// stage that read its whole file at once and went shows all of it. last
-// stands if it cannot be read.
+// stage that read its whole file at once and went shows all of it.
 func (m *monitorState) directBytes(l link, last int64) int64 {
-	fd := -1
-	if rc, err := l.direct.SyscallConn(); err == nil {
-		rc.Control(func(f uintptr) { fd = int(f) })
-	}
-	if fd < 0 {
-		return last
-	}
-	if pos := m.pr.FDPos(os.Getpid(), fd); pos >= 0 {
+	if pos := sharedOffset(&m.pr, l.direct); pos >= 0 {
 		return pos - l.start
 	}
 	return last
+}
+
+// sharedOffset is the offset of f, our copy of a file handed to a stage
+// (a duplicate of the stage's fd: the same open file, one offset), read
+// from our own /proc/self/fdinfo as `pv -d` reads a process's; -1 if it
+// cannot be read. Not lseek: on an open file shared by two processes,
+// lseek waits for the file's position lock, which a read or write holds
+// for as long as it lasts, and a stage or something it left behind may be
+// stuck in one for ever (a hung NFS read, a process in D state that no
+// signal ends); neither the monitor nor the end of a run may wait on that.
+func sharedOffset(pr *proc.Reader, f *os.File) int64 {
+	fd := -1
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(u uintptr) { fd = int(u) })
+	}
+	if fd < 0 {
+		return -1
+	}
+	return pr.FDPos(os.Getpid(), fd)
 }
 
 // waitingOn returns the name of the neighbour stage i is waiting for ("input"

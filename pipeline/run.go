@@ -249,7 +249,8 @@ func (r *running) sinkFacts() sinkFacts {
 			sf.Err = pr.Err
 		}
 	case l.direct != nil:
-		if off, err := l.direct.Seek(0, io.SeekCurrent); err == nil {
+		var pr proc.Reader
+		if off := sharedOffset(&pr, l.direct); off >= 0 {
 			sf.Bytes = off - l.start
 		}
 		sf.Full = fileSystemFull(l.direct)

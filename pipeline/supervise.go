@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"slices"
@@ -271,7 +270,8 @@ func (r *running) watchStage(i int) {
 		o.inputEOF = pr.EOF
 		o.bytesIn = pr.Bytes - pr.Unread - int64(max(w, 0))
 	case in.direct != nil:
-		if off, err := in.direct.Seek(0, io.SeekCurrent); err == nil {
+		var pr proc.Reader
+		if off := sharedOffset(&pr, in.direct); off >= 0 {
 			o.bytesIn = off - in.start
 			if fi, err := in.direct.Stat(); err == nil && off < fi.Size() {
 				o.partial = true
@@ -298,7 +298,8 @@ func (r *running) watchStage(i int) {
 		pr := out.pump.Result()
 		o.bytesOut = pr.Bytes + pr.Undelivered - pr.Unread
 	} else if out.direct != nil {
-		if off, err := out.direct.Seek(0, io.SeekCurrent); err == nil {
+		var pr proc.Reader
+		if off := sharedOffset(&pr, out.direct); off >= 0 {
 			o.bytesOut = off - out.start
 		}
 	}

@@ -533,8 +533,8 @@ rate_limit = "2MiB/s"
 	}
 	// The line before the final one comes seconds after the first stage
 	// read its whole file into the buffer and exited.
-	if kv := parseLogfmt(t, lines[len(lines)-2]); num(t, kv, "s1.in") != size {
-		t.Errorf("s1.in %s seconds after the first stage read all %d bytes and exited", kv["s1.in"], size)
+	if kv := parseLogfmt(t, lines[len(lines)-2]); num(t, kv, "s1.in") != size || kv["s1.state"] != "exited" {
+		t.Errorf("s1.in %s, s1.state %q seconds after the first stage read all %d bytes and exited", kv["s1.in"], kv["s1.state"], size)
 	}
 	if lastIn != size {
 		t.Errorf("final s1.in %v, want %d", lastIn, size)

@@ -116,6 +116,10 @@ func (m *monitorState) stateOf(i int) string {
 		return "stalled, nudged"
 	case w.episode:
 		return "stalled"
+	case w.exited && len(w.holders) == 0:
+		// Its process is gone and nothing holds its stdout: what it
+		// wrote is still on its way (in its pipe, or a buffer).
+		return "exited"
 	case w.waitingOn != "":
 		return "waiting on " + w.waitingOn
 	}

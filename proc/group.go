@@ -63,12 +63,14 @@ type Group struct {
 	reaped  bool       // the leader was reaped: its pid (and pgid) may be reused
 	stopped bool
 
-	// signalled: pipespool sent the group a signal that ends processes
-	// (Stop, Kill, Cleanup); a member killed by a signal after it was
-	// not killed on its own.
-	signalled atomic.Bool
-	leftMu    sync.Mutex // guards left; never held with mu
-	left      []Exit     // failures of members reaped as orphans, at most maxLeft
+	// sent: the signals pipespool sent the group (Signal, Stop, Kill,
+	// Cleanup, and the end-of-run sweep after Cleanup), a bit each. A
+	// member killed by one of them after it was sent is taken for killed
+	// by pipespool; killed by any other (its own kill, a SIGUSR1, a
+	// SIGSEGV) it failed on its own, whenever it was reaped.
+	sent   atomic.Uint64
+	leftMu sync.Mutex // guards left; never held with mu
+	left   []Exit     // failures of members reaped as orphans, at most maxLeft
 }
 
 // Exit is how a process ended.
@@ -102,7 +104,7 @@ func (g *Group) noteLeft(st Stat, ws unix.WaitStatus) {
 		}
 		e.Status.Code = ws.ExitStatus()
 	case ws.Signaled():
-		if ws.Signal() == syscall.SIGPIPE || g.signalled.Load() {
+		if ws.Signal() == syscall.SIGPIPE || g.wasSent(ws.Signal()) {
 			return
 		}
 		e.Status.Signal = ws.Signal()
@@ -226,11 +228,7 @@ func (g *Group) waitLeader() {
 // Signal sends sig to the whole process group, unless the leader was
 // already reaped (the group id may then belong to somebody else).
 func (g *Group) Signal(sig syscall.Signal) error {
-	switch sig {
-	case 0, syscall.SIGSTOP, syscall.SIGCONT, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGWINCH:
-	default:
-		g.signalled.Store(true)
-	}
+	g.markSent(sig)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.signalLocked(sig)
@@ -258,7 +256,7 @@ func (g *Group) Stop(grace time.Duration) {
 	}
 	g.stopped = true
 	g.mu.Unlock()
-	g.signalled.Store(true)
+	g.markSent(syscall.SIGTERM, syscall.SIGKILL)
 	g.signalAll(syscall.SIGTERM)
 	go func() {
 		t := time.NewTimer(grace)
@@ -276,7 +274,7 @@ func (g *Group) Stop(grace time.Duration) {
 // below it that left the group. It is what a timeout does, where the
 // process had its time: fspl kills a job's command the same way.
 func (g *Group) Kill() {
-	g.signalled.Store(true)
+	g.markSent(syscall.SIGKILL)
 	g.signalAll(syscall.SIGKILL)
 }
 
@@ -347,7 +345,7 @@ func (g *Group) Cleanup(grace time.Duration) int {
 	n := 0
 	if left := g.memberStats(); len(left) > 0 {
 		n = len(left)
-		g.signalled.Store(true)
+		g.markSent(syscall.SIGKILL) // SIGTERM: Signal marks it
 		g.Signal(syscall.SIGTERM)
 		g.Signal(syscall.SIGCONT)
 		left = waitExit(left, time.Now().Add(grace))
@@ -362,10 +360,24 @@ func (g *Group) Cleanup(grace time.Duration) int {
 	// What the leader left in the group and that has exited is a zombie
 	// pipespool adopted: reap it now, so that LeftFailures is complete.
 	children()
-	// From here on only pipespool ends the group's processes (the sweep
-	// of Scope.Close): a death by signal is not a failure of their own.
-	g.signalled.Store(true)
+	// The sweep of Scope.Close may end what is left of the group, with
+	// these: a death by either from here on is pipespool's doing.
+	g.markSent(syscall.SIGTERM, syscall.SIGKILL)
 	return n
+}
+
+// markSent records that pipespool sends sigs to the group (see sent).
+func (g *Group) markSent(sigs ...syscall.Signal) {
+	for _, sig := range sigs {
+		if sig > 0 && sig < 64 {
+			g.sent.Or(1 << uint(sig))
+		}
+	}
+}
+
+// wasSent reports whether pipespool sent sig to the group.
+func (g *Group) wasSent(sig syscall.Signal) bool {
+	return sig > 0 && sig < 64 && g.sent.Load()&(1<<uint(sig)) != 0
 }
 
 // memberStats lists the live members of the group with their start times.

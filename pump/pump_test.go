@@ -804,8 +804,12 @@ func TestPumpStopsWhileInheritedDestinationIsStuck(t *testing.T) {
 			p := mustNew(t, src, dst)
 			done := start(p)
 			// The pump has delivered what the destination took and waits
-			// for room that never comes.
-			waitState(t, p, WaitingDst)
+			// for room that never comes. (Waiting alone is not enough: a
+			// terminal is polled before its first write, so the pump can
+			// wait for it with nothing delivered yet.)
+			eventually(t, 10*time.Second, "pump waiting for the destination after delivering", func() bool {
+				return p.Bytes() > 0 && p.State() == WaitingDst
+			})
 			p.Stop()
 			res := waitFor(t, done, 5*time.Second, "pump after Stop")
 			if !errors.Is(res.Err, ErrStopped) || res.Bytes == 0 || res.Undelivered == 0 {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -135,7 +133,7 @@ func (h *harness) backupJob(name, job, in, decode string, stages ...string) (*ba
 // recorded, and its output is decoded by real gpg and zstd and compared
 // with the input. The variants are then added to g.
 func (h *harness) backupMeasure(g *group, in string, vs ...*backupVariant) error {
-	want, err := fileSum(in)
+	want, err := fileSHA256(in)
 	if err != nil {
 		return err
 	}
@@ -169,19 +167,6 @@ func (h *harness) backupMeasure(g *group, in string, vs ...*backupVariant) error
 	g.notes = append(g.notes, fmt.Sprintf("Output sizes (%s), every output decoded by gpg and zstd back to the input's SHA-256:\n\n%s",
 		g.id, markdownTable([]string{"variant", "bytes", "size", "ratio to the first"}, cells)))
 	return nil
-}
-
-func fileSum(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	s := sha256.New()
-	if _, err := io.Copy(s, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(s.Sum(nil)), nil
 }
 
 // backupChainGroup is the whole backup chain for mode "pub" (one RSA

@@ -74,7 +74,8 @@
 // copies through memory, and its consumer, having read the pipe empty,
 // should not wait for another task's slice to end before it is refilled.
 //
-// EINTR is retried at the syscall. Short transfers are normal and simply
+// EINTR is retried at the syscall, but for the batching sleep, which a
+// signal ends (see sleep in splice.go). Short transfers are normal and simply
 // continue. EPIPE means the consumer is gone: the pump stops, reports how
 // many bytes it could not deliver, and closes its source so that the
 // producer gets EPIPE or SIGPIPE at its next write, as in a shell pipeline.

@@ -108,8 +108,13 @@ buffer_start_at = "50%"
 	if !errors.As(err, &re) || rep.RootCause != "trickle" {
 		t.Fatalf("err %v, root cause %q: want trickle stalled and killed\nlog: %s", err, rep.RootCause, logs)
 	}
-	if rep.Stages[1].Stalls != 0 || rep.Stages[1].BytesIn != 0 {
-		t.Errorf("tape: %d stalls, %d bytes in: want none (it waits on trickle, and 1 MiB is below the start level)", rep.Stages[1].Stalls, rep.Stages[1].BytesIn)
+	// Tape is never called stalled: it waits on trickle, and 1 MiB is
+	// below the start level. Once trickle is killed its stream ends, and a
+	// buffer writes out what it holds at the end of its input, start
+	// level or not: that race with the run's stop may hand tape part of
+	// the 1 MiB, never more.
+	if rep.Stages[1].Stalls != 0 || rep.Stages[1].BytesIn > 1<<20 {
+		t.Errorf("tape: %d stalls, %d bytes in: want no stall and at most the 1 MiB trickle wrote", rep.Stages[1].Stalls, rep.Stages[1].BytesIn)
 	}
 	if p := rep.Stages[1].BufferPeak; p == nil || *p != 1<<20 {
 		t.Errorf("peak %v, want 1 MiB", p)

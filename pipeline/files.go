@@ -25,6 +25,9 @@ type source struct {
 	// starts after its header).
 	direct bool
 	start  int64
+	// pipe: the read end of a pipe a fan-out writes into (a branch of a
+	// tree), handed to the pump of the first hop, which owns it from then.
+	pipe *ownedFD
 }
 
 func openSource(o *opener, path string, override *os.File, stdin *os.File) (*source, error) {
@@ -85,6 +88,9 @@ func classifySource(desc string, f *os.File, own bool) (*source, error) {
 }
 
 func (s *source) close() {
+	if s.pipe != nil {
+		s.pipe.Close()
+	}
 	if s.own {
 		s.file.Close()
 	}
@@ -100,6 +106,11 @@ type sink struct {
 	// counts the bytes); anything else goes through a pump, which counts
 	// the bytes and sees a write fail itself.
 	direct bool
+	// pipe: the write end of the pipe a fan-out reads (a line of a tree
+	// that forks), handed to the pump of the last hop, which owns it from
+	// then: it closes it at the end of the stream, the fan-out's end of
+	// file.
+	pipe *ownedFD
 }
 
 // name is how messages name the output.
@@ -199,6 +210,9 @@ func filledByRuntime(f *os.File) bool {
 // directory) or closes another output it opened. On error nothing appears
 // under the final name.
 func (s *sink) commit() error {
+	if s.pipe != nil {
+		return s.pipe.Close()
+	}
 	if s.atomic != nil {
 		if err := s.atomic.Commit(); err != nil {
 			return fmt.Errorf("output %w", err)
@@ -214,7 +228,9 @@ func (s *sink) commit() error {
 // discard drops an atomic output's temporary file, or closes another
 // output it opened.
 func (s *sink) discard() {
-	if s.atomic != nil {
+	if s.pipe != nil {
+		s.pipe.Close()
+	} else if s.atomic != nil {
 		s.atomic.Discard()
 	} else if s.own {
 		s.file.Close()

@@ -90,6 +90,19 @@ type StageSpec struct {
 	// VerifiesInput: the stage checks its input's integrity (to its end)
 	// and gets to finish when a stage after it fails (drain.go).
 	VerifiesInput bool
+	// From is the 1-based position of the stage it reads from when the job
+	// file names one (from = "NAME"); 0: the stage before it (the first
+	// stage reads the run's input). Job.producer resolves it.
+	From int
+	// Output is where its branch ends (output = "PATH"): "" when it does
+	// not end a branch in an output of its own. OutputMode is the mode of
+	// a file it creates (output_mode, else the job's [output] mode).
+	Output        string
+	OutputMode    os.FileMode
+	OutputModeSet bool
+	// Optional: the branch it starts may fail without failing the run
+	// (optional = true); its outputs are then discarded.
+	Optional bool
 }
 
 type rawJob struct {
@@ -138,6 +151,10 @@ type rawStage struct {
 	Buffer           any               `toml:"buffer"`
 	BufferStartAt    any               `toml:"buffer_start_at"`
 	BufferResumeAt   any               `toml:"buffer_resume_at"`
+	From             *string           `toml:"from"`
+	Output           *string           `toml:"output"`
+	OutputMode       *string           `toml:"output_mode"`
+	Optional         *bool             `toml:"optional"`
 }
 
 // Load reads and validates the job file at path. Every error is a *JobError
@@ -298,6 +315,9 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 		}
 		names[s.Name] = s.Index
 		job.Stages = append(job.Stages, s)
+	}
+	if err := v.tree(job, raw); err != nil {
+		return nil, err
 	}
 	return job, nil
 }

@@ -322,13 +322,21 @@ func (r *running) flushPending(pending []int, judged []bool, force bool) []int {
 	slices.Sort(pending)
 	var keep []int
 	for _, i := range pending {
-		if !force && upstreamUnjudged(i, judged) {
+		if !force && r.upstreamUnjudged(i, judged) {
 			keep = append(keep, i)
 			continue
 		}
 		r.stopOwn(i)
 	}
 	return keep
+}
+
+// upstreamUnjudged reports whether a stage upstream of i has not been
+// judged yet, in this line or (in a tree) in a line that feeds it: a
+// branch that fails on a stream its trunk cut or corrupted waits for the
+// trunk's stage to say why, as a stage does for the stages before it.
+func (r *running) upstreamUnjudged(i int, judged []bool) bool {
+	return upstreamUnjudged(i, judged) || r.tree != nil && r.tree.upstreamBusy()
 }
 
 // upstreamUnjudged reports whether a stage upstream of i has not been
@@ -352,7 +360,7 @@ func (r *running) judge(i int, judged []bool) bool {
 	}
 	// A stage that could not start read nothing: no stage upstream can
 	// have made it fail, so there is nothing to wait for.
-	if f.StartErr == "" && upstreamUnjudged(i, judged) {
+	if f.StartErr == "" && r.upstreamUnjudged(i, judged) {
 		return true
 	}
 	r.stopOwn(i)
@@ -398,8 +406,12 @@ func (r *running) stopRun(c stopCause) {
 		return
 	}
 	r.stop = &c
+	r.stopAt = time.Now()
 	r.mu.Unlock()
 	close(r.failedC)
+	if r.tree != nil {
+		r.tree.onStop(c)
+	}
 	for i, st := range r.stages {
 		if i == c.Stage {
 			continue

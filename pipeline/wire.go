@@ -320,6 +320,8 @@ func (r *running) producerSide(k int, e *ends, open *closers) (src linkEnd, dire
 		e.stdin[0] = f
 		r.links[0] = link{direct: r.src.file, start: r.src.start}
 		return src, true, nil
+	case k == 0 && r.src.pipe != nil:
+		return linkEnd{owned: r.src.pipe, fd: r.src.pipe.fd, name: "input " + r.src.desc}, false, nil
 	case k == 0:
 		return linkEnd{fd: rawFD(r.src.file), name: "input " + r.src.desc}, false, nil
 	case k == n && r.dst.direct:
@@ -350,6 +352,9 @@ func (r *running) producerSide(k int, e *ends, open *closers) (src linkEnd, dire
 // k's stdin.
 func (r *running) consumerSide(k int, e *ends, open *closers) (linkEnd, error) {
 	if k == len(r.stages) {
+		if r.dst.pipe != nil {
+			return linkEnd{owned: r.dst.pipe, fd: r.dst.pipe.fd, name: "output " + r.dst.desc}, nil
+		}
 		return linkEnd{fd: rawFD(r.dst.file), name: "output " + r.dst.desc}, nil
 	}
 	rd, wr, err := r.newPipe(open)

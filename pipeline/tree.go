@@ -1,0 +1,322 @@
+package pipeline
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/pipespool/pipespool/fsutil"
+)
+
+// A job is a tree of stages: each stage reads from one producer (the stage
+// before it, or the one its from names), and a stage read by several
+// stages fans its output out to all of them. The tree is run as a tree of
+// lines (see fanout.go): a line starts at the run's input or at a stage
+// fed by a fan-out, goes on while each stage has exactly one consumer, and
+// ends in an output or in a fan-out.
+
+// line is one line of a job's tree.
+type line struct {
+	// Stages are indexes in Job.Stages, in the order the stream flows.
+	Stages []int
+	// Parent is the line whose fan-out feeds this one (-1 for the trunk,
+	// which reads the run's input); Branch its place among that fan-out's
+	// branches.
+	Parent, Branch int
+	// Children are the lines its fan-out feeds (none when it ends in an
+	// output).
+	Children []int
+	// Name names a branch in messages: its first stage's name ("" for
+	// the trunk).
+	Name string
+	// Optional: the branch may fail without failing the run (its first
+	// stage says optional = true).
+	Optional bool
+}
+
+// FansOut reports whether the job is a tree rather than a line: some
+// stage's output is read by more than one stage.
+func (job *Job) FansOut() bool {
+	for i := range job.Stages {
+		if len(job.consumers(i)) > 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// producer returns the index of the stage stage i reads from, -1 for the
+// run's input.
+func (job *Job) producer(i int) int {
+	if f := job.Stages[i].From; f > 0 {
+		return f - 1
+	}
+	return i - 1
+}
+
+// consumers returns the stages that read stage i's output, in file order.
+func (job *Job) consumers(i int) []int {
+	var c []int
+	for j := i + 1; j < len(job.Stages); j++ {
+		if job.producer(j) == i {
+			c = append(c, j)
+		}
+	}
+	return c
+}
+
+// lines splits the job into its lines, the trunk first and every line
+// after the line that feeds it.
+func (job *Job) lines() []line {
+	var ls []line
+	var walk func(first, parent, branch int)
+	walk = func(first, parent, branch int) {
+		l := line{Parent: parent, Branch: branch}
+		if parent >= 0 {
+			l.Name = job.Stages[first].Name
+			l.Optional = job.Stages[first].Optional
+		}
+		i := first
+		for {
+			l.Stages = append(l.Stages, i)
+			c := job.consumers(i)
+			if len(c) != 1 {
+				break
+			}
+			i = c[0]
+		}
+		me := len(ls)
+		ls = append(ls, l)
+		if parent >= 0 {
+			ls[parent].Children = append(ls[parent].Children, me)
+		}
+		for b, c := range job.consumers(i) {
+			if len(job.consumers(i)) > 1 {
+				walk(c, me, b)
+			}
+		}
+	}
+	if len(job.Stages) > 0 {
+		walk(0, -1, 0)
+	}
+	return ls
+}
+
+// tree checks what makes the stages a tree: every from names a stage
+// above it (so there can be no cycle: a stage reads only from one that
+// comes first in the file), a stage that ends its branch in an output has
+// no consumer, optional is on a branch's first stage, at most one branch
+// has no output of its own (it writes the job's [output]), and no two
+// branches write the same file.
+func (v *validator) tree(job *Job, raw rawJob) error {
+	index := map[string]int{}
+	for i := range job.Stages {
+		index[job.Stages[i].Name] = i
+	}
+	for i := range job.Stages {
+		s := &job.Stages[i]
+		rs := &raw.Stage[i]
+		if rs.From != nil {
+			key := stageKey(s.Index, "from")
+			j, ok := index[*rs.From]
+			switch {
+			case i == 0:
+				return v.errf(key, "the first stage reads the run's input: it cannot read from another stage")
+			case !ok:
+				return v.errf(key, "no stage is called %q: name a stage above this one", *rs.From)
+			case j == i:
+				return v.errf(key, "stage %q cannot read from itself", *rs.From)
+			case j > i:
+				return v.errf(key, "stage %q comes after this one: a stage reads from a stage above it in the file (so a job can have no cycle); move this stage below it", *rs.From)
+			}
+			s.From = j + 1
+		}
+		if pi := job.producer(i); pi >= 0 && job.Stages[pi].Output != "" {
+			p := &job.Stages[pi]
+			if rs.From != nil {
+				return v.errf(stageKey(s.Index, "from"), "stage %q ends its branch in output = %q: nothing can read from it; read from the stage before it, or move its output to a stage at the end of the branch", p.Name, p.Output)
+			}
+			return v.errf(stageKey(s.Index, ""), "the stage above it (%q) ends its branch in output = %q: say which stage this one reads from, as in from = %q", p.Name, p.Output, job.stageName(job.producer(pi), "NAME"))
+		}
+		if rs.Output != nil {
+			if *rs.Output == "" {
+				return v.errf(stageKey(s.Index, "output"), `must not be empty: use "-" for stdout or "none"`)
+			}
+			s.Output = *rs.Output
+			s.OutputMode, s.OutputModeSet = job.OutputMode, job.OutputModeSet
+		}
+		if rs.OutputMode != nil {
+			if rs.Output == nil {
+				return v.errf(stageKey(s.Index, "output_mode"), "needs output on the same stage (the job's [output] takes mode)")
+			}
+			m, err := v.mode(stageKey(s.Index, "output_mode"), *rs.OutputMode)
+			if err != nil {
+				return err
+			}
+			s.OutputMode, s.OutputModeSet = m, true
+		}
+		if rs.Optional != nil {
+			s.Optional = *rs.Optional
+		}
+	}
+	for i := range job.Stages {
+		s := &job.Stages[i]
+		if s.Optional && (job.producer(i) < 0 || len(job.consumers(job.producer(i))) < 2) {
+			return v.errf(stageKey(s.Index, "optional"), "only the first stage of a branch (a stage that reads from a stage other stages read from too) can be optional: the run cannot succeed without the others")
+		}
+	}
+	// The branches without an output of their own: at most one, which
+	// writes [output].
+	bare := -1
+	for i := range job.Stages {
+		s := &job.Stages[i]
+		if s.Output != "" || len(job.consumers(i)) > 0 {
+			continue
+		}
+		if bare >= 0 {
+			return v.errf(stageKey(s.Index, ""), "two branches end without an output of their own: stage %q and stage %q; only one branch can write the job's [output]: give the other output = \"PATH\" (or \"none\")", job.Stages[bare].Name, s.Name)
+		}
+		bare = i
+	}
+	outputSet := raw.Output != nil && raw.Output.Path != nil
+	if bare < 0 && outputSet {
+		return v.errf("output.path", "every branch ends in an output of its own, so [output] belongs to none: remove it")
+	}
+	if bare < 0 && raw.Output != nil && raw.Output.Mode != nil {
+		return v.errf("output.mode", "every branch ends in an output of its own, so [output] belongs to none: give each stage its output_mode, or remove [output]")
+	}
+	var outs []namedOutput
+	for i := range job.Stages {
+		if o := job.Stages[i].Output; o != "" {
+			outs = append(outs, namedOutput{Path: o, Key: stageKey(job.Stages[i].Index, "output"), What: fmt.Sprintf("stage %q", job.Stages[i].Name)})
+		}
+	}
+	if bare >= 0 && job.FansOut() {
+		outs = append(outs, namedOutput{Path: job.Output, Key: "output.path", What: "[output] (the branch of stage " + strconv.Quote(job.Stages[bare].Name) + ")"})
+	}
+	if a, b, ok := sameOutput(outs, job.Dir); ok {
+		return v.errf(b.Key, "writes the same file as %s (%s): two branches cannot write one output", a.What, a.Path)
+	}
+	return nil
+}
+
+// stageName returns the name of stage i, or def when there is none.
+func (job *Job) stageName(i int, def string) string {
+	if i < 0 {
+		return def
+	}
+	return job.Stages[i].Name
+}
+
+// mode parses an octal file mode such as "0600".
+func (v *validator) mode(key, s string) (os.FileMode, error) {
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o7777 {
+		return 0, v.errf(key, "%q is not an octal file mode such as \"0600\"", s)
+	}
+	return os.FileMode(m), nil
+}
+
+// namedOutput is one branch's output, as the job file or a flag names it.
+type namedOutput struct {
+	Path string // as given
+	Key  string // the job file's key, or the flag
+	What string // who writes it, for the message
+}
+
+// sameOutput finds two outputs that write the same file: the same path,
+// or the same file under two spellings or through a link (an existing
+// file is known by its device and inode; one still to be created by the
+// real path of its directory). "none" and the null device may be shared;
+// stdout ("-", /dev/stdout) may not.
+func sameOutput(outs []namedOutput, dir string) (a, b namedOutput, found bool) {
+	seen := map[string]namedOutput{}
+	for _, o := range outs {
+		id := outputIdentity(o.Path, dir)
+		if id == "" {
+			continue
+		}
+		if prev, ok := seen[id]; ok {
+			return prev, o, true
+		}
+		seen[id] = o
+	}
+	return a, b, false
+}
+
+// outputIdentity names the file an output path writes ("" for one that
+// any number of branches may write: none, the null device).
+func outputIdentity(path, dir string) string {
+	switch path {
+	case "none":
+		return ""
+	case "-":
+		return "fd:1"
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	path = filepath.Clean(path)
+	t, err := fsutil.ResolveForWrite(path)
+	if err != nil {
+		return "path:" + path
+	}
+	if t.FD >= 0 {
+		return "fd:" + strconv.Itoa(t.FD)
+	}
+	if fi, err := os.Stat(t.Path); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			if fi.Mode()&os.ModeCharDevice != 0 && t.Path == os.DevNull {
+				return ""
+			}
+			if null, err := os.Stat(os.DevNull); err == nil && os.SameFile(fi, null) {
+				return ""
+			}
+			return fmt.Sprintf("ino:%d:%d", st.Dev, st.Ino)
+		}
+	}
+	d, base := filepath.Split(t.Path)
+	if real, err := filepath.EvalSymlinks(d); err == nil {
+		d = real
+	}
+	return "path:" + filepath.Join(d, base)
+}
+
+// outputOf is the output of the line's last stage: its own, or the job's
+// (as opts may override it).
+func (job *Job) outputOf(s *StageSpec, opts Options) (path string, mode os.FileMode, modeSet bool) {
+	if s.Output != "" {
+		return s.Output, s.OutputMode, s.OutputModeSet
+	}
+	path = job.Output
+	if opts.OutputPath != "" {
+		return opts.OutputPath, job.OutputMode, job.OutputModeSet
+	}
+	return path, job.OutputMode, job.OutputModeSet
+}
+
+// branchLabel is how messages name line l: `branch "NAME"`, or "the trunk".
+func branchLabel(ls []line, l int) string {
+	if ls[l].Parent < 0 {
+		return "the trunk"
+	}
+	return "branch " + strconv.Quote(ls[l].Name)
+}
+
+// describeTreeStage is the part of check's line about a stage's place in
+// the tree: whom it reads from when that is not the stage just above, and
+// what its branch ends in.
+func describeTreeStage(job *Job, i int) string {
+	s := &job.Stages[i]
+	var parts []string
+	if p := job.producer(i); p >= 0 && p != i-1 {
+		parts = append(parts, "reads from "+job.Stages[p].Name)
+	}
+	if s.Optional {
+		parts = append(parts, "optional branch")
+	}
+	return strings.Join(parts, ", ")
+}

@@ -706,7 +706,8 @@ func decideTree(ls []lineFacts) treeVerdict {
 	// A fan-out whose branches all failed reached nobody.
 	for l := range ls {
 		kids := parents[l].Children
-		if len(kids) == 0 {
+		if len(kids) == 0 || optionalRoot(parents, l) >= 0 {
+			// Inside an optional branch, it is that branch's failure.
 			continue
 		}
 		all := true

@@ -188,14 +188,16 @@ func (v *validator) tree(job *Job, raw rawJob) error {
 	if bare < 0 && raw.Output != nil && raw.Output.Mode != nil {
 		return v.errf("output.mode", "every branch ends in an output of its own, so [output] belongs to none: give each stage its output_mode, or remove [output]")
 	}
+	// [output] first: a clash is reported at the stage's output, which
+	// has a line even when [output] is the default (stdout).
 	var outs []namedOutput
+	if bare >= 0 && job.FansOut() {
+		outs = append(outs, namedOutput{Path: job.Output, Key: "output.path", What: "[output] (the branch of stage " + strconv.Quote(job.Stages[bare].Name) + ")"})
+	}
 	for i := range job.Stages {
 		if o := job.Stages[i].Output; o != "" {
 			outs = append(outs, namedOutput{Path: o, Key: stageKey(job.Stages[i].Index, "output"), What: fmt.Sprintf("stage %q", job.Stages[i].Name)})
 		}
-	}
-	if bare >= 0 && job.FansOut() {
-		outs = append(outs, namedOutput{Path: job.Output, Key: "output.path", What: "[output] (the branch of stage " + strconv.Quote(job.Stages[bare].Name) + ")"})
 	}
 	if a, b, ok := sameOutput(outs, job.Dir); ok {
 		return v.errf(b.Key, "writes the same file as %s (%s): two branches cannot write one output", a.What, a.Path)

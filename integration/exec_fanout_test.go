@@ -1,0 +1,245 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// fanOutReport is the part of the run report a fan-out test reads.
+type fanOutReport struct {
+	Result     string `json:"result"`
+	RootCause  string `json:"root_cause"`
+	RootBranch string `json:"root_branch"`
+	Message    string `json:"message"`
+	Warnings   []string
+	Stages     []struct {
+		Name    string `json:"name"`
+		Branch  string `json:"branch"`
+		From    string `json:"from"`
+		Status  string `json:"status"`
+		BytesIn int64  `json:"bytes_in"`
+	} `json:"stages"`
+	Outputs []struct {
+		Branch string `json:"branch"`
+		Path   string `json:"path"`
+		Bytes  int64  `json:"bytes"`
+		Status string `json:"status"`
+	} `json:"outputs"`
+	Branches []struct {
+		Name     string `json:"name"`
+		Optional bool   `json:"optional"`
+		Result   string `json:"result"`
+	} `json:"branches"`
+}
+
+func readFanOutReport(t *testing.T, path string) fanOutReport {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep fanOutReport
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, data)
+	}
+	return rep
+}
+
+// backupFanOutJob is the backup fan-out: tar c -> built-in zstd -> {built-in
+// OpenPGP to recipient A -> a.gpg, built-in OpenPGP to recipient B ->
+// b.gpg, sha256sum -> digest, built-in sha256 -> its write_to}. cutB, when
+// not "", is a stage put first in B's branch (optional when optB).
+func backupFanOutJob(keys, src, out, cutB string, optB bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `[input]
+path = "none"
+[[stage]]
+name = "tar"
+command = ["tar", "-C", %q, "-c", "."]
+[[stage]]
+name = "zstd"
+builtin = "zstd-compress"
+[[stage]]
+name = "enc-a"
+builtin = "openpgp-encrypt"
+output = %q
+[stage.with]
+recipients = [%q]
+`, src, filepath.Join(out, "a.gpg"), filepath.Join(keys, "recipient.pub.asc"))
+	if cutB != "" {
+		fmt.Fprintf(&b, "[[stage]]\nname = \"cut\"\nfrom = \"zstd\"\nshell = %q\noptional = %v\n", cutB, optB)
+		b.WriteString("[[stage]]\nname = \"enc-b\"\n")
+	} else {
+		fmt.Fprintf(&b, "[[stage]]\nname = \"enc-b\"\nfrom = \"zstd\"\n")
+	}
+	fmt.Fprintf(&b, `builtin = "openpgp-encrypt"
+output = %q
+[stage.with]
+recipients = [%q]
+[[stage]]
+name = "sum"
+from = "zstd"
+command = ["sha256sum"]
+output = %q
+[[stage]]
+name = "digest"
+from = "zstd"
+builtin = "sha256"
+output = "none"
+[stage.with]
+write_to = %q
+`, filepath.Join(out, "b.gpg"), filepath.Join(keys, "other.pub.asc"), filepath.Join(out, "sum.txt"), filepath.Join(out, "digest.txt"))
+	return b.String()
+}
+
+// backupTree makes a directory of a few files to back up.
+func backupTree(t *testing.T) string {
+	t.Helper()
+	src := t.TempDir()
+	for i, size := range []int64{3 << 20, 1 << 20, 12345, 0, 5 << 20} {
+		randomFile(t, src, fmt.Sprintf("f%d", i), size, uint64(i+7))
+	}
+	return src
+}
+
+// gpgDecrypt decrypts path with the keys imported into GNUPGHOME.
+func gpgDecrypt(t *testing.T, keys, path string) []byte {
+	t.Helper()
+	return []byte(must(t, "/", nil, nil, "gpg", "-q", "--batch", "--pinentry-mode", "loopback",
+		"--passphrase-file", filepath.Join(keys, "recipient.pass"), "-d", path))
+}
+
+// TestExecFanOutBackup: the backup fan-out with real tools; both files
+// decrypt with gpg to the same zstd stream, which holds the tar of the
+// directory, and both digests are that stream's.
+func TestExecFanOutBackup(t *testing.T) {
+	needTools(t, "gpg", "zstd", "tar", "sha256sum")
+	keys := newGPGHome(t)
+	must(t, "/", nil, nil, "gpg", "--batch", "-q", "--import", filepath.Join(keys, "other.sec.asc"))
+	src := backupTree(t)
+	dir, out := t.TempDir(), t.TempDir()
+	job := writeFile(t, dir, "backup.toml", backupFanOutJob(keys, src, out, "", false))
+	res := runPipespool(t, runOpts{}, "exec", job, "--report", filepath.Join(dir, "rep.json"))
+	if res.Code != 0 {
+		t.Fatalf("exit %d\n%s", res.Code, res.Stderr)
+	}
+	a := gpgDecrypt(t, keys, filepath.Join(out, "a.gpg"))
+	b := gpgDecrypt(t, keys, filepath.Join(out, "b.gpg"))
+	if len(a) == 0 || string(a) != string(b) {
+		t.Fatalf("a.gpg and b.gpg decrypt to %d and %d bytes, not the same stream", len(a), len(b))
+	}
+	zst := writeFile(t, dir, "stream.zst", string(a))
+	want := fileSHA256(t, zst)
+	sum, err := os.ReadFile(filepath.Join(out, "sum.txt"))
+	if err != nil || !strings.HasPrefix(string(sum), want+" ") {
+		t.Fatalf("sha256sum's output %q (%v), want the stream's %s", sum, err, want)
+	}
+	digest, err := os.ReadFile(filepath.Join(out, "digest.txt"))
+	if err != nil || strings.TrimSpace(string(digest)) != want {
+		t.Fatalf("sha256's write_to %q (%v), want %s", digest, err, want)
+	}
+	restored := t.TempDir()
+	must(t, "/", nil, nil, "sh", "-c", fmt.Sprintf("zstd -d -q -c %s | tar -C %s -x", zst, restored))
+	for i := range 5 {
+		name := fmt.Sprintf("f%d", i)
+		if fileSHA256(t, filepath.Join(src, name)) != fileSHA256(t, filepath.Join(restored, name)) {
+			t.Fatalf("%s differs after the round trip", name)
+		}
+	}
+	rep := readFanOutReport(t, filepath.Join(dir, "rep.json"))
+	if rep.Result != "success" || len(rep.Outputs) != 4 || len(rep.Branches) != 4 {
+		t.Fatalf("report: %+v", rep)
+	}
+	for _, o := range rep.Outputs {
+		if o.Status != "committed" {
+			t.Fatalf("output %s: %s, want committed", o.Path, o.Status)
+		}
+	}
+	assertOnlyFiles(t, out, "a.gpg", "b.gpg", "digest.txt", "sum.txt")
+}
+
+// TestExecFanOutBranchKilledMidway: a branch killed half-way through the
+// stream. Not optional: the run fails naming it, and nothing of the run is
+// committed (not even the branches that finished). Optional: the run
+// succeeds with a warning naming it, its output is not committed, and the
+// others are, whole.
+func TestExecFanOutBranchKilledMidway(t *testing.T) {
+	needTools(t, "gpg", "zstd", "tar", "sha256sum", "dd")
+	keys := newGPGHome(t)
+	must(t, "/", nil, nil, "gpg", "--batch", "-q", "--import", filepath.Join(keys, "other.sec.asc"))
+	src := backupTree(t)
+	const cut = "dd bs=64k count=4 iflag=fullblock 2>/dev/null; kill -KILL $$"
+	t.Run("not optional", func(t *testing.T) {
+		dir, out := t.TempDir(), t.TempDir()
+		job := writeFile(t, dir, "backup.toml", backupFanOutJob(keys, src, out, cut, false))
+		res := runPipespool(t, runOpts{}, "exec", job, "--report", filepath.Join(dir, "rep.json"))
+		if res.Code != 1 {
+			t.Fatalf("exit %d, want 1\n%s", res.Code, res.Stderr)
+		}
+		if !strings.Contains(string(res.Stderr), `branch "cut": stage "cut" failed: killed by signal SIGKILL`) {
+			t.Fatalf("the summary does not name the killed branch:\n%s", res.Stderr)
+		}
+		rep := readFanOutReport(t, filepath.Join(dir, "rep.json"))
+		if rep.RootCause != "cut" || rep.RootBranch != "cut" {
+			t.Fatalf("root cause %q in branch %q, want cut", rep.RootCause, rep.RootBranch)
+		}
+		for _, o := range rep.Outputs {
+			if o.Status != "discarded" {
+				t.Fatalf("output %s: %s, want discarded", o.Path, o.Status)
+			}
+		}
+		assertOnlyFiles(t, out)
+	})
+	t.Run("optional", func(t *testing.T) {
+		dir, out := t.TempDir(), t.TempDir()
+		job := writeFile(t, dir, "backup.toml", backupFanOutJob(keys, src, out, cut, true))
+		res := runPipespool(t, runOpts{}, "exec", job, "--report", filepath.Join(dir, "rep.json"))
+		if res.Code != 0 {
+			t.Fatalf("exit %d, want 0\n%s", res.Code, res.Stderr)
+		}
+		if !strings.Contains(string(res.Stderr), `optional branch \"cut\" failed`) || !strings.Contains(string(res.Stderr), "level=WARN") {
+			t.Fatalf("no warning names the optional branch:\n%s", res.Stderr)
+		}
+		assertOnlyFiles(t, out, "a.gpg", "digest.txt", "sum.txt")
+		a := gpgDecrypt(t, keys, filepath.Join(out, "a.gpg"))
+		zst := writeFile(t, dir, "stream.zst", string(a))
+		want := fileSHA256(t, zst)
+		if sum, _ := os.ReadFile(filepath.Join(out, "sum.txt")); !strings.HasPrefix(string(sum), want+" ") {
+			t.Fatalf("sha256sum's output %q, want the stream's %s", sum, want)
+		}
+		must(t, "/", nil, nil, "sh", "-c", fmt.Sprintf("zstd -d -q -c %s | tar -t >/dev/null", zst))
+		rep := readFanOutReport(t, filepath.Join(dir, "rep.json"))
+		if rep.Result != "success" || len(rep.Warnings) != 1 {
+			t.Fatalf("report: %+v", rep)
+		}
+		for _, b := range rep.Branches {
+			if want := map[bool]string{true: "discarded", false: "success"}[b.Name == "cut"]; b.Result != want {
+				t.Fatalf("branch %s: %s, want %s", b.Name, b.Result, want)
+			}
+		}
+	})
+}
+
+// assertOnlyFiles fails unless dir holds exactly names: no temporary file
+// of an output is left behind.
+func assertOnlyFiles(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name())
+	}
+	slices.Sort(got)
+	slices.Sort(names)
+	if !slices.Equal(got, names) {
+		t.Fatalf("%s holds %q, want %q", dir, got, names)
+	}
+}

@@ -243,3 +243,126 @@ func assertOnlyFiles(t *testing.T, dir string, names ...string) {
 		t.Fatalf("%s holds %q, want %q", dir, got, names)
 	}
 }
+
+// TestExecFanOutTrunkFailureIsRootCause: the branches see a clean end of
+// file when the trunk's producer dies, and must not succeed on the cut
+// stream: the producer is the root cause and nothing is committed; a
+// branch that fails on the producer's bad data first is not blamed.
+func TestExecFanOutTrunkFailureIsRootCause(t *testing.T) {
+	needTools(t, "zstd")
+	for _, tc := range []struct {
+		name, producer, branch string
+	}{
+		{"cut stream, branches succeed", "head -c 3000000 /dev/zero; exit 7", "cat"},
+		{"bad data, a branch fails on it first", "head -c 300000 /dev/urandom; sleep 0.5; exit 7", "zstd -d -q"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out")
+			if err := os.Mkdir(out, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			job := writeFile(t, dir, "job.toml", fmt.Sprintf(`[input]
+path = "none"
+[[stage]]
+name = "producer"
+shell = %q
+[[stage]]
+name = "a"
+shell = %q
+output = "out/a"
+[[stage]]
+name = "b"
+from = "producer"
+command = ["cat"]
+output = "out/b"
+`, tc.producer, tc.branch))
+			res := runPipespool(t, runOpts{}, "exec", job, "--report", filepath.Join(dir, "rep.json"))
+			if res.Code != 1 || !strings.Contains(string(res.Stderr), `failed: stage "producer" failed: exit 7`) {
+				t.Fatalf("exit %d, want 1 naming the producer\n%s", res.Code, res.Stderr)
+			}
+			if rep := readFanOutReport(t, filepath.Join(dir, "rep.json")); rep.RootCause != "producer" || rep.RootBranch != "" {
+				t.Fatalf("root cause %q in branch %q, want producer in the trunk", rep.RootCause, rep.RootBranch)
+			}
+			assertOnlyFiles(t, out)
+		})
+	}
+}
+
+// TestExecFanOutStallNamesTheSlowBranch: a branch that stops reading holds
+// up the fan-out and, through it, every other branch and the producer:
+// they wait on it (back-pressure, not stalls), the log says which branch
+// holds the fan-out up, and the slow branch alone is diagnosed stalled.
+func TestExecFanOutStallNamesTheSlowBranch(t *testing.T) {
+	dir := t.TempDir()
+	in, _ := randomFile(t, dir, "in", 16<<20, 3)
+	job := writeFile(t, dir, "job.toml", fmt.Sprintf(`stall_timeout = "1s"
+timeout = "60s"
+[input]
+path = %q
+[[stage]]
+name = "src"
+command = ["cat"]
+[[stage]]
+name = "fast"
+command = ["cat"]
+output = "none"
+[[stage]]
+name = "slow"
+from = "src"
+command = ["sleep", "60"]
+stall_timeout = "3s"
+on_stall = "kill"
+output = "none"
+`, in))
+	res := runPipespool(t, runOpts{}, "exec", job)
+	stderr := string(res.Stderr)
+	if res.Code != 1 || !strings.Contains(stderr, `branch "slow": stage "slow" stalled`) {
+		t.Fatalf("exit %d, want 1 with the slow branch stalled\n%s", res.Code, stderr)
+	}
+	if !strings.Contains(stderr, `the fan-out waits on branch \"slow\"`) {
+		t.Fatalf("the log does not name the branch holding the fan-out up\n%s", stderr)
+	}
+	for _, s := range []string{"src", "fast"} {
+		if strings.Contains(stderr, fmt.Sprintf(`stage \"%s\" (pid`, s)) {
+			t.Fatalf("stage %s, held up by the slow branch, was diagnosed stalled\n%s", s, stderr)
+		}
+	}
+}
+
+// TestExecFanOutBufferedBranchDoesNotHoldOthers: a branch with a buffer
+// on its first stage takes the stream into its buffer while its stage
+// does not read, and the other branch gets the whole stream meanwhile:
+// here the slow branch starts reading only once the other has read all.
+func TestExecFanOutBufferedBranchDoesNotHoldOthers(t *testing.T) {
+	dir := t.TempDir()
+	in, sum := randomFile(t, dir, "in", 8<<20, 5)
+	flag := filepath.Join(dir, "fast-done")
+	job := writeFile(t, dir, "job.toml", fmt.Sprintf(`timeout = "60s"
+[input]
+path = %q
+[[stage]]
+name = "src"
+command = ["cat"]
+[[stage]]
+name = "fast"
+shell = "cat > fast.out && touch %s"
+dir = %q
+output = "none"
+[[stage]]
+name = "slow"
+from = "src"
+buffer = "32MiB"
+shell = "while [ ! -e %s ]; do sleep 0.05; done; exec cat"
+output = "slow.out"
+`, in, flag, dir, flag))
+	res := runPipespool(t, runOpts{}, "exec", job)
+	if res.Code != 0 {
+		t.Fatalf("exit %d\n%s", res.Code, res.Stderr)
+	}
+	for _, f := range []string{"fast.out", "slow.out"} {
+		if got := fileSHA256(t, filepath.Join(dir, f)); got != sum {
+			t.Fatalf("%s differs from the input", f)
+		}
+	}
+}

@@ -36,6 +36,9 @@ type lineHooks struct {
 	// upstreamBusy reports whether a line upstream of this one (the line
 	// whose fan-out feeds it, and so on) is still running.
 	upstreamBusy func() bool
+	// jam names the branches that hold up the fan-outs at the line's ends
+	// (their pipes are full), "" when none does.
+	jam func() string
 }
 
 // treeRun is the run of a job that fans out.
@@ -163,6 +166,7 @@ func (t *treeRun) newLine(l int, deadline time.Time) *running {
 	r.tree = &lineHooks{
 		onStop:       func(c stopCause) { t.lineStopped(l, c) },
 		upstreamBusy: func() bool { return t.upstreamBusy(l) },
+		jam:          func() string { return t.jam(l) },
 	}
 	return r
 }
@@ -323,6 +327,28 @@ func (t *treeRun) upstreamBusy(l int) bool {
 	return false
 }
 
+// jam names the branches that hold up the fan-out feeding line l or fed by
+// it: a branch whose pipe is full while the fan-out has bytes for it is
+// back-pressure on the fan-out, and the slowest branch sets the pace of
+// all.
+func (t *treeRun) jam(l int) string {
+	var slow []string
+	for _, f := range []int{t.lines[l].Parent, l} {
+		if f < 0 || t.fans[f] == nil {
+			continue
+		}
+		for b, c := range t.lines[f].Children {
+			if t.fans[f].Branch(b).State() == pump.WaitingDst {
+				slow = append(slow, branchLabel(t.lines, c))
+			}
+		}
+	}
+	if len(slow) == 0 {
+		return ""
+	}
+	return "the fan-out waits on " + strings.Join(slow, ", ") + ", which is not taking its bytes (the slowest branch sets the pace of all; a buffer on a branch's first stage lets the others go on while it fills)"
+}
+
 // lineStopped is called when line l stopped (its first stopCause c). A line
 // that may not fail stops every line and fan-out: the run has failed and
 // nothing of it will be committed, so nothing is gained by going on. An
@@ -334,26 +360,31 @@ func (t *treeRun) lineStopped(l int, c stopCause) {
 		return
 	}
 	var stop []int
-	if t.optionalRoot(l) >= 0 && c.Result != ResultTimeout && c.Result != ResultInterrupted {
-		stop = t.below(l)
-	} else {
+	all := t.optionalRoot(l) < 0 || c.Result == ResultTimeout || c.Result == ResultInterrupted
+	if all {
 		for o := range t.lines {
 			if o != l {
 				stop = append(stop, o)
 			}
 		}
-		for _, f := range t.fans {
-			if f != nil {
-				f.Stop()
-			}
-		}
+	} else {
+		stop = t.below(l)
 	}
+	// Each line is marked stopped before its fan-out is: a branch whose
+	// input ends then is taken for stopped, not for stalled or done.
 	msg := fmt.Sprintf("stopped: %s failed", branchLabel(t.lines, l))
 	for _, o := range stop {
 		t.mu.Lock()
 		t.stopped[o] = true
 		t.mu.Unlock()
 		t.runs[o].stopRun(stopCause{Stage: -1, Result: ResultFailed, Msg: msg, Cascade: true})
+	}
+	if all {
+		for _, f := range t.fans {
+			if f != nil {
+				f.Stop()
+			}
+		}
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/pipespool/pipespool/fsutil"
@@ -306,19 +305,4 @@ func branchLabel(ls []line, l int) string {
 		return "the trunk"
 	}
 	return "branch " + strconv.Quote(ls[l].Name)
-}
-
-// describeTreeStage is the part of check's line about a stage's place in
-// the tree: whom it reads from when that is not the stage just above, and
-// what its branch ends in.
-func describeTreeStage(job *Job, i int) string {
-	s := &job.Stages[i]
-	var parts []string
-	if p := job.producer(i); p >= 0 && p != i-1 {
-		parts = append(parts, "reads from "+job.Stages[p].Name)
-	}
-	if s.Optional {
-		parts = append(parts, "optional branch")
-	}
-	return strings.Join(parts, ", ")
 }

@@ -39,6 +39,7 @@ type fanOutReport struct {
 
 func readFanOutReport(t *testing.T, path string) fanOutReport {
 	t.Helper()
+	validateReportSchema(t, path, "report.schema.json")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -49,17 +49,20 @@ func kindOf(fd int) (endKind, error) {
 // refine makes a device that epoll cannot watch a file: it has no poll
 // method, so it never makes a caller wait for readiness, and waiting for
 // it would fail and cut the stream.
-func (p *Pump) refine(k endKind, fd int) endKind {
+func (p *Pump) refine(k endKind, fd int) endKind { return refineKind(p.poller, k, fd) }
+
+// refineKind is refine with pl, the poller of the pump or tee that asks.
+func refineKind(pl *poller.Poller, k endKind, fd int) endKind {
 	if k != kindPolled {
 		return k
 	}
-	if err := p.poller.Add(fd, poller.In); err != nil {
+	if err := pl.Add(fd, poller.In); err != nil {
 		if errors.Is(err, poller.ErrNotPollable) {
 			return kindFile
 		}
 		return kindPolled
 	}
-	p.poller.Remove(fd)
+	pl.Remove(fd)
 	return kindPolled
 }
 

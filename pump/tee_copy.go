@@ -1,0 +1,375 @@
+package pump
+
+import (
+	"fmt"
+
+	"github.com/pipespool/pipespool/poller"
+	"golang.org/x/sys/unix"
+)
+
+// teeCopy is the zero-copy strategy, for a pipe source and pipe
+// destinations. Each round duplicates the head of the source pipe with
+// tee(2) into every destination that is level with the source (has every
+// byte consumed from it and none of its head) but one, then consumes with
+// splice(2) into that last one at most as much as each of the others got:
+// none of them falls behind the source. A destination that got more than
+// that is ahead: it already has the first bytes of the source's head, and
+// tee(2) can only copy from the head, so it is left alone until splices
+// into the others have consumed what it has. No byte is ever held in user
+// space, none is sent twice, and a destination that is behind cannot
+// exist: the source is consumed only by the splice into a level
+// destination, for no more than every other level destination got and
+// every destination ahead has. When a level destination got nothing (it is
+// full), nothing is consumed and the last one gets ahead with tee(2) too.
+// When no destination is level (the one spliced into was dropped), the
+// head that all of them have is read and thrown away.
+//
+// Invariant: a wait follows a round in which every attempt returned
+// EAGAIN (or was not made because a level destination's tee had returned
+// it: the splice waits for the slowest), so the change that ends it (a
+// write into the source, a read from a full destination) is still to come;
+// the source and every destination are registered edge-triggered, so that
+// change is queued even before the wait, and a lasting state once. A round
+// that moved a byte or dropped a destination is followed by another round.
+func (t *Tee) teeCopy() (outcome, error) {
+	events := make([]unix.EpollEvent, len(t.branches)+1)
+	armed := false
+	var scratch []byte
+	level := make([]*TeeBranch, 0, len(t.branches))
+	for {
+		if t.stopping.Load() {
+			return stopRequested, nil
+		}
+		t.dropStopped()
+		level = level[:0]
+		aheadMin := int64(maxSplice)
+		for _, b := range t.branches {
+			if !b.active {
+				continue
+			}
+			if a := b.ahead.Load(); a > 0 {
+				aheadMin = min(aheadMin, a)
+			} else {
+				level = append(level, b)
+			}
+		}
+		if len(level) == 0 {
+			if aheadMin == maxSplice {
+				return consumerGone, nil // no destination left
+			}
+			// Every destination has the head: consume it.
+			if scratch == nil {
+				scratch = make([]byte, 64<<10)
+			}
+			n, err := ignoringEINTRIO(unix.Read, t.src.FD, scratch[:min(int(aheadMin), len(scratch))])
+			if err != nil || n == 0 {
+				return copyFailed, fmt.Errorf("reading %s: %d bytes, %v", t.src.Name, n, err)
+			}
+			t.consumed(n, nil)
+			continue
+		}
+		want := int(aheadMin)
+		moved, ended := false, false
+		last := level[len(level)-1]
+		m := want
+		for _, b := range level[:len(level)-1] {
+			n, err := teeOnce(t.src.FD, b.dst.FD, want)
+			switch {
+			case n > 0:
+				b.ahead.Add(int64(n))
+				b.progress(n)
+				m, moved = min(m, n), true
+			case err == nil:
+				ended = true
+			case err == unix.EAGAIN:
+				m = 0
+			case err == unix.EPIPE:
+				t.gone(b)
+				moved = true
+			case err == unix.EINVAL && t.nothingMoved():
+				return spliceRefused, nil
+			default:
+				t.failed(b, err)
+				moved = true
+			}
+		}
+		if ended {
+			// No writer left and nothing queued: no tee copied a byte in
+			// this round, and every destination has it all.
+			return sourceEnded, nil
+		}
+		if last.active {
+			// The splice consumes what every level destination got. When
+			// one got nothing (full), nothing can be consumed: the last
+			// one then gets ahead like the others, with tee.
+			var n int
+			var err error
+			if m > 0 {
+				n, err = splice(t.src.FD, last.dst.FD, m)
+			} else {
+				n, err = teeOnce(t.src.FD, last.dst.FD, want)
+			}
+			switch {
+			case n > 0:
+				last.progress(n)
+				if m > 0 {
+					t.consumed(n, last)
+				} else {
+					last.ahead.Add(int64(n))
+				}
+				moved = true
+			case err == nil:
+				return sourceEnded, nil
+			case err == unix.EAGAIN:
+			case err == unix.EPIPE:
+				t.gone(last)
+				moved = true
+			case err == unix.EINVAL && t.nothingMoved():
+				return spliceRefused, nil
+			default:
+				t.failed(last, err)
+				moved = true
+			}
+		}
+		if moved {
+			continue
+		}
+		if !armed {
+			if err := t.armEdge(); err != nil {
+				return copyFailed, err
+			}
+			armed = true
+		}
+		for _, b := range t.branches {
+			if b.active {
+				b.state.Store(int32(waitingEither))
+			}
+		}
+		if _, err := t.waitEvents(events); err != nil {
+			return copyFailed, err
+		}
+		// The next round turns the change into bytes, EOF or EPIPE.
+	}
+}
+
+// consumed accounts for n bytes taken off the source's head, by the splice
+// into except (nil: read and thrown away): every other destination had
+// them already, at its own head.
+func (t *Tee) consumed(n int, except *TeeBranch) {
+	for _, b := range t.branches {
+		if b.active && b != except {
+			b.ahead.Add(-int64(n))
+		}
+	}
+}
+
+// nothingMoved reports whether no destination has had a byte yet: only
+// then may the tee change strategy without losing or repeating one.
+func (t *Tee) nothingMoved() bool {
+	for _, b := range t.branches {
+		if b.bytes.Load() > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// armEdge registers the source for input and every active destination for
+// room, edge-triggered, for the rest of the zero-copy path.
+func (t *Tee) armEdge() error {
+	if err := t.regs.add(&t.src, poller.In|poller.Edge); err != nil {
+		return err
+	}
+	for _, b := range t.branches {
+		if b.active {
+			if err := t.regs.add(&b.dst, poller.Out|poller.Edge); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// teeOnce makes one attempt to duplicate up to asked bytes from the head
+// of the pipe src into the pipe dst, consuming nothing. Like splice, it
+// returns n > 0, 0 and nil at the source's end, or an error (EAGAIN when
+// the source is empty or the destination full).
+func teeOnce(src, dst, asked int) (int, error) {
+	for {
+		n, err := unix.Tee(src, dst, asked, unix.SPLICE_F_NONBLOCK)
+		if err != unix.EINTR {
+			return int(max(n, 0)), err
+		}
+	}
+}
+
+// teeRW is the state of the read/write strategy.
+type teeRW struct {
+	buf      []byte // allocated at the first read
+	fill     int    // buf[:fill] was read from the source
+	srcReady bool   // epoll reported the source ready (see end.pollsFirst)
+}
+
+// rwCopy is the read/write strategy, for a source or a destination that is
+// not a pipe: one read into the buffer, then a write of it to every
+// destination, each from its own offset, and the next read once every
+// destination has all of it. The tee holds at most rwBufSize bytes.
+//
+// Invariant: a wait follows a round in which nothing moved, and is for the
+// sides that returned EAGAIN (the source when every destination has the
+// whole buffer, else the destinations still short of it that are full),
+// or an inherited blocking side not reported ready since its last use;
+// armed one-shot and level-triggered, a side is reported at once if ready,
+// and once per arming, so a full destination is waited for alone while
+// the others, which have everything, are not.
+func (t *Tee) rwCopy() (outcome, error) {
+	rw := &t.rw
+	for _, b := range t.branches {
+		if b.active && b.dst.kind == kindPolled && b.dst.pollsFirst() {
+			b.out = nonBlockingWriter(b.dst.FD)
+		}
+	}
+	events := make([]unix.EpollEvent, len(t.branches)+1)
+	var waitDst []*TeeBranch
+	for {
+		if t.stopping.Load() {
+			return stopRequested, nil
+		}
+		t.dropStopped()
+		if !t.anyActive() {
+			return consumerGone, nil
+		}
+		moved, waitSrc := false, false
+		waitDst = waitDst[:0]
+		if t.allHaveBuffer() {
+			rw.fill = 0
+			for _, b := range t.branches {
+				b.off = 0
+			}
+			if t.src.pollsFirst() && !rw.srcReady {
+				waitSrc = true
+			} else {
+				rw.srcReady = false
+				if rw.buf == nil {
+					rw.buf = make([]byte, rwBufSize)
+				}
+				n, err := ignoringEINTRIO(unix.Read, t.src.FD, rw.buf)
+				switch {
+				case n > 0:
+					rw.fill = n
+					for _, b := range t.branches {
+						if b.active {
+							b.held.Store(int64(n))
+						}
+					}
+				case err == nil:
+					return sourceEnded, nil
+				case err == unix.EAGAIN:
+					waitSrc = true
+				default:
+					return copyFailed, fmt.Errorf("reading %s: %w", t.src.Name, err)
+				}
+			}
+		}
+		for _, b := range t.branches {
+			if !b.active || b.off == rw.fill {
+				continue
+			}
+			if b.dst.pollsFirst() && !b.ready {
+				waitDst = append(waitDst, b)
+				continue
+			}
+			b.ready = false
+			n, err := b.out.write(b.dst.FD, rw.buf[b.off:rw.fill])
+			switch {
+			case n > 0:
+				b.off += n
+				b.held.Store(int64(rw.fill - b.off))
+				b.progress(n)
+				moved = true
+			case err == unix.EAGAIN:
+				waitDst = append(waitDst, b)
+			case err == unix.EPIPE:
+				t.gone(b)
+				moved = true
+			case err == nil:
+				// write(2) of a non-empty buffer returning 0 is not
+				// supposed to happen: an I/O error, not a loop.
+				t.failed(b, fmt.Errorf("write returned 0"))
+				moved = true
+			default:
+				t.failed(b, err)
+				moved = true
+			}
+		}
+		if moved {
+			continue
+		}
+		if err := t.rwWait(waitSrc, waitDst, events); err != nil {
+			return copyFailed, err
+		}
+	}
+}
+
+// allHaveBuffer reports whether every active destination has every byte
+// of the buffer.
+func (t *Tee) allHaveBuffer() bool {
+	for _, b := range t.branches {
+		if b.active && b.off < t.rw.fill {
+			return false
+		}
+	}
+	return true
+}
+
+// rwWait arms the source (when waitSrc) and the destinations in waitDst
+// one-shot, says what each destination waits for, and waits for one of
+// them or a stop request.
+func (t *Tee) rwWait(waitSrc bool, waitDst []*TeeBranch, events []unix.EpollEvent) error {
+	if waitSrc {
+		if err := t.armOneShot(&t.src, poller.In); err != nil {
+			return err
+		}
+	}
+	for _, b := range waitDst {
+		if err := t.armOneShot(&b.dst, poller.Out); err != nil {
+			return err
+		}
+		b.state.Store(int32(WaitingDst))
+	}
+	for _, b := range t.branches {
+		if b.active && b.off == t.rw.fill {
+			if waitSrc {
+				b.state.Store(int32(WaitingSrc))
+			} else {
+				b.state.Store(int32(WaitingBranch))
+			}
+		}
+	}
+	n, err := t.waitEvents(events)
+	if err != nil {
+		return err
+	}
+	for _, ev := range events[:n] {
+		if int(ev.Fd) == t.src.FD {
+			t.rw.srcReady = true
+		} else if b := t.branchOf(ev.Fd); b != nil {
+			b.ready = true
+		}
+	}
+	return nil
+}
+
+// armOneShot arms e one-shot for events, registering it the first time.
+func (t *Tee) armOneShot(e *end, events uint32) error {
+	if e.kind == kindFile {
+		return nil // never waits
+	}
+	if t.regs.has(e.FD) {
+		if err := t.poller.Modify(e.FD, events|poller.OneShot); err != nil {
+			return fmt.Errorf("waiting for %s: %w", e.Name, err)
+		}
+		return nil
+	}
+	return t.regs.add(e, events|poller.OneShot)
+}

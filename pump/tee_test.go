@@ -1,0 +1,562 @@
+package pump
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// startTee runs t in a goroutine; the returned channel gives its results.
+func startTee(t *Tee) <-chan []Result {
+	ch := make(chan []Result, 1)
+	go func() { ch <- t.Run() }()
+	return ch
+}
+
+func mustNewTee(t *testing.T, src End, dsts []End, opts ...Option) *Tee {
+	t.Helper()
+	tee, err := NewTee(src, dsts, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tee
+}
+
+// teeSink is one destination of a tee test: how it is set up and how its
+// reader reads.
+type teeSink struct {
+	dst  sink
+	cons consumer
+}
+
+func TestTeeDeliversEveryByteToEveryDestination(t *testing.T) {
+	slow := consumer{chunk: 1000, every: 64, pause: time.Millisecond}
+	tests := []struct {
+		name     string
+		src      source
+		prod     producer
+		sinks    []teeSink
+		zeroCopy bool
+	}{
+		{"2 destinations, 64 KiB pipes", pipeSource(64 << 10), producer{total: 16 * mib},
+			[]teeSink{{pipeSink(64 << 10), consumer{}}, {pipeSink(64 << 10), consumer{}}}, true},
+		{"3 destinations, 1 MiB pipes", pipeSource(DefaultPipeSize), producer{total: 32 * mib},
+			[]teeSink{{pipeSink(DefaultPipeSize), consumer{}}, {pipeSink(DefaultPipeSize), consumer{}}, {pipeSink(DefaultPipeSize), consumer{}}}, true},
+		{"pipes of different sizes", pipeSource(DefaultPipeSize), producer{total: 16*mib + 7, chunk: 5000},
+			[]teeSink{{pipeSink(64 << 10), consumer{chunk: 3000}}, {pipeSink(DefaultPipeSize), consumer{}}, {pipeSink(smallPipe), consumer{chunk: 7000}}}, true},
+		{"slow first destination", pipeSource(DefaultPipeSize), producer{total: 2 * mib},
+			[]teeSink{{pipeSink(smallPipe), slow}, {pipeSink(DefaultPipeSize), consumer{}}}, true},
+		{"slow last destination", pipeSource(DefaultPipeSize), producer{total: 2 * mib},
+			[]teeSink{{pipeSink(DefaultPipeSize), consumer{}}, {pipeSink(smallPipe), slow}}, true},
+		{"tiny pipe destination", pipeSource(64 << 10), producer{total: 4*mib + 1, chunk: 3000},
+			[]teeSink{{pipeSink(64 << 10), consumer{}}, {pipeSink(smallPipe), consumer{chunk: 1000}}, {pipeSink(64 << 10), consumer{chunk: 1}}}, true},
+		{"slow writer", pipeSource(smallPipe), producer{total: 2 * mib, chunk: 3000, every: 32, pause: time.Millisecond},
+			[]teeSink{{pipeSink(DefaultPipeSize), consumer{}}, {pipeSink(smallPipe), consumer{}}}, true},
+		{"one destination", pipeSource(64 << 10), producer{total: 8 * mib},
+			[]teeSink{{pipeSink(64 << 10), consumer{}}}, true},
+		{"regular file destination is read/write", pipeSource(64 << 10), producer{total: 8*mib + 17, chunk: 5000},
+			[]teeSink{{pipeSink(64 << 10), consumer{}}, {fileSink, consumer{}}}, false},
+		{"regular file source is read/write", fileSource, producer{total: 8*mib + 17},
+			[]teeSink{{pipeSink(smallPipe), consumer{chunk: 5000}}, {pipeSink(DefaultPipeSize), consumer{}}}, false},
+		{"socket destination with slow reader", pipeSource(64 << 10), producer{total: 2 * mib},
+			[]teeSink{{socketSink, slow}, {pipeSink(64 << 10), consumer{}}, {fileSink, consumer{}}}, false},
+		{"socket source", socketSource, producer{total: 8 * mib, chunk: 100 << 10},
+			[]teeSink{{pipeSink(smallPipe), consumer{chunk: 3000}}, {socketSink, consumer{}}}, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			tt.prod.seed = uint64(i + 100)
+			src, produced := tt.src(t, tt.prod)
+			var dsts []End
+			var collect []func() digest
+			for _, s := range tt.sinks {
+				e, c := s.dst(t, s.cons)
+				dsts, collect = append(dsts, e), append(collect, c)
+			}
+			tee := mustNewTee(t, src, dsts)
+			if tee.zeroCopy != tt.zeroCopy {
+				t.Errorf("zero copy %v, want %v", tee.zeroCopy, tt.zeroCopy)
+			}
+			res := waitFor(t, startTee(tee), time.Minute, "tee results")
+			in := waitFor(t, produced, time.Minute, "producer")
+			if in.err != nil || in.n != tt.prod.total {
+				t.Fatalf("producer %v", in)
+			}
+			for j, c := range collect {
+				out := c()
+				if out != in {
+					t.Errorf("destination %d: written %v, read %v", j, in, out)
+				}
+				if r := res[j]; r.Err != nil || !r.EOF || r.Bytes != in.n {
+					t.Errorf("destination %d: result %+v, want EOF after %d bytes", j, r, in.n)
+				}
+				if r := tee.Branch(j).Result(); r != res[j] {
+					t.Errorf("destination %d: Result() %+v, Run gave %+v", j, r, res[j])
+				}
+			}
+		})
+	}
+}
+
+// TestTeeDestinationAheadWaitsForTheSlowest forces the path where one
+// destination has part of the source's head already and the others do not:
+// the source holds 300 KiB, one destination's pipe takes all of it at once
+// and the other's only 4 KiB, whose reader reads nothing until the first
+// has everything. Every byte must then reach both exactly once: a byte the
+// fast destination got twice, or the slow one never, changes its hash.
+func TestTeeDestinationAheadWaitsForTheSlowest(t *testing.T) {
+	const total = 300<<10 + 3
+	for _, order := range []string{"slow last (spliced)", "slow first (teed)"} {
+		t.Run(order, func(t *testing.T) {
+			checkFDs(t)
+			src, produced := pipeSource(DefaultPipeSize)(t, producer{total: total, seed: 7, chunk: 5000})
+			in := waitFor(t, produced, 10*time.Second, "producer")
+			fast, fastR := pipeFor(t, DefaultPipeSize, false)
+			slow, slowR := pipeFor(t, smallPipe, false)
+			dsts, fi, si := []End{fast, slow}, 0, 1
+			if order != "slow last (spliced)" {
+				dsts, fi, si = []End{slow, fast}, 1, 0
+			}
+			tee := mustNewTee(t, src, dsts)
+			done := startTee(tee)
+			fb, sb := tee.Branch(fi), tee.Branch(si)
+			eventually(t, 10*time.Second, "fast destination has it all", func() bool { return fb.Bytes() == total })
+			waitBranchState(t, fb, WaitingBranch)
+			if s := sb.Bytes(); s > smallPipe {
+				t.Fatalf("slow destination got %d bytes, more than its pipe holds", s)
+			}
+			if q := fb.SrcQueued(); q != 0 {
+				t.Errorf("fast destination: SrcQueued %d, want 0 (it has all the source holds)", q)
+			}
+			if q := sb.SrcQueued(); q <= 0 {
+				t.Errorf("slow destination: SrcQueued %d, want > 0", q)
+			}
+			waitBranchState(t, sb, WaitingDst)
+			outS := consumer{chunk: 999}.consume(slowR)
+			outF := consumer{}.consume(fastR)
+			res := waitFor(t, done, 10*time.Second, "tee")
+			if outF != in || outS != in {
+				t.Fatalf("written %v; fast read %v, slow read %v", in, outF, outS)
+			}
+			for j, r := range res {
+				if !r.EOF || r.Bytes != total {
+					t.Errorf("destination %d: %+v", j, r)
+				}
+			}
+		})
+	}
+}
+
+func waitBranchState(t *testing.T, b *TeeBranch, s State) {
+	t.Helper()
+	eventually(t, 10*time.Second, "branch "+s.String(), func() bool { return b.State() == s })
+}
+
+// teeOfPipes is a tee from a pipe to n pipes, with a producer of total
+// bytes (1<<40: until EPIPE) behind the source; the readers are returned
+// for the test to use.
+func teeOfPipes(t *testing.T, n, size int, total int64, zeroCopy bool) (*Tee, <-chan digest, []*os.File) {
+	t.Helper()
+	src, w := pipeFor(t, DefaultPipeSize, true)
+	produced := goProduce(producer{total: total, seed: 3}, w)
+	var dsts []End
+	var readers []*os.File
+	for i := range n {
+		var e End
+		var r *os.File
+		if !zeroCopy && i == n-1 {
+			e, r = socketFor(t)
+		} else {
+			e, r = pipeFor(t, size, false)
+		}
+		dsts, readers = append(dsts, e), append(readers, r)
+	}
+	return mustNewTee(t, src, dsts), produced, readers
+}
+
+func TestTeeDropsADestinationWhoseReaderLeft(t *testing.T) {
+	const read = 300 << 10 // what the leaving reader reads first
+	const total = 8 * mib
+	for _, zc := range []bool{true, false} {
+		for _, leaving := range []int{0, 1, 2} {
+			t.Run(fmt.Sprintf("zero copy %v, reader %d leaves", zc, leaving), func(t *testing.T) {
+				checkFDs(t)
+				tee, produced, readers := teeOfPipes(t, 3, 64<<10, total, zc)
+				done := startTee(tee)
+				outs := make([]chan digest, len(readers))
+				for i, r := range readers {
+					outs[i] = make(chan digest, 1)
+					go func() {
+						if i == leaving {
+							d := consumer{}.consume(io.LimitReader(r, read))
+							r.Close()
+							outs[i] <- d
+							return
+						}
+						outs[i] <- consumer{chunk: 5000}.consume(r)
+					}()
+				}
+				res := waitFor(t, done, 30*time.Second, "tee")
+				in := waitFor(t, produced, 10*time.Second, "producer")
+				if in.err != nil || in.n != total {
+					t.Fatalf("producer %v", in)
+				}
+				for i := range readers {
+					out := waitFor(t, outs[i], 10*time.Second, "reader")
+					r := res[i]
+					if i == leaving {
+						if !r.ConsumerGone || !errors.Is(r.Err, ErrConsumerGone) || r.EOF || r.Undelivered <= 0 || r.Bytes < read || out.n != read {
+							t.Errorf("leaving reader read %v; result %+v: want ConsumerGone, Bytes >= %d, Undelivered > 0", out, r, read)
+						}
+						continue
+					}
+					if out != in || !r.EOF || r.Bytes != total || r.Err != nil {
+						t.Errorf("destination %d: written %v, read %v, result %+v", i, in, out, r)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestTeeEndsWhenEveryReaderLeft(t *testing.T) {
+	for _, zc := range []bool{true, false} {
+		t.Run(fmt.Sprintf("zero copy %v", zc), func(t *testing.T) {
+			checkFDs(t)
+			tee, produced, readers := teeOfPipes(t, 2, 64<<10, 1<<40, zc)
+			done := startTee(tee)
+			// One leaves at once, the other after a while.
+			readers[1].Close()
+			consumer{}.consume(io.LimitReader(readers[0], 1*mib))
+			readers[0].Close()
+			res := waitFor(t, done, 10*time.Second, "tee after every reader left")
+			for i, r := range res {
+				if !r.ConsumerGone || !errors.Is(r.Err, ErrConsumerGone) {
+					t.Errorf("destination %d: %+v, want ConsumerGone", i, r)
+				}
+				if b := tee.Branch(i); b.State() != Finished || b.DstQueued() != -1 || b.SrcQueued() != -1 {
+					t.Errorf("destination %d after Run: state %v, queued %d and %d", i, b.State(), b.SrcQueued(), b.DstQueued())
+				}
+			}
+			// The tee closed its source: the producer gets EPIPE.
+			in := waitFor(t, produced, 10*time.Second, "producer EPIPE")
+			if !errors.Is(in.err, syscall.EPIPE) {
+				t.Errorf("producer ended with %v, want EPIPE", in.err)
+			}
+			if in.n < res[0].Bytes {
+				t.Errorf("producer wrote %d, destination 0 got %d", in.n, res[0].Bytes)
+			}
+		})
+	}
+}
+
+func TestTeeBranchStopDropsThatDestinationOnly(t *testing.T) {
+	const total = 8 * mib
+	for _, zc := range []bool{true, false} {
+		t.Run(fmt.Sprintf("zero copy %v", zc), func(t *testing.T) {
+			checkFDs(t)
+			tee, produced, readers := teeOfPipes(t, 3, 64<<10, total, zc)
+			done := startTee(tee)
+			// Destination 1 is not read: the tee blocks on it, then it is
+			// dropped and the others go on.
+			b := tee.Branch(1)
+			eventually(t, 10*time.Second, "destination 1 full", func() bool { return b.Bytes() > 0 && b.State() == WaitingDst })
+			outs := []chan digest{make(chan digest, 1), make(chan digest, 1)}
+			go func() { outs[0] <- consumer{}.consume(readers[0]) }()
+			go func() { outs[1] <- consumer{}.consume(readers[2]) }()
+			b.Stop()
+			waitFor(t, b.Done(), 10*time.Second, "dropped destination")
+			got := b.Result()
+			if !errors.Is(got.Err, ErrBranchStopped) || !errors.Is(got.Err, ErrStopped) || got.EOF || got.Bytes == 0 || got.Undelivered <= 0 {
+				t.Errorf("stopped destination: %+v, want ErrBranchStopped with bytes delivered and undelivered", got)
+			}
+			// Its reader sees the end of its input (the tee closed it).
+			if d := (consumer{}).consume(readers[1]); d.n != got.Bytes {
+				t.Errorf("stopped destination's reader read %v, result says %d delivered", d, got.Bytes)
+			}
+			res := waitFor(t, done, 30*time.Second, "tee")
+			in := waitFor(t, produced, 10*time.Second, "producer")
+			for k, i := range []int{0, 2} {
+				out := waitFor(t, outs[k], 10*time.Second, "reader")
+				if out != in || !res[i].EOF || res[i].Bytes != total {
+					t.Errorf("destination %d: written %v, read %v, result %+v", i, in, out, res[i])
+				}
+			}
+			if res[1] != got {
+				t.Errorf("Run gave %+v for the stopped destination, Result %+v", res[1], got)
+			}
+			b.Stop() // after the end: nothing
+		})
+	}
+}
+
+func TestTeeStopWhileBlockedOnAFullDestination(t *testing.T) {
+	for _, zc := range []bool{true, false} {
+		t.Run(fmt.Sprintf("zero copy %v", zc), func(t *testing.T) {
+			checkFDs(t)
+			tee, produced, readers := teeOfPipes(t, 2, 64<<10, 1<<40, zc)
+			done := startTee(tee)
+			// Destination 0 is read, destination 1 never.
+			go consumer{}.consume(readers[0])
+			b := tee.Branch(1)
+			eventually(t, 10*time.Second, "destination 1 full", func() bool { return b.Bytes() > 0 && b.State() == WaitingDst })
+			before := tee.Branch(0).Bytes()
+			stopped := time.Now()
+			tee.Stop()
+			res := waitFor(t, done, 2*time.Second, "tee after Stop")
+			t.Logf("Run returned %v after Stop", time.Since(stopped))
+			for i, r := range res {
+				if !errors.Is(r.Err, ErrStopped) || errors.Is(r.Err, ErrBranchStopped) || r.EOF {
+					t.Errorf("destination %d: %+v, want ErrStopped", i, r)
+				}
+			}
+			if r := res[1]; r.Undelivered <= 0 || zc && r.Unread <= 0 { // a socket counts no unread bytes
+				t.Errorf("full destination: %+v, want Undelivered and Unread", r)
+			}
+			if res[0].Bytes < before {
+				t.Errorf("destination 0: %d bytes, had %d before Stop", res[0].Bytes, before)
+			}
+			readers[1].Close()
+			readers[0].Close()
+			if in := waitFor(t, produced, 10*time.Second, "producer"); !errors.Is(in.err, syscall.EPIPE) {
+				t.Errorf("producer %v, want EPIPE", in)
+			}
+		})
+	}
+}
+
+func TestTeeStopBeforeRunAndAfterFinish(t *testing.T) {
+	checkFDs(t)
+	tee, _, readers := teeOfPipes(t, 2, smallPipe, 0, true)
+	tee.Stop()
+	res := waitFor(t, startTee(tee), 2*time.Second, "tee stopped before Run")
+	for _, r := range res {
+		if !errors.Is(r.Err, ErrStopped) {
+			t.Errorf("%+v, want ErrStopped", r)
+		}
+	}
+	tee.Stop()
+	tee.Branch(0).Stop()
+	for _, r := range readers {
+		r.Close()
+	}
+}
+
+func TestNewTeeRefusesPumpOnlyOptions(t *testing.T) {
+	checkFDs(t)
+	for _, o := range []Option{RateLimit(1 << 20), Buffer(BufferSpec{Size: 4 * mib}), AwaitRead(), HoldWhenConsumerGone()} {
+		src, _ := pipeFor(t, smallPipe, true)
+		dst, _ := pipeFor(t, smallPipe, false)
+		if _, err := NewTee(src, []End{dst}, o); err == nil || !strings.Contains(err.Error(), "put a pump after it") {
+			t.Errorf("NewTee with a pump-only option: %v", err)
+		}
+		unix.Close(src.FD)
+		unix.Close(dst.FD)
+	}
+}
+
+func TestTeeKeepsWitnesses(t *testing.T) {
+	checkFDs(t)
+	const total = 100<<10 + 1
+	src, produced := pipeSource(DefaultPipeSize)(t, producer{total: total, seed: 9})
+	waitFor(t, produced, 10*time.Second, "producer")
+	a, ra := pipeFor(t, DefaultPipeSize, false)
+	b, rb := pipeFor(t, DefaultPipeSize, false)
+	tee := mustNewTee(t, src, []End{a, b}, KeepWitness())
+	waitFor(t, startTee(tee), 10*time.Second, "tee")
+	if _, err := io.ReadFull(ra, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	ra.Close()
+	rb.Close()
+	for i, want := range []int{total - 1000, total} {
+		if got := tee.Branch(i).Leftover(); got != want {
+			t.Errorf("destination %d: Leftover %d, want %d", i, got, want)
+		}
+		tee.Branch(i).Release()
+	}
+}
+
+// TestTeeSurvivesSignalStorm: a tee between real processes, the children
+// stopped and continued at random points, and every thread of the test
+// process (the tee's among them) sent the runtime's preemption signal over
+// and over, must still deliver every byte to both consumers.
+func TestTeeSurvivesSignalStorm(t *testing.T) {
+	checkFDs(t)
+	size := longCopySize() / 4
+	a, _, err := NewPipe(DefaultPipeSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SetNonblock(a.R); err != nil {
+		t.Fatal(err)
+	}
+	prod := helperCmd(fmt.Sprintf("produce %d 13", size))
+	var prodOut strings.Builder
+	prodStdout := File(a.W, "producer stdout")
+	prod.Stdout, prod.Stderr = prodStdout, &prodOut
+	if err := prod.Start(); err != nil {
+		prodStdout.Close()
+		unix.Close(a.R)
+		t.Fatal(err)
+	}
+	prodStdout.Close()
+	procs := []*os.Process{prod.Process}
+	var consOuts []*strings.Builder
+	var conss []interface{ Wait() error }
+	dsts := []End{}
+	for range 2 {
+		b, _, err := NewPipe(64 << 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := SetNonblock(b.W); err != nil {
+			t.Fatal(err)
+		}
+		cons := helperCmd("consume 0")
+		out := &strings.Builder{}
+		stdin := File(b.R, "consumer stdin")
+		cons.Stdin, cons.Stdout, cons.Stderr = stdin, out, os.Stderr
+		err = cons.Start()
+		stdin.Close()
+		if err != nil {
+			unix.Close(b.W)
+			t.Fatal(err)
+		}
+		procs = append(procs, cons.Process)
+		consOuts, conss = append(consOuts, out), append(conss, cons)
+		dsts = append(dsts, End{FD: b.W, Own: true, Name: "consumer"})
+	}
+	tee := mustNewTee(t, End{FD: a.R, Own: true, Name: "producer"}, dsts)
+	done := startTee(tee)
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		pid := unix.Getpid()
+		for !stop.Load() {
+			ents, _ := os.ReadDir("/proc/self/task")
+			for _, e := range ents {
+				var tid int
+				fmt.Sscan(e.Name(), &tid)
+				unix.Tgkill(pid, tid, unix.SIGURG)
+			}
+			spinFor(50 * time.Microsecond)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(3 * time.Millisecond) // the stop-and-continue pace
+		defer tick.Stop()
+		for i := 0; !stop.Load(); i++ {
+			<-tick.C
+			pr := procs[i/2%len(procs)]
+			if i%2 == 0 {
+				pr.Signal(syscall.SIGSTOP)
+			} else {
+				pr.Signal(syscall.SIGCONT)
+			}
+		}
+		for _, pr := range procs {
+			pr.Signal(syscall.SIGCONT) // never leave a child stopped
+		}
+	}()
+	var res []Result
+	select {
+	case res = <-done:
+	case <-time.After(5 * time.Minute):
+		stop.Store(true)
+		wg.Wait()
+		for _, pr := range procs {
+			pr.Kill()
+		}
+		t.Fatalf("tee of %d bytes hangs (%d, %d bytes delivered)\n%s", size, tee.Branch(0).Bytes(), tee.Branch(1).Bytes(), goroutines())
+	}
+	stop.Store(true)
+	wg.Wait()
+	if err := prod.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	want := strings.TrimSpace(prodOut.String())
+	for i, c := range conss {
+		if err := c.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(consOuts[i].String()); got != want {
+			t.Errorf("consumer %d read %s, producer wrote %s", i, got, want)
+		}
+		if !res[i].EOF || res[i].Bytes != size {
+			t.Errorf("destination %d: %+v", i, res[i])
+		}
+	}
+}
+
+func BenchmarkTeePipeToTwoPipes(b *testing.B) {
+	in, _, err := NewPipe(DefaultPipeSize)
+	if err != nil {
+		b.Fatal(err)
+	}
+	SetNonblock(in.R)
+	unix.SetNonblock(in.W, true)
+	w := os.NewFile(uintptr(in.W), "w")
+	var dsts []End
+	var readers []*os.File
+	for range 2 {
+		out, _, err := NewPipe(DefaultPipeSize)
+		if err != nil {
+			b.Fatal(err)
+		}
+		SetNonblock(out.W)
+		unix.SetNonblock(out.R, true)
+		dsts = append(dsts, End{FD: out.W, Own: true})
+		readers = append(readers, os.NewFile(uintptr(out.R), "r"))
+	}
+	tee, err := NewTee(End{FD: in.R, Own: true}, dsts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunk := make([]byte, mib)
+	newPRNG(1).Read(chunk)
+	b.SetBytes(mib)
+	b.ResetTimer()
+	go func() {
+		defer w.Close()
+		for range b.N {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	done := startTee(tee)
+	counts := make(chan int64, 2)
+	for _, r := range readers {
+		go func() {
+			defer r.Close()
+			n, _ := io.CopyBuffer(io.Discard, r, make([]byte, mib))
+			counts <- n
+		}()
+	}
+	res := waitFor(b, done, time.Minute, "tee")
+	for range readers {
+		if n := <-counts; n != int64(b.N)*mib {
+			b.Fatalf("read %d, want %d", n, int64(b.N)*mib)
+		}
+	}
+	for _, r := range res {
+		if !r.EOF {
+			b.Fatalf("result %+v", r)
+		}
+	}
+}

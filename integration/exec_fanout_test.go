@@ -367,3 +367,44 @@ output = "slow.out"
 		}
 	}
 }
+
+// TestExecFanOutProgressShowsBranches: the progress log of a job that fans
+// out has every stage of every branch, each branch's stages marked below
+// the stage they read from, with their final counts.
+func TestExecFanOutProgressShowsBranches(t *testing.T) {
+	dir := t.TempDir()
+	in, _ := randomFile(t, dir, "in", 3<<20, 9)
+	job := writeFile(t, dir, "job.toml", fmt.Sprintf(`[input]
+path = %q
+[[stage]]
+name = "src"
+command = ["cat"]
+[[stage]]
+name = "a"
+command = ["cat"]
+output = "none"
+[[stage]]
+name = "b"
+from = "src"
+command = ["cat"]
+[[stage]]
+name = "b2"
+command = ["cat"]
+output = "none"
+`, in))
+	res := runPipespool(t, runOpts{}, "exec", job, "--progress", "log")
+	if res.Code != 0 {
+		t.Fatalf("exit %d\n%s", res.Code, res.Stderr)
+	}
+	var final string
+	for _, l := range strings.Split(string(res.Stderr), "\n") {
+		if strings.Contains(l, "final=true") {
+			final = l
+		}
+	}
+	for _, want := range []string{"s1.name=src s1.in=3145728", `s2.name="└ a" s2.in=3145728`, `s3.name="└ b" s3.in=3145728`, `s4.name="  b2" s4.in=3145728`, "result=done"} {
+		if !strings.Contains(final, want) {
+			t.Fatalf("the final progress line has no %q:\n%s", want, res.Stderr)
+		}
+	}
+}

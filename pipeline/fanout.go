@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/pipespool/pipespool/proc"
+	"github.com/pipespool/pipespool/progress"
 	"github.com/pipespool/pipespool/pump"
 )
 
@@ -39,6 +41,11 @@ type lineHooks struct {
 	// jam names the branches that hold up the fan-outs at the line's ends
 	// (their pipes are full), "" when none does.
 	jam func() string
+	// progress, when not nil, takes the line's latest progress samples
+	// (its stages in order), every progressInterval, and once more with
+	// the final counts when the line is over.
+	progress         func([]progress.StageSample)
+	progressInterval time.Duration
 }
 
 // treeRun is the run of a job that fans out.
@@ -57,6 +64,9 @@ type treeRun struct {
 	mu sync.Mutex // guards the fields below
 	// stopped[l]: the coordinator stopped line l because another failed.
 	stopped []bool
+	// samples are the latest progress samples of every stage, in the job
+	// file's order, as the lines' monitors hand them over.
+	samples []progress.StageSample
 }
 
 // runTree runs a job that fans out; see Run.
@@ -81,6 +91,10 @@ func runTree(ctx context.Context, job *Job, opts Options) (*Report, error) {
 	t.fans = make([]*pump.Tee, n)
 	t.done = make([]chan struct{}, n)
 	t.stopped = make([]bool, n)
+	t.samples = make([]progress.StageSample, len(job.Stages))
+	for i := range t.samples {
+		t.samples[i] = progress.StageSample{State: "starting", Buffer: -1}
+	}
 	t.scope = proc.NewScope(job.MayOutlive)
 	for l := range t.lines {
 		t.runs[l] = t.newLine(l, deadline)
@@ -90,9 +104,81 @@ func runTree(ctx context.Context, job *Job, opts Options) (*Report, error) {
 		t.closeAll()
 		return nil, err
 	}
+	board := t.newBoard(start)
+	stopDisplay := t.display(board)
 	t.run(ctx)
+	stopDisplay()
 	t.endProcesses()
-	return t.finish(start)
+	rep, err := t.finish(start)
+	if board != nil {
+		t.mu.Lock()
+		board.Update(time.Now(), slices.Clone(t.samples))
+		t.mu.Unlock()
+		result := "done"
+		if rep.Result != ResultSuccess {
+			result = rep.Result
+		}
+		t.opts.Progress.Close(board, result)
+	}
+	return rep, err
+}
+
+// newBoard is the tree's progress board (nil without a display): every
+// stage in the job file's order, a branch's stages indented below the
+// stage they read from, its first marked.
+func (t *treeRun) newBoard(now time.Time) *progress.Board {
+	if t.opts.Progress == nil {
+		return nil
+	}
+	names := make([]string, len(t.job.Stages))
+	depth := make([]int, len(t.lines))
+	for l, ln := range t.lines {
+		if ln.Parent >= 0 {
+			depth[l] = depth[ln.Parent] + 1
+		}
+		for k, i := range ln.Stages {
+			name := t.job.Stages[i].Name
+			switch {
+			case depth[l] == 0:
+			case k == 0:
+				name = strings.Repeat("  ", depth[l]-1) + "└ " + name
+			default:
+				name = strings.Repeat("  ", depth[l]) + name
+			}
+			names[i] = name
+		}
+	}
+	size, sizedOut := t.runs[0].progressSize()
+	return progress.NewBoard(progress.Config{Job: t.job.Name, Stages: names, Size: size, SizedOut: sizedOut}, now)
+}
+
+// display draws board every interval of the display until the function it
+// returns is called (nothing without a board).
+func (t *treeRun) display(board *progress.Board) (stop func()) {
+	if board == nil {
+		return func() {}
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(t.opts.Progress.Interval())
+		defer tk.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case now := <-tk.C:
+				t.mu.Lock()
+				board.Update(now, slices.Clone(t.samples))
+				t.mu.Unlock()
+				t.opts.Progress.Draw(board)
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
 }
 
 // discard is an io.Writer that drops everything.
@@ -151,10 +237,9 @@ func (t *treeRun) newLine(l int, deadline time.Time) *running {
 		opts.Input, opts.InputPath = nil, ""
 		opts.RateLimit, opts.Buffer, opts.ExpectedSize = 0, 0, 0
 	}
-	if l != 0 {
-		// One progress board per run: the trunk's (see docs/fan-out.md).
-		opts.Progress = nil
-	}
+	// One progress board for the tree, which the coordinator draws: the
+	// lines hand it their samples.
+	opts.Progress = nil
 	last := &sub.Stages[len(sub.Stages)-1]
 	if len(ln.Children) == 0 && last.Output != "" {
 		sub.Output, sub.OutputMode, sub.OutputModeSet = last.Output, last.OutputMode, last.OutputModeSet
@@ -167,6 +252,16 @@ func (t *treeRun) newLine(l int, deadline time.Time) *running {
 		onStop:       func(c stopCause) { t.lineStopped(l, c) },
 		upstreamBusy: func() bool { return t.upstreamBusy(l) },
 		jam:          func() string { return t.jam(l) },
+	}
+	if t.opts.Progress != nil {
+		r.tree.progressInterval = t.opts.Progress.Interval()
+		r.tree.progress = func(s []progress.StageSample) {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			for k, i := range ln.Stages {
+				t.samples[i] = s[k]
+			}
+		}
 	}
 	return r
 }

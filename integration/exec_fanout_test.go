@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -406,5 +408,99 @@ output = "none"
 		if !strings.Contains(final, want) {
 			t.Fatalf("the final progress line has no %q:\n%s", want, res.Stderr)
 		}
+	}
+}
+
+// TestExecFanOutCommitFailsHalfWay: the outputs are committed after every
+// branch finished, in the job file's order; one whose rename fails (its
+// final name became a directory during the run) fails the run, the outputs
+// after it are discarded, and the message and the report say which were
+// committed already.
+func TestExecFanOutCommitFailsHalfWay(t *testing.T) {
+	dir := t.TempDir()
+	in, sum := randomFile(t, dir, "in", 1<<20, 11)
+	job := writeFile(t, dir, "job.toml", fmt.Sprintf(`[input]
+path = %q
+[[stage]]
+name = "src"
+command = ["cat"]
+[[stage]]
+name = "a"
+command = ["cat"]
+output = "a.out"
+[[stage]]
+name = "b"
+from = "src"
+shell = "cat && mkdir -p b.out/in-the-way"
+dir = %q
+output = "b.out"
+[[stage]]
+name = "c"
+from = "src"
+command = ["cat"]
+output = "c.out"
+`, in, dir))
+	res := runPipespool(t, runOpts{}, "exec", job, "--report", filepath.Join(dir, "rep.json"))
+	if res.Code != 1 || !strings.Contains(string(res.Stderr), "already committed: "+filepath.Join(dir, "a.out")) {
+		t.Fatalf("exit %d, want 1 naming what was committed\n%s", res.Code, res.Stderr)
+	}
+	if got := fileSHA256(t, filepath.Join(dir, "a.out")); got != sum {
+		t.Fatalf("a.out, committed before b.out failed, is not whole")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "c.out")); !os.IsNotExist(err) {
+		t.Fatalf("c.out, after the failed commit, exists: %v", err)
+	}
+	rep := readFanOutReport(t, filepath.Join(dir, "rep.json"))
+	status := map[string]string{}
+	for _, o := range rep.Outputs {
+		status[o.Branch] = o.Status
+	}
+	if want := map[string]string{"a": "committed", "b": "failed", "c": "discarded"}; !reflect.DeepEqual(status, want) {
+		t.Fatalf("outputs %v, want %v", status, want)
+	}
+	if rep.RootCause != "output" || rep.RootBranch != "b" {
+		t.Fatalf("root cause %q in branch %q, want b's output", rep.RootCause, rep.RootBranch)
+	}
+}
+
+// TestExecFanOutSignalAndTimeout: SIGTERM to pipespool, or the job's
+// timeout, in the middle of a job that fans out: every stage of every
+// branch is stopped, no output and no temporary file is left, and the exit
+// status is the signal's (143) or 1.
+func TestExecFanOutSignalAndTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout string
+		code    int
+	}{{"SIGTERM", "0", 143}, {"timeout", "2s", 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			marker := fmt.Sprintf("fanout-signal-%d", os.Getpid())
+			job := writeFile(t, dir, "job.toml", fmt.Sprintf(`timeout = %q
+[input]
+path = "none"
+[[stage]]
+name = "ticker"
+shell = "while :; do echo tick; sleep 0.05; done # %[2]s"
+[[stage]]
+name = "a"
+shell = "cat # %[2]s"
+output = "a.out"
+[[stage]]
+name = "b"
+from = "ticker"
+shell = "cat # %[2]s"
+output = "b.out"
+`, tc.timeout, marker))
+			sr := startPipespool(t, nil, "", marker, 3, filepath.Join(dir, ".b.out.pipespool-*.tmp"), "exec", job)
+			if tc.timeout == "0" {
+				sr.cmd.Process.Signal(syscall.SIGTERM)
+			}
+			if code := sr.wait(t); code != tc.code {
+				t.Fatalf("exit %d, want %d\n%s", code, tc.code, sr.stderr)
+			}
+			assertNoProcesses(t, marker)
+			assertOnlyFiles(t, dir, "job.toml")
+		})
 	}
 }

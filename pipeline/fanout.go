@@ -627,6 +627,19 @@ func (t *treeRun) commit(tv *treeVerdict, verdicts []verdict) []OutputReport {
 	var outs []OutputReport
 	var committed []string
 	failed := tv.Result != ResultSuccess
+	// First every output's data is made durable: a failure then commits
+	// none. Only a rename (or the directory's fsync) can fail after one
+	// output is in place.
+	for l, r := range t.runs {
+		if failed || tv.Discard[l] || len(t.lines[l].Children) > 0 {
+			continue
+		}
+		if err := r.dst.prepare(); err != nil {
+			failed = true
+			*tv = treeVerdict{Result: ResultFailed, Line: l, Output: true, Msg: fmt.Sprintf("%s: %v (no output was committed)", branchLabel(t.lines, l), err), Discard: tv.Discard}
+			verdicts[l].Root = len(r.stages)
+		}
+	}
 	for l, r := range t.runs {
 		if len(t.lines[l].Children) > 0 {
 			r.dst.discard() // the fan-out's pipe: closed by its pump already

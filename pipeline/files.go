@@ -225,6 +225,19 @@ func (s *sink) commit() error {
 	return nil
 }
 
+// prepare makes an atomic output's data durable (fsync) before any output
+// of the run is renamed into place: a full disk or an I/O error found now
+// commits none of them.
+func (s *sink) prepare() error {
+	if s.atomic == nil {
+		return nil
+	}
+	if err := s.atomic.File().Sync(); err != nil {
+		return fmt.Errorf("output %s: fsync: %w", s.desc, err)
+	}
+	return nil
+}
+
 // discard drops an atomic output's temporary file, or closes another
 // output it opened.
 func (s *sink) discard() {

@@ -61,9 +61,7 @@ type treeRun struct {
 	// done[l] is closed once line l's run has returned.
 	done []chan struct{}
 
-	mu sync.Mutex // guards the fields below
-	// stopped[l]: the coordinator stopped line l because another failed.
-	stopped []bool
+	mu sync.Mutex // guards samples
 	// samples are the latest progress samples of every stage, in the job
 	// file's order, as the lines' monitors hand them over.
 	samples []progress.StageSample
@@ -90,7 +88,6 @@ func runTree(ctx context.Context, job *Job, opts Options) (*Report, error) {
 	t.runs = make([]*running, n)
 	t.fans = make([]*pump.Tee, n)
 	t.done = make([]chan struct{}, n)
-	t.stopped = make([]bool, n)
 	t.samples = make([]progress.StageSample, len(job.Stages))
 	for i := range t.samples {
 		t.samples[i] = progress.StageSample{State: "starting", Buffer: -1}
@@ -469,9 +466,6 @@ func (t *treeRun) lineStopped(l int, c stopCause) {
 	// input ends then is taken for stopped, not for stalled or done.
 	msg := fmt.Sprintf("stopped: %s failed", branchLabel(t.lines, l))
 	for _, o := range stop {
-		t.mu.Lock()
-		t.stopped[o] = true
-		t.mu.Unlock()
 		t.runs[o].stopRun(stopCause{Stage: -1, Result: ResultFailed, Msg: msg, Cascade: true})
 	}
 	if all {

@@ -321,7 +321,9 @@ type teeRW struct {
 func (t *Tee) rwCopy() (outcome, error) {
 	rw := &t.rw
 	for _, b := range t.branches {
-		if b.active && b.dst.kind == kindPolled && b.dst.pollsFirst() {
+		// An inherited blocking destination, a pipe included: write(2)
+		// on it could sleep until all was taken, out of Stop's reach.
+		if b.active && b.dst.pollsFirst() {
 			b.out = nonBlockingWriter(b.dst.FD)
 		}
 	}

@@ -595,3 +595,41 @@ func TestTeeGoesOnWhenTheDestinationSplicedIntoLeaves(t *testing.T) {
 		t.Errorf("destination that left: %+v", res[1])
 	}
 }
+
+// TestTeeStopsWhileInheritedBlockingPipeIsFull: on the read/write path (a
+// regular file source) a destination that is an inherited blocking pipe
+// must be written without blocking: a write(2) of the tee's buffer into a
+// blocking pipe with less room sleeps until its reader takes all of it,
+// and Stop could not end a tee whose reader stopped reading. The first
+// version wrote such a pipe with plain write(2) and hung here.
+func TestTeeStopsWhileInheritedBlockingPipeIsFull(t *testing.T) {
+	checkFDs(t)
+	src, _ := fileSource(t, producer{total: 8 * mib, seed: 5})
+	p, _, err := NewPipe(64 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := os.NewFile(uintptr(p.R), "reader that never reads")
+	defer r.Close()
+	defer unix.Close(p.W)
+	inherited := End{FD: p.W, Name: "inherited stdout"} // blocking, not owned
+	file, _ := fileSink(t, consumer{})
+	tee := mustNewTee(t, src, []End{inherited, file})
+	done := startTee(tee)
+	eventually(t, 10*time.Second, "the blocking pipe full", func() bool { return Queued(p.W) >= 60<<10 })
+	tee.Stop()
+	var res []Result
+	select {
+	case res = <-done:
+	case <-time.After(5 * time.Second):
+		r.Close() // the write then fails with EPIPE and the tee ends
+		<-done
+		t.Fatalf("Stop did not end a tee whose inherited blocking pipe was full")
+	}
+	if !errors.Is(res[0].Err, ErrStopped) || !isOpen(p.W) {
+		t.Errorf("result %+v, inherited fd open %v", res[0], isOpen(p.W))
+	}
+	if fl, _ := unix.FcntlInt(uintptr(p.W), unix.F_GETFL, 0); fl&unix.O_NONBLOCK != 0 {
+		t.Errorf("the tee made an inherited fd non-blocking")
+	}
+}

@@ -45,7 +45,7 @@
 // A pump made with RateLimit asks a token bucket before each transfer how
 // many bytes it may move, and asks for no more (ratelimit.go states the
 // limit's invariant). With too few tokens it sleeps on its own thread until
-// half the burst has accrued, in a timed wait that Stop's wake-up
+// three quarters of the burst have accrued, in a timed wait that Stop's wake-up
 // ends (poller.Sleep): readiness of the ends does not wake it, and the
 // first attempt after the sleep is a transfer, never a wait, so the edge-
 // triggered invariant above holds. A limited splice that moved all it

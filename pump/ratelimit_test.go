@@ -12,7 +12,8 @@ const ms = int64(time.Millisecond)
 // Tokens accrue at exactly the rate: a remainder below one byte is carried,
 // never lost or rounded up, however the refills fall.
 func TestRateLimitBucketAccruesExactly(t *testing.T) {
-	b := newBucket(3, 2, 0) // half the burst: 1 byte
+	b := newBucket(3, 2, 0)
+	b.low = 1 // a transfer is worth one byte
 	b.take(2)
 	third := nsPerSec / 3 // 333333333 ns: 0.999999999 byte
 	if n, wait := b.allow(1, third); n != 0 || wait != 1 {
@@ -51,36 +52,36 @@ func TestRateLimitBucketAccruesExactly(t *testing.T) {
 
 func n64(n int) int64 { return int64(n) }
 
-// Below half the burst the bucket says how long until it holds half, to
-// the nanosecond; at or above it, it gives all it holds.
-func TestRateLimitBucketWaitsForHalfTheBurst(t *testing.T) {
+// Below 3/4 of the burst the bucket says how long until it holds 3/4, to
+// the nanosecond (rounded up); at or above it, it gives all it holds.
+func TestRateLimitBucketWaitsForThreeQuartersOfTheBurst(t *testing.T) {
 	const rate = 1 << 20 // 1 MiB/s
 	b := newBucket(rate, 4096, 0)
-	if b.low != 2048 {
-		t.Fatalf("low = %d, want 2048", b.low)
+	if b.low != 3072 {
+		t.Fatalf("low = %d, want 3072", b.low)
 	}
 	if n, wait := b.allow(1<<20, 0); n != 4096 || wait != 0 {
 		t.Fatalf("full bucket: allow = %d, %v; want 4096, 0", n, wait)
 	}
 	b.take(4096)
-	// 2048 bytes at 1 MiB/s: 2048e9/2^20 ns = 1953125 exactly.
-	if n, wait := b.allow(1<<20, 0); n != 0 || wait != 1953125 {
-		t.Fatalf("empty bucket: allow = %d, %v; want 0, 1953125ns", n, wait)
+	// 3072 bytes at 1 MiB/s: 3072e9/2^20 ns = 2929687.5, rounded up.
+	if n, wait := b.allow(1<<20, 0); n != 0 || wait != 2929688 {
+		t.Fatalf("empty bucket: allow = %d, %v; want 0, 2929688ns", n, wait)
 	}
-	// After 1 ms: 1048.576 bytes there, 999.424 to come: 953125 ns.
-	if n, wait := b.allow(1<<20, 1000000); n != 0 || wait != 953125 {
-		t.Fatalf("after 1 ms: allow = %d, %v; want 0, 953125ns", n, wait)
+	// After 1 ms: 1048.576 bytes there, 2023.424 to come: 1929687.5 ns.
+	if n, wait := b.allow(1<<20, 1000000); n != 0 || wait != 1929688 {
+		t.Fatalf("after 1 ms: allow = %d, %v; want 0, 1929688ns", n, wait)
 	}
-	if n, _ := b.allow(1<<20, 1953124); n != 0 {
+	if n, _ := b.allow(1<<20, 2929687); n != 0 {
 		t.Fatalf("1 ns early: allow = %d, want 0", n)
 	}
-	if n, _ := b.allow(1<<20, 1953125); n != 2048 {
-		t.Fatalf("on time: allow = %d, want 2048", n)
+	if n, _ := b.allow(1<<20, 2929688); n != 3072 {
+		t.Fatalf("on time: allow = %d, want 3072", n)
 	}
-	b.take(2000)
+	b.take(3000)
 	// A small want is served as soon as it is there.
-	if n, wait := b.allow(48, 1953125); n != 48 || wait != 0 {
-		t.Fatalf("want 48 of 48: allow = %d, %v", n, wait)
+	if n, wait := b.allow(48, 2929688); n != 48 || wait != 0 {
+		t.Fatalf("want 48 of 72: allow = %d, %v", n, wait)
 	}
 	// Long idle: the bucket fills to its burst and no further.
 	if n, _ := b.allow(1<<20, 1000*nsPerSec); n != 4096 {
@@ -90,16 +91,16 @@ func TestRateLimitBucketWaitsForHalfTheBurst(t *testing.T) {
 
 // The burst bound: a taker that grabs all it may, at any instants, never
 // moves more than burst + rate*t in any interval of t; and one that sleeps
-// as told, even oversleeping by up to the time of half the burst (the slack
-// the half-burst wait leaves), keeps the rate within 1%.
+// as told, even oversleeping by up to the time of the last quarter of the
+// burst (the slack the 3/4-burst wait leaves), keeps the rate within 1%.
 func TestRateLimitBucketBurstBound(t *testing.T) {
 	for _, tc := range []struct {
 		rate, burst int64
 	}{{100 << 20, 1 << 20}, {1 << 20, 209715}, {1000, 200}, {7, 1}} {
 		burstNs := tc.burst * nsPerSec / tc.rate
-		slackNs := (tc.burst - max(tc.burst/2, 1)) * nsPerSec / tc.rate
-		rng := rand.New(rand.NewPCG(uint64(tc.rate), 3))
 		b := newBucket(tc.rate, tc.burst, 0)
+		slackNs := (tc.burst - b.low) * nsPerSec / tc.rate
+		rng := rand.New(rand.NewPCG(uint64(tc.rate), 3))
 		type move struct{ at, n int64 }
 		var moves []move
 		var now int64

@@ -194,6 +194,10 @@ func (t *Tee) Run() []Result {
 		case stopRequested:
 			t.settle(b, Result{Err: ErrStopped, Undelivered: t.undelivered(b), Unread: b.dstQueued()}, false)
 		default:
+			if err == nil {
+				// Never a destination left with neither EOF nor an error.
+				err = fmt.Errorf("tee from %s ended before the source's end", t.src.Name)
+			}
 			t.settle(b, Result{Undelivered: t.undelivered(b), Unread: b.dstQueued(), Err: err}, false)
 		}
 	}

@@ -2,6 +2,7 @@ package pump
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/pipespool/pipespool/poller"
 	"golang.org/x/sys/unix"
@@ -25,131 +26,226 @@ import (
 // head that all of them have is read and thrown away.
 //
 // Invariant: a wait follows a round in which every attempt returned
-// EAGAIN (or was not made because a level destination's tee had returned
-// it: the splice waits for the slowest), so the change that ends it (a
-// write into the source, a read from a full destination) is still to come;
-// the source and every destination are registered edge-triggered, so that
-// change is queued even before the wait, and a lasting state once. A round
-// that moved a byte or dropped a destination is followed by another round.
+// EAGAIN or moved less than it asked for (and no destination was dropped):
+// between two pipes that means the source ran empty or that destination
+// filled up, so the change that ends it (a write into the source, a read
+// from the full destination) is still to come; the source and every
+// destination are registered edge-triggered, so that change is queued even
+// before the wait, and a lasting state once. A destination ahead is not
+// attempted: it waits for the level ones, whose attempts said why they
+// stopped. Once a hang-up or error was harvested (no writer left, or a
+// reader gone), a short transfer no longer says that a change is to come,
+// and only a round in which every attempt returned EAGAIN is followed by a
+// wait, as on the splice path of a pump. A short round between big pipes
+// may instead be followed by a short sleep that lets the source fill (see
+// spliceCopier.batchDelay), then a round.
 func (t *Tee) teeCopy() (outcome, error) {
-	events := make([]unix.EpollEvent, len(t.branches)+1)
-	armed := false
-	var scratch []byte
-	level := make([]*TeeBranch, 0, len(t.branches))
+	c := &teeZC{t: t, events: make([]unix.EpollEvent, len(t.branches)+1), level: make([]*TeeBranch, 0, len(t.branches))}
+	c.batchTarget, c.batchMax = t.batching()
+
+	prev := time.Now().UnixNano()
 	for {
 		if t.stopping.Load() {
 			return stopRequested, nil
 		}
 		t.dropStopped()
-		level = level[:0]
-		aheadMin := int64(maxSplice)
-		for _, b := range t.branches {
-			if !b.active {
+		if !t.anyActive() {
+			return consumerGone, nil
+		}
+		r, how, err := c.round()
+		if how != keepCopying {
+			return how, err
+		}
+		if r.moved > 0 {
+			now := time.Now().UnixNano()
+			elapsed := now - prev
+			prev = now
+			if r.dropped || !r.short || c.endGone {
 				continue
 			}
-			if a := b.ahead.Load(); a > 0 {
-				aheadMin = min(aheadMin, a)
-			} else {
-				level = append(level, b)
+			if c.batchTarget > 0 && r.moved < c.batchTarget && elapsed > 0 {
+				sleep(min(time.Duration(elapsed*int64(c.batchTarget)/int64(r.moved)), c.batchMax))
+				continue
 			}
-		}
-		if len(level) == 0 {
-			if aheadMin == maxSplice {
-				return consumerGone, nil // no destination left
-			}
-			// Every destination has the head: consume it.
-			if scratch == nil {
-				scratch = make([]byte, 64<<10)
-			}
-			n, err := ignoringEINTRIO(unix.Read, t.src.FD, scratch[:min(int(aheadMin), len(scratch))])
-			if err != nil || n == 0 {
-				return copyFailed, fmt.Errorf("reading %s: %d bytes, %v", t.src.Name, n, err)
-			}
-			t.consumed(n, nil)
+		} else if r.dropped {
 			continue
 		}
-		want := int(aheadMin)
-		moved, ended := false, false
-		last := level[len(level)-1]
-		m := want
-		for _, b := range level[:len(level)-1] {
-			n, err := teeOnce(t.src.FD, b.dst.FD, want)
-			switch {
-			case n > 0:
-				b.ahead.Add(int64(n))
-				b.progress(n)
-				m, moved = min(m, n), true
-			case err == nil:
-				ended = true
-			case err == unix.EAGAIN:
-				m = 0
-			case err == unix.EPIPE:
-				t.gone(b)
-				moved = true
-			case err == unix.EINVAL && t.nothingMoved():
-				return spliceRefused, nil
-			default:
-				t.failed(b, err)
-				moved = true
-			}
-		}
-		if ended {
-			// No writer left and nothing queued: no tee copied a byte in
-			// this round, and every destination has it all.
-			return sourceEnded, nil
-		}
-		if last.active {
-			// The splice consumes what every level destination got. When
-			// one got nothing (full), nothing can be consumed: the last
-			// one then gets ahead like the others, with tee.
-			var n int
-			var err error
-			if m > 0 {
-				n, err = splice(t.src.FD, last.dst.FD, m)
-			} else {
-				n, err = teeOnce(t.src.FD, last.dst.FD, want)
-			}
-			switch {
-			case n > 0:
-				last.progress(n)
-				if m > 0 {
-					t.consumed(n, last)
-				} else {
-					last.ahead.Add(int64(n))
-				}
-				moved = true
-			case err == nil:
-				return sourceEnded, nil
-			case err == unix.EAGAIN:
-			case err == unix.EPIPE:
-				t.gone(last)
-				moved = true
-			case err == unix.EINVAL && t.nothingMoved():
-				return spliceRefused, nil
-			default:
-				t.failed(last, err)
-				moved = true
-			}
-		}
-		if moved {
-			continue
-		}
-		if !armed {
-			if err := t.armEdge(); err != nil {
-				return copyFailed, err
-			}
-			armed = true
-		}
-		for _, b := range t.branches {
-			if b.active {
-				b.state.Store(int32(waitingEither))
-			}
-		}
-		if _, err := t.waitEvents(events); err != nil {
+		if err := c.wait(); err != nil {
 			return copyFailed, err
 		}
 		// The next round turns the change into bytes, EOF or EPIPE.
 	}
+}
+
+// keepCopying: a round ended without an outcome for the whole tee.
+const keepCopying outcome = 255
+
+// teeZC is the zero-copy strategy's state. Run's goroutine only.
+type teeZC struct {
+	t       *Tee
+	events  []unix.EpollEvent
+	level   []*TeeBranch
+	scratch []byte // for a head every destination has; see round
+	armed   bool
+	// endGone: a wait harvested a hang-up or error on some end: see
+	// teeCopy's invariant.
+	endGone bool
+	// batchTarget and batchMax: see Tee.batching.
+	batchTarget int
+	batchMax    time.Duration
+}
+
+// roundResult is what one round did.
+type roundResult struct {
+	moved   int  // the most bytes any destination got
+	short   bool // every attempt returned EAGAIN or moved less than it asked
+	dropped bool // a destination was dropped
+}
+
+// round makes one attempt on every level destination, as teeCopy says.
+func (c *teeZC) round() (r roundResult, how outcome, err error) {
+	t := c.t
+	c.level = c.level[:0]
+	aheadMin := int64(maxSplice)
+	for _, b := range t.branches {
+		if !b.active {
+			continue
+		}
+		if a := b.ahead.Load(); a > 0 {
+			aheadMin = min(aheadMin, a)
+		} else {
+			c.level = append(c.level, b)
+		}
+	}
+	r.short = true
+	if len(c.level) == 0 {
+		// Every destination has the head: consume it.
+		if c.scratch == nil {
+			c.scratch = make([]byte, 64<<10)
+		}
+		n, err := ignoringEINTRIO(unix.Read, t.src.FD, c.scratch[:min(int(aheadMin), len(c.scratch))])
+		if err != nil || n == 0 {
+			return r, copyFailed, fmt.Errorf("reading %s: %d bytes, %v", t.src.Name, n, err)
+		}
+		t.consumed(n, nil)
+		r.moved, r.short = n, false
+		return r, keepCopying, nil
+	}
+	want := int(aheadMin)
+	last := c.level[len(c.level)-1]
+	m := want
+	// attempt accounts for one transfer's result; it reports the source's
+	// end (no writer left, nothing queued) or a strategy change.
+	attempt := func(b *TeeBranch, n, asked int, err error) (outcome, bool) {
+		switch {
+		case n > 0:
+			b.progress(n)
+			r.moved = max(r.moved, n)
+			if n == asked {
+				r.short = false
+			}
+		case err == nil:
+			return sourceEnded, true
+		case err == unix.EAGAIN:
+		case err == unix.EPIPE:
+			t.gone(b)
+			r.dropped = true
+		case err == unix.EINVAL && t.nothingMoved():
+			return spliceRefused, true
+		default:
+			t.failed(b, err)
+			r.dropped = true
+		}
+		return 0, false
+	}
+	for _, b := range c.level[:len(c.level)-1] {
+		n, err := teeOnce(t.src.FD, b.dst.FD, want)
+		if how, end := attempt(b, n, want, err); end {
+			// tee(2) returns 0 only with nothing queued: no tee copied a
+			// byte in this round, and every destination has it all.
+			return r, how, nil
+		}
+		switch {
+		case n > 0:
+			b.ahead.Add(int64(n))
+			m = min(m, n)
+		case b.active:
+			m = 0 // it has no room, or the source nothing
+		}
+	}
+	if !last.active {
+		return r, keepCopying, nil
+	}
+	// The splice consumes what every level destination got. When one got
+	// nothing (full), nothing can be consumed: the last one then gets
+	// ahead like the others, with tee(2).
+	if m > 0 {
+		n, err := splice(t.src.FD, last.dst.FD, m)
+		if how, end := attempt(last, n, m, err); end {
+			return r, how, nil
+		}
+		if n > 0 {
+			t.consumed(n, last)
+		}
+	} else {
+		n, err := teeOnce(t.src.FD, last.dst.FD, want)
+		if how, end := attempt(last, n, want, err); end {
+			return r, how, nil
+		}
+		if n > 0 {
+			last.ahead.Add(int64(n))
+		}
+	}
+	return r, keepCopying, nil
+}
+
+// wait registers the ends the first time, then waits for a change of any
+// of them, or a stop request.
+func (c *teeZC) wait() error {
+	t := c.t
+	if !c.armed {
+		if err := t.armEdge(); err != nil {
+			return err
+		}
+		c.armed = true
+	}
+	for _, b := range t.branches {
+		if b.active {
+			b.state.Store(int32(waitingEither))
+		}
+	}
+	n, err := t.waitEvents(c.events)
+	if err != nil {
+		return err
+	}
+	for _, ev := range c.events[:n] {
+		if ev.Events&(poller.Hup|poller.Err) != 0 {
+			c.endGone = true
+		}
+	}
+	return nil
+}
+
+// batching returns the batching target (a quarter of the smallest pipe of
+// the tee) and the longest batching sleep, as spliceCopier does between two
+// pipes; 0 when a pipe is too small to batch.
+func (t *Tee) batching() (int, time.Duration) {
+	least, err := unix.FcntlInt(uintptr(t.src.FD), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		return 0, 0
+	}
+	for _, b := range t.branches {
+		n, err := unix.FcntlInt(uintptr(b.dst.FD), unix.F_GETPIPE_SZ, 0)
+		if err != nil {
+			return 0, 0
+		}
+		least = min(least, n)
+	}
+	d := time.Duration(least / fastestFill)
+	if d < minBatchDelay {
+		return 0, 0
+	}
+	return least / 4, min(d, maxBatchDelay)
 }
 
 // consumed accounts for n bytes taken off the source's head, by the splice
@@ -225,7 +321,9 @@ type teeRW struct {
 func (t *Tee) rwCopy() (outcome, error) {
 	rw := &t.rw
 	for _, b := range t.branches {
-		if b.active && b.dst.kind == kindPolled && b.dst.pollsFirst() {
+		// An inherited blocking destination, a pipe included: write(2)
+		// on it could sleep until all was taken, out of Stop's reach.
+		if b.active && b.dst.pollsFirst() {
 			b.out = nonBlockingWriter(b.dst.FD)
 		}
 	}

@@ -560,3 +560,76 @@ func BenchmarkTeePipeToTwoPipes(b *testing.B) {
 		}
 	}
 }
+
+// TestTeeGoesOnWhenTheDestinationSplicedIntoLeaves: the one destination
+// that is level with the source is the one spliced into; when it leaves,
+// the others, all ahead (here by a whole pipe), must still get every byte.
+// The first version took "no level destination, every other ahead by 1
+// MiB" for "no destination left" and ended the tee there: the destination
+// left got no EOF and 1 MiB was lost without an error.
+func TestTeeGoesOnWhenTheDestinationSplicedIntoLeaves(t *testing.T) {
+	checkFDs(t)
+	const total = 3 * mib
+	src, w := pipeFor(t, DefaultPipeSize, true)
+	produced := goProduce(producer{total: total, seed: 21}, w)
+	eventually(t, 10*time.Second, "source full", func() bool { return Queued(src.FD) == DefaultPipeSize })
+	fast, fastR := pipeFor(t, DefaultPipeSize, false)
+	last, lastR := pipeFor(t, smallPipe, false)
+	// The last destination is full before the tee starts: it gets nothing
+	// while the first one takes a whole pipe (maxSplice) ahead.
+	if _, err := unix.Write(last.FD, make([]byte, smallPipe)); err != nil {
+		t.Fatal(err)
+	}
+	tee := mustNewTee(t, src, []End{fast, last})
+	done := startTee(tee)
+	eventually(t, 10*time.Second, "first destination a pipe ahead", func() bool { return tee.Branch(0).Bytes() == maxSplice })
+	waitBranchState(t, tee.Branch(1), WaitingDst)
+	lastR.Close()
+	out := consumer{}.consume(fastR)
+	res := waitFor(t, done, 10*time.Second, "tee")
+	in := waitFor(t, produced, 10*time.Second, "producer")
+	if out != in || !res[0].EOF || res[0].Bytes != total {
+		t.Errorf("written %v, read %v; result %+v", in, out, res[0])
+	}
+	if !res[1].ConsumerGone || res[1].Bytes != 0 {
+		t.Errorf("destination that left: %+v", res[1])
+	}
+}
+
+// TestTeeStopsWhileInheritedBlockingPipeIsFull: on the read/write path (a
+// regular file source) a destination that is an inherited blocking pipe
+// must be written without blocking: a write(2) of the tee's buffer into a
+// blocking pipe with less room sleeps until its reader takes all of it,
+// and Stop could not end a tee whose reader stopped reading. The first
+// version wrote such a pipe with plain write(2) and hung here.
+func TestTeeStopsWhileInheritedBlockingPipeIsFull(t *testing.T) {
+	checkFDs(t)
+	src, _ := fileSource(t, producer{total: 8 * mib, seed: 5})
+	p, _, err := NewPipe(64 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := os.NewFile(uintptr(p.R), "reader that never reads")
+	defer r.Close()
+	defer unix.Close(p.W)
+	inherited := End{FD: p.W, Name: "inherited stdout"} // blocking, not owned
+	file, _ := fileSink(t, consumer{})
+	tee := mustNewTee(t, src, []End{inherited, file})
+	done := startTee(tee)
+	eventually(t, 10*time.Second, "the blocking pipe full", func() bool { return Queued(p.W) >= 60<<10 })
+	tee.Stop()
+	var res []Result
+	select {
+	case res = <-done:
+	case <-time.After(5 * time.Second):
+		r.Close() // the write then fails with EPIPE and the tee ends
+		<-done
+		t.Fatalf("Stop did not end a tee whose inherited blocking pipe was full")
+	}
+	if !errors.Is(res[0].Err, ErrStopped) || !isOpen(p.W) {
+		t.Errorf("result %+v, inherited fd open %v", res[0], isOpen(p.W))
+	}
+	if fl, _ := unix.FcntlInt(uintptr(p.W), unix.F_GETFL, 0); fl&unix.O_NONBLOCK != 0 {
+		t.Errorf("the tee made an inherited fd non-blocking")
+	}
+}

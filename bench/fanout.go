@@ -11,6 +11,9 @@ const (
 	pipexecTee = "pipexec cat -> ptee -> {cat, cat}"
 	// threeCopies is the fan-out's work without the fan-out: the floor.
 	threeCopies = "cat | cat, 1 MiB pipe, beside cat f > /dev/null"
+	// ppFanout is pipespool's own fan-out, a job that fans out, against
+	// its own line (ppRelay).
+	ppFanout = "pipespool exec cat -> {cat, cat}"
 )
 
 // fanoutGroup copies one stream to two consumers, `cat -> {cat > /dev/null,
@@ -64,6 +67,27 @@ func (h *harness) fanoutGroup() *group {
 				g.compare(teeRelay2, pipexecTee, target{desc: "faster than pipexec", maxRatio: 1})
 			} else {
 				h.skip("fanout pipexec", "not installed (apt-get install pipexec)")
+			}
+			// pipespool's fan-out as a user writes it: a job whose first
+			// stage is read by two, each writing /dev/null itself
+			// (output none), against the same job as a line.
+			pp, err := h.jobVariant(ppRelay, "fanout-line", in, tomlArgv("cat"), tomlArgv("cat"))
+			if err != nil {
+				return err
+			}
+			ppTree, err := h.jobVariant(ppFanout, "fanout-tree", in, "name = \"src\"\n"+tomlArgv("cat"), "name = \"a\"\n"+tomlArgv("cat"),
+				"name = \"b\"\nfrom = \"src\"\noutput = \"none\"\n"+tomlArgv("cat"))
+			if err != nil {
+				return err
+			}
+			g.add(pp)
+			g.add(ppTree)
+			g.compare(ppFanout, ppRelay, target{desc: "<= 1.2x pipespool's own line", maxRatio: 1.2})
+			if h.has("bash") {
+				g.compare(ppFanout, bashTee, target{desc: "faster than bash's tee", maxRatio: 1})
+			}
+			if h.has("pipexec") {
+				g.compare(ppFanout, pipexecTee, target{desc: "faster than pipexec", maxRatio: 1})
 			}
 			g.notes = append(g.notes, fmt.Sprintf("Every consumer reads all %s; the relays write to /dev/null.", fmtSize(size)))
 			return nil

@@ -504,3 +504,62 @@ output = "b.out"
 		})
 	}
 }
+
+// TestExecFanOutOutputFlag: -o replaces the output of the branch without
+// one; it is a usage error (exit 2, before anything runs) when every
+// branch has its own output, or when it names another branch's output.
+func TestExecFanOutOutputFlag(t *testing.T) {
+	dir := t.TempDir()
+	in, sum := randomFile(t, dir, "in", 200000, 13)
+	tree := func(bOut string) string {
+		return fmt.Sprintf("[input]\npath = %q\n[[stage]]\nname = \"src\"\ncommand = [\"cat\"]\n[[stage]]\nname = \"a\"\ncommand = [\"cat\"]\noutput = \"a.out\"\n[[stage]]\nname = \"b\"\nfrom = \"src\"\ncommand = [\"cat\"]\n%s", in, bOut)
+	}
+	bare := writeFile(t, dir, "bare.toml", tree(""))
+	full := writeFile(t, dir, "full.toml", tree("output = \"b.out\"\n"))
+	res := runPipespool(t, runOpts{Dir: dir}, "exec", bare, "-o", "flag.out")
+	if res.Code != 0 || fileSHA256(t, filepath.Join(dir, "flag.out")) != sum || fileSHA256(t, filepath.Join(dir, "a.out")) != sum {
+		t.Fatalf("-o to the branch without output: exit %d\n%s", res.Code, res.Stderr)
+	}
+	for _, tc := range []struct{ job, out, msg string }{
+		{full, "x.out", "every branch of this job ends in an output of its own"},
+		{bare, "a.out", `stage "a" writes that file already`},
+	} {
+		res := runPipespool(t, runOpts{Dir: dir}, "exec", tc.job, "-o", tc.out)
+		if res.Code != 2 || !strings.Contains(string(res.Stderr), tc.msg) {
+			t.Fatalf("exec %s -o %s: exit %d, want 2 saying %q\n%s", filepath.Base(tc.job), tc.out, res.Code, tc.msg, res.Stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x.out")); !os.IsNotExist(err) {
+		t.Fatalf("x.out was written by a run refused as a usage error: %v", err)
+	}
+}
+
+// TestQueueProcessFanOut: queue-process runs a job that fans out on each
+// packet's payload, and commits every branch's output.
+func TestQueueProcessFanOut(t *testing.T) {
+	dir := t.TempDir()
+	must(t, dir, nil, nil, pipespoolBin, "queue-init", "q")
+	writeFile(t, dir, "payload", "hello fan-out\n")
+	must(t, dir, nil, nil, "sh", "-c", pipespoolBin+" prepare -s seq -i payload | "+pipespoolBin+" queue-write q")
+	job := writeFile(t, dir, "job.toml", `[[stage]]
+name = "src"
+command = ["cat"]
+[[stage]]
+name = "a"
+command = ["cat"]
+output = "a.out"
+[[stage]]
+name = "b"
+from = "src"
+command = ["tr", "a-z", "A-Z"]
+output = "b.out"
+`)
+	if r := run(t, dir, nil, nil, pipespoolBin, "queue-process", "q", "--job", job); r.code != 0 {
+		t.Fatalf("queue-process: exit %d\n%s", r.code, r.err)
+	}
+	for name, want := range map[string]string{"a.out": "hello fan-out\n", "b.out": "HELLO FAN-OUT\n"} {
+		if got, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(got) != want {
+			t.Fatalf("%s = %q (%v), want %q", name, got, err, want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -189,5 +190,24 @@ func TestDecideTree(t *testing.T) {
 					v.Result, v.Line, v.Msg, v.Discard, v.Warnings, tc.result, tc.root, tc.msg, tc.discard, tc.warnings)
 			}
 		})
+	}
+}
+
+// TestRunTreeRefusesJobParams: job parameters go to the last stage's
+// command line, and a tree has no one last stage: a job error (exit 2),
+// before anything runs.
+func TestRunTreeRefusesJobParams(t *testing.T) {
+	dir := t.TempDir()
+	job, err := Parse(filepath.Join(dir, "job.toml"), []byte("[[stage]]\nname = \"a\"\ncommand = [\"cat\"]\n[[stage]]\ncommand = [\"cat\"]\n[[stage]]\nfrom = \"a\"\ncommand = [\"cat\"]\noutput = \"b.out\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(context.Background(), job, Options{ExtraArgs: []string{"x"}})
+	var je *JobError
+	if !errors.As(err, &je) || !strings.Contains(je.Msg, "need a job that is a line") {
+		t.Fatalf("error %v, want a *JobError about job parameters", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "b.out")); !os.IsNotExist(err) {
+		t.Fatalf("b.out exists: %v", err)
 	}
 }

@@ -279,19 +279,33 @@ func (t *treeRun) build(ctx context.Context) error {
 		}
 		return err
 	}
-	pipe := func(what string) (rd, wr *ownedFD, err error) {
+	// pipe makes a pipe; its write end is non-blocking (a pump's or the
+	// tee's), and so is its read end unless a stage gets it (childEnd
+	// then decides).
+	pipe := func(what string, stageReads bool) (rd, wr *ownedFD, err error) {
 		p, _, err := pump.NewPipe(t.job.PipeSize)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", what, err)
 		}
 		rd, wr = newOwnedFD(p.R), newOwnedFD(p.W)
 		made = append(made, rd, wr)
-		for _, fd := range []int{p.R, p.W} {
+		fds := []int{p.R, p.W}
+		if stageReads {
+			fds = fds[1:]
+		}
+		for _, fd := range fds {
 			if err := pump.SetNonblock(fd); err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", what, err)
 			}
 		}
 		return rd, wr, nil
+	}
+	// A branch's first stage reads its fan-out's pipe itself, with no hop
+	// between them, unless its input hop has a buffer or a rate limit,
+	// which only a pump after the fan-out can give.
+	direct := make([]bool, len(t.lines))
+	for c := range t.lines {
+		direct[c] = t.lines[c].Parent >= 0 && !t.runs[c].hopPumped(0)
 	}
 	for l := range t.lines {
 		ln := &t.lines[l]
@@ -299,7 +313,7 @@ func (t *treeRun) build(ctx context.Context) error {
 			continue
 		}
 		producer := t.job.Stages[ln.Stages[len(ln.Stages)-1]].Name
-		rd, wr, err := pipe("fan-out of stage " + producer)
+		rd, wr, err := pipe("fan-out of stage "+producer, false)
 		if err != nil {
 			return fail(&RunError{Msg: fmt.Sprintf("setting up the fan-out of stage %q: %v", producer, err)})
 		}
@@ -310,7 +324,7 @@ func (t *treeRun) build(ctx context.Context) error {
 		t.runs[l].dst = &sink{desc: "fan-out to " + strings.Join(names, ", "), pipe: wr}
 		fe := &fanEnds{src: pump.End{FD: rd.fd, Own: true, Name: "fan-out of stage " + producer}}
 		for _, c := range ln.Children {
-			brd, bwr, err := pipe("branch " + t.lines[c].Name)
+			brd, bwr, err := pipe("branch "+t.lines[c].Name, direct[c])
 			if err != nil {
 				return fail(&RunError{Msg: fmt.Sprintf("setting up the fan-out of stage %q: %v", producer, err)})
 			}
@@ -331,7 +345,9 @@ func (t *treeRun) build(ctx context.Context) error {
 		if fe == nil {
 			continue
 		}
-		tee, err := pump.NewTee(fe.src, fe.dsts)
+		// The witness tells what a branch's first stage left unread in
+		// the pipe the tee writes (as a line's pump's does).
+		tee, err := pump.NewTee(fe.src, fe.dsts, pump.KeepWitness())
 		if err != nil {
 			return fail(&RunError{Msg: fmt.Sprintf("setting up the fan-out of stage %q: %v", t.job.Stages[t.lines[l].Stages[len(t.lines[l].Stages)-1]].Name, err)})
 		}
@@ -347,6 +363,11 @@ func (t *treeRun) build(ctx context.Context) error {
 			}
 		}
 		t.fans[l] = tee
+		for b, c := range t.lines[l].Children {
+			if direct[c] {
+				t.runs[c].src.fed = tee.Branch(b)
+			}
+		}
 	}
 	return nil
 }
@@ -405,6 +426,18 @@ func (t *treeRun) run(ctx context.Context) {
 		}
 	}
 	fansWG.Wait()
+	// The witnesses of the branches that a pump reads (a line releases
+	// those of the branches its first stage reads).
+	for l, f := range t.fans {
+		if f == nil {
+			continue
+		}
+		for b, c := range t.lines[l].Children {
+			if t.runs[c].src.fed == nil {
+				f.Branch(b).Release()
+			}
+		}
+	}
 }
 
 // upstreamBusy reports whether a line upstream of l is still running.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/proc"
+	"github.com/pipespool/pipespool/pump"
 )
 
 // source is the pipeline's input.
@@ -26,8 +27,11 @@ type source struct {
 	direct bool
 	start  int64
 	// pipe: the read end of a pipe a fan-out writes into (a branch of a
-	// tree), handed to the pump of the first hop, which owns it from then.
+	// tree), handed to the pump of the first hop, which owns it from then;
+	// or, when fed is set, to the first stage itself, whose input link is
+	// then the fan-out's branch fed.
 	pipe *ownedFD
+	fed  *pump.TeeBranch
 }
 
 func openSource(o *opener, path string, override *os.File, stdin *os.File) (*source, error) {

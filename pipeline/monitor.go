@@ -408,7 +408,9 @@ func (m *monitorState) waitingOn(i int) string {
 	}
 	if p := r.links[i].pump; p != nil && p.DstQueued() == 0 {
 		switch p.State() {
-		case pump.WaitingSrc:
+		case pump.WaitingSrc, pump.WaitingBranch:
+			// WaitingBranch: a fan-out's branch with everything its
+			// source holds, waiting for a slower branch.
 			if i > 0 {
 				return r.stages[i-1].Name()
 			}

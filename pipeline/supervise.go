@@ -27,12 +27,13 @@ func (r *running) run(ctx context.Context) {
 	}
 	// Pumps first: they only move bytes once stages produce them.
 	for _, l := range r.links {
-		if l.pump != nil {
+		// A fan-out's branch (a branch's input) is run by its fan-out.
+		if p, ok := l.pump.(*pump.Pump); ok {
 			r.pumpsWG.Add(1)
-			go func(p *pump.Pump) {
+			go func() {
 				defer r.pumpsWG.Done()
 				p.Run()
-			}(l.pump)
+			}()
 		}
 	}
 	// The output is a party of the run: when it stops taking bytes, that

@@ -20,9 +20,11 @@ import (
 // A job that fans out is run as a tree of lines (tree.go). Each line is run
 // as a job that is a line is (a running, with its stages, its pumps, its
 // monitor and its own decision); what differs is where it starts and ends:
-// a branch reads a pipe its fan-out writes, and a line that forks writes a
-// pipe its fan-out reads, through the same pumps that feed a stage or an
-// output. The fan-out (pump.Tee) copies that pipe into every branch's pipe.
+// a line that forks writes, through its output pump, a pipe its fan-out
+// (pump.Tee) reads, and the fan-out copies it into each branch's pipe,
+// which the branch's first stage reads itself (its input link is the
+// fan-out's TeeBranch), or a pump when that hop has a buffer or a rate
+// limit.
 //
 // The tree coordinator starts every line and fan-out, stops lines when one
 // fails (every line when it may not fail, the branch and what it feeds when

@@ -168,6 +168,7 @@ func FuzzLoadJob(f *testing.F) {
 	f.Add([]byte("[[stage]]\nshell = \"x\"\nenv = { A = \"b\" }\n[[stage]]\ncommand = [\"a\", \"b\"]\n"))
 	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\nrate_limit = \"1.5MiB/s\"\n[[stage]]\ncommand = [\"cat\"]\nrate_limit = 4096\n"))
 	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\nbuffer = \"256MiB\"\nbuffer_start_at = \"80%\"\nbuffer_resume_at = \"20%\"\n"))
+	f.Add([]byte("[[stage]]\nname = \"a\"\ncommand = [\"cat\"]\n[[stage]]\ncommand = [\"cat\"]\noutput = \"x\"\n[[stage]]\nfrom = \"a\"\noptional = true\ncommand = [\"cat\"]\noutput_mode = \"0600\"\noutput = \"y\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		job, err := Parse("fuzz.toml", data)
 		if err != nil {
@@ -179,6 +180,28 @@ func FuzzLoadJob(f *testing.F) {
 		}
 		if len(job.Stages) == 0 {
 			t.Fatal("a job without stages was accepted")
+		}
+		// A tree: each stage reads one above it, at most one branch has
+		// no output, and the lines cover every stage once.
+		bare, covered := 0, map[int]bool{}
+		for i := range job.Stages {
+			if p := job.producer(i); p >= i || p < -1 || i > 0 && p < 0 {
+				t.Fatalf("stage %d reads from %d", i+1, p+1)
+			}
+			if job.Stages[i].Output == "" && len(job.consumers(i)) == 0 {
+				bare++
+			}
+		}
+		for _, l := range job.lines() {
+			for _, i := range l.Stages {
+				if covered[i] {
+					t.Fatalf("stage %d is in two lines", i+1)
+				}
+				covered[i] = true
+			}
+		}
+		if bare > 1 || len(covered) != len(job.Stages) {
+			t.Fatalf("%d branches without output, %d of %d stages in lines", bare, len(covered), len(job.Stages))
 		}
 		seen := map[string]bool{}
 		for _, s := range job.Stages {

@@ -1,0 +1,133 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Review of the fan-out (branch fanout): each test here shows a bug found by
+// an adversarial review. They fail on the fanout branch as reviewed.
+
+// TestReviewOptionalBranchToStdoutCutIsNotASuccess: an optional branch
+// whose output is stdout (an output that cannot be discarded: its bytes are
+// gone to the reader as they are written) fails half way. The run exits 0
+// and says the branch's output "was discarded", while the reader of stdout
+// got a cut stream. A run is a success only if every byte reached its
+// sink: either the job must be refused (optional on a branch whose output
+// is not a regular file written atomically) or the run must fail.
+func TestReviewOptionalBranchToStdoutCutIsNotASuccess(t *testing.T) {
+	dir := t.TempDir()
+	in, _ := randomFile(t, dir, "in.bin", 5<<20, 1)
+	job := writeFile(t, dir, "job.toml", fmt.Sprintf(`
+[input]
+path = %q
+
+[[stage]]
+name = "src"
+command = ["cat"]
+
+[[stage]]
+name = "a"
+command = ["cat"]
+output = "a.out"
+
+[[stage]]
+name = "b"
+from = "src"
+command = ["sh", "-c", "head -c 100000; exit 1"]
+output = "-"
+optional = true
+`, in))
+	res := runPipespool(t, runOpts{}, "exec", job)
+	if res.Code == 2 {
+		return // refused as a job error: fine
+	}
+	if res.Code == 0 && len(res.Stdout) != 0 && len(res.Stdout) != 5<<20 {
+		t.Fatalf("exit 0 with %d of %d bytes on stdout (a cut stream); stderr:\n%s", len(res.Stdout), 5<<20, res.Stderr)
+	}
+}
+
+// TestReviewTwoBranchesOneFileThroughDotDot: two branches write one file,
+// one named "sub/../x" where sub is a link to a directory elsewhere, the
+// other by the path the kernel resolves that to. The job is accepted (the
+// check cleans ".." lexically before following the link), both outputs are
+// reported committed, and the second rename silently replaces the first
+// branch's output: 300000 bytes lost with exit 0.
+func TestReviewTwoBranchesOneFileThroughDotDot(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	if err := os.MkdirAll(filepath.Join(other, "deep"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(other, "deep"), filepath.Join(dir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := randomFile(t, dir, "in.bin", 300000, 2)
+	job := writeFile(t, dir, "job.toml", fmt.Sprintf(`
+[input]
+path = %q
+
+[[stage]]
+name = "src"
+command = ["cat"]
+
+[[stage]]
+name = "a"
+command = ["cat"]
+output = "sub/../x"
+
+[[stage]]
+name = "b"
+from = "src"
+command = ["head", "-c", "1000"]
+allow_partial_read = true
+output = %q
+`, in, filepath.Join(other, "x")))
+	res := runPipespool(t, runOpts{}, "exec", job)
+	if res.Code == 2 && strings.Contains(string(res.Stderr), "writes the same file") {
+		return
+	}
+	fi, err := os.Stat(filepath.Join(other, "x"))
+	t.Fatalf("two branches writing %s were accepted: exit %d, the file holds %v bytes (%v); branch a's 300000 bytes are lost\n%s",
+		filepath.Join(other, "x"), res.Code, sizeOf(fi), err, res.Stderr)
+}
+
+func sizeOf(fi os.FileInfo) int64 {
+	if fi == nil {
+		return -1
+	}
+	return fi.Size()
+}
+
+// TestReviewStageOutputOfALineIsNotIgnored: a job that is a line whose last
+// stage says output = "x.out" is accepted by check and exec, but the stage's
+// output is ignored: the bytes go to the job's [output] (stdout by default),
+// x.out is never written, and the run exits 0. A backup run from cron with
+// stdout to /dev/null then writes no backup and says it succeeded.
+func TestReviewStageOutputOfALineIsNotIgnored(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "in.txt", "hello\n")
+	job := writeFile(t, dir, "job.toml", `
+[input]
+path = "in.txt"
+
+[[stage]]
+name = "a"
+command = ["cat"]
+
+[[stage]]
+name = "b"
+command = ["cat"]
+output = "x.out"
+`)
+	res := runPipespool(t, runOpts{}, "exec", job)
+	if res.Code == 2 {
+		return // refused: fine
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "x.out"))
+	if res.Code == 0 && (err != nil || string(got) != "hello\n") {
+		t.Fatalf("exit 0, x.out: %q (%v), stdout %q: the stage's output was ignored", got, err, res.Stdout)
+	}
+}

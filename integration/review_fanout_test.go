@@ -241,3 +241,42 @@ command = ["cat"]
 		})
 	}
 }
+
+// TestReviewStdoutIsAnotherBranchsFile: pipespool's stdout is redirected to
+// the file another branch writes (pipespool exec job > a.out). The check
+// knows stdout only as "fd 1", never as the file fd 1 is: the job is
+// accepted, branch a renames its output over a.out, and branch b's bytes,
+// written to stdout, go to the inode that rename unlinked: exit 0, and
+// a.out holds branch a's stream only.
+func TestReviewStdoutIsAnotherBranchsFile(t *testing.T) {
+	dir := t.TempDir()
+	randomFile(t, dir, "in.bin", 100000, 4)
+	job := writeFile(t, dir, "job.toml", `
+[input]
+path = "in.bin"
+[[stage]]
+name = "src"
+command = ["cat"]
+[[stage]]
+name = "a"
+command = ["cat"]
+output = "a.out"
+[[stage]]
+name = "b"
+from = "src"
+command = ["cat"]
+`)
+	out, err := os.Create(filepath.Join(dir, "a.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	res := runPipespool(t, runOpts{Stdout: out}, "exec", job)
+	if res.Code == 2 {
+		return // refused: fine
+	}
+	if res.Code == 0 {
+		fi, _ := os.Stat(filepath.Join(dir, "a.out"))
+		t.Fatalf("exit 0 with stdout and branch a both writing a.out (it holds %d bytes: one branch's 100000 are lost)\n%s", sizeOf(fi), res.Stderr)
+	}
+}

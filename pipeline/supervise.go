@@ -54,6 +54,12 @@ func (r *running) run(ctx context.Context) {
 		if err := st.Start(e.stdin[i], e.stdout[i]); err != nil {
 			r.outcomes[i].startErr = r.startFailure(i, err)
 			r.log.Debug("stage did not start", "stage", st.Name(), "err", err)
+		} else if r.isFailed() {
+			// A line of a tree can be stopped by another line before
+			// its stages have started, and a stage's Stop before its
+			// Start does nothing: stopRun, which stops every stage
+			// once, may have passed this one by.
+			st.Stop(r.grace)
 		}
 		r.outcomes[i].started = true
 		stagesWG.Add(1)

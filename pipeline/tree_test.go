@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -209,5 +210,32 @@ func TestRunTreeRefusesJobParams(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "b.out")); !os.IsNotExist(err) {
 		t.Fatalf("b.out exists: %v", err)
+	}
+}
+
+// TestRunTreeStopsBranchesStartedAfterTheFailure: a line may be stopped
+// (its trunk failed at once) before its own stages have started; a stage
+// started after that is stopped as soon as it starts, not left running
+// until the job's timeout (the torture harness found a run hung on a
+// branch stage so: a stage's Stop before its Start does nothing).
+func TestRunTreeStopsBranchesStartedAfterTheFailure(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("timeout = \"20s\"\n[input]\npath = \"none\"\n[[stage]]\nname = \"trunk\"\nshell = \"exit 3\"\n")
+	for i := range 6 {
+		fmt.Fprintf(&b, "[[stage]]\nname = \"b%d\"\nfrom = \"trunk\"\ncommand = [\"sleep\", \"1000\"]\noutput = \"none\"\n", i)
+	}
+	for round := range 15 {
+		job, err := Parse(filepath.Join(t.TempDir(), "job.toml"), []byte(b.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		rep, err := Run(context.Background(), job, Options{Grace: time.Second})
+		if err == nil || rep == nil || rep.Result != ResultFailed || rep.RootCause != "trunk" {
+			t.Fatalf("round %d: %v (%+v), want a failure of the trunk", round, err, rep)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("round %d: the run took %s: a branch stage was left running", round, d)
+		}
 	}
 }

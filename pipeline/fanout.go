@@ -195,12 +195,13 @@ func (t *treeRun) checkOutputFlag() error {
 	}
 	bare := -1
 	var outs []namedOutput
+	cons := t.job.consumers()
 	for i := range t.job.Stages {
 		s := &t.job.Stages[i]
 		switch {
 		case s.Output != "":
 			outs = append(outs, namedOutput{Path: s.Output, Key: stageKey(s.Index, "output"), What: fmt.Sprintf("stage %q", s.Name)})
-		case len(t.job.consumers(i)) == 0:
+		case len(cons[i]) == 0:
 			bare = i
 		}
 	}

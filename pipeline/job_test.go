@@ -184,11 +184,12 @@ func FuzzLoadJob(f *testing.F) {
 		// A tree: each stage reads one above it, at most one branch has
 		// no output, and the lines cover every stage once.
 		bare, covered := 0, map[int]bool{}
+		cons := job.consumers()
 		for i := range job.Stages {
 			if p := job.producer(i); p >= i || p < -1 || i > 0 && p < 0 {
 				t.Fatalf("stage %d reads from %d", i+1, p+1)
 			}
-			if job.Stages[i].Output == "" && len(job.consumers(i)) == 0 {
+			if job.Stages[i].Output == "" && len(cons[i]) == 0 {
 				bare++
 			}
 		}

@@ -39,9 +39,13 @@ type line struct {
 // FansOut reports whether the job is a tree rather than a line: some
 // stage's output is read by more than one stage.
 func (job *Job) FansOut() bool {
+	read := make([]bool, len(job.Stages))
 	for i := range job.Stages {
-		if len(job.consumers(i)) > 1 {
-			return true
+		if p := job.producer(i); p >= 0 {
+			if read[p] {
+				return true
+			}
+			read[p] = true
 		}
 	}
 	return false
@@ -56,12 +60,15 @@ func (job *Job) producer(i int) int {
 	return i - 1
 }
 
-// consumers returns the stages that read stage i's output, in file order.
-func (job *Job) consumers(i int) []int {
-	var c []int
-	for j := i + 1; j < len(job.Stages); j++ {
-		if job.producer(j) == i {
-			c = append(c, j)
+// consumers returns, for every stage, the stages that read its output, in
+// file order. It is computed in one pass over the stages: asking it of
+// each stage in turn would make every job's validation quadratic in its
+// number of stages.
+func (job *Job) consumers() [][]int {
+	c := make([][]int, len(job.Stages))
+	for j := range job.Stages {
+		if p := job.producer(j); p >= 0 {
+			c[p] = append(c[p], j)
 		}
 	}
 	return c
@@ -70,6 +77,7 @@ func (job *Job) consumers(i int) []int {
 // lines splits the job into its lines, the trunk first and every line
 // after the line that feeds it.
 func (job *Job) lines() []line {
+	cons := job.consumers()
 	var ls []line
 	var walk func(first, parent, branch int)
 	walk = func(first, parent, branch int) {
@@ -81,7 +89,7 @@ func (job *Job) lines() []line {
 		i := first
 		for {
 			l.Stages = append(l.Stages, i)
-			c := job.consumers(i)
+			c := cons[i]
 			if len(c) != 1 {
 				break
 			}
@@ -92,8 +100,8 @@ func (job *Job) lines() []line {
 		if parent >= 0 {
 			ls[parent].Children = append(ls[parent].Children, me)
 		}
-		for b, c := range job.consumers(i) {
-			if len(job.consumers(i)) > 1 {
+		if len(cons[i]) > 1 {
+			for b, c := range cons[i] {
 				walk(c, me, b)
 			}
 		}
@@ -161,9 +169,10 @@ func (v *validator) tree(job *Job, raw rawJob) error {
 			s.Optional = *rs.Optional
 		}
 	}
+	cons := job.consumers()
 	for i := range job.Stages {
 		s := &job.Stages[i]
-		if s.Optional && (job.producer(i) < 0 || len(job.consumers(job.producer(i))) < 2) {
+		if s.Optional && (job.producer(i) < 0 || len(cons[job.producer(i)]) < 2) {
 			return v.errf(stageKey(s.Index, "optional"), "only the first stage of a branch (a stage that reads from a stage other stages read from too) can be optional: the run cannot succeed without the others")
 		}
 	}
@@ -172,7 +181,7 @@ func (v *validator) tree(job *Job, raw rawJob) error {
 	bare := -1
 	for i := range job.Stages {
 		s := &job.Stages[i]
-		if s.Output != "" || len(job.consumers(i)) > 0 {
+		if s.Output != "" || len(cons[i]) > 0 {
 			continue
 		}
 		if bare >= 0 {

@@ -563,3 +563,45 @@ output = "b.out"
 		}
 	}
 }
+
+// TestExecStageOutputOfALineIsItsOutput: in a job that is a line, output =
+// "x.out" on the last stage is the job's output (it was ignored once: the
+// bytes went to stdout, x.out was never written, exit 0, and a backup from
+// cron with stdout to /dev/null wrote nothing). With [output] too, or with
+// -o, the job is refused, naming both.
+func TestExecStageOutputOfALineIsItsOutput(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "in.txt", "hello\n")
+	stages := `
+[[stage]]
+name = "a"
+command = ["cat"]
+
+[[stage]]
+name = "b"
+command = ["cat"]
+output = "x.out"
+`
+	job := writeFile(t, dir, "job.toml", "[input]\npath = \"in.txt\"\n"+stages)
+	res := runPipespool(t, runOpts{}, "exec", job)
+	got, err := os.ReadFile(filepath.Join(dir, "x.out"))
+	if res.Code != 0 || err != nil || string(got) != "hello\n" || len(res.Stdout) != 0 {
+		t.Fatalf("exit %d, x.out: %q (%v), stdout %q: the stage's output was not the line's\n%s", res.Code, got, err, res.Stdout, res.Stderr)
+	}
+	check := runPipespool(t, runOpts{}, "check", job)
+	if check.Code != 0 || !strings.Contains(string(check.Stdout), "output: x.out") {
+		t.Errorf("check does not show the stage's output: exit %d\n%s%s", check.Code, check.Stdout, check.Stderr)
+	}
+	res = runPipespool(t, runOpts{}, "exec", "-o", filepath.Join(dir, "y.out"), job)
+	if res.Code != 2 || !strings.Contains(string(res.Stderr), `stage "b" ends the job in an output of its own`) {
+		t.Errorf("-o with a stage's output: exit %d, want 2 naming the stage\n%s", res.Code, res.Stderr)
+	}
+	both := writeFile(t, dir, "both.toml", "[input]\npath = \"in.txt\"\n[output]\npath = \"y.out\"\n"+stages)
+	res = runPipespool(t, runOpts{}, "exec", both)
+	if res.Code != 2 || !strings.Contains(string(res.Stderr), "both.toml:13: stage[2].output") || !strings.Contains(string(res.Stderr), "(line 4)") {
+		t.Errorf("[output] and a line's stage output: exit %d, want 2 naming both lines\n%s", res.Code, res.Stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "y.out")); err == nil {
+		t.Error("y.out was written by a refused job")
+	}
+}

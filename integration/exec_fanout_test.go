@@ -605,3 +605,194 @@ output = "x.out"
 		t.Error("y.out was written by a refused job")
 	}
 }
+
+// TestExecFanOutTwoBranchesOneFileThroughDotDot: two branches write one file,
+// one named "sub/../x" where sub is a link to a directory elsewhere, the
+// other by the path the kernel resolves that to. The check compares the
+// directories as the kernel resolves them; it once cleaned ".." lexically
+// before following the link, accepted the job, and the second rename
+// replaced the first branch's output: 300000 bytes lost with exit 0.
+func TestExecFanOutTwoBranchesOneFileThroughDotDot(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	if err := os.MkdirAll(filepath.Join(other, "deep"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(other, "deep"), filepath.Join(dir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := randomFile(t, dir, "in.bin", 300000, 2)
+	job := writeFile(t, dir, "job.toml", fmt.Sprintf(`
+[input]
+path = %q
+
+[[stage]]
+name = "src"
+command = ["cat"]
+
+[[stage]]
+name = "a"
+command = ["cat"]
+output = "sub/../x"
+
+[[stage]]
+name = "b"
+from = "src"
+command = ["head", "-c", "1000"]
+allow_partial_read = true
+output = %q
+`, in, filepath.Join(other, "x")))
+	res := runPipespool(t, runOpts{}, "exec", job)
+	if res.Code == 2 && strings.Contains(string(res.Stderr), "writes the same file") {
+		return
+	}
+	fi, err := os.Stat(filepath.Join(other, "x"))
+	t.Fatalf("two branches writing %s were accepted: exit %d, the file holds %v bytes (%v); branch a's 300000 bytes are lost\n%s",
+		filepath.Join(other, "x"), res.Code, sizeOf(fi), err, res.Stderr)
+}
+
+// TestExecFanOutTwoWritersOneFileThroughWriteTo: the files the built-ins
+// keep beside the outputs (sha256's write_to) take part in the check that
+// no two writers share a file, against each other and against every
+// output, in a tree and in a line. They once did not: two branches'
+// sha256 with one write_to lost a digest, a write_to equal to another
+// branch's output (or, in a line, to [output]) replaced that output with
+// a digest, exit 0.
+func TestExecFanOutTwoWritersOneFileThroughWriteTo(t *testing.T) {
+	for _, tc := range []struct{ name, stages string }{
+		{"two write_to", `
+[[stage]]
+name = "a"
+builtin = "sha256"
+output = "none"
+[stage.with]
+write_to = "d"
+[[stage]]
+name = "b"
+from = "src"
+builtin = "zstd-compress"
+[[stage]]
+name = "b2"
+builtin = "sha256"
+output = "none"
+[stage.with]
+write_to = "d"
+`},
+		{"write_to is another branch's output", `
+[[stage]]
+name = "a"
+builtin = "sha256"
+output = "none"
+[stage.with]
+write_to = "d"
+[[stage]]
+name = "b"
+from = "src"
+command = ["cat"]
+output = "d"
+`},
+		{"write_to is a line's output", `
+[[stage]]
+name = "a"
+builtin = "sha256"
+output = "d"
+[stage.with]
+write_to = "d"
+`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			randomFile(t, dir, "in.bin", 100000, 3)
+			job := writeFile(t, dir, "job.toml", `
+[input]
+path = "in.bin"
+[[stage]]
+name = "src"
+command = ["cat"]
+`+tc.stages)
+			res := runPipespool(t, runOpts{}, "exec", job)
+			if res.Code == 2 && strings.Contains(string(res.Stderr), "job.toml:") && strings.Contains(string(res.Stderr), "writes the same file as") {
+				if _, err := os.Stat(filepath.Join(dir, "d")); err == nil {
+					t.Errorf("d was written by a refused job")
+				}
+				return
+			}
+			got, _ := os.ReadFile(filepath.Join(dir, "d"))
+			t.Fatalf("two branches writing d accepted: exit %d, d holds %d bytes (%.20q...): the other's bytes are lost\n%s", res.Code, len(got), got, res.Stderr)
+		})
+	}
+}
+
+// TestExecFanOutStdoutIsAnotherBranchsFile: pipespool's stdout is redirected to
+// the file another branch writes (pipespool exec job > a.out). The run
+// compares stdout's file (device and inode) with the outputs and refuses
+// the job. It once knew stdout only as "fd 1": branch a renamed its output
+// over a.out, and branch b's bytes, written to stdout, went to the inode
+// that rename unlinked: exit 0, a.out held branch a's stream only.
+func TestExecFanOutStdoutIsAnotherBranchsFile(t *testing.T) {
+	dir := t.TempDir()
+	randomFile(t, dir, "in.bin", 100000, 4)
+	job := writeFile(t, dir, "job.toml", `
+[input]
+path = "in.bin"
+[[stage]]
+name = "src"
+command = ["cat"]
+[[stage]]
+name = "a"
+command = ["cat"]
+output = "a.out"
+[[stage]]
+name = "b"
+from = "src"
+command = ["cat"]
+`)
+	out, err := os.Create(filepath.Join(dir, "a.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	res := runPipespool(t, runOpts{Stdout: out}, "exec", job)
+	if res.Code == 2 && strings.Contains(string(res.Stderr), "stage[2].output: stage \"a\" writes the same file as") {
+		if fi, err := os.Stat(filepath.Join(dir, "a.out")); err != nil || fi.Size() != 0 {
+			t.Errorf("a refused job changed a.out: %v, %d bytes", err, sizeOf(fi))
+		}
+		return
+	}
+	if res.Code == 0 {
+		fi, _ := os.Stat(filepath.Join(dir, "a.out"))
+		t.Fatalf("exit 0 with stdout and branch a both writing a.out (it holds %d bytes: one branch's 100000 are lost)\n%s", sizeOf(fi), res.Stderr)
+	}
+}
+
+func sizeOf(fi os.FileInfo) int64 {
+	if fi == nil {
+		return -1
+	}
+	return fi.Size()
+}
+
+// TestExecOutputIsStdinsFile: the run reads its stdin (input "-"), a
+// regular file, and its output names that file: the job is refused before
+// anything runs, and the file is left as it was.
+func TestExecOutputIsStdinsFile(t *testing.T) {
+	dir := t.TempDir()
+	_, sum := randomFile(t, dir, "data", 100000, 5)
+	job := writeFile(t, dir, "job.toml", `
+[[stage]]
+name = "a"
+command = ["cat"]
+output = "data"
+`)
+	in, err := os.Open(filepath.Join(dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	res := runPipespool(t, runOpts{Stdin: in}, "exec", job)
+	if res.Code != 2 || !strings.Contains(string(res.Stderr), "pipespool's stdin") {
+		t.Fatalf("exit %d, want 2 naming stdin\n%s", res.Code, res.Stderr)
+	}
+	if fileSHA256(t, filepath.Join(dir, "data")) != sum {
+		t.Fatal("the input file was replaced")
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -79,6 +78,9 @@ func runTree(ctx context.Context, job *Job, opts Options) (*Report, error) {
 		t.log = slog.New(slog.NewTextHandler(discard{}, nil))
 	}
 	if err := t.checkOutputFlag(); err != nil {
+		return nil, err
+	}
+	if err := checkWrittenFiles(job, opts); err != nil {
 		return nil, err
 	}
 	start := time.Now()
@@ -186,38 +188,20 @@ type discard struct{}
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // checkOutputFlag checks -o against the tree: it replaces the output of
-// the branch that has none of its own, so there must be one, and it must
-// not be another branch's output.
+// the branch that has none of its own, so there must be one (that -o is
+// not another branch's output is checkWrittenFiles's to say).
 func (t *treeRun) checkOutputFlag() error {
 	p := t.opts.OutputPath
 	if p == "" {
 		return nil
 	}
-	bare := -1
-	var outs []namedOutput
 	cons := t.job.consumers()
 	for i := range t.job.Stages {
-		s := &t.job.Stages[i]
-		switch {
-		case s.Output != "":
-			outs = append(outs, namedOutput{Path: s.Output, Key: stageKey(s.Index, "output"), What: fmt.Sprintf("stage %q", s.Name)})
-		case len(cons[i]) == 0:
-			bare = i
+		if t.job.Stages[i].Output == "" && len(cons[i]) == 0 {
+			return nil
 		}
 	}
-	if bare < 0 {
-		return &HopFlagError{Msg: "-o " + p + ": every branch of this job ends in an output of its own, so there is no [output] to replace"}
-	}
-	if !filepath.IsAbs(p) && p != "-" && p != "none" {
-		if abs, err := filepath.Abs(p); err == nil {
-			p = abs
-		}
-	}
-	outs = append(outs, namedOutput{Path: p, Key: "-o", What: "-o"})
-	if a, _, ok := sameOutput(outs, t.job.Dir); ok {
-		return &HopFlagError{Msg: fmt.Sprintf("-o %s: %s writes that file already: two branches cannot write one output", t.opts.OutputPath, a.What)}
-	}
-	return nil
+	return &HopFlagError{Msg: "-o " + p + ": every branch of this job ends in an output of its own, so there is no [output] to replace"}
 }
 
 // newLine prepares the run of line l: a job of its stages, with the

@@ -57,6 +57,10 @@ type Job struct {
 	// the pipeline is expected to have, for the progress display's
 	// percentage and time left; 0 when not given.
 	ExpectedSize int64
+	// pos is the line of each key in the job file, for the errors found
+	// when the run starts (the files a run writes, checked against its
+	// stdout).
+	pos map[string]int
 }
 
 // StageSpec is one [[stage]] of a job file, validated.
@@ -209,7 +213,7 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 	}
 	v := &validator{file: path, pos: pos}
 	job := &Job{File: path, Dir: dir, StallTimeout: DefaultStallTimeout, OnStall: OnStallWarn,
-		PipeSize: pump.DefaultPipeSize, Input: "-", Output: "-", OutputMode: 0o666}
+		PipeSize: pump.DefaultPipeSize, Input: "-", Output: "-", OutputMode: 0o666, pos: pos}
 
 	job.Name = strings.TrimSuffix(filepath.Base(path), ".toml")
 	if raw.Name != nil {

@@ -93,6 +93,9 @@ func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 	if last := &job.Stages[len(job.Stages)-1]; opts.OutputPath != "" && last.Output != "" {
 		return nil, &HopFlagError{Msg: fmt.Sprintf("-o %s: stage %q ends the job in an output of its own (output = %q), so there is no [output] to replace", opts.OutputPath, last.Name, last.Output)}
 	}
+	if err := checkWrittenFiles(job, opts); err != nil {
+		return nil, err
+	}
 	r := newRunning(job, opts)
 	start := time.Now()
 	if job.Timeout > 0 {

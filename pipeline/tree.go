@@ -1,13 +1,17 @@
 package pipeline
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pipespool/pipespool/fsutil"
+	"github.com/pipespool/pipespool/proc"
 )
 
 // A job is a tree of stages: each stage reads from one producer (the stage
@@ -210,19 +214,8 @@ func (v *validator) tree(job *Job, raw rawJob) error {
 	if bare < 0 && raw.Output != nil && raw.Output.Mode != nil {
 		return v.errf("output.mode", "every branch ends in an output of its own, so [output] belongs to none: give each stage its output_mode, or remove [output]")
 	}
-	// [output] first: a clash is reported at the stage's output, which
-	// has a line even when [output] is the default (stdout).
-	var outs []namedOutput
-	if bare >= 0 && job.FansOut() {
-		outs = append(outs, namedOutput{Path: job.Output, Key: "output.path", What: "[output] (the branch of stage " + strconv.Quote(job.Stages[bare].Name) + ")"})
-	}
-	for i := range job.Stages {
-		if o := job.Stages[i].Output; o != "" {
-			outs = append(outs, namedOutput{Path: o, Key: stageKey(job.Stages[i].Index, "output"), What: fmt.Sprintf("stage %q", job.Stages[i].Name)})
-		}
-	}
-	if a, b, ok := sameOutput(outs, job.Dir); ok {
-		return v.errf(b.Key, "writes the same file as %s (%s): two branches cannot write one output", a.What, a.Path)
+	if a, b, ok := sameOutput(job.writtenFiles(""), job.Dir, nil); ok {
+		return v.errf(b.Key, "%s writes the same file as %s (%s): no two outputs, nor a built-in's file beside them, can be one file", b.What, a.What, a.Path)
 	}
 	return nil
 }
@@ -244,22 +237,73 @@ func (v *validator) mode(key, s string) (os.FileMode, error) {
 	return os.FileMode(m), nil
 }
 
-// namedOutput is one branch's output, as the job file or a flag names it.
+// namedOutput is one file a run writes: a branch's output, a built-in's
+// file beside it (sha256's write_to), or pipespool's own stdout or stdin.
 type namedOutput struct {
 	Path string // as given
 	Key  string // the job file's key, or the flag
 	What string // who writes it, for the message
 }
 
+// writtenFiles lists the files a run of job writes: the output of each
+// branch (the branch without one writes [output], or outPath when it is
+// set), then each built-in's file beside the outputs. [output] comes
+// first: a clash is then reported at the other's key, which has a line
+// even when [output] is the default (stdout).
+func (job *Job) writtenFiles(outPath string) []namedOutput {
+	cons := job.consumers()
+	var outs []namedOutput
+	for i := range job.Stages {
+		if job.Stages[i].Output == "" && len(cons[i]) == 0 {
+			o := namedOutput{Path: job.Output, Key: "output.path", What: "[output]"}
+			if outPath != "" {
+				o = namedOutput{Path: outPath, Key: "-o", What: "-o"}
+			}
+			if job.FansOut() {
+				o.What += " (the branch of stage " + strconv.Quote(job.Stages[i].Name) + ")"
+			}
+			outs = append(outs, o)
+		}
+	}
+	for i := range job.Stages {
+		s := &job.Stages[i]
+		if s.Output != "" {
+			outs = append(outs, namedOutput{Path: s.Output, Key: stageKey(s.Index, "output"), What: fmt.Sprintf("stage %q", s.Name)})
+		}
+	}
+	for i := range job.Stages {
+		s := &job.Stages[i]
+		if sp, ok := s.Filter.(sidecarPather); ok && sp.SidecarPath() != "" {
+			outs = append(outs, namedOutput{Path: sp.SidecarPath(), Key: stageKey(s.Index, "with.write_to"), What: fmt.Sprintf("stage %q's write_to", s.Name)})
+		}
+	}
+	return outs
+}
+
+// sidecarPather is a built-in that writes a file of its own beside the
+// outputs (sha256's write_to): that file takes part in the check that no
+// two writers share a file.
+type sidecarPather interface {
+	SidecarPath() string
+}
+
+// stdFiles are pipespool's standard streams as a run has them: its stdout,
+// and its stdin when the run reads it (nil otherwise). A job checked on
+// its own has none: "-" and /dev/stdout are then known as descriptor 1
+// only.
+type stdFiles struct{ In, Out *os.File }
+
 // sameOutput finds two outputs that write the same file: the same path,
-// or the same file under two spellings or through a link (an existing
-// file is known by its device and inode; one still to be created by the
-// real path of its directory). "none" and the null device may be shared;
-// stdout ("-", /dev/stdout) may not.
-func sameOutput(outs []namedOutput, dir string) (a, b namedOutput, found bool) {
+// or the same file under two spellings or through a link. An existing
+// file is known by its device and inode; one still to be created by its
+// directory as the kernel resolves it (opened, so that "sub/.." is the
+// parent of where the link sub leads, not the directory sub is in) and
+// its name; one of pipespool's descriptors by the file it is open on when
+// std says. "none" and the null device may be shared.
+func sameOutput(outs []namedOutput, dir string, std *stdFiles) (a, b namedOutput, found bool) {
 	seen := map[string]namedOutput{}
 	for _, o := range outs {
-		id := outputIdentity(o.Path, dir)
+		id := outputIdentity(o.Path, dir, std)
 		if id == "" {
 			continue
 		}
@@ -272,41 +316,163 @@ func sameOutput(outs []namedOutput, dir string) (a, b namedOutput, found bool) {
 }
 
 // outputIdentity names the file an output path writes ("" for one that
-// any number of branches may write: none, the null device).
-func outputIdentity(path, dir string) string {
+// any number of writers may share: none, the null device). Relative paths
+// are taken from dir, and never cleaned: the kernel resolves "..", after
+// the links before it.
+func outputIdentity(path, dir string, std *stdFiles) string {
 	switch path {
 	case "none":
 		return ""
 	case "-":
-		return "fd:1"
+		return fdIdentity(1, std)
 	}
 	if !filepath.IsAbs(path) {
-		path = filepath.Join(dir, path)
+		path = dir + "/" + path
 	}
-	path = filepath.Clean(path)
 	t, err := fsutil.ResolveForWrite(path)
 	if err != nil {
 		return "path:" + path
 	}
 	if t.FD >= 0 {
-		return "fd:" + strconv.Itoa(t.FD)
+		return fdIdentity(t.FD, std)
 	}
-	if fi, err := os.Stat(t.Path); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			if fi.Mode()&os.ModeCharDevice != 0 && t.Path == os.DevNull {
-				return ""
-			}
-			if null, err := os.Stat(os.DevNull); err == nil && os.SameFile(fi, null) {
-				return ""
-			}
-			return fmt.Sprintf("ino:%d:%d", st.Dev, st.Ino)
+	if t.Info != nil {
+		if st, ok := t.Info.Sys().(*syscall.Stat_t); ok {
+			return statIdentity(uint64(st.Dev), st.Ino, t.Info.Mode()&os.ModeCharDevice != 0, uint64(st.Rdev))
 		}
 	}
-	d, base := filepath.Split(t.Path)
-	if real, err := filepath.EvalSymlinks(d); err == nil {
-		d = real
+	d, base := kernelDir(t.Path)
+	if d == nil {
+		return "path:" + t.Path
 	}
-	return "path:" + filepath.Join(d, base)
+	return fmt.Sprintf("dir:%d:%d/%s", d.Dev, d.Ino, base)
+}
+
+// kernelDir stats the directory of path as the kernel resolves it (it
+// opens it), and returns it with path's final name; nil when it cannot be
+// opened.
+func kernelDir(path string) (*unix.Stat_t, string) {
+	d, base := filepath.Split(path)
+	if d == "" {
+		d = "."
+	}
+	fd, err := unix.Open(d, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, base
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return nil, base
+	}
+	return &st, base
+}
+
+// fdIdentity names the file pipespool's descriptor fd is open on (stdout
+// and stdin as std has them), or the descriptor alone when std is nil.
+func fdIdentity(fd int, std *stdFiles) string {
+	if std == nil {
+		return "fd:" + strconv.Itoa(fd)
+	}
+	switch {
+	case fd == 1 && std.Out != nil:
+		fd = rawFD(std.Out)
+	case fd == 0 && std.In != nil:
+		fd = rawFD(std.In)
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return "fd:" + strconv.Itoa(fd)
+	}
+	return statIdentity(st.Dev, st.Ino, st.Mode&unix.S_IFMT == unix.S_IFCHR, st.Rdev)
+}
+
+// statIdentity names a file by its device and inode ("" for the null
+// device, which any number of writers may share).
+func statIdentity(dev, ino uint64, charDev bool, rdev uint64) string {
+	if charDev {
+		var null unix.Stat_t
+		if unix.Stat(os.DevNull, &null) == nil && rdev == null.Rdev {
+			return ""
+		}
+	}
+	return fmt.Sprintf("ino:%d:%d", dev, ino)
+}
+
+// checkWrittenFiles checks, as a run starts, that no two of the files it
+// writes are one: the outputs (-o in place of [output]) and the built-ins'
+// files, and pipespool's stdout and stdin as they are now. A stdout that
+// is a regular file (`> a.out`) must not be replaced by an output's
+// rename, nor a regular stdin the run reads: what is written there, or
+// read, would be the unlinked inode. The job file was checked for the
+// same without them.
+func checkWrittenFiles(job *Job, opts Options) error {
+	std := &stdFiles{Out: cmp.Or(opts.Stdout, os.Stdout)}
+	in := cmp.Or(opts.InputPath, job.Input)
+	if opts.Input == nil && (in == "-" || in == "/dev/stdin") {
+		std.In = cmp.Or(opts.Stdin, os.Stdin)
+	}
+	outPath := opts.OutputPath
+	if outPath != "" && outPath != "-" && outPath != "none" && !filepath.IsAbs(outPath) {
+		if abs, err := filepath.Abs(outPath); err == nil {
+			outPath = abs
+		}
+	}
+	outs := job.writtenFiles(outPath)
+	writesStdout := false
+	for _, o := range outs {
+		writesStdout = writesStdout || o.Path == "-" || ownFD(o.Path, job.Dir) == 1
+	}
+	if !writesStdout && regularFile(std.Out) {
+		outs = append(outs, namedOutput{Path: "-", What: "pipespool's stdout"})
+	}
+	if std.In != nil && regularFile(std.In) {
+		outs = append(outs, namedOutput{Path: "/dev/stdin", What: "pipespool's stdin (the run's input)"})
+	}
+	a, b, ok := sameOutput(outs, job.Dir, std)
+	if !ok {
+		return nil
+	}
+	if a.Key == "-o" || b.Key == "-o" {
+		other := a
+		if a.Key == "-o" {
+			other = b
+		}
+		return &HopFlagError{Msg: fmt.Sprintf("-o %s: %s writes that file already (%s): two writers cannot share one file", opts.OutputPath, other.What, other.Path)}
+	}
+	if b.Key == "" {
+		a, b = b, a
+	}
+	where := a.Path
+	if where == "-" {
+		where = "stdout"
+		if f, ok := std.Out.Stat(); ok == nil && f.Mode().IsRegular() {
+			where = "stdout, the file " + proc.FileLinkOf(std.Out)
+		}
+	}
+	return &JobError{File: job.File, Line: keyLine(job.pos, b.Key), Key: b.Key,
+		Msg: fmt.Sprintf("%s writes the same file as %s (%s): no two outputs, nor a built-in's file beside them, can be one file, and an output cannot replace the file pipespool's stdout or stdin is", b.What, a.What, where)}
+}
+
+// ownFD is the descriptor of pipespool's that path names (/dev/stdout, or
+// a link to it), or -1.
+func ownFD(path, dir string) int {
+	if path == "-" || path == "none" {
+		return -1
+	}
+	if !filepath.IsAbs(path) {
+		path = dir + "/" + path
+	}
+	if t, err := fsutil.ResolveForWrite(path); err == nil {
+		return t.FD
+	}
+	return -1
+}
+
+// regularFile reports whether f is open on a regular file.
+func regularFile(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode().IsRegular()
 }
 
 // outputOf is the output of the line's last stage: its own, or the job's

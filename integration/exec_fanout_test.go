@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // fanOutReport is the part of the run report a fan-out test reads.
@@ -794,5 +795,72 @@ output = "data"
 	}
 	if fileSHA256(t, filepath.Join(dir, "data")) != sum {
 		t.Fatal("the input file was replaced")
+	}
+}
+
+// TestExecFanOutOptionalBranchWrittenInPlaceIsRefused: an optional branch
+// whose output is written in place (stdout, a FIFO, given by the job file
+// or by -o) cannot be discarded if it fails: its bytes are read as they
+// are written. Such a job is refused (exit 2, naming the key) before any
+// stage starts. It once ran: the branch failed half way, the run exited 0
+// and said its output "was discarded" while the reader of stdout had a
+// cut stream.
+func TestExecFanOutOptionalBranchWrittenInPlaceIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	in, _ := randomFile(t, dir, "in.bin", 5<<20, 1)
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	job := func(output string) string {
+		return writeFile(t, dir, "job.toml", fmt.Sprintf(`
+[input]
+path = %q
+
+[[stage]]
+name = "src"
+command = ["cat"]
+
+[[stage]]
+name = "a"
+command = ["cat"]
+output = "a.out"
+
+[[stage]]
+name = "b"
+from = "src"
+command = ["sh", "-c", "head -c 100000; exit 1"]
+%s
+optional = true
+`, in, output))
+	}
+	for _, tc := range []struct{ name, output, flag, want string }{
+		{"stdout", `output = "-"`, "", `job.toml:18: stage[3].output: branch "b" is optional, but its output "-" is stdout`},
+		{"fifo", `output = "fifo"`, "", `job.toml:18: stage[3].output: branch "b" is optional, but its output "fifo" is a FIFO`},
+		{"default [output]", "", "", `job.toml: output.path: branch "b" is optional, but its output "-" is stdout`},
+		{"-o fifo", "", fifo, `-o ` + fifo + `: branch "b" is optional, but its output "` + fifo + `" is a FIFO`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := []string{"exec", job(tc.output)}
+			if tc.flag != "" {
+				args = []string{"exec", "-o", tc.flag, args[1]}
+			}
+			res := runPipespool(t, runOpts{Timeout: 20 * time.Second}, args...)
+			if res.Code != 2 || !strings.Contains(string(res.Stderr), tc.want) || len(res.Stdout) != 0 {
+				t.Fatalf("exit %d, %d bytes on stdout, want 2 and %q\n%s", res.Code, len(res.Stdout), tc.want, res.Stderr)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "a.out")); err == nil {
+				t.Fatal("a.out written by a refused job")
+			}
+		})
+	}
+	// none, a regular file: fine, and the failed branch's output is
+	// discarded.
+	res := runPipespool(t, runOpts{}, "exec", job(`output = "b.out"`))
+	if res.Code != 0 || !strings.Contains(string(res.Stderr), `optional branch \"b\" failed`) {
+		t.Fatalf("exit %d\n%s", res.Code, res.Stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "b.out")); err == nil {
+		t.Fatal("the failed optional branch's b.out was committed")
 	}
 }

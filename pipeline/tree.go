@@ -214,10 +214,74 @@ func (v *validator) tree(job *Job, raw rawJob) error {
 	if bare < 0 && raw.Output != nil && raw.Output.Mode != nil {
 		return v.errf("output.mode", "every branch ends in an output of its own, so [output] belongs to none: give each stage its output_mode, or remove [output]")
 	}
+	if err := v.optionalOutputs(job); err != nil {
+		return err
+	}
 	if a, b, ok := sameOutput(job.writtenFiles(""), job.Dir, nil); ok {
 		return v.errf(b.Key, "%s writes the same file as %s (%s): no two outputs, nor a built-in's file beside them, can be one file", b.What, a.What, a.Path)
 	}
 	return nil
+}
+
+// optionalOutputs checks that every output of an optional branch (and of
+// the branches it feeds) can be discarded if the branch fails: a regular
+// file, written under a temporary name and renamed only on success, or
+// none. Stdout, a FIFO, a device or any path written in place has had its
+// bytes read as they were written: a cut stream there cannot be undone,
+// so the run could not succeed without it, and the job is refused. The
+// job's [output] (which exec -o may replace), and a path known for what
+// it is only when it is opened, are checked then (treeRun.build).
+func (v *validator) optionalOutputs(job *Job) error {
+	ls := job.lines()
+	for l := range ls {
+		o := optionalRoot(ls, l)
+		if o < 0 || len(ls[l].Children) > 0 {
+			continue
+		}
+		last := &job.Stages[ls[l].Stages[len(ls[l].Stages)-1]]
+		if last.Output == "" {
+			continue // [output], which exec -o may replace: checked when opened
+		}
+		if why := writtenInPlace(last.Output, job.Dir); why != "" {
+			return v.errf(stageKey(last.Index, "output"), "%s", optionalInPlaceMsg(ls, o, last.Output, why))
+		}
+	}
+	return nil
+}
+
+// optionalInPlaceMsg says why optional branch o cannot write path.
+func optionalInPlaceMsg(ls []line, o int, path, why string) string {
+	return fmt.Sprintf("%s is optional, but its output %s is %s, written as the stream goes: if the branch failed, what it wrote could not be discarded and the reader would have a cut stream; write the branch to a regular file (committed only if the run succeeds) or none, or make it not optional", branchLabel(ls, o), strconv.Quote(path), why)
+}
+
+// writtenInPlace says what path is when an output there is written in
+// place rather than committed atomically ("" for a regular file, a path
+// still to be created, none and the null device).
+func writtenInPlace(path, dir string) string {
+	switch path {
+	case "none":
+		return ""
+	case "-":
+		return "stdout"
+	}
+	if !filepath.IsAbs(path) {
+		path = dir + "/" + path
+	}
+	t, err := fsutil.ResolveForWrite(path)
+	switch {
+	case err != nil:
+		return "" // the run's opening reports it
+	case t.FD == 1:
+		return "stdout"
+	case t.FD >= 0:
+		return fmt.Sprintf("pipespool's descriptor %d", t.FD)
+	case t.Info == nil || t.Info.Mode().IsRegular():
+		return ""
+	}
+	if st, ok := t.Info.Sys().(*syscall.Stat_t); ok && statIdentity(uint64(st.Dev), st.Ino, t.Info.Mode()&os.ModeCharDevice != 0, uint64(st.Rdev)) == "" {
+		return "" // the null device
+	}
+	return "a " + fsutil.TypeName(t.Info.Mode())
 }
 
 // stageName returns the name of stage i, or def when there is none.

@@ -859,7 +859,9 @@ type treeVerdict struct {
 //     not deliver to it; one stopped because another failed (Cascade), or
 //     one that forks and failed only because every branch stopped reading
 //     (FanOutGone), is never a root cause.
-//  2. A timeout or a signal fails the run, optional branch or not.
+//  2. A timeout or a signal fails the run, optional branch or not; a
+//     signal to pipespool is the run's, not a branch's: when it is the
+//     root cause, no line is named.
 //  3. A failure inside an optional branch (the branch, or a line it
 //     feeds) discards that branch's outputs and is a warning; the run
 //     succeeds unless something else fails. A fan-out whose branches all
@@ -950,7 +952,13 @@ func decideTree(ls []lineFacts) treeVerdict {
 			tv.Result = ResultFailed
 		}
 		tv.Msg = msgOf(root)
-		if ls[root].Parent >= 0 {
+		switch {
+		case tv.Result == ResultInterrupted:
+			// A signal to pipespool stops every line at once: whichever
+			// saw it first is not its cause, and no branch is blamed.
+			tv.Line = -1
+			tv.Msg = (&proc.InterruptedError{Signal: tv.Signal}).Error()
+		case ls[root].Parent >= 0:
 			tv.Msg = ls[root].Label + ": " + tv.Msg
 		}
 		for l := range tv.Discard {

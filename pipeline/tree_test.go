@@ -182,7 +182,14 @@ func TestDecideTree(t *testing.T) {
 		{"the fan-out could not deliver to a branch", []lineFacts{forks(ok("the trunk", -1)), lineFacts{Label: `branch "a"`, Parent: 0, Result: ResultSuccess, FanOutErr: "the fan-out could not deliver to branch \"a\": EIO", At: at(5)}, ok(`branch "b"`, 0)},
 			ResultFailed, 1, `branch "a": the fan-out could not deliver to branch "a": EIO`, []bool{true, true, true}, 0},
 		{"interrupted", []lineFacts{forks(lineFacts{Label: "the trunk", Parent: -1, Result: ResultInterrupted, Msg: "interrupted", Signal: syscall.SIGTERM, At: at(5)}), lineFacts{Label: `branch "a"`, Parent: 0, Result: ResultInterrupted, Msg: "interrupted", Signal: syscall.SIGTERM, At: at(5)}},
-			ResultInterrupted, 0, "interrupted", []bool{true, true}, 0},
+			ResultInterrupted, -1, "interrupted by SIGTERM", []bool{true, true}, 0},
+		// A signal to pipespool seen first by an optional branch is the
+		// run's: no branch is named.
+		{"interrupted, an optional branch first", []lineFacts{forks(lineFacts{Label: "the trunk", Parent: -1, Result: ResultInterrupted, Msg: "interrupted by SIGHUP", Signal: syscall.SIGHUP, At: at(6), Cascade: true}), lineFacts{Label: `branch "a"`, Parent: 0, Result: ResultSuccess, At: at(7)}, lineFacts{Label: `branch "c"`, Parent: 0, Optional: true, Result: ResultInterrupted, Msg: "interrupted by SIGHUP", Signal: syscall.SIGHUP, At: at(5)}},
+			ResultInterrupted, -1, "interrupted by SIGHUP", []bool{true, true, true}, 0},
+		// A branch that failed before the signal came stays the root cause.
+		{"a failure, then a signal", []lineFacts{forks(lineFacts{Label: "the trunk", Parent: -1, Result: ResultInterrupted, Msg: "interrupted by SIGTERM", Signal: syscall.SIGTERM, At: at(6), Cascade: true}), lineFacts{Label: `branch "a"`, Parent: 0, Result: ResultFailed, Msg: "stage \"a\" failed: exit 1", At: at(5)}},
+			ResultFailed, 1, `branch "a": stage "a" failed: exit 1`, []bool{true, true}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := decideTree(tc.lines)

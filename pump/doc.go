@@ -91,8 +91,13 @@
 // every destination from its own offset. A destination whose reader is
 // gone (EPIPE) is dropped, its Result ConsumerGone with what it missed,
 // and the tee goes on with the others; when none is left it closes its
-// source, as a Pump whose consumer is gone. TeeBranch.Stop drops one
-// destination, Tee.Stop ends them all. Waits follow the rules above: after
+// source, as a Pump whose consumer is gone; a reader that went after the
+// source's last byte missed nothing, and its destination ends at EOF. Made
+// with HoldWhenConsumerGone, the tee instead holds a destination whose
+// reader went (the others go on as far as the source holds, then wait)
+// until TeeBranch.Drain makes it throw its share away or TeeBranch.Stop
+// drops it; when every destination drains, the tee reads its source to
+// the end. TeeBranch.Stop drops one destination, Tee.Stop ends them all. Waits follow the rules above: after
 // a round in which nothing moved, edge-triggered on every pipe on the
 // zero-copy path, one-shot on the blocked sides on the read/write path. A
 // tee has no rate limit and no buffer: a branch that needs one gets a

@@ -781,3 +781,69 @@ func TestTeeReadsItsSourceToTheEndWhenEveryDestinationDrains(t *testing.T) {
 		})
 	}
 }
+
+// TestTeeIdleUsesNoCPU: a tee that cannot move must sleep in epoll_wait:
+// one destination full (its reader stopped) while the other has all the
+// source holds, with the producer idle, writing, or gone, on both paths;
+// and an idle source. A spinning tee uses nearly all of every window.
+func TestTeeIdleUsesNoCPU(t *testing.T) {
+	tests := []struct {
+		name     string
+		zc       bool
+		producer string // "idle", "gone": what the producer does after filling
+		want     State  // of the full destination
+	}{
+		{"zero copy, one full, producer idle", true, "idle", WaitingDst},
+		{"zero copy, one full, producer gone", true, "gone", WaitingDst},
+		{"read/write, one full, producer idle", false, "idle", WaitingDst},
+		{"read/write, one full, producer gone", false, "gone", WaitingDst},
+		{"zero copy, idle source", true, "empty", WaitingSrc},
+		{"read/write, idle source", false, "empty", WaitingSrc},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			src, w := pipeFor(t, DefaultPipeSize, true)
+			var full End
+			if tt.zc {
+				full, _ = pipeFor(t, 64<<10, false)
+			} else {
+				full, _ = socketFor(t)
+			}
+			read, r := pipeFor(t, 64<<10, false)
+			go consumer{}.consume(r)
+			if tt.producer != "empty" {
+				// More than the full destination and the source hold.
+				if _, err := w.Write(make([]byte, DefaultPipeSize)); err != nil {
+					t.Fatal(err)
+				}
+				go w.Write(make([]byte, 4*mib)) // blocks; ends at cleanup
+			}
+			if tt.producer == "gone" {
+				w.Close()
+			}
+			tee := mustNewTee(t, src, []End{full, read})
+			done := startTee(tee)
+			defer func() {
+				tee.Stop()
+				waitFor(t, done, 10*time.Second, "tee after Stop")
+			}()
+			b := tee.Branch(0)
+			waitBranchState(t, b, tt.want)
+			var used []time.Duration
+			for range 3 {
+				before := cpuTime(t)
+				time.Sleep(300 * time.Millisecond) // the measurement interval
+				u := cpuTime(t) - before
+				if s := b.State(); s != tt.want {
+					t.Fatalf("state %v after the window, want %v", s, tt.want)
+				}
+				if u <= 20*time.Millisecond {
+					return
+				}
+				used = append(used, u)
+			}
+			t.Fatalf("tee waiting used %v of CPU in three windows of 300ms", used)
+		})
+	}
+}

@@ -80,8 +80,9 @@
 // when one destination has no room, the others get what the source holds
 // and then wait (WaitingBranch). The tee holds no more than the source
 // pipe's contents beyond what the slowest destination has, and no user
-// memory on the zero-copy path; on the read/write path one buffer of
-// rwBufSize (256 KiB). When the source and every destination are pipes it
+// memory on the zero-copy path (but 256 KiB to read and throw away a head
+// no destination still needs, once one was dropped); on the read/write
+// path one buffer of rwBufSize (256 KiB). When the source and every destination are pipes it
 // copies nothing through user space: tee(2) duplicates the source's head
 // into every destination that is level with the source but one, and
 // splice(2) then consumes into that one at most what each of the others

@@ -95,6 +95,9 @@ type TeeBranch struct {
 	held     atomic.Int64
 	stopReq  atomic.Bool
 	drainReq atomic.Bool
+	// holding: its reader has gone and it waits for Drain or Stop (mode
+	// branchHolding), for State. Written by Run's goroutine only.
+	holding atomic.Bool
 
 	// Run's goroutine only.
 	active bool
@@ -282,6 +285,7 @@ func (t *Tee) loop() (outcome, error) {
 // the source's end when asked) and closes b.done. Run's goroutine only.
 func (t *Tee) settle(b *TeeBranch, res Result, atEOF bool) {
 	b.active = false
+	b.holding.Store(false)
 	res.Bytes = b.bytes.Load()
 	if b.mode == branchDraining {
 		// As a pump's drain: what it refused is undelivered, what it left
@@ -379,6 +383,7 @@ func (t *Tee) gone(b *TeeBranch) {
 		t.startDrain(b)
 	default:
 		b.mode = branchHolding
+		b.holding.Store(true)
 		b.state.Store(int32(WaitingDst))
 	}
 }
@@ -395,6 +400,7 @@ func (t *Tee) goneResult(b *TeeBranch) Result {
 // from the source beyond that is counted in its Bytes and drained.
 func (t *Tee) startDrain(b *TeeBranch) {
 	b.mode = branchDraining
+	b.holding.Store(false)
 	b.drainHeld = b.held.Load()
 	b.held.Store(0)
 	b.off = t.rw.fill
@@ -499,6 +505,9 @@ func (b *TeeBranch) LastProgress() time.Time { return time.Unix(0, b.last.Load()
 // Safe from any goroutine.
 func (b *TeeBranch) State() State {
 	s := State(b.state.Load())
+	if b.holding.Load() {
+		return WaitingDst // as a pump that holds: see HoldWhenConsumerGone
+	}
 	if s != waitingEither {
 		return s
 	}

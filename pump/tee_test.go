@@ -716,6 +716,7 @@ func TestTeeHoldsADestinationWhoseReaderLeftUntilDrainOrStop(t *testing.T) {
 				if decision != "drain asked before" {
 					// Held: the stream waits for the decision, and the
 					// source is not closed (the producer has not failed).
+					eventually(t, 10*time.Second, "destination held", b.holding.Load)
 					waitBranchState(t, b, WaitingDst)
 					select {
 					case d := <-produced:

@@ -200,9 +200,14 @@ func eachCandidateChild(f func(pid int)) {
 		return
 	}
 	var pids []int
+	var r Reader // raw reads: three system calls a file, not os.ReadFile's seven
 	for _, t := range tasks {
-		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
-		if err != nil {
+		path := "/proc/self/task/" + t.Name() + "/children"
+		b := r.readPath(path)
+		if len(b) == len(r.buf) { // perhaps cut short: read it whole
+			b, _ = os.ReadFile(path)
+		}
+		if b == nil {
 			// No CONFIG_PROC_CHILDREN, or the thread just ended (its
 			// children moved to another thread, maybe one already
 			// read): look at every process.

@@ -99,10 +99,16 @@ func hasRoom(fd int) bool {
 // queued, nothing in the copier's buffer, and no writer left (POLLHUP
 // without POLLIN), so no byte could have been refused by the destination.
 func (p *Pump) srcDrained() bool {
-	if p.src.kind != kindPipe || p.copier.buffered() != 0 || Queued(p.src.FD) != 0 {
+	return p.src.kind == kindPipe && p.copier.buffered() == 0 && pipeDrained(p.src.FD)
+}
+
+// pipeDrained reports whether the pipe whose read end is fd is at end of
+// file: nothing queued and no writer left (POLLHUP without POLLIN).
+func pipeDrained(fd int) bool {
+	if Queued(fd) != 0 {
 		return false
 	}
-	fds := []unix.PollFd{{Fd: int32(p.src.FD), Events: unix.POLLIN}}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	for {
 		n, err := unix.Poll(fds, 0)
 		if err == unix.EINTR {

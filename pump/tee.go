@@ -22,6 +22,7 @@ type Hop interface {
 	Result() Result
 	Done() <-chan struct{}
 	Stop()
+	Drain()
 	Leftover() int
 	Release()
 }
@@ -56,9 +57,11 @@ type Tee struct {
 	// moves bytes with tee(2) and splice(2); else with read and write.
 	zeroCopy bool
 	witness  bool // KeepWitness
+	hold     bool // HoldWhenConsumerGone
 
-	stopping    atomic.Bool // Tee.Stop
-	branchStops atomic.Bool // some branch's Stop: Run looks at each
+	stopping atomic.Bool // Tee.Stop
+	// requests: some branch's Stop or Drain was called: Run looks at each.
+	requests atomic.Bool
 
 	// Run's goroutine only.
 	regs   registrations
@@ -89,14 +92,23 @@ type TeeBranch struct {
 	ahead atomic.Int64
 	// held (read/write): bytes of the tee's buffer not yet written to this
 	// destination. Written by Run's goroutine only.
-	held    atomic.Int64
-	stopReq atomic.Bool
+	held     atomic.Int64
+	stopReq  atomic.Bool
+	drainReq atomic.Bool
+	// holding: its reader has gone and it waits for Drain or Stop (mode
+	// branchHolding), for State. Written by Run's goroutine only.
+	holding atomic.Bool
 
 	// Run's goroutine only.
 	active bool
-	off    int    // read/write: bytes of the buffer written to it
-	out    writer // read/write: how it is written without blocking
-	ready  bool   // read/write: epoll reported it ready (see end.pollsFirst)
+	mode   branchMode
+	// drained: bytes thrown away for it since its drain began (counted
+	// in bytes too); drainLost: bytes left unread in its pipe then;
+	// drainHeld: bytes the tee held for it then (read/write).
+	drained, drainLost, drainHeld int64
+	off                           int    // read/write: bytes of the buffer written to it
+	out                           writer // read/write: how it is written without blocking
+	ready                         bool   // read/write: epoll reported it ready (see end.pollsFirst)
 
 	closed bool // under t.fdMu
 	witnFD int  // under t.fdMu; see KeepWitness; -1 when none
@@ -104,10 +116,19 @@ type TeeBranch struct {
 	result Result
 }
 
+// branchMode is what an active destination is to the copy.
+type branchMode uint8
+
+const (
+	branchServed   branchMode = iota // written as the source is read
+	branchHolding                    // its reader is gone; waits for Drain or Stop (HoldWhenConsumerGone)
+	branchDraining                   // Drain: its share of the source is thrown away
+)
+
 // NewTee prepares a tee from src to every one of dsts. Owned ends must be
-// non-blocking. The only Option it takes is KeepWitness (for every pipe
-// destination); a rate limit, a buffer, or any other option belongs on a
-// pump after the tee.
+// non-blocking. It takes KeepWitness (for every pipe destination) and
+// HoldWhenConsumerGone (for every destination, see TeeBranch.Drain); a
+// rate limit, a buffer or AwaitRead belongs on a pump after the tee.
 func NewTee(src End, dsts []End, opts ...Option) (*Tee, error) {
 	if len(dsts) == 0 {
 		return nil, fmt.Errorf("tee from %s: no destination", src.Name)
@@ -116,8 +137,8 @@ func NewTee(src End, dsts []End, opts ...Option) (*Tee, error) {
 	for _, o := range opts {
 		o(&probe)
 	}
-	if probe.opts.rate > 0 || probe.opts.buffer.Size > 0 || probe.opts.awaitRead || probe.gone != goneEnds {
-		return nil, fmt.Errorf("tee from %s: only KeepWitness applies to a tee: put a pump after it for a rate limit, a buffer, AwaitRead or a hold", src.Name)
+	if probe.opts.rate > 0 || probe.opts.buffer.Size > 0 || probe.opts.awaitRead {
+		return nil, fmt.Errorf("tee from %s: a rate limit, a buffer or AwaitRead does not apply to a tee: put a pump after it", src.Name)
 	}
 	srcKind, err := kindOf(src.FD)
 	if err != nil {
@@ -129,7 +150,7 @@ func NewTee(src End, dsts []End, opts ...Option) (*Tee, error) {
 			return nil, fmt.Errorf("tee destination %s: %w", d.Name, err)
 		}
 	}
-	t := &Tee{witness: probe.opts.keepWitness, done: make(chan struct{})}
+	t := &Tee{witness: probe.opts.keepWitness, hold: probe.gone == goneHolds, done: make(chan struct{})}
 	if t.poller, err = poller.New(); err != nil {
 		return nil, err
 	}
@@ -188,10 +209,12 @@ func (t *Tee) Run() []Result {
 		if !b.active {
 			continue
 		}
-		switch how {
-		case sourceEnded:
+		switch {
+		case how == sourceEnded:
 			t.settle(b, Result{EOF: true}, true)
-		case stopRequested:
+		case b.mode == branchHolding:
+			t.settle(b, t.goneResult(b), false)
+		case how == stopRequested:
 			t.settle(b, Result{Err: ErrStopped, Undelivered: t.undelivered(b), Unread: b.dstQueued()}, false)
 		default:
 			if err == nil {
@@ -262,7 +285,15 @@ func (t *Tee) loop() (outcome, error) {
 // the source's end when asked) and closes b.done. Run's goroutine only.
 func (t *Tee) settle(b *TeeBranch, res Result, atEOF bool) {
 	b.active = false
+	b.holding.Store(false)
 	res.Bytes = b.bytes.Load()
+	if b.mode == branchDraining {
+		// As a pump's drain: what it refused is undelivered, what it left
+		// in its pipe unread, what was thrown away drained.
+		res.Drained, res.Unread = b.drained, b.drainLost
+		res.Undelivered += b.drainHeld + b.drainLost
+		atEOF = false // its pipe is closed already: no witness
+	}
 	b.state.Store(int32(Finished))
 	b.ahead.Store(0)
 	b.held.Store(0)
@@ -275,12 +306,12 @@ func (t *Tee) settle(b *TeeBranch, res Result, atEOF bool) {
 	if atEOF && t.witness {
 		b.openWitness()
 	}
-	b.closed = true
-	if b.dst.Own {
+	if b.dst.Own && !b.closed {
 		if err := unix.Close(b.dst.FD); err != nil && closeErr == nil {
 			closeErr = fmt.Errorf("close %s: %w", b.dst.Name, err)
 		}
 	}
+	b.closed = true
 	t.fdMu.Unlock()
 	if closeErr != nil && res.Err == nil {
 		res.Err = closeErr
@@ -306,14 +337,22 @@ func (t *Tee) unregister(fd int) error {
 	return nil
 }
 
-// dropStopped drops the destinations whose Stop was called.
-func (t *Tee) dropStopped() {
-	if !t.branchStops.Swap(false) {
+// handleRequests acts on the branches' Stop and Drain: Stop drops a
+// destination (one holding ends as its reader's going made it end), Drain
+// makes one that holds throw its share away from now on.
+func (t *Tee) handleRequests() {
+	if !t.requests.Swap(false) {
 		return
 	}
 	for _, b := range t.branches {
-		if b.active && b.stopReq.Load() {
+		switch {
+		case !b.active:
+		case b.stopReq.Load() && b.mode == branchHolding:
+			t.settle(b, t.goneResult(b), false)
+		case b.stopReq.Load():
 			t.settle(b, Result{Err: ErrBranchStopped, Undelivered: t.undelivered(b), Unread: b.dstQueued()}, false)
+		case b.drainReq.Load() && b.mode == branchHolding:
+			t.startDrain(b)
 		}
 	}
 }
@@ -328,9 +367,69 @@ func (t *Tee) anyActive() bool {
 	return false
 }
 
-// gone drops b, whose reader went away: ConsumerGone with what it missed.
+// gone acts on b's reader having gone (EPIPE). A source at its end with
+// nothing left for b refused b nothing: that is b's EOF (a reader may
+// exit once it has read what it wanted, before the tee saw the end).
+// Else b ends ConsumerGone, with what it missed, or, for a tee that holds
+// (HoldWhenConsumerGone), waits for Drain or Stop, which a Drain made
+// already decides.
 func (t *Tee) gone(b *TeeBranch) {
-	t.settle(b, Result{ConsumerGone: true, Undelivered: t.undelivered(b), Unread: b.dstQueued(), Err: ErrConsumerGone}, false)
+	switch {
+	case t.src.kind == kindPipe && b.ahead.Load() == 0 && b.held.Load() == 0 && pipeDrained(t.src.FD):
+		t.settle(b, Result{EOF: true}, true)
+	case !t.hold:
+		t.settle(b, t.goneResult(b), false)
+	case b.drainReq.Load():
+		t.startDrain(b)
+	default:
+		b.mode = branchHolding
+		b.holding.Store(true)
+		b.state.Store(int32(WaitingDst))
+	}
+}
+
+// goneResult is b's result when its reader has gone.
+func (t *Tee) goneResult(b *TeeBranch) Result {
+	return Result{ConsumerGone: true, Undelivered: t.undelivered(b), Unread: b.dstQueued(), Err: ErrConsumerGone}
+}
+
+// startDrain makes b, whose reader has gone, take its share of the source
+// into the void from now on: its pipe is closed, what it holds of the
+// source's head counts as delivered as before (it is in the pipe that
+// went), what the tee held for it as undelivered, and every byte consumed
+// from the source beyond that is counted in its Bytes and drained.
+func (t *Tee) startDrain(b *TeeBranch) {
+	b.mode = branchDraining
+	b.holding.Store(false)
+	b.drainHeld = b.held.Load()
+	b.held.Store(0)
+	b.off = t.rw.fill
+	if t.regs.has(b.dst.FD) {
+		if err := t.unregister(b.dst.FD); err != nil {
+			t.failed(b, err)
+			return
+		}
+	}
+	b.out.close()
+	t.fdMu.Lock()
+	b.drainLost = b.dstQueued()
+	b.closed = true
+	var err error
+	if b.dst.Own {
+		err = unix.Close(b.dst.FD)
+	}
+	t.fdMu.Unlock()
+	if err != nil {
+		t.failed(b, fmt.Errorf("close %s: %w", b.dst.Name, err))
+		return
+	}
+	b.state.Store(int32(Moving))
+}
+
+// discarded counts n bytes of the source thrown away for b, which drains.
+func (b *TeeBranch) discarded(n int) {
+	b.drained += int64(n)
+	b.progress(n)
 }
 
 // failed drops b after a write to it failed.
@@ -355,7 +454,7 @@ func (t *Tee) undelivered(b *TeeBranch) int64 {
 // dstQueued is the count of bytes queued in b's pipe, 0 when it is not a
 // pipe. Run's goroutine only, before b is closed.
 func (b *TeeBranch) dstQueued() int64 {
-	if b.dst.kind != kindPipe {
+	if b.dst.kind != kindPipe || b.closed {
 		return 0
 	}
 	return int64(max(Queued(b.dst.FD), 0))
@@ -376,7 +475,7 @@ func (t *Tee) waitEvents(events []unix.EpollEvent) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("tee from %s: %w", t.src.Name, err)
 		}
-		if n > 0 || woken && (t.stopping.Load() || t.branchStops.Load()) {
+		if n > 0 || woken && (t.stopping.Load() || t.requests.Load()) {
 			return n, nil
 		}
 	}
@@ -406,6 +505,9 @@ func (b *TeeBranch) LastProgress() time.Time { return time.Unix(0, b.last.Load()
 // Safe from any goroutine.
 func (b *TeeBranch) State() State {
 	s := State(b.state.Load())
+	if b.holding.Load() {
+		return WaitingDst // as a pump that holds: see HoldWhenConsumerGone
+	}
 	if s != waitingEither {
 		return s
 	}
@@ -471,7 +573,20 @@ func (b *TeeBranch) Result() Result {
 // the destination is finished.
 func (b *TeeBranch) Stop() {
 	b.stopReq.Store(true)
-	b.t.branchStops.Store(true)
+	b.t.requests.Store(true)
+	_ = b.t.poller.Wake()
+}
+
+// Drain, for a tee made with HoldWhenConsumerGone, makes this destination,
+// once its reader has gone (or now, if it is holding already), throw its
+// share of the source away instead of holding the others back: the tee goes
+// on at the pace of the destinations still read, and when none is left it
+// reads its source to the end, so that the producer can finish (and fail on
+// its own if its input was bad). Safe from any goroutine; after a Stop it
+// does nothing.
+func (b *TeeBranch) Drain() {
+	b.drainReq.Store(true)
+	b.t.requests.Store(true)
 	_ = b.t.poller.Wake()
 }
 

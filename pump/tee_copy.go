@@ -48,7 +48,7 @@ func (t *Tee) teeCopy() (outcome, error) {
 		if t.stopping.Load() {
 			return stopRequested, nil
 		}
-		t.dropStopped()
+		t.handleRequests()
 		if !t.anyActive() {
 			return consumerGone, nil
 		}
@@ -106,34 +106,26 @@ type roundResult struct {
 func (c *teeZC) round() (r roundResult, how outcome, err error) {
 	t := c.t
 	c.level = c.level[:0]
-	aheadMin := int64(maxSplice)
+	// most: the most the source may be consumed by without a destination
+	// falling behind it: what each destination ahead, or holding, has.
+	most := int64(maxSplice)
 	for _, b := range t.branches {
-		if !b.active {
+		if !b.active || b.mode == branchDraining {
 			continue
 		}
-		if a := b.ahead.Load(); a > 0 {
-			aheadMin = min(aheadMin, a)
+		if a := b.ahead.Load(); a > 0 || b.mode == branchHolding {
+			most = min(most, a)
 		} else {
 			c.level = append(c.level, b)
 		}
 	}
 	r.short = true
 	if len(c.level) == 0 {
-		// Every destination has the head: consume it.
-		if c.scratch == nil {
-			c.scratch = make([]byte, 64<<10)
-		}
-		n, err := ignoringEINTRIO(unix.Read, t.src.FD, c.scratch[:min(int(aheadMin), len(c.scratch))])
-		if err != nil || n == 0 {
-			return r, copyFailed, fmt.Errorf("reading %s: %d bytes, %v", t.src.Name, n, err)
-		}
-		t.consumed(n, nil)
-		r.moved, r.short = n, false
-		return r, keepCopying, nil
+		return c.discard(r, int(most))
 	}
-	want := int(aheadMin)
+	const want = maxSplice
 	last := c.level[len(c.level)-1]
-	m := want
+	m := int(most)
 	// attempt accounts for one transfer's result; it reports the source's
 	// end (no writer left, nothing queued) or a strategy change.
 	attempt := func(b *TeeBranch, n, asked int, err error) (outcome, bool) {
@@ -199,6 +191,36 @@ func (c *teeZC) round() (r roundResult, how outcome, err error) {
 	return r, keepCopying, nil
 }
 
+// discard consumes up to most bytes of the source's head that every
+// destination served has (none is level), or, when every destination
+// drains, the source itself: read and thrown away. A destination holding
+// at the head (most 0) lets nothing go: the round moved nothing.
+func (c *teeZC) discard(r roundResult, most int) (roundResult, outcome, error) {
+	t := c.t
+	if most == 0 {
+		return r, keepCopying, nil
+	}
+	if c.scratch == nil {
+		c.scratch = make([]byte, discardBufSize)
+	}
+	n, err := ignoringEINTRIO(unix.Read, t.src.FD, c.scratch[:min(most, len(c.scratch))])
+	switch {
+	case n > 0:
+		t.consumed(n, nil)
+		r.moved, r.short = n, n < min(most, len(c.scratch))
+	case err == nil:
+		return r, sourceEnded, nil
+	case err == unix.EAGAIN:
+	default:
+		return r, copyFailed, fmt.Errorf("reading %s: %w", t.src.Name, err)
+	}
+	return r, keepCopying, nil
+}
+
+// discardBufSize bounds one read of bytes thrown away: a quarter of the
+// default pipe, few reads for a drained stream and little memory.
+const discardBufSize = DefaultPipeSize / 4
+
 // wait registers the ends the first time, then waits for a change of any
 // of them, or a stop request.
 func (c *teeZC) wait() error {
@@ -210,7 +232,11 @@ func (c *teeZC) wait() error {
 		c.armed = true
 	}
 	for _, b := range t.branches {
-		if b.active {
+		switch {
+		case !b.active || b.mode == branchHolding:
+		case b.mode == branchDraining:
+			b.state.Store(int32(WaitingSrc))
+		default:
 			b.state.Store(int32(waitingEither))
 		}
 	}
@@ -253,9 +279,19 @@ func (t *Tee) batching() (int, time.Duration) {
 // them already, at its own head.
 func (t *Tee) consumed(n int, except *TeeBranch) {
 	for _, b := range t.branches {
-		if b.active && b != except {
-			b.ahead.Add(-int64(n))
+		if !b.active || b == except {
+			continue
 		}
+		a := b.ahead.Load()
+		if b.mode == branchDraining {
+			// Bytes it had before its drain were counted then.
+			if extra := int64(n) - a; extra > 0 {
+				b.discarded(int(extra))
+			}
+			b.ahead.Store(max(a-int64(n), 0))
+			continue
+		}
+		b.ahead.Store(a - int64(n))
 	}
 }
 
@@ -277,7 +313,7 @@ func (t *Tee) armEdge() error {
 		return err
 	}
 	for _, b := range t.branches {
-		if b.active {
+		if b.active && b.mode != branchDraining {
 			if err := t.regs.add(&b.dst, poller.Out|poller.Edge); err != nil {
 				return err
 			}
@@ -333,7 +369,7 @@ func (t *Tee) rwCopy() (outcome, error) {
 		if t.stopping.Load() {
 			return stopRequested, nil
 		}
-		t.dropStopped()
+		t.handleRequests()
 		if !t.anyActive() {
 			return consumerGone, nil
 		}
@@ -355,8 +391,14 @@ func (t *Tee) rwCopy() (outcome, error) {
 				switch {
 				case n > 0:
 					rw.fill = n
+					moved = true // bytes to write, or thrown away (every destination drains)
 					for _, b := range t.branches {
-						if b.active {
+						switch {
+						case !b.active:
+						case b.mode == branchDraining:
+							b.off = n
+							b.discarded(n)
+						default:
 							b.held.Store(int64(n))
 						}
 					}
@@ -370,7 +412,7 @@ func (t *Tee) rwCopy() (outcome, error) {
 			}
 		}
 		for _, b := range t.branches {
-			if !b.active || b.off == rw.fill {
+			if !b.active || b.off == rw.fill || b.mode != branchServed {
 				continue
 			}
 			if b.dst.pollsFirst() && !b.ready {
@@ -436,7 +478,7 @@ func (t *Tee) rwWait(waitSrc bool, waitDst []*TeeBranch, events []unix.EpollEven
 		b.state.Store(int32(WaitingDst))
 	}
 	for _, b := range t.branches {
-		if b.active && b.off == t.rw.fill {
+		if b.active && b.mode != branchHolding && b.off == t.rw.fill {
 			if waitSrc {
 				b.state.Store(int32(WaitingSrc))
 			} else {

@@ -358,7 +358,7 @@ func TestTeeStopBeforeRunAndAfterFinish(t *testing.T) {
 
 func TestNewTeeRefusesPumpOnlyOptions(t *testing.T) {
 	checkFDs(t)
-	for _, o := range []Option{RateLimit(1 << 20), Buffer(BufferSpec{Size: 4 * mib}), AwaitRead(), HoldWhenConsumerGone()} {
+	for _, o := range []Option{RateLimit(1 << 20), Buffer(BufferSpec{Size: 4 * mib}), AwaitRead()} {
 		src, _ := pipeFor(t, smallPipe, true)
 		dst, _ := pipeFor(t, smallPipe, false)
 		if _, err := NewTee(src, []End{dst}, o); err == nil || !strings.Contains(err.Error(), "put a pump after it") {
@@ -635,6 +635,221 @@ func TestTeeStopsWhileInheritedBlockingPipeIsFull(t *testing.T) {
 	}
 	if fl, _ := unix.FcntlInt(uintptr(p.W), unix.F_GETFL, 0); fl&unix.O_NONBLOCK != 0 {
 		t.Errorf("the tee made an inherited fd non-blocking")
+	}
+}
+
+// TestTeeReaderThatLeftAfterTheLastByteIsEOF: tee(2) and splice(2) look
+// for a reader on the destination before they look for the source's end,
+// so a reader that took every byte and exited before the tee saw the end
+// makes the last attempt fail with EPIPE. Nothing was refused: that
+// destination's result is EOF, not ConsumerGone (which would fail a run
+// whose branch read all it had to). The first version said ConsumerGone.
+//
+// On the read/write path a destination is written only with bytes to
+// give, so it cannot happen there.
+func TestTeeReaderThatLeftAfterTheLastByteIsEOF(t *testing.T) {
+	const total = 300 << 10 // the source holds it all: it ends before anyone reads
+	for _, order := range []string{"quick first", "quick last"} {
+		t.Run(order, func(t *testing.T) {
+			checkFDs(t)
+			src, produced := pipeSource(DefaultPipeSize)(t, producer{total: total, seed: 31})
+			in := waitFor(t, produced, 10*time.Second, "producer")
+			quick, quickR := pipeFor(t, DefaultPipeSize, false)
+			slow, slowR := pipeFor(t, smallPipe, false)
+			dsts, qi := []End{quick, slow}, 0
+			if order == "quick last" {
+				dsts, qi = []End{slow, quick}, 1
+			}
+			tee := mustNewTee(t, src, dsts)
+			done := startTee(tee)
+			// The quick reader takes its whole stream and goes, without
+			// waiting for the end of file, while the slow one is full.
+			eventually(t, 10*time.Second, "quick destination has it all", func() bool { return tee.Branch(qi).Bytes() == total })
+			if d := (consumer{}).consume(io.LimitReader(quickR, total)); d != in {
+				t.Fatalf("quick reader read %v, written %v", d, in)
+			}
+			quickR.Close()
+			out := consumer{}.consume(slowR)
+			res := waitFor(t, done, 10*time.Second, "tee")
+			if out != in {
+				t.Errorf("slow reader read %v, written %v", out, in)
+			}
+			for i, r := range res {
+				if !r.EOF || r.Err != nil || r.ConsumerGone || r.Bytes != total {
+					t.Errorf("destination %d: %+v, want EOF after %d bytes", i, r, total)
+				}
+			}
+		})
+	}
+}
+
+// holdingTee is a tee with HoldWhenConsumerGone from a producer of total
+// bytes to two destinations whose readers are returned.
+func holdingTee(t *testing.T, zc bool, total int64) (*Tee, <-chan digest, []*os.File) {
+	t.Helper()
+	src, w := pipeFor(t, DefaultPipeSize, true)
+	produced := goProduce(producer{total: total, seed: 41}, w)
+	a, ra := pipeFor(t, 64<<10, false)
+	var b End
+	var rb *os.File
+	if zc {
+		b, rb = pipeFor(t, 64<<10, false)
+	} else {
+		b, rb = socketFor(t)
+	}
+	return mustNewTee(t, src, []End{a, b}, HoldWhenConsumerGone()), produced, []*os.File{ra, rb}
+}
+
+func TestTeeHoldsADestinationWhoseReaderLeftUntilDrainOrStop(t *testing.T) {
+	const total = 16 * mib
+	const read = 200 << 10
+	for _, zc := range []bool{true, false} {
+		for _, decision := range []string{"drain", "drain asked before", "stop"} {
+			t.Run(fmt.Sprintf("zero copy %v, %s", zc, decision), func(t *testing.T) {
+				checkFDs(t)
+				tee, produced, readers := holdingTee(t, zc, total)
+				b := tee.Branch(0)
+				if decision == "drain asked before" {
+					b.Drain()
+				}
+				done := startTee(tee)
+				kept := make(chan digest, 1)
+				go func() { kept <- consumer{}.consume(readers[1]) }()
+				got := consumer{}.consume(io.LimitReader(readers[0], read))
+				readers[0].Close()
+				if decision != "drain asked before" {
+					// Held: the stream waits for the decision, and the
+					// source is not closed (the producer has not failed).
+					eventually(t, 10*time.Second, "destination held", b.holding.Load)
+					waitBranchState(t, b, WaitingDst)
+					select {
+					case d := <-produced:
+						t.Fatalf("producer ended while a destination was held: %v", d)
+					case <-done:
+						t.Fatal("tee ended while a destination was held")
+					default:
+					}
+					if decision == "drain" {
+						b.Drain()
+					} else {
+						b.Stop()
+					}
+				}
+				res := waitFor(t, done, 30*time.Second, "tee")
+				in := waitFor(t, produced, 10*time.Second, "producer")
+				if in.err != nil || in.n != total {
+					t.Fatalf("producer %v", in)
+				}
+				if out := waitFor(t, kept, 10*time.Second, "reader"); out != in || !res[1].EOF {
+					t.Errorf("kept destination: written %v, read %v, %+v", in, out, res[1])
+				}
+				r := res[0]
+				if decision == "stop" {
+					if !r.ConsumerGone || r.EOF || r.Drained != 0 {
+						t.Errorf("held then stopped: %+v, want ConsumerGone", r)
+					}
+					return
+				}
+				if !r.EOF || r.Err != nil || r.Drained <= 0 || r.ConsumerGone {
+					t.Errorf("drained destination: %+v, want EOF with bytes drained", r)
+				}
+				if r.Bytes-r.Drained-r.Unread != got.n || r.Bytes+r.Undelivered-r.Unread != total {
+					t.Errorf("drained destination: %+v; its reader read %d of %d", r, got.n, total)
+				}
+			})
+		}
+	}
+}
+
+func TestTeeReadsItsSourceToTheEndWhenEveryDestinationDrains(t *testing.T) {
+	const total = 16 * mib
+	for _, zc := range []bool{true, false} {
+		t.Run(fmt.Sprintf("zero copy %v", zc), func(t *testing.T) {
+			checkFDs(t)
+			tee, produced, readers := holdingTee(t, zc, total)
+			done := startTee(tee)
+			for i, r := range readers {
+				consumer{}.consume(io.LimitReader(r, int64(i+1)*100<<10))
+				r.Close()
+				tee.Branch(i).Drain()
+			}
+			res := waitFor(t, done, 30*time.Second, "tee")
+			// The producer was let finish: no EPIPE.
+			if in := waitFor(t, produced, 10*time.Second, "producer"); in.err != nil || in.n != total {
+				t.Fatalf("producer %v", in)
+			}
+			for i, r := range res {
+				if !r.EOF || r.Drained <= 0 || r.Bytes+r.Undelivered-r.Unread != total {
+					t.Errorf("destination %d: %+v", i, r)
+				}
+			}
+		})
+	}
+}
+
+// TestTeeIdleUsesNoCPU: a tee that cannot move must sleep in epoll_wait:
+// one destination full (its reader stopped) while the other has all the
+// source holds, with the producer idle, writing, or gone, on both paths;
+// and an idle source. A spinning tee uses nearly all of every window.
+func TestTeeIdleUsesNoCPU(t *testing.T) {
+	tests := []struct {
+		name     string
+		zc       bool
+		producer string // "idle", "gone": what the producer does after filling
+		want     State  // of the full destination
+	}{
+		{"zero copy, one full, producer idle", true, "idle", WaitingDst},
+		{"zero copy, one full, producer gone", true, "gone", WaitingDst},
+		{"read/write, one full, producer idle", false, "idle", WaitingDst},
+		{"read/write, one full, producer gone", false, "gone", WaitingDst},
+		{"zero copy, idle source", true, "empty", WaitingSrc},
+		{"read/write, idle source", false, "empty", WaitingSrc},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkFDs(t)
+			src, w := pipeFor(t, DefaultPipeSize, true)
+			var full End
+			if tt.zc {
+				full, _ = pipeFor(t, 64<<10, false)
+			} else {
+				full, _ = socketFor(t)
+			}
+			read, r := pipeFor(t, 64<<10, false)
+			go consumer{}.consume(r)
+			if tt.producer != "empty" {
+				// More than the full destination and the source hold.
+				if _, err := w.Write(make([]byte, DefaultPipeSize)); err != nil {
+					t.Fatal(err)
+				}
+				go w.Write(make([]byte, 4*mib)) // blocks; ends at cleanup
+			}
+			if tt.producer == "gone" {
+				w.Close()
+			}
+			tee := mustNewTee(t, src, []End{full, read})
+			done := startTee(tee)
+			defer func() {
+				tee.Stop()
+				waitFor(t, done, 10*time.Second, "tee after Stop")
+			}()
+			b := tee.Branch(0)
+			waitBranchState(t, b, tt.want)
+			var used []time.Duration
+			for range 3 {
+				before := cpuTime(t)
+				time.Sleep(300 * time.Millisecond) // the measurement interval
+				u := cpuTime(t) - before
+				if s := b.State(); s != tt.want {
+					t.Fatalf("state %v after the window, want %v", s, tt.want)
+				}
+				if u <= 20*time.Millisecond {
+					return
+				}
+				used = append(used, u)
+			}
+			t.Fatalf("tee waiting used %v of CPU in three windows of 300ms", used)
+		})
 	}
 }
 

@@ -923,3 +923,39 @@ output = "c.out"
 		})
 	}
 }
+
+// TestExecFanOutFailedRunSaysWhatWasWrittenInPlace: in a run that failed,
+// a regular file output is discarded, but the branch writing stdout has
+// had its bytes read as they went: its report status is "written", not
+// "discarded".
+func TestExecFanOutFailedRunSaysWhatWasWrittenInPlace(t *testing.T) {
+	dir := t.TempDir()
+	randomFile(t, dir, "in.bin", 200000, 6)
+	job := writeFile(t, dir, "job.toml", `
+[input]
+path = "in.bin"
+[[stage]]
+name = "src"
+command = ["cat"]
+[[stage]]
+name = "a"
+shell = "head -c 1000; exit 1"
+output = "a.out"
+[[stage]]
+name = "b"
+from = "src"
+command = ["cat"]
+`)
+	rep := filepath.Join(dir, "rep.json")
+	res := runPipespool(t, runOpts{}, "exec", job, "--report", rep)
+	if res.Code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", res.Code, res.Stderr)
+	}
+	status := map[string]string{}
+	for _, o := range readFanOutReport(t, rep).Outputs {
+		status[o.Path] = o.Status
+	}
+	if want := map[string]string{filepath.Join(dir, "a.out"): "discarded", "-": "written"}; !reflect.DeepEqual(status, want) {
+		t.Fatalf("outputs %v, want %v\n%s", status, want, res.Stderr)
+	}
+}

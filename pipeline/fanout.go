@@ -688,8 +688,10 @@ type OutputReport struct {
 	Path   string `json:"path"`
 	Bytes  int64  `json:"bytes"`
 	// Status is "committed" (renamed into place, or written in place and
-	// closed), "discarded" (nothing appears under its name), or "failed"
-	// (its commit failed).
+	// closed), "discarded" (nothing appears under its name), "written"
+	// (written in place as the stream went, stdout, a FIFO or a device,
+	// in a run that failed: it cannot be discarded, and what it got may be
+	// a cut stream), or "failed" (its commit failed).
 	Status string `json:"status"`
 	Error  string `json:"error,omitempty"`
 }
@@ -724,8 +726,11 @@ func (t *treeRun) commit(tv *treeVerdict, verdicts []verdict) []OutputReport {
 		o := OutputReport{Branch: t.lines[l].Name, Path: r.dst.desc, Bytes: r.sinkFacts().Bytes}
 		switch {
 		case failed || tv.Discard[l]:
-			r.dst.discard()
 			o.Status = "discarded"
+			if !r.dst.discardable() {
+				o.Status = "written"
+			}
+			r.dst.discard()
 		default:
 			if err := r.dst.commit(); err != nil {
 				failed = true
@@ -734,7 +739,11 @@ func (t *treeRun) commit(tv *treeVerdict, verdicts []verdict) []OutputReport {
 				if len(committed) > 0 {
 					what = "already committed: " + strings.Join(committed, ", ")
 				}
-				*tv = treeVerdict{Result: ResultFailed, Line: l, Output: true, Msg: fmt.Sprintf("%s: %v (%s; the others were discarded)", branchLabel(t.lines, l), err, what), Discard: tv.Discard}
+				others := "the others were discarded"
+				if t.writesInPlace() {
+					others = "the others were not committed; those written in place (stdout, a FIFO, a device) have what the run wrote to them"
+				}
+				*tv = treeVerdict{Result: ResultFailed, Line: l, Output: true, Msg: fmt.Sprintf("%s: %v (%s; %s)", branchLabel(t.lines, l), err, what, others), Discard: tv.Discard}
 				verdicts[l].Root = len(r.stages)
 				break
 			}
@@ -755,6 +764,17 @@ func (t *treeRun) commit(tv *treeVerdict, verdicts []verdict) []OutputReport {
 		}
 	}
 	return outs
+}
+
+// writesInPlace reports whether an output of the run is written in place
+// (stdout, a FIFO, a device): one that cannot be discarded.
+func (t *treeRun) writesInPlace() bool {
+	for l, r := range t.runs {
+		if len(t.lines[l].Children) == 0 && !r.dst.discardable() {
+			return true
+		}
+	}
+	return false
 }
 
 // report builds the run's report: every stage in the job file's order,

@@ -48,6 +48,7 @@ func (h *harness) groups() []*group {
 	gs = append(gs, h.nncpGroup())
 	gs = append(gs, h.backupGroups()...)
 	gs = append(gs, h.bufferGroup())
+	gs = append(gs, h.fanoutGroup())
 	return gs
 }
 

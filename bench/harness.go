@@ -66,19 +66,20 @@ func newConfig(short bool) config {
 // harness holds what every case shares: the binaries it built, the work
 // directory, the peers found, and the data files prepared so far.
 type harness struct {
-	cfg     config
-	ctx     context.Context
-	root    string // the module's root directory
-	dir     string // the work directory, removed at the end
-	pp      string // the pipespool binary built for this run
-	iocopy  string // the plain io.Copy relay
-	pauser  string // the consumer that reads and pauses in turns
-	gnupg   string // GNUPGHOME with the test keys imported, "" until needed
-	rn      runner
-	tools   map[string]string
-	files   map[string]string // prepared data, by name
-	skipped []string
-	log     func(format string, args ...any)
+	cfg      config
+	ctx      context.Context
+	root     string // the module's root directory
+	dir      string // the work directory, removed at the end
+	pp       string // the pipespool binary built for this run
+	iocopy   string // the plain io.Copy relay
+	teerelay string // the pump-level fan-out and relay (bench/teerelay)
+	pauser   string // the consumer that reads and pauses in turns
+	gnupg    string // GNUPGHOME with the test keys imported, "" until needed
+	rn       runner
+	tools    map[string]string
+	files    map[string]string // prepared data, by name
+	skipped  []string
+	log      func(format string, args ...any)
 }
 
 // peers are the tools the cases compare against, with the Debian package
@@ -89,6 +90,7 @@ var peers = []struct{ name, pkg string }{
 	{"time", "time"}, // GNU time(1), for peak RSS (see runner)
 	{"nncp-exec", "nncp"},
 	{"tar", "tar"},
+	{"pipexec", "pipexec"}, {"ptee", "pipexec"},
 }
 
 // findPeers looks every peer up in PATH; missing ones are installed with
@@ -150,8 +152,9 @@ func (h *harness) build() error {
 	}
 	h.pp = filepath.Join(bin, "pipespool")
 	h.iocopy = filepath.Join(bin, "iocopy")
+	h.teerelay = filepath.Join(bin, "teerelay")
 	h.pauser = filepath.Join(bin, "pauser")
-	for _, b := range []struct{ out, pkg string }{{h.pp, "./cmd/pipespool"}, {h.iocopy, "./bench/iocopy"}, {h.pauser, "./bench/pauser"}} {
+	for _, b := range []struct{ out, pkg string }{{h.pp, "./cmd/pipespool"}, {h.iocopy, "./bench/iocopy"}, {h.pauser, "./bench/pauser"}, {h.teerelay, "./bench/teerelay"}} {
 		// Built as docs/install.md says: static, so that the start-up
 		// measured is that of the binary users install.
 		c := exec.CommandContext(h.ctx, "go", "build", "-trimpath", "-o", b.out, b.pkg)

@@ -33,7 +33,7 @@ func run() int {
 	short := flag.Bool("short", false, "smaller data and fewer runs: about 1-2 minutes")
 	runs := flag.Int("runs", 0, "runs of every case and baseline (default: 3 to 7 by cost of the case, 21 for relays of 256 MiB or less, 3 with -short)")
 	out := flag.String("out", "", "write the report (markdown) to this file, e.g. docs/benchmarks.md")
-	cases := flag.String("cases", "", "run only the groups whose id matches this regexp (ids: relay, stages4, zstd-compress, zstd-decompress, openpgp-{en,de}crypt-{pub,sym}, restore, queue-payload, queue-tiny, queue-prepare, queue-junk, multiqueue, scale-SIZE, idle, ratelimit, progress, nncp, backup-{pub,sym,encrypt,compress}, buffer)")
+	cases := flag.String("cases", "", "run only the groups whose id matches this regexp (ids: relay, stages4, zstd-compress, zstd-decompress, openpgp-{en,de}crypt-{pub,sym}, restore, queue-payload, queue-tiny, queue-prepare, queue-junk, multiqueue, scale-SIZE, idle, ratelimit, progress, nncp, backup-{pub,sym,encrypt,compress}, buffer, fanout)")
 	keep := flag.Bool("keep", false, "keep the work directory (data, jobs, binaries) and print its path")
 	noInstall := flag.Bool("no-install", false, "do not apt-get install missing peers, skip their cases")
 	backupSize := flag.Int64("backup-size", 0, "bytes of the tar of /usr the backup groups compress and encrypt (default 1 GiB, 256 MiB with -short)")

@@ -284,6 +284,8 @@ func sectionTitle(s string, cfg config) string {
 		return s + ": a stream limited to 100 MiB/s (`rate_limit`, `pv -L`); CPU is the relay's own"
 	case "8. transport":
 		return s + ": a sealed backup packet carried between two NNCP nodes and restored, against cp (the difference is NNCP's own cost)"
+	case "11. fan-out":
+		return s + ": one stream to two consumers, `cat -> {cat, cat}`, " + fmtSize(cfg.relaySize) + " of random bytes"
 	case "10. buffer":
 		return s + ": a consumer that reads 100 ms and pauses 100 ms, behind a 256 MiB buffer (`buffer`, `mbuffer -m`)"
 	}

@@ -127,6 +127,10 @@ func (f *sha256Filter) CommitSidecar() error {
 	return nil
 }
 
+// SidecarPath is the file CommitSidecar writes (write_to), "" for none:
+// the pipeline checks that no output and no other built-in writes it.
+func (f *sha256Filter) SidecarPath() string { return f.writeTo }
+
 // DiscardSidecar drops the staged digest: the run failed.
 func (f *sha256Filter) DiscardSidecar() {
 	f.mu.Lock()

@@ -15,7 +15,9 @@ import (
 // A torture pipeline: a source, 1 to 6 stages drawn at random, a sink, and
 // the oracle computed independently of pipespool: the expected output
 // (as a stream, so that 256 MiB cost no memory), the expected exit status
-// and the expected root-cause stage.
+// and the expected root-cause stage. About one pipeline in four is a tree:
+// side branches fork from a stage of the line, each with its own file and
+// its own oracle.
 
 // tStage is one stage of a torture pipeline.
 type tStage struct {
@@ -44,6 +46,11 @@ type tPipeline struct {
 	fsSize   int64
 	pipeSize string
 	stages   []tStage
+	// branches, when any, make the pipeline a tree: each reads the output
+	// of stages[fork] and writes a file of its own in out/, and the
+	// stages after fork are the branch that writes the sink.
+	branches []tBranch
+	fork     int
 	// signal, when not 0, is sent to pipespool sigDelay after its first
 	// stage process appeared; the last stage then holds the run open
 	// (torturer hold) until the test creates holdFile.
@@ -56,6 +63,16 @@ type tPipeline struct {
 	wantCode   int
 	wantResult string // the report's result: success, failed, interrupted
 	wantRoot   string
+}
+
+// tBranch is a side branch of a tree.
+type tBranch struct {
+	stages   []tStage
+	optional bool
+	out      string // its output, relative to the job file: "out/bK.bin"
+	// fails: a stage of the branch fails on its own (optional: its output
+	// is discarded and the run succeeds).
+	fails bool
 }
 
 // tEnv is what the generator needs to know about the run's directory.
@@ -225,6 +242,68 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 			add("sha256", fmt.Sprintf("builtin = \"sha256\"\n[stage.with]\nwrite_to = \"digest-%d\"\n", len(p.stages)+1), ident)
 		}
 	}
+	// Now and then a tree: one to three side branches fork from a stage
+	// of the line (not the last: the stages after the fork are the branch
+	// that writes the sink), each with one to three simple stages and a
+	// file of its own; an optional branch may fail, and so may one that is
+	// not when nothing else does.
+	// A fork reads a stage's output as the oracle knows it: not between
+	// an encoder and its decoder (ciphertext, a compressed frame).
+	var forks []int
+	depth := 0
+	for j, st := range p.stages[:max(len(p.stages)-1, 0)] {
+		switch {
+		case strings.HasSuffix(st.name, "-zstd-c"), strings.HasSuffix(st.name, "-pgp-e"):
+			depth++
+		case strings.HasSuffix(st.name, "-zstd-d"), strings.HasSuffix(st.name, "-pgp-d"):
+			depth--
+		}
+		if depth == 0 {
+			forks = append(forks, j)
+		}
+	}
+	if len(forks) > 0 && r.IntN(3) == 0 {
+		p.fork = forks[r.IntN(len(forks))]
+		for b := range 1 + r.IntN(3) {
+			br := tBranch{optional: r.IntN(3) == 0, out: fmt.Sprintf("out/b%d.bin", b+1)}
+			bAdd := func(kind, toml string, xf func(io.Reader) io.Reader) *tStage {
+				br.stages = append(br.stages, tStage{name: fmt.Sprintf("b%d-%d-%s", b+1, len(br.stages)+1, kind), toml: toml, xform: xf})
+				return &br.stages[len(br.stages)-1]
+			}
+			for range 1 + r.IntN(3) {
+				switch r.IntN(7) {
+				case 0:
+					bAdd("cat", argv(bin("cat")), ident)
+				case 1:
+					bAdd("tr", argv(bin("tr"), "a-z", "A-Z")+"env = { LC_ALL = \"C\" }\n", upper)
+				case 2:
+					bAdd("burst", argv(bin("torturer"), "burst", fmt.Sprint(r.Uint64()>>1)), ident)
+				case 3:
+					bAdd("slow", argv(bin("torturer"), "slow", fmt.Sprint(r.Uint64()>>1)), ident)
+				case 4:
+					bAdd("zstd", fmt.Sprintf("builtin = \"zstd-compress\"\n[stage.with]\nlevel = %d\n", 1+r.IntN(3)), ident)
+					bAdd("unzstd", "builtin = \"zstd-decompress\"\n", ident)
+				case 5:
+					bAdd("sha256", fmt.Sprintf("builtin = \"sha256\"\n[stage.with]\nwrite_to = \"digest-b%d-%d\"\n", b+1, len(br.stages)+1), ident)
+				default:
+					if br.fails || !br.optional && failing {
+						continue
+					}
+					k := 1 + r.IntN(99)
+					st := bAdd("exit", argv(bin("torturer"), "exitafter", fmt.Sprint(r.Int64N(max(p.size, 1)+1)), fmt.Sprint(k)), empty)
+					st.fails = k
+					br.fails = true
+					if !br.optional {
+						failing = true
+					}
+				}
+			}
+			if len(br.stages) == 0 {
+				bAdd("cat", argv(bin("cat")), ident)
+			}
+			p.branches = append(p.branches, br)
+		}
+	}
 	// The sink may cut the stream only where nothing else fails first: which
 	// of two failures comes first is not for the oracle to know.
 	if (p.sink == "cut" || p.sink == "full") && failing {
@@ -258,6 +337,13 @@ func genPipeline(seed uint64, big bool, e tEnv) *tPipeline {
 			p.wantCode, p.wantRoot, p.wantResult = 1, s.name, "failed"
 		}
 	}
+	for _, b := range p.branches {
+		for _, s := range b.stages {
+			if s.fails != 0 && !b.optional {
+				p.wantCode, p.wantRoot, p.wantResult = 1, s.name, "failed"
+			}
+		}
+	}
 	if p.sink == "cut" {
 		if _, n := p.want(); p.cutAt < n {
 			p.wantCode, p.wantRoot, p.wantResult = 1, "output", "failed"
@@ -286,6 +372,18 @@ func (p *tPipeline) jobFile(marker string) string {
 	for _, s := range p.stages {
 		fmt.Fprintf(&b, "\n[[stage]]\nname = %q\n%s", s.name, s.toml)
 	}
+	for _, br := range p.branches {
+		for k, s := range br.stages {
+			fmt.Fprintf(&b, "\n[[stage]]\nname = %q\n", s.name)
+			if k == 0 {
+				fmt.Fprintf(&b, "from = %q\noptional = %v\n", p.stages[p.fork].name, br.optional)
+			}
+			if k == len(br.stages)-1 {
+				fmt.Fprintf(&b, "output = %q\n", br.out)
+			}
+			b.WriteString(s.toml)
+		}
+	}
 	return b.String()
 }
 
@@ -297,6 +395,17 @@ func (p *tPipeline) describe() string {
 	}
 	d := fmt.Sprintf("source %s (%d bytes), %s, pipe_size %s, sink %s", p.source, p.size,
 		strings.Join(names, " | "), p.pipeSize, p.sink)
+	for _, br := range p.branches {
+		bn := make([]string, len(br.stages))
+		for i, s := range br.stages {
+			bn[i] = s.name
+		}
+		opt := ""
+		if br.optional {
+			opt = " (optional)"
+		}
+		d += fmt.Sprintf("; branch%s from %s: %s > %s", opt, p.stages[p.fork].name, strings.Join(bn, " | "), br.out)
+	}
 	if p.sink == "cut" {
 		d += fmt.Sprintf(" (reader gone after %d bytes)", p.cutAt)
 	}
@@ -311,8 +420,19 @@ func (p *tPipeline) describe() string {
 
 // want returns the expected sha256 and length of the output.
 func (p *tPipeline) want() (string, int64) {
+	return p.oracle(p.stages)
+}
+
+// wantBranch returns the expected sha256 and length of side branch b's
+// output: the line up to the fork, then the branch.
+func (p *tPipeline) wantBranch(b int) (string, int64) {
+	return p.oracle(append(append([]tStage(nil), p.stages[:p.fork+1]...), p.branches[b].stages...))
+}
+
+// oracle runs the source through stages' transforms.
+func (p *tPipeline) oracle(stages []tStage) (string, int64) {
 	var r io.Reader = io.LimitReader(&xorshiftReader{x: p.dataSeed | 1}, p.size)
-	for _, s := range p.stages {
+	for _, s := range stages {
 		r = s.xform(r)
 	}
 	h := sha256.New()

@@ -177,9 +177,12 @@ func TestTorture(t *testing.T) {
 			t.Errorf("storm: %d strace processes outlived the storm", st.leftover)
 		}
 	}
-	t.Logf("torture: TORTURE_SEED=%d: %d pipelines in %s (%d succeeded, %d failed as the oracle said), %d did not match the oracle; %.1f MiB out",
-		c.seed, done.Load(), time.Since(start).Round(time.Second), okRuns.Load(), failRuns.Load(), failed.Load(), float64(bytesOut.Load())/(1<<20))
+	t.Logf("torture: TORTURE_SEED=%d: %d pipelines (%d of them trees) in %s (%d succeeded, %d failed as the oracle said), %d did not match the oracle; %.1f MiB out",
+		c.seed, done.Load(), tortureTrees.Load(), time.Since(start).Round(time.Second), okRuns.Load(), failRuns.Load(), failed.Load(), float64(bytesOut.Load())/(1<<20))
 }
+
+// tortureTrees counts the runs whose pipeline is a tree (fans out).
+var tortureTrees atomic.Int64
 
 // tortureRun runs pipeline i and checks it against its oracle. It reports
 // whether everything matched, pipespool's exit status and the output size.
@@ -202,6 +205,9 @@ func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass s
 		}
 	}
 	p := genPipeline(seed, c.big, tEnv{relBin: "./bin-" + marker, absBin: bin, marker: marker, pass: pass, absDir: dir, root: os.Geteuid() == 0})
+	if len(p.branches) > 0 {
+		tortureTrees.Add(1)
+	}
 	ok = true
 	fail := func(format string, args ...any) {
 		t.Helper()
@@ -409,8 +415,9 @@ func tortureExec(t *testing.T, p *tPipeline, dir, job, marker string, sig syscal
 			}
 		case "devnull":
 			got = wantSum // nothing to hash: the report's count is the check
-			if len(rep.Stages) > 0 {
-				outBytes = rep.Stages[len(rep.Stages)-1].BytesOut
+			if len(rep.Stages) >= len(p.stages) && len(p.stages) > 0 {
+				// The line's last stage (a tree's side branches follow).
+				outBytes = rep.Stages[len(p.stages)-1].BytesOut
 			}
 		default:
 			got, outBytes = hex.EncodeToString(h.Sum(nil)), int64(n)
@@ -418,13 +425,30 @@ func tortureExec(t *testing.T, p *tPipeline, dir, job, marker string, sig syscal
 		if got != wantSum || outBytes != wantLen {
 			fail("output: %d bytes sha256 %s, want %d bytes %s", outBytes, got, wantLen, wantSum)
 		}
+		// A tree: each side branch's file, but an optional one that
+		// failed, whose output is discarded.
+		for b, br := range p.branches {
+			path := filepath.Join(dir, br.out)
+			if br.fails {
+				if _, err := os.Stat(path); !os.IsNotExist(err) {
+					fail("branch %d failed (optional) but its output %s exists: %v", b+1, br.out, err)
+				}
+				continue
+			}
+			ws, wl := p.wantBranch(b)
+			if st, err := os.Stat(path); err != nil {
+				fail("branch %d: no output %s: %v", b+1, br.out, err)
+			} else if gs := fileSHA256(t, path); gs != ws || st.Size() != wl {
+				fail("branch %d output %s: %d bytes sha256 %s, want %d bytes %s", b+1, br.out, st.Size(), gs, wl, ws)
+			}
+		}
 	}
 	// Nothing but the committed output: no temporary file left behind
 	// (after SIGKILL, the next run has to clean up).
 	if sig != syscall.SIGKILL {
 		ents, _ := os.ReadDir(outDir)
 		for _, e := range ents {
-			committed := res.Code == 0 && (p.sink == "file" && e.Name() == "out.bin" || p.sink == "link" && e.Name() == "target.bin")
+			committed := res.Code == 0 && (p.sink == "file" && e.Name() == "out.bin" || p.sink == "link" && e.Name() == "target.bin" || p.branchOutput(e.Name()))
 			kept := p.sink == "link" && e.Name() == "out.bin" || p.sink == "fifo" && e.Name() == "out.fifo" || p.sink == "full" && e.Name() == "full"
 			if !committed && !kept {
 				fail("file left in the output directory: %s (open in: %v)\nstderr:\n%s", e.Name(), holdersOfPath(filepath.Join(outDir, e.Name())), res.Stderr)
@@ -495,4 +519,15 @@ func holdersOfPath(path string) []string {
 		}
 	}
 	return out
+}
+
+// branchOutput reports whether name (in out/) is the output of a side
+// branch that commits it (not an optional branch that failed).
+func (p *tPipeline) branchOutput(name string) bool {
+	for _, br := range p.branches {
+		if "out/"+name == br.out && !br.fails {
+			return true
+		}
+	}
+	return false
 }

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -29,8 +30,13 @@ type runProcs struct {
 	ended    bool
 }
 
-func (p *runProcs) start(job *Job) {
-	p.scope = proc.NewScope(job.MayOutlive)
+// start prepares for job's stages, started in scope (nil: a new scope
+// of the run's own).
+func (p *runProcs) start(job *Job, scope *proc.Scope) {
+	p.scope = scope
+	if p.scope == nil {
+		p.scope = proc.NewScope(job.MayOutlive)
+	}
 	p.stdout = make([]string, len(job.Stages))
 	p.fileHeld = make([]atomic.Bool, len(job.Stages))
 }
@@ -90,17 +96,24 @@ func (r *running) stdoutOf(i int) string {
 // output is committed: a process left behind could still write to it.
 // Programs the job names in may_outlive are left running.
 func (r *running) endProcesses() {
-	if r.procs.scope == nil || r.procs.ended {
+	if r.procs.scope == nil || r.procs.ended || r.scope != nil {
+		// A line of a tree: the coordinator closes the shared scope
+		// once every line is over.
 		return
 	}
 	r.procs.ended = true
-	stopped, kept := r.procs.scope.Close(r.grace)
+	endScope(r.procs.scope, r.grace, r.log)
+}
+
+// endScope closes scope, saying what it stopped.
+func endScope(scope *proc.Scope, grace time.Duration, log *slog.Logger) {
+	stopped, kept := scope.Close(grace)
 	if len(stopped) > 0 {
-		r.log.Warn(fmt.Sprintf("stopped %d process(es) the stages left running: %s; if one of them may outlive the run (a gpg-agent), name it in the job file: may_outlive = [%s]",
+		log.Warn(fmt.Sprintf("stopped %d process(es) the stages left running: %s; if one of them may outlive the run (a gpg-agent), name it in the job file: may_outlive = [%s]",
 			len(stopped), proc.Describe(stopped), proc.QuotedNames(stopped)))
 	}
 	if len(kept) > 0 {
-		r.log.Debug("left running, as may_outlive allows", "processes", proc.Describe(kept))
+		log.Debug("left running, as may_outlive allows", "processes", proc.Describe(kept))
 	}
 }
 

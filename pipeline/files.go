@@ -13,6 +13,7 @@ import (
 
 	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/proc"
+	"github.com/pipespool/pipespool/pump"
 )
 
 // source is the pipeline's input.
@@ -25,6 +26,12 @@ type source struct {
 	// starts after its header).
 	direct bool
 	start  int64
+	// pipe: the read end of a pipe a fan-out writes into (a branch of a
+	// tree), handed to the pump of the first hop, which owns it from then;
+	// or, when fed is set, to the first stage itself, whose input link is
+	// then the fan-out's branch fed.
+	pipe *ownedFD
+	fed  *pump.TeeBranch
 }
 
 func openSource(o *opener, path string, override *os.File, stdin *os.File) (*source, error) {
@@ -85,6 +92,9 @@ func classifySource(desc string, f *os.File, own bool) (*source, error) {
 }
 
 func (s *source) close() {
+	if s.pipe != nil {
+		s.pipe.Close()
+	}
 	if s.own {
 		s.file.Close()
 	}
@@ -100,6 +110,11 @@ type sink struct {
 	// counts the bytes); anything else goes through a pump, which counts
 	// the bytes and sees a write fail itself.
 	direct bool
+	// pipe: the write end of the pipe a fan-out reads (a line of a tree
+	// that forks), handed to the pump of the last hop, which owns it from
+	// then: it closes it at the end of the stream, the fan-out's end of
+	// file.
+	pipe *ownedFD
 }
 
 // name is how messages name the output.
@@ -143,6 +158,14 @@ func openSink(o *opener, path string, mode os.FileMode, modeSet bool, stdout *os
 			return nil, inputError(path, "cannot open output", err)
 		}
 		return &sink{desc: path, file: f, own: true}, nil
+	}
+	// The directory as the kernel resolves it ("sub/.." is the parent of
+	// where the link sub leads): the temporary file goes there, beside
+	// the final name, and not where a lexical ".." would put it.
+	if d, base := filepath.Split(t.Path); strings.Contains(d, "..") {
+		if real, err := filepath.EvalSymlinks(d); err == nil {
+			t.Path = filepath.Join(real, base)
+		}
 	}
 	a, err := fsutil.CreateAtomic(t, fsutil.AtomicOptions{Perm: 0o666, Mode: mode, ModeSet: modeSet})
 	if err != nil {
@@ -195,10 +218,25 @@ func filledByRuntime(f *os.File) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == null.Rdev
 }
 
+// discardable reports whether nothing of what was written reaches the
+// output unless it is committed: an atomic output's temporary file, none,
+// the null device.
+func (s *sink) discardable() bool {
+	if s.atomic != nil || s.desc == "none" {
+		return true
+	}
+	var st, null unix.Stat_t
+	return s.pipe == nil && unix.Fstat(rawFD(s.file), &st) == nil && unix.Stat(os.DevNull, &null) == nil &&
+		st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == null.Rdev
+}
+
 // commit makes an atomic output final (fsync, rename, fsync of the
 // directory) or closes another output it opened. On error nothing appears
 // under the final name.
 func (s *sink) commit() error {
+	if s.pipe != nil {
+		return s.pipe.Close()
+	}
 	if s.atomic != nil {
 		if err := s.atomic.Commit(); err != nil {
 			return fmt.Errorf("output %w", err)
@@ -211,10 +249,25 @@ func (s *sink) commit() error {
 	return nil
 }
 
+// prepare makes an atomic output's data durable (fsync) before any output
+// of the run is renamed into place: a full disk or an I/O error found now
+// commits none of them.
+func (s *sink) prepare() error {
+	if s.atomic == nil {
+		return nil
+	}
+	if err := s.atomic.File().Sync(); err != nil {
+		return fmt.Errorf("output %s: fsync: %w", s.desc, err)
+	}
+	return nil
+}
+
 // discard drops an atomic output's temporary file, or closes another
 // output it opened.
 func (s *sink) discard() {
-	if s.atomic != nil {
+	if s.pipe != nil {
+		s.pipe.Close()
+	} else if s.atomic != nil {
 		s.atomic.Discard()
 	} else if s.own {
 		s.file.Close()

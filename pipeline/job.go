@@ -57,6 +57,10 @@ type Job struct {
 	// the pipeline is expected to have, for the progress display's
 	// percentage and time left; 0 when not given.
 	ExpectedSize int64
+	// pos is the line of each key in the job file, for the errors found
+	// when the run starts (the files a run writes, checked against its
+	// stdout).
+	pos map[string]int
 }
 
 // StageSpec is one [[stage]] of a job file, validated.
@@ -90,6 +94,19 @@ type StageSpec struct {
 	// VerifiesInput: the stage checks its input's integrity (to its end)
 	// and gets to finish when a stage after it fails (drain.go).
 	VerifiesInput bool
+	// From is the 1-based position of the stage it reads from when the job
+	// file names one (from = "NAME"); 0: the stage before it (the first
+	// stage reads the run's input). Job.producer resolves it.
+	From int
+	// Output is where its branch ends (output = "PATH"): "" when it does
+	// not end a branch in an output of its own. OutputMode is the mode of
+	// a file it creates (output_mode, else the job's [output] mode).
+	Output        string
+	OutputMode    os.FileMode
+	OutputModeSet bool
+	// Optional: the branch it starts may fail without failing the run
+	// (optional = true); its outputs are then discarded.
+	Optional bool
 }
 
 type rawJob struct {
@@ -138,6 +155,10 @@ type rawStage struct {
 	Buffer           any               `toml:"buffer"`
 	BufferStartAt    any               `toml:"buffer_start_at"`
 	BufferResumeAt   any               `toml:"buffer_resume_at"`
+	From             *string           `toml:"from"`
+	Output           *string           `toml:"output"`
+	OutputMode       *string           `toml:"output_mode"`
+	Optional         *bool             `toml:"optional"`
 }
 
 // Load reads and validates the job file at path. Every error is a *JobError
@@ -192,7 +213,7 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 	}
 	v := &validator{file: path, pos: pos}
 	job := &Job{File: path, Dir: dir, StallTimeout: DefaultStallTimeout, OnStall: OnStallWarn,
-		PipeSize: pump.DefaultPipeSize, Input: "-", Output: "-", OutputMode: 0o666}
+		PipeSize: pump.DefaultPipeSize, Input: "-", Output: "-", OutputMode: 0o666, pos: pos}
 
 	job.Name = strings.TrimSuffix(filepath.Base(path), ".toml")
 	if raw.Name != nil {
@@ -298,6 +319,9 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 		}
 		names[s.Name] = s.Index
 		job.Stages = append(job.Stages, s)
+	}
+	if err := v.tree(job, raw); err != nil {
+		return nil, err
 	}
 	return job, nil
 }

@@ -168,6 +168,12 @@ func FuzzLoadJob(f *testing.F) {
 	f.Add([]byte("[[stage]]\nshell = \"x\"\nenv = { A = \"b\" }\n[[stage]]\ncommand = [\"a\", \"b\"]\n"))
 	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\nrate_limit = \"1.5MiB/s\"\n[[stage]]\ncommand = [\"cat\"]\nrate_limit = 4096\n"))
 	f.Add([]byte("[[stage]]\ncommand = [\"cat\"]\nbuffer = \"256MiB\"\nbuffer_start_at = \"80%\"\nbuffer_resume_at = \"20%\"\n"))
+	f.Add([]byte("[[stage]]\nname = \"a\"\ncommand = [\"cat\"]\n[[stage]]\ncommand = [\"cat\"]\noutput = \"x\"\n[[stage]]\nfrom = \"a\"\noptional = true\ncommand = [\"cat\"]\noutput_mode = \"0600\"\noutput = \"y\"\n"))
+	// A line whose last stage names its output (that is its output), with
+	// a branch, and a line made by from.
+	f.Add([]byte("[[stage]]\nname = \"a\"\ncommand = [\"cat\"]\n[[stage]]\nname = \"b\"\ncommand = [\"cat\"]\noutput = \"x\"\n"))
+	f.Add([]byte("[[stage]]\nname = \"a\"\ncommand = [\"cat\"]\n[[stage]]\nname = \"b\"\ncommand = [\"cat\"]\noutput = \"x\"\n[[stage]]\nname = \"c\"\nfrom = \"a\"\ncommand = [\"cat\"]\noutput = \"y\"\noptional = true\n"))
+	f.Add([]byte("[[stage]]\nname = \"a\"\ncommand = [\"cat\"]\n[[stage]]\nname = \"b\"\nfrom = \"a\"\ncommand = [\"cat\"]\noutput = \"x\"\noutput_mode = \"0600\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		job, err := Parse("fuzz.toml", data)
 		if err != nil {
@@ -179,6 +185,29 @@ func FuzzLoadJob(f *testing.F) {
 		}
 		if len(job.Stages) == 0 {
 			t.Fatal("a job without stages was accepted")
+		}
+		// A tree: each stage reads one above it, at most one branch has
+		// no output, and the lines cover every stage once.
+		bare, covered := 0, map[int]bool{}
+		cons := job.consumers()
+		for i := range job.Stages {
+			if p := job.producer(i); p >= i || p < -1 || i > 0 && p < 0 {
+				t.Fatalf("stage %d reads from %d", i+1, p+1)
+			}
+			if job.Stages[i].Output == "" && len(cons[i]) == 0 {
+				bare++
+			}
+		}
+		for _, l := range job.lines() {
+			for _, i := range l.Stages {
+				if covered[i] {
+					t.Fatalf("stage %d is in two lines", i+1)
+				}
+				covered[i] = true
+			}
+		}
+		if bare > 1 || len(covered) != len(job.Stages) {
+			t.Fatalf("%d branches without output, %d of %d stages in lines", bare, len(covered), len(job.Stages))
 		}
 		seen := map[string]bool{}
 		for _, s := range job.Stages {
@@ -194,6 +223,14 @@ func FuzzLoadJob(f *testing.F) {
 					t.Fatalf("stage %q: buffer %d (%g%%, %g%%) with rate limit %d accepted: %v", s.Name, s.Buffer, s.BufferStartAt, s.BufferResumeAt, s.RateLimit, err)
 				}
 			}
+			// Run as written: a line writes [output], so a stage's own
+			// output must be that.
+			if !job.FansOut() && s.Output != "" && s.Output != job.Output {
+				t.Fatalf("a line whose stage %q says output = %q is accepted, but the run writes [output] %q", s.Name, s.Output, job.Output)
+			}
+		}
+		if a, b, ok := sameOutput(job.writtenFiles(""), job.Dir, nil); ok {
+			t.Fatalf("two writers of one file accepted: %s (%q) and %s (%q)", a.What, a.Path, b.What, b.Path)
 		}
 	})
 }

@@ -51,16 +51,22 @@ func (v *validator) filter(key string, factory filter.Factory, with map[string]a
 // errf is an error at key (its line when known, else the line of its
 // nearest table).
 func (v *validator) errf(key, format string, args ...any) *JobError {
-	line := v.pos[key]
+	return &JobError{File: v.file, Line: keyLine(v.pos, key), Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// keyLine is the line of key in the job file (pos from indexPositions),
+// else of its nearest table; 0 when unknown.
+func keyLine(pos map[string]int, key string) int {
+	line := pos[key]
 	for k := key; line == 0 && k != ""; {
 		i := strings.LastIndexByte(k, '.')
 		if i < 0 {
 			break
 		}
 		k = k[:i]
-		line = v.pos[k]
+		line = pos[k]
 	}
-	return &JobError{File: v.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)}
+	return line
 }
 
 // command checks a stage's command: an array of strings, the program

@@ -110,6 +110,27 @@ func WriteMetricsSeries(path string, series []MetricSeries) error {
 			fams.add(bufSizeName, "Size of the memory buffer on a stage's input hop.", "gauge", fmt.Sprintf("%s{%s,stage=%s} %d\n", bufSizeName, labels, st, s.Buffer))
 			fams.add(bufPeakName, "The most the buffer on a stage's input hop held in the last run.", "gauge", fmt.Sprintf("%s{%s,stage=%s} %d\n", bufPeakName, labels, st, *s.BufferPeak))
 		}
+		// A job that fans out: each output and each branch. An optional
+		// branch that failed leaves pipespool_run_success at 1: its own
+		// gauge is what an alert watches.
+		const outBytesName, outCommittedName, branchName = "pipespool_output_bytes_total", "pipespool_output_committed", "pipespool_branch_success"
+		for _, o := range rep.Outputs {
+			ol := fmt.Sprintf("%s,output=%s,branch=%s", labels, quoteLabel(o.Path), quoteLabel(o.Branch))
+			committed := 0
+			if o.Status == "committed" {
+				committed = 1
+			}
+			fams.add(outBytesName, "Bytes an output of the last run took (a job that fans out).", "counter", fmt.Sprintf("%s{%s} %d\n", outBytesName, ol, max(o.Bytes, 0)))
+			fams.add(outCommittedName, "1 if the last run committed this output, else 0 (a job that fans out).", "gauge", fmt.Sprintf("%s{%s} %d\n", outCommittedName, ol, committed))
+		}
+		for _, br := range rep.Branches {
+			ok := 0
+			if br.Result == ResultSuccess {
+				ok = 1
+			}
+			fams.add(branchName, "1 if the branch succeeded in the last run, else 0 (an optional branch may fail in a run that succeeds).", "gauge",
+				fmt.Sprintf("%s{%s,branch=%s} %d\n", branchName, labels, quoteLabel(br.Name), ok))
+		}
 		for _, m := range sr.Extra {
 			typ := m.Type
 			if typ == "" {

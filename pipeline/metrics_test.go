@@ -185,3 +185,36 @@ func TestMetricsSeriesKeepAndLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsOfATree: a job that fans out has a sample per output (its
+// bytes, whether it was committed) and per branch (whether it succeeded:
+// an optional branch may fail in a run that succeeds).
+func TestMetricsOfATree(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pipespool.prom")
+	rep := &Report{Job: "backup", Result: ResultSuccess, End: time.Unix(1700000000, 0),
+		Stages: []StageReport{{Name: "send"}, {Name: "local", Branch: "local"}, {Name: "remote", Branch: "remote"}},
+		Outputs: []OutputReport{{Branch: "local", Path: "/b/local.zst", Bytes: 1234, Status: "committed"},
+			{Branch: "remote", Path: "/b/remote.zst", Bytes: 99, Status: "discarded"}},
+		Branches: []BranchReport{{Name: "local", From: "send", Result: ResultSuccess},
+			{Name: "remote", From: "send", Optional: true, Result: "discarded"}}}
+	if err := WriteMetrics(path, rep); err != nil {
+		t.Fatal(err)
+	}
+	fams := parseMetrics(t, path)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"pipespool_run_success", map[string]string{"job": "backup"}, 1},
+		{"pipespool_output_bytes_total", map[string]string{"output": "/b/local.zst", "branch": "local"}, 1234},
+		{"pipespool_output_committed", map[string]string{"output": "/b/local.zst"}, 1},
+		{"pipespool_output_committed", map[string]string{"output": "/b/remote.zst"}, 0},
+		{"pipespool_branch_success", map[string]string{"branch": "local"}, 1},
+		{"pipespool_branch_success", map[string]string{"branch": "remote"}, 0},
+	} {
+		if got := sample(t, fams, c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+}

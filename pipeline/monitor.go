@@ -100,6 +100,9 @@ type monitorState struct {
 	rescan   time.Duration // interval between two group scans
 	lastScan time.Time
 	board    *progress.Board // nil when there is no display
+	// publish: a line of a tree whose run has a display: its samples go
+	// to the tree's board (running.tree.progress).
+	publish bool
 }
 
 func newMonitor(r *running) *monitorState {
@@ -112,6 +115,8 @@ func newMonitor(r *running) *monitorState {
 	if r.opts.Progress != nil {
 		m.board = m.newBoard(now)
 	}
+	// A line of a tree hands its samples to the tree's one board.
+	m.publish = r.tree != nil && r.tree.progress != nil
 	m.rescan = maxRescan
 	for i := range r.job.Stages {
 		if t := r.job.Stages[i].StallTimeout; t > 0 {
@@ -142,6 +147,11 @@ func (m *monitorState) tickInterval() time.Duration {
 	}
 	if m.board != nil {
 		if d := m.r.opts.Progress.Interval(); tick == 0 || d < tick {
+			tick = d
+		}
+	}
+	if m.publish {
+		if d := m.r.tree.progressInterval; tick == 0 || d < tick {
 			tick = d
 		}
 	}
@@ -199,6 +209,9 @@ func (m *monitorState) tick(now time.Time) {
 	}
 	if m.board != nil {
 		m.drawProgress(now)
+	}
+	if m.publish {
+		r.tree.progress(m.progressSamples(false))
 	}
 }
 
@@ -395,7 +408,9 @@ func (m *monitorState) waitingOn(i int) string {
 	}
 	if p := r.links[i].pump; p != nil && p.DstQueued() == 0 {
 		switch p.State() {
-		case pump.WaitingSrc:
+		case pump.WaitingSrc, pump.WaitingBranch:
+			// WaitingBranch: a fan-out's branch with everything its
+			// source holds, waiting for a slower branch.
 			if i > 0 {
 				return r.stages[i-1].Name()
 			}

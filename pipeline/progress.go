@@ -47,6 +47,9 @@ func (m *monitorState) drawProgress(now time.Time) {
 // outcomes hold their exact byte counts (a file's final offset, what each
 // pump delivered), which replace the last samples.
 func (m *monitorState) closeProgress(now time.Time) {
+	if m.publish {
+		m.r.tree.progress(m.progressSamples(true))
+	}
 	if m.board == nil {
 		return
 	}

@@ -20,22 +20,37 @@ const OutputRootCause = "output"
 // Report is what a run did: the JSON of --report (schema in
 // docs/report.md) and the source of the failure summary and metrics.
 type Report struct {
-	Job       string        `json:"job"`
-	JobFile   string        `json:"job_file"`
-	Start     time.Time     `json:"start"`
-	End       time.Time     `json:"end"`
-	Duration  float64       `json:"duration_seconds"`
-	Result    string        `json:"result"`
-	RootCause string        `json:"root_cause,omitempty"` // stage name, or OutputRootCause
-	Message   string        `json:"message,omitempty"`
-	Input     string        `json:"input"`
-	Output    string        `json:"output"`
-	Stages    []StageReport `json:"stages"`
+	Job       string    `json:"job"`
+	JobFile   string    `json:"job_file"`
+	Start     time.Time `json:"start"`
+	End       time.Time `json:"end"`
+	Duration  float64   `json:"duration_seconds"`
+	Result    string    `json:"result"`
+	RootCause string    `json:"root_cause,omitempty"` // stage name, or OutputRootCause
+	Message   string    `json:"message,omitempty"`
+	// RootBranch is the branch of the root cause in a job that fans out
+	// ("" for the trunk, or a job that is a line).
+	RootBranch string        `json:"root_branch,omitempty"`
+	Input      string        `json:"input"`
+	Output     string        `json:"output"`
+	Stages     []StageReport `json:"stages"`
+	// Outputs and Branches are set for a job that fans out: every output
+	// with what became of it, every branch with its own result.
+	Outputs  []OutputReport `json:"outputs,omitempty"`
+	Branches []BranchReport `json:"branches,omitempty"`
+	// Warnings are what a run that succeeded wants said: an optional
+	// branch that failed, and why.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // StageReport is one stage in a Report.
 type StageReport struct {
-	Name     string   `json:"name"`
+	Name string `json:"name"`
+	// Branch is the branch the stage is in, named by its first stage ("" in
+	// the trunk or a job that is a line); From the stage it reads from (set
+	// in a job that fans out; "" for the first stage).
+	Branch   string   `json:"branch,omitempty"`
+	From     string   `json:"from,omitempty"`
 	Kind     string   `json:"kind"` // command | builtin
 	Argv     []string `json:"argv"`
 	Pid      int      `json:"pid,omitempty"`

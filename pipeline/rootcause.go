@@ -144,6 +144,9 @@ type stopCause struct {
 	Result string
 	Msg    string
 	Signal syscall.Signal
+	// Cascade: a line of a tree stopped because another line failed
+	// (fanout.go); never a root cause of the tree.
+	Cascade bool
 }
 
 // runFacts is everything the decision looks at.

@@ -39,6 +39,12 @@ type running struct {
 	pipeSize, pipesMade int
 
 	procs runProcs // the run's processes beyond its stages (descendants.go)
+	// scope, when not nil, is the scope the stages start in, shared by
+	// the lines of a tree (its coordinator closes it); nil: the run's own.
+	scope *proc.Scope
+	// tree is set on a line of a tree: how it meets the other lines
+	// (fanout.go); nil for a run that is a line.
+	tree *lineHooks
 
 	pumpsWG sync.WaitGroup
 	// failedC is closed when the run is stopped (see stopRun).
@@ -47,6 +53,7 @@ type running struct {
 	mu       sync.Mutex // guards the fields below
 	outcomes []*outcome
 	stop     *stopCause // the first reason the run was stopped, nil while none
+	stopAt   time.Time  // when stop was set
 }
 
 // outcome is what Run learned about a stage once it was over.
@@ -77,21 +84,19 @@ type outcome struct {
 
 // Run runs job and returns its report. The error is nil on success, or a
 // *RunError, *proc.InterruptedError, *InputError or *JobError. Every stage is
-// stopped and reaped before Run returns, whatever the path.
+// stopped and reaped before Run returns, whatever the path. A job that fans
+// out is run as a tree of lines (fanout.go).
 func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
-	r := &running{job: job, opts: opts, log: opts.Logger, grace: opts.Grace, failedC: make(chan struct{})}
-	if r.log == nil {
-		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if job.FansOut() {
+		return runTree(ctx, job, opts)
 	}
-	if r.grace <= 0 {
-		r.grace = DefaultGrace
+	if last := &job.Stages[len(job.Stages)-1]; opts.OutputPath != "" && last.Output != "" {
+		return nil, &HopFlagError{Msg: fmt.Sprintf("-o %s: stage %q ends the job in an output of its own (output = %q), so there is no [output] to replace", opts.OutputPath, last.Name, last.Output)}
 	}
-	if opts.Stdin == nil {
-		r.opts.Stdin = os.Stdin
+	if err := checkWrittenFiles(job, opts); err != nil {
+		return nil, err
 	}
-	if opts.Stdout == nil {
-		r.opts.Stdout = os.Stdout
-	}
+	r := newRunning(job, opts)
 	start := time.Now()
 	if job.Timeout > 0 {
 		r.deadline = start.Add(job.Timeout)
@@ -105,12 +110,30 @@ func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 	return r.finish(start)
 }
 
+// newRunning prepares the run of job (a line): nothing is opened yet.
+func newRunning(job *Job, opts Options) *running {
+	r := &running{job: job, opts: opts, log: opts.Logger, grace: opts.Grace, failedC: make(chan struct{})}
+	if r.log == nil {
+		r.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if r.grace <= 0 {
+		r.grace = DefaultGrace
+	}
+	if opts.Stdin == nil {
+		r.opts.Stdin = os.Stdin
+	}
+	if opts.Stdout == nil {
+		r.opts.Stdout = os.Stdout
+	}
+	return r
+}
+
 // build resolves programs, opens the input and the output, creates every
 // stage and link. Nothing is started yet; on error everything is closed.
 func (r *running) build(ctx context.Context) error {
 	job := r.job
 	n := len(job.Stages)
-	r.procs.start(job)
+	r.procs.start(job, r.scope)
 	specs := make([]stage.ProcessSpec, n)
 	// Validate every stage before opening anything: a missing binary or
 	// dir is a job error found before any output file appears.
@@ -152,8 +175,12 @@ func (r *running) build(ctx context.Context) error {
 	}
 
 	o := &opener{ctx: ctx, deadline: r.deadline, timeout: fmt.Sprintf("timeout %s in %s", job.Timeout, job.File), log: r.log}
-	if r.src, err = openSource(o, inPath, r.opts.Input, r.opts.Stdin); err != nil {
-		return err
+	// A line of a tree may come with its input or output made already:
+	// a pipe from or into a fan-out (fanout.go).
+	if r.src == nil {
+		if r.src, err = openSource(o, inPath, r.opts.Input, r.opts.Stdin); err != nil {
+			return err
+		}
 	}
 	outPath := job.Output
 	if r.opts.OutputPath != "" {
@@ -161,8 +188,10 @@ func (r *running) build(ctx context.Context) error {
 	} else if outPath != "-" && outPath != "none" && !strings.HasPrefix(outPath, "/") {
 		outPath = job.Dir + "/" + outPath
 	}
-	if r.dst, err = openSink(o, outPath, job.OutputMode, job.OutputModeSet, r.opts.Stdout); err != nil {
-		return err
+	if r.dst == nil {
+		if r.dst, err = openSink(o, outPath, job.OutputMode, job.OutputModeSet, r.opts.Stdout); err != nil {
+			return err
+		}
 	}
 
 	r.stages = make([]stage.Stage, n)
@@ -261,9 +290,7 @@ func (r *running) sinkFacts() sinkFacts {
 // finish decides the run, commits or discards the output, and builds the
 // report and the error.
 func (r *running) finish(start time.Time) (*Report, error) {
-	r.src.close()
-	r.settleDrained()
-	rf := r.facts()
+	rf := r.settle()
 	v := decideRun(rf)
 	if v.Result == ResultSuccess && r.opts.BeforeCommit != nil {
 		if rf.CheckErr = r.opts.BeforeCommit(); rf.CheckErr != nil {
@@ -292,9 +319,7 @@ func (r *running) finish(start time.Time) (*Report, error) {
 	case v.Root >= 0:
 		rep.RootCause = r.stages[v.Root].Name()
 	}
-	for i := range r.stages {
-		rep.Stages = append(rep.Stages, r.stageReport(i, v.Stages[i]))
-	}
+	rep.Stages = r.stageReports(v)
 	switch v.Result {
 	case ResultSuccess:
 		return rep, nil
@@ -302,6 +327,24 @@ func (r *running) finish(start time.Time) (*Report, error) {
 		return rep, &proc.InterruptedError{Signal: v.Signal}
 	}
 	return rep, &RunError{Msg: v.Msg, Report: rep}
+}
+
+// settle closes the input once every stage is over and every pump has
+// finished, and gathers the facts the decision looks at.
+func (r *running) settle() runFacts {
+	r.src.close()
+	r.settleDrained()
+	return r.facts()
+}
+
+// stageReports are the stages' entries in the report, with their status
+// as v decided it.
+func (r *running) stageReports(v verdict) []StageReport {
+	var reps []StageReport
+	for i := range r.stages {
+		reps = append(reps, r.stageReport(i, v.Stages[i]))
+	}
+	return reps
 }
 
 // stageReport is stage i's entry in the report, with the status decided.

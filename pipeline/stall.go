@@ -194,6 +194,12 @@ func (m *monitorState) idleEnds(i int, idle time.Duration) {
 	if w.waitingOn == "output" {
 		what = "output " + r.dst.desc + " has taken nothing"
 	}
+	if r.tree != nil {
+		// A fan-out at either end: the branch that holds it up.
+		if jam := r.tree.jam(); jam != "" {
+			what += ": " + jam
+		}
+	}
 	r.log.Warn(fmt.Sprintf("stage %q: no progress for %s: the pipeline's %s", r.stages[i].Name(), seconds(idle), what),
 		"stage", r.stages[i].Name())
 }

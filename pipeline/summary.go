@@ -14,9 +14,13 @@ import (
 func Summary(rep *Report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "job %q %s: %s\n", rep.Job, rep.Result, Printable(rep.Message))
-	width := 5
+	width, bwidth := 5, 0
 	for _, s := range rep.Stages {
 		width = max(width, len(s.Name))
+		if len(rep.Branches) > 0 {
+			// A job that fans out: a column names each stage's branch.
+			bwidth = max(bwidth, len(branchColumn(s.Branch)))
+		}
 	}
 	for i, s := range rep.Stages {
 		status := s.Status
@@ -30,7 +34,11 @@ func Summary(rep *Report) string {
 		if s.Name == rep.RootCause {
 			mark = "*"
 		}
-		fmt.Fprintf(&b, "%s %d %-*s  %-26s in %-10s out %-10s", mark, i+1, width, s.Name, status, units.FormatSize(s.BytesIn), units.FormatSize(s.BytesOut))
+		fmt.Fprintf(&b, "%s %d %-*s  ", mark, i+1, width, s.Name)
+		if bwidth > 0 {
+			fmt.Fprintf(&b, "%-*s  ", bwidth, Printable(branchColumn(s.Branch)))
+		}
+		fmt.Fprintf(&b, "%-26s in %-10s out %-10s", status, units.FormatSize(s.BytesIn), units.FormatSize(s.BytesOut))
 		if s.Note != "" {
 			b.WriteString(" " + Printable(s.Note))
 		}
@@ -40,7 +48,16 @@ func Summary(rep *Report) string {
 		}
 	}
 	if rep.RootCause == OutputRootCause {
-		fmt.Fprintf(&b, "* %d %-*s  %s\n", len(rep.Stages)+1, width, OutputRootCause, "failed: "+Printable(rep.Output))
+		out := rep.Output
+		for _, o := range rep.Outputs {
+			if o.Branch == rep.RootBranch {
+				out = o.Path
+			}
+		}
+		fmt.Fprintf(&b, "* %d %-*s  %s\n", len(rep.Stages)+1, width, OutputRootCause, "failed: "+Printable(out))
+	}
+	for _, o := range rep.Outputs {
+		fmt.Fprintf(&b, "  output %s: %s\n", Printable(o.Path), o.Status)
 	}
 	for _, s := range rep.Stages {
 		if s.Name != rep.RootCause || strings.TrimSpace(s.StderrTail) == "" {
@@ -104,4 +121,12 @@ func needsEscape(r rune) bool {
 		return true // bidirectional embeddings, overrides and isolates
 	}
 	return false
+}
+
+// branchColumn is how the summary names a stage's branch.
+func branchColumn(branch string) string {
+	if branch == "" {
+		return "(trunk)"
+	}
+	return "[" + branch + "]"
 }

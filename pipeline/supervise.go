@@ -27,12 +27,13 @@ func (r *running) run(ctx context.Context) {
 	}
 	// Pumps first: they only move bytes once stages produce them.
 	for _, l := range r.links {
-		if l.pump != nil {
+		// A fan-out's branch (a branch's input) is run by its fan-out.
+		if p, ok := l.pump.(*pump.Pump); ok {
 			r.pumpsWG.Add(1)
-			go func(p *pump.Pump) {
+			go func() {
 				defer r.pumpsWG.Done()
 				p.Run()
-			}(l.pump)
+			}()
 		}
 	}
 	// The output is a party of the run: when it stops taking bytes, that
@@ -53,6 +54,12 @@ func (r *running) run(ctx context.Context) {
 		if err := st.Start(e.stdin[i], e.stdout[i]); err != nil {
 			r.outcomes[i].startErr = r.startFailure(i, err)
 			r.log.Debug("stage did not start", "stage", st.Name(), "err", err)
+		} else if r.isFailed() {
+			// A line of a tree can be stopped by another line before
+			// its stages have started, and a stage's Stop before its
+			// Start does nothing: stopRun, which stops every stage
+			// once, may have passed this one by.
+			st.Stop(r.grace)
 		}
 		r.outcomes[i].started = true
 		stagesWG.Add(1)
@@ -322,13 +329,21 @@ func (r *running) flushPending(pending []int, judged []bool, force bool) []int {
 	slices.Sort(pending)
 	var keep []int
 	for _, i := range pending {
-		if !force && upstreamUnjudged(i, judged) {
+		if !force && r.upstreamUnjudged(i, judged) {
 			keep = append(keep, i)
 			continue
 		}
 		r.stopOwn(i)
 	}
 	return keep
+}
+
+// upstreamUnjudged reports whether a stage upstream of i has not been
+// judged yet, in this line or (in a tree) in a line that feeds it: a
+// branch that fails on a stream its trunk cut or corrupted waits for the
+// trunk's stage to say why, as a stage does for the stages before it.
+func (r *running) upstreamUnjudged(i int, judged []bool) bool {
+	return upstreamUnjudged(i, judged) || r.tree != nil && r.tree.upstreamBusy()
 }
 
 // upstreamUnjudged reports whether a stage upstream of i has not been
@@ -352,7 +367,7 @@ func (r *running) judge(i int, judged []bool) bool {
 	}
 	// A stage that could not start read nothing: no stage upstream can
 	// have made it fail, so there is nothing to wait for.
-	if f.StartErr == "" && upstreamUnjudged(i, judged) {
+	if f.StartErr == "" && r.upstreamUnjudged(i, judged) {
 		return true
 	}
 	r.stopOwn(i)
@@ -398,8 +413,12 @@ func (r *running) stopRun(c stopCause) {
 		return
 	}
 	r.stop = &c
+	r.stopAt = time.Now()
 	r.mu.Unlock()
 	close(r.failedC)
+	if r.tree != nil {
+		r.tree.onStop(c)
+	}
 	for i, st := range r.stages {
 		if i == c.Stage {
 			continue

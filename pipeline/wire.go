@@ -14,12 +14,33 @@ import (
 )
 
 // link is the connection into stage k (k = len(stages) for the output): a
-// pump, or a file handed over directly.
+// pump (or a fan-out's branch), or a file handed over directly.
 type link struct {
-	pump   *pump.Pump // nil when direct
-	direct *os.File   // our copy of a directly handed file, for its offset
-	start  int64      // its offset when handed over
+	pump   hop      // nil when direct
+	direct *os.File // our copy of a directly handed file, for its offset
+	start  int64    // its offset when handed over
 }
+
+// hop is what moves a link's bytes: a pump.Pump, which the line runs, or
+// the branch of a fan-out that writes straight into a branch's first stage
+// (teeHop), which the fan-out runs.
+type hop interface {
+	pump.Hop
+	BufferSize() int64
+	BufferPeak() int64
+	Drain()
+}
+
+// teeHop is a fan-out's branch as the input link of a branch's first
+// stage: no buffer (a buffered first hop is a pump after the fan-out).
+type teeHop struct{ *pump.TeeBranch }
+
+func (teeHop) BufferSize() int64 { return 0 }
+func (teeHop) BufferPeak() int64 { return 0 }
+
+// Drain drops the branch: no stage of a branch's line is upstream of its
+// first, so its input is never drained for a verifier (drain.go).
+func (h teeHop) Drain() { h.Stop() }
 
 // ends are the files handed to the stages, prepared by wire.
 type ends struct{ stdin, stdout []*os.File }
@@ -277,7 +298,9 @@ func (r *running) pipesNeeded() int {
 			continue
 		}
 		switch {
-		case k == 0 && r.inputDirect(), k == n && r.dst.direct:
+		case k == 0 && (r.inputDirect() || r.src.fed != nil), k == n && r.dst.direct:
+			// A file handed over, or a fan-out's pipe (made by the
+			// tree's coordinator).
 			continue
 		case k > 0:
 			c++ // stage k-1's stdout
@@ -320,6 +343,17 @@ func (r *running) producerSide(k int, e *ends, open *closers) (src linkEnd, dire
 		e.stdin[0] = f
 		r.links[0] = link{direct: r.src.file, start: r.src.start}
 		return src, true, nil
+	case k == 0 && r.src.fed != nil:
+		// A branch's first stage reads the pipe its fan-out writes.
+		f, err := r.childEnd(r.src.pipe, 0, r.stages[0].Name()+" stdin", open)
+		if err != nil {
+			return src, false, err
+		}
+		e.stdin[0] = f
+		r.links[0] = link{pump: teeHop{r.src.fed}}
+		return src, true, nil
+	case k == 0 && r.src.pipe != nil:
+		return linkEnd{owned: r.src.pipe, fd: r.src.pipe.fd, name: "input " + r.src.desc}, false, nil
 	case k == 0:
 		return linkEnd{fd: rawFD(r.src.file), name: "input " + r.src.desc}, false, nil
 	case k == n && r.dst.direct:
@@ -350,6 +384,9 @@ func (r *running) producerSide(k int, e *ends, open *closers) (src linkEnd, dire
 // k's stdin.
 func (r *running) consumerSide(k int, e *ends, open *closers) (linkEnd, error) {
 	if k == len(r.stages) {
+		if r.dst.pipe != nil {
+			return linkEnd{owned: r.dst.pipe, fd: r.dst.pipe.fd, name: "output " + r.dst.desc}, nil
+		}
 		return linkEnd{fd: rawFD(r.dst.file), name: "output " + r.dst.desc}, nil
 	}
 	rd, wr, err := r.newPipe(open)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/pipespool/pipespool/filter"
+	"github.com/pipespool/pipespool/pump"
 )
 
 func TestOwnedFDClosesOnceOrIsReleased(t *testing.T) {
@@ -163,7 +164,7 @@ func TestPipesNeededMatchesWire(t *testing.T) {
 					t.Errorf("%s -> %d stages -> %s: wire made %d pipes, pipesNeeded says %d", input, len(stages), output, run.pipesMade, want)
 				}
 				for k, s := range stages {
-					if s.RateLimit > 0 && (run.links[k].pump == nil || run.links[k].pump.Burst() == 0) {
+					if p, _ := run.links[k].pump.(*pump.Pump); s.RateLimit > 0 && (p == nil || p.Burst() == 0) {
 						t.Errorf("%s -> %d stages -> %s: the input hop of limited stage %d has no limited pump", input, len(stages), output, k+1)
 					}
 					if s.Buffer > 0 && (run.links[k].pump == nil || run.links[k].pump.BufferSize() != s.Buffer) {
@@ -174,8 +175,8 @@ func TestPipesNeededMatchesWire(t *testing.T) {
 					f.Close()
 				}
 				for _, l := range run.links {
-					if l.pump != nil {
-						pumpCloser{l.pump}.Close()
+					if p, ok := l.pump.(*pump.Pump); ok {
+						pumpCloser{p}.Close()
 					}
 				}
 				run.src.close()

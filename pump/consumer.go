@@ -149,13 +149,19 @@ func (p *Pump) waitRead() (left int, gone bool) {
 // once our write end is closed the consumer sees EOF as before, and
 // FIONREAD on the witness counts what it left.
 func (p *Pump) openWitness() {
-	if p.dst.kind != kindPipe {
-		return
+	if p.dst.kind == kindPipe {
+		p.witness = witnessOf(p.dst.FD)
 	}
-	path := fmt.Sprintf("/proc/self/fd/%d", p.dst.FD)
-	if fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
-		p.witness = fd
+}
+
+// witnessOf opens a read-only handle on the pipe whose write end is fd
+// (see openWitness), or returns -1.
+func witnessOf(fd int) int {
+	w, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
 	}
+	return w
 }
 
 // Leftover returns the bytes still queued in the destination pipe, read

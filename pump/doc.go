@@ -74,6 +74,36 @@
 // copies through memory, and its consumer, having read the pipe empty,
 // should not wait for another task's slice to end before it is refilled.
 //
+// A Tee (tee.go, tee_copy.go) copies one source to several destinations,
+// the fan-out point of a job that is a tree. Every destination receives
+// exactly the source's bytes, in order, and the slowest sets the pace:
+// when one destination has no room, the others get what the source holds
+// and then wait (WaitingBranch). The tee holds no more than the source
+// pipe's contents beyond what the slowest destination has, and no user
+// memory on the zero-copy path (but 256 KiB to read and throw away a head
+// no destination still needs, once one was dropped); on the read/write
+// path one buffer of rwBufSize (256 KiB). When the source and every destination are pipes it
+// copies nothing through user space: tee(2) duplicates the source's head
+// into every destination that is level with the source but one, and
+// splice(2) then consumes into that one at most what each of the others
+// got, so no destination ever falls behind the source; one that got more
+// is ahead and waits until the others have taken what it has (tee_copy.go
+// states the invariant). Otherwise it reads once and writes the bytes to
+// every destination from its own offset. A destination whose reader is
+// gone (EPIPE) is dropped, its Result ConsumerGone with what it missed,
+// and the tee goes on with the others; when none is left it closes its
+// source, as a Pump whose consumer is gone; a reader that went after the
+// source's last byte missed nothing, and its destination ends at EOF. Made
+// with HoldWhenConsumerGone, the tee instead holds a destination whose
+// reader went (the others go on as far as the source holds, then wait)
+// until TeeBranch.Drain makes it throw its share away or TeeBranch.Stop
+// drops it; when every destination drains, the tee reads its source to
+// the end. TeeBranch.Stop drops one destination, Tee.Stop ends them all. Waits follow the rules above: after
+// a round in which nothing moved, edge-triggered on every pipe on the
+// zero-copy path, one-shot on the blocked sides on the read/write path. A
+// tee has no rate limit and no buffer: a branch that needs one gets a
+// pipe and an ordinary Pump after the tee.
+//
 // EINTR is retried at the syscall, but for the batching sleep, which a
 // signal ends (see sleep in splice.go). Short transfers are normal and simply
 // continue. EPIPE means the consumer is gone: the pump stops, reports how

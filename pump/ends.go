@@ -49,17 +49,20 @@ func kindOf(fd int) (endKind, error) {
 // refine makes a device that epoll cannot watch a file: it has no poll
 // method, so it never makes a caller wait for readiness, and waiting for
 // it would fail and cut the stream.
-func (p *Pump) refine(k endKind, fd int) endKind {
+func (p *Pump) refine(k endKind, fd int) endKind { return refineKind(p.poller, k, fd) }
+
+// refineKind is refine with pl, the poller of the pump or tee that asks.
+func refineKind(pl *poller.Poller, k endKind, fd int) endKind {
 	if k != kindPolled {
 		return k
 	}
-	if err := p.poller.Add(fd, poller.In); err != nil {
+	if err := pl.Add(fd, poller.In); err != nil {
 		if errors.Is(err, poller.ErrNotPollable) {
 			return kindFile
 		}
 		return kindPolled
 	}
-	p.poller.Remove(fd)
+	pl.Remove(fd)
 	return kindPolled
 }
 
@@ -96,10 +99,16 @@ func hasRoom(fd int) bool {
 // queued, nothing in the copier's buffer, and no writer left (POLLHUP
 // without POLLIN), so no byte could have been refused by the destination.
 func (p *Pump) srcDrained() bool {
-	if p.src.kind != kindPipe || p.copier.buffered() != 0 || Queued(p.src.FD) != 0 {
+	return p.src.kind == kindPipe && p.copier.buffered() == 0 && pipeDrained(p.src.FD)
+}
+
+// pipeDrained reports whether the pipe whose read end is fd is at end of
+// file: nothing queued and no writer left (POLLHUP without POLLIN).
+func pipeDrained(fd int) bool {
+	if Queued(fd) != 0 {
 		return false
 	}
-	fds := []unix.PollFd{{Fd: int32(p.src.FD), Events: unix.POLLIN}}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	for {
 		n, err := unix.Poll(fds, 0)
 		if err == unix.EINTR {

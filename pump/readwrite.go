@@ -200,10 +200,10 @@ type writer struct {
 // or a terminal sleeps until all of it is taken, where Stop (a job's
 // timeout, SIGTERM) cannot reach it. The fd's flags are shared with other
 // processes and never changed. A socket gets send(2) with MSG_DONTWAIT; a
-// terminal, a second opening of it through /proc/self/fd with O_NONBLOCK
-// on that open file description only. Any other device (a tape, a printer)
-// is written with plain write(2): opening one again can rewind or reset
-// it.
+// terminal or a pipe, a second opening of it through /proc/self/fd with
+// O_NONBLOCK on that open file description only (for a pipe, one more
+// writer, until close). Any other device (a tape, a printer) is written
+// with plain write(2): opening one again can rewind or reset it.
 func nonBlockingWriter(fd int) writer {
 	plain := writer{mode: writePlain, alt: -1}
 	var st unix.Stat_t
@@ -213,9 +213,11 @@ func nonBlockingWriter(fd int) writer {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFSOCK:
 		return writer{mode: writeSend, alt: -1}
-	case unix.S_IFCHR:
-		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
-			return plain // not a terminal
+	case unix.S_IFCHR, unix.S_IFIFO:
+		if st.Mode&unix.S_IFMT == unix.S_IFCHR {
+			if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+				return plain // not a terminal
+			}
 		}
 		for {
 			alt, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)

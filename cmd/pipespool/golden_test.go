@@ -115,6 +115,52 @@ requir_signed_by = "ABCD"
 	golden(t, "check_invalid", []byte(stderr))
 }
 
+// TestCheckTreeGolden: check draws a job that fans out as a tree: each
+// branch below the stage whose output it reads, with its output, and the
+// optional ones marked.
+func TestCheckTreeGolden(t *testing.T) {
+	inDir(t, map[string]string{"backup.toml": `[input]
+path = "none"
+[output]
+path = "local.zst"
+[[stage]]
+name = "send"
+command = ["/bin/cat"]
+[[stage]]
+name = "zstd"
+builtin = "zstd-compress"
+[[stage]]
+name = "local"
+command = ["/bin/cat"]
+[[stage]]
+name = "remote"
+from = "zstd"
+optional = true
+command = ["/bin/cat"]
+buffer = "64MiB"
+[[stage]]
+name = "copy-1"
+command = ["/bin/cat"]
+output = "remote-1.zst"
+[[stage]]
+name = "copy-2"
+from = "remote"
+command = ["/bin/cat"]
+output = "remote-2.zst"
+[[stage]]
+name = "digest"
+from = "send"
+command = ["/bin/cat"]
+output = "send.sha256"
+`})
+	newCheck := func(g *globalOptions) *cobra.Command { return NewCmdCheck(g, nil) }
+	code, out, stderr := runReal(t, newCheck, "check", "backup.toml")
+	if code != 0 || stderr != "" {
+		t.Fatalf("check backup.toml: exit %d, stderr %q", code, stderr)
+	}
+	golden(t, "check_tree", []byte(out))
+}
+
 // TestFailureSummaryGolden: the summary exec prints when a run fails (the
 // last stage, after reading everything, fails with a message on stderr),
 // from a real run.

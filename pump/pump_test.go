@@ -682,18 +682,7 @@ func BenchmarkPumpPipeToPipe(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	chunk := make([]byte, mib)
-	newPRNG(1).Read(chunk)
-	b.SetBytes(mib)
-	b.ResetTimer()
-	go func() {
-		defer w.Close()
-		for range b.N {
-			if _, err := w.Write(chunk); err != nil {
-				return
-			}
-		}
-	}()
+	feedMiBs(b, w)
 	done := start(p)
 	n, _ := io.CopyBuffer(io.Discard, r, make([]byte, mib))
 	res := waitFor(b, done, time.Minute, "pump")
@@ -900,4 +889,22 @@ func rawTerminal(t *testing.T) (End, *os.File) {
 		t.Fatal(err)
 	}
 	return End{FD: s, Name: "stdout (terminal)"}, master
+}
+
+// feedMiBs starts the timed part of a benchmark: b.N MiB of pseudo-random
+// bytes written into w by a goroutine, which closes w when done (or when
+// the reader is gone).
+func feedMiBs(b *testing.B, w *os.File) {
+	chunk := make([]byte, mib)
+	newPRNG(1).Read(chunk)
+	b.SetBytes(mib)
+	b.ResetTimer()
+	go func() {
+		defer w.Close()
+		for range b.N {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
 }

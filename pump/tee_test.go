@@ -531,18 +531,7 @@ func BenchmarkTeePipeToTwoPipes(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	chunk := make([]byte, mib)
-	newPRNG(1).Read(chunk)
-	b.SetBytes(mib)
-	b.ResetTimer()
-	go func() {
-		defer w.Close()
-		for range b.N {
-			if _, err := w.Write(chunk); err != nil {
-				return
-			}
-		}
-	}()
+	feedMiBs(b, w)
 	done := startTee(tee)
 	counts := make(chan int64, 2)
 	for _, r := range readers {

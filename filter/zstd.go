@@ -38,6 +38,7 @@ const zstdMaxWindow = uint64(1<<41 + 7*(1<<38))
 type zstdCompress struct {
 	level       zstd.EncoderLevel
 	concurrency int
+	frameSize   int // input bytes of a frame when concurrency > 1
 }
 
 // newZstdCompress validates level and concurrency.
@@ -54,7 +55,7 @@ func newZstdCompress(with map[string]any, baseDir string) (Filter, error) {
 	// Each goroutine of the encoder holds its own window and blocks:
 	// capped by default so that memory stays well under 64 MiB on a big
 	// machine; a user who wants more says so.
-	f := &zstdCompress{level: zstd.SpeedDefault, concurrency: min(runtime.GOMAXPROCS(0), defaultZstdConcurrency)}
+	f := &zstdCompress{level: zstd.SpeedDefault, concurrency: min(runtime.GOMAXPROCS(0), defaultZstdConcurrency), frameSize: zstdFrameSize}
 	if v, ok := p.m["level"]; ok {
 		switch l := v.(type) {
 		case string:
@@ -84,12 +85,16 @@ func newZstdCompress(with map[string]any, baseDir string) (Filter, error) {
 	return f, nil
 }
 
-// Run implements Filter.
+// Run implements Filter: independent frames compressed in parallel when
+// the concurrency is above 1, one stream otherwise.
 func (f *zstdCompress) Run(ctx context.Context, r io.Reader, w io.Writer) error {
+	if f.concurrency > 1 {
+		return f.runFrames(ctx, r, w)
+	}
 	in, out := &ioSide{ctx: ctx, r: r}, &ioSide{ctx: ctx, w: w}
 	enc, err := zstd.NewWriter(out,
 		zstd.WithEncoderLevel(f.level),
-		zstd.WithEncoderConcurrency(f.concurrency),
+		zstd.WithEncoderConcurrency(1),
 		// An empty input still gets a frame, as `zstd` writes one: without
 		// it the output is 0 bytes, which zstd-decompress (and `zstd -d`)
 		// reject, so an empty stream did not survive a round trip

@@ -2,14 +2,18 @@ package filter
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // zstdCLI runs zstd with args on input and returns its standard output.
@@ -247,9 +251,9 @@ func BenchmarkZstdCompress(b *testing.B) {
 
 // A compressor whose input fails mid-stream must not leave a stream that
 // decodes as complete, wherever the input stops (on a block boundary of
-// the encoder, 128 KiB, or not): zstd -d must fail on it. A compressor
-// that wrote independent frames (as pzstd does) would need to end a failed
-// stream with a truncated frame to keep this.
+// the encoder, 128 KiB, on one of a frame, 8 MiB, or not): zstd -d and
+// zstd-decompress must fail on it. With a concurrency above 1 the frames
+// before the failure are whole; the output ends with a truncated frame.
 func TestZstdCompressFailedStreamNeverDecodes(t *testing.T) {
 	const mib = 1 << 20
 	input := backupLike(8*mib+12345, 4)
@@ -269,6 +273,190 @@ func TestZstdCompressFailedStreamNeverDecodes(t *testing.T) {
 			if cmd.Run() == nil {
 				t.Fatalf("concurrency %d, cut at %d: zstd -d read the %d bytes of a failed stream as complete (%d bytes out)", conc, cut, out.Len(), got.Len())
 			}
+			if dec, err := runFilter(t, newFilter(t, "zstd-decompress", nil, ""), bytes.NewReader(out.Bytes())); err == nil {
+				t.Fatalf("concurrency %d, cut at %d: zstd-decompress read the %d bytes of a failed stream as complete (%d bytes out)", conc, cut, out.Len(), len(dec))
+			}
 		}
+	}
+}
+
+// zstdFrames counts the frames of a zstd stream as `zstd -lv` sees them.
+func zstdFrames(t *testing.T, data []byte) int {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "out.zst")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("zstd", "-lv", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("zstd -lv: %v: %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if n, ok := strings.CutPrefix(line, "# Zstandard Frames: "); ok {
+			frames, err := strconv.Atoi(strings.TrimSpace(n))
+			if err != nil {
+				t.Fatalf("zstd -lv: %q: %v", line, err)
+			}
+			return frames
+		}
+	}
+	t.Fatalf("zstd -lv printed no frame count: %s", out)
+	return 0
+}
+
+// TestZstdCompressFramesDecode: with a concurrency above 1 the output is
+// independent frames, one per frameSize bytes of input; real zstd -d and
+// zstd-decompress give back the input byte for byte, whatever the number
+// of workers and however the input ends against the frames.
+func TestZstdCompressFramesDecode(t *testing.T) {
+	needTools(t, "zstd")
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		conc      int64
+		frameSize int // 0: the default
+		size      int
+	}{
+		{2, 0, 3*zstdFrameSize + 12345},
+		{3, mib, 9 * mib},
+		{4, mib, 10*mib + 1},
+		{2, mib, mib - 1},
+		{2, mib, 0},
+	} {
+		f, err := newZstdCompress(map[string]any{"concurrency": tc.conc}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.frameSize != 0 {
+			f.(*zstdCompress).frameSize = tc.frameSize
+		}
+		frameSize := f.(*zstdCompress).frameSize
+		input := backupLike(tc.size, uint64(tc.size))[:tc.size]
+		compressed, err := runFilter(t, f, bytes.NewReader(input))
+		if err != nil {
+			t.Fatalf("concurrency %d, %d bytes: %v", tc.conc, tc.size, err)
+		}
+		want := max(1, (tc.size+frameSize-1)/frameSize)
+		if got := zstdFrames(t, compressed); got != want {
+			t.Errorf("concurrency %d, %d bytes in frames of %d: %d frames, want %d", tc.conc, tc.size, frameSize, got, want)
+		}
+		if got := zstdCLI(t, compressed, "-d", "-c"); !bytes.Equal(got, input) {
+			t.Fatalf("concurrency %d, %d bytes: zstd -d gave %d bytes, not the input", tc.conc, tc.size, len(got))
+		}
+		got, err := runFilter(t, newFilter(t, "zstd-decompress", nil, ""), bytes.NewReader(compressed))
+		if err != nil || !bytes.Equal(got, input) {
+			t.Fatalf("concurrency %d, %d bytes: zstd-decompress gave %d bytes, %v; want the input", tc.conc, tc.size, len(got), err)
+		}
+	}
+}
+
+// endlessReader never ends: only a stop or a failure ends a filter that
+// reads it.
+type endlessReader struct{}
+
+func (endlessReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(i * 31)
+	}
+	return len(p), nil
+}
+
+// TestZstdCompressFramesOutputFails: a consumer that goes away ends the
+// compressor even when its input never ends, with the broken pipe as the
+// error (TestMain checks that no worker is left).
+func TestZstdCompressFramesOutputFails(t *testing.T) {
+	for _, left := range []int{0, 1, 3} {
+		f, err := newZstdCompress(map[string]any{"concurrency": int64(2)}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.(*zstdCompress).frameSize = 1 << 20
+		done := make(chan error, 1)
+		go func() { done <- f.Run(t.Context(), endlessReader{}, &failingWriter{left: left}) }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, syscall.EPIPE) || !strings.Contains(err.Error(), "writing output") {
+				t.Errorf("output failing after %d frames: %v, want writing output: broken pipe", left, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("output failing after %d frames: still running after 30 s", left)
+		}
+	}
+}
+
+// TestZstdCompressFramesStop: cancelling the context and closing the
+// files, as stopping a stage does, ends the compressor promptly whether it
+// waits for input or for its consumer (TestMain checks that no worker is
+// left).
+func TestZstdCompressFramesStop(t *testing.T) {
+	const mib = 1 << 20
+	for _, blocked := range []string{"input", "output"} {
+		f, err := newZstdCompress(map[string]any{"concurrency": int64(2)}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.(*zstdCompress).frameSize = mib
+		inR, inW, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- f.Run(ctx, inR, outW) }()
+		// Two and a half frames of input that does not compress; the
+		// input stays open.
+		fed := make(chan struct{})
+		go func() {
+			defer close(fed)
+			inW.Write(randomBytes(5*mib/2, 9))
+		}()
+		drained := make(chan struct{})
+		if blocked == "input" {
+			// Once the output of two whole frames (more than 2 MiB) came
+			// out, the compressor waits for the rest of the third.
+			got := make(chan struct{})
+			go func() {
+				defer close(drained)
+				buf := make([]byte, mib)
+				var n int64
+				two := got
+				for {
+					k, err := outR.Read(buf)
+					if n += int64(k); n >= 2*mib && two != nil {
+						close(two)
+						two = nil
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			<-got
+		} else {
+			// Nobody reads the output but this one byte: the first frame
+			// (over 1 MiB) cannot fit in the pipe, its writer is blocked.
+			close(drained)
+			if _, err := io.ReadFull(outR, make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cancel()
+		inR.Close()
+		outW.Close()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("blocked on %s, stopped: no error", blocked)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("blocked on %s, stopped: still running after 10 s", blocked)
+		}
+		inW.Close()
+		<-fed
+		<-drained
+		outR.Close()
 	}
 }

@@ -193,24 +193,37 @@ func liveChild(pid int) bool {
 
 // eachCandidateChild calls f for every child of pipespool, and maybe for
 // other processes.
+//
+// A child is on the children list of the thread that is its parent, and
+// only two threads of pipespool are ever one:
+//   - the forker thread (see forkExec) for every process pipespool starts,
+//     since no other thread forks, and for what one of them clones as a
+//     sibling of itself (CLONE_PARENT: the clone's parent is the cloner's
+//     parent thread);
+//   - the thread-group leader for every orphan adopted as a subreaper: the
+//     kernel gives an orphan to the first live thread of the subreaper,
+//     which is the leader, since the Go runtime never ends the main
+//     thread (kernels before 3.19 gave it to the thread its parent's
+//     chain of parents went through, the forker).
+//
+// So their two lists are read, whatever the number of threads the runtime
+// runs: reading every thread's list cost a file a thread (a dozen with four
+// jobs at once) at every listing.
 func eachCandidateChild(f func(pid int)) {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		eachPid(f)
-		return
+	var r Reader // raw reads: three system calls a file, not os.ReadFile's seven
+	tids := []int{os.Getpid()}
+	if t := int(forker.tid.Load()); t != 0 && t != tids[0] {
+		tids = append(tids, t) // 0: the forker has not run yet
 	}
 	var pids []int
-	var r Reader // raw reads: three system calls a file, not os.ReadFile's seven
-	for _, t := range tasks {
-		path := "/proc/self/task/" + t.Name() + "/children"
+	for _, tid := range tids {
+		path := "/proc/self/task/" + strconv.Itoa(tid) + "/children"
 		b := r.readPath(path)
 		if len(b) == len(r.buf) { // perhaps cut short: read it whole
 			b, _ = os.ReadFile(path)
 		}
 		if b == nil {
-			// No CONFIG_PROC_CHILDREN, or the thread just ended (its
-			// children moved to another thread, maybe one already
-			// read): look at every process.
+			// No CONFIG_PROC_CHILDREN: look at every process.
 			eachPid(f)
 			return
 		}

@@ -152,3 +152,95 @@ func TestChildrenListsEveryChild(t *testing.T) {
 		}
 	}
 }
+
+// startLeavingMembers starts a shell that starts script in the background,
+// in its group, prints what script prints (pids, one a line) and exits;
+// it returns once n pids were read and the shell has exited.
+func startLeavingMembers(t *testing.T, s *Scope, script string, n int) (*Group, []int) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	g, err := s.Start(Spec{Path: "/bin/sh", Argv: []string{"sh", "-c", "sh -c '" + script + "' & exit 0"}, Stdout: w})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	br := bufio.NewReader(r)
+	for len(pids) < n {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("read %v, then: %v", pids, err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(line))
+		if err != nil {
+			t.Fatalf("printed %q", line)
+		}
+		pids = append(pids, pid)
+	}
+	g.Wait()
+	return g, pids
+}
+
+// TestCleanupFindsMembersBelowAMember: the leader exits and leaves a
+// member that lives, with a member of its own below it: Cleanup finds
+// both (the second below the first, not among pipespool's children), and
+// both ignore SIGTERM, so both get SIGKILL after grace.
+func TestCleanupFindsMembersBelowAMember(t *testing.T) {
+	s := NewScope(nil)
+	defer s.Close(time.Second)
+	g, pids := startLeavingMembers(t, s, `trap "" TERM; echo $$; sleep 322 & echo $!; wait`, 2)
+	defer func() {
+		for _, pid := range pids {
+			unix.Kill(pid, syscall.SIGKILL)
+		}
+	}()
+	if n := g.Cleanup(200 * time.Millisecond); n != 2 {
+		t.Errorf("Cleanup found %d leftovers, want 2 (the shell %d and its sleep %d)", n, pids[0], pids[1])
+	}
+	waitGoneFor(t, pids, time.Second)
+}
+
+// TestCleanupFindsMembersOfAMemberExitingWhileListed: a member that exits
+// after pipespool's children were listed leaves its own child, a member
+// too, to pipespool after the list was read; Cleanup looks again and stops
+// it. The exit is put in that window by the test hook.
+func TestCleanupFindsMembersOfAMemberExitingWhileListed(t *testing.T) {
+	s := NewScope(nil)
+	defer s.Close(time.Second)
+	g, pids := startLeavingMembers(t, s, `echo $$; sleep 323 & echo $!; wait`, 2)
+	member, sleep := pids[0], pids[1]
+	defer unix.Kill(sleep, syscall.SIGKILL)
+	var rd Reader
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if st, _ := rd.Stat(member); st.PPid == os.Getpid() {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the member was never adopted")
+		}
+	}
+	var once sync.Once
+	testHookChildrenListed = func() {
+		once.Do(func() {
+			unix.Kill(member, syscall.SIGKILL)
+			for end := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+				if st, _ := rd.Stat(sleep); st.PPid == os.Getpid() {
+					return
+				}
+				if time.Now().After(end) {
+					t.Error("the sleep was never adopted")
+					return
+				}
+			}
+		})
+	}
+	defer func() { testHookChildrenListed = nil }()
+	if n := g.Cleanup(time.Second); n != 1 {
+		t.Errorf("Cleanup found %d leftovers, want 1 (the sleep %d)", n, sleep)
+	}
+	waitGoneFor(t, []int{sleep}, time.Second)
+}

@@ -343,7 +343,8 @@ func (g *Group) Cleanup(grace time.Duration) int {
 	}
 	g.mu.Unlock()
 	n := 0
-	if left := g.memberStats(); len(left) > 0 {
+	left, adopted := g.memberStats()
+	if len(left) > 0 {
 		n = len(left)
 		g.markSent(syscall.SIGKILL) // SIGTERM: Signal marks it
 		g.Signal(syscall.SIGTERM)
@@ -351,7 +352,8 @@ func (g *Group) Cleanup(grace time.Duration) int {
 		left = waitExit(left, time.Now().Add(grace))
 		// A member may have started others meanwhile: they are in the
 		// group too, and the group is signalled as a whole.
-		if left = append(left, g.memberStats()...); len(left) > 0 {
+		more, _ := g.memberStats()
+		if left = append(left, more...); len(left) > 0 {
 			g.Signal(syscall.SIGKILL)
 			waitExit(left, time.Now().Add(cleanupKillWait))
 		}
@@ -359,7 +361,11 @@ func (g *Group) Cleanup(grace time.Duration) int {
 	g.reap()
 	// What the leader left in the group and that has exited is a zombie
 	// pipespool adopted: reap it now, so that LeftFailures is complete.
-	children()
+	// Without an adopted child when the members were looked for, there is
+	// none: the leader's children were adopted before it exited.
+	if adopted {
+		children()
+	}
 	// The sweep of Scope.Close may end what is left of the group, with
 	// these: a death by either from here on is pipespool's doing.
 	g.markSent(syscall.SIGTERM, syscall.SIGKILL)
@@ -380,8 +386,15 @@ func (g *Group) wasSent(sig syscall.Signal) bool {
 	return sig > 0 && sig < 64 && g.sent.Load()&(1<<uint(sig)) != 0
 }
 
-// memberStats lists the live members of the group with their start times.
-func (g *Group) memberStats() []Stat {
+// memberStats lists the live members of the group with their start times,
+// once its leader has exited, and reports whether pipespool had adopted
+// children (or may have: it could not tell) when it looked. As a subreaper
+// it looks below its adopted children only (see adoptedMembers), a few
+// reads where there are none; else at every process on the machine.
+func (g *Group) memberStats() (members []Stat, adopted bool) {
+	if members, adopted, ok := adoptedMembers(g.pid); ok {
+		return members, adopted
+	}
 	var r Reader
 	var out []Stat
 	for _, pid := range g.Members() {
@@ -389,7 +402,7 @@ func (g *Group) memberStats() []Stat {
 			out = append(out, st)
 		}
 	}
-	return out
+	return out, true
 }
 
 // reap reaps the exited leader and forgets it.

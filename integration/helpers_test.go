@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,6 +32,10 @@ type runOpts struct {
 	Stdout  io.Writer     // nil = captured into runResult.Stdout
 	Env     []string      // added to the environment
 	Timeout time.Duration // 0 = 2 minutes; the test fails if the run outlives it
+	// OnHang, when not nil, is called when the run outlives Timeout,
+	// before pipespool is made to print its stacks: what it returns (the
+	// state of the processes around the run) is added to the failure.
+	OnHang func() string
 }
 
 // runPipespool runs the built binary with args and waits for it, failing the
@@ -55,7 +61,13 @@ func runPipespoolWith(t *testing.T, o runOpts, onStart func(pid int), args ...st
 	// goroutine's stack to stderr, which the failure message shows
 	// (SIGQUIT would only stop the run: pipespool handles it). The kill
 	// follows if it does not exit.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGABRT) }
+	var hang string
+	cmd.Cancel = func() error {
+		if o.OnHang != nil {
+			hang = o.OnHang()
+		}
+		return cmd.Process.Signal(syscall.SIGABRT)
+	}
 	cmd.WaitDelay = 10 * time.Second
 	cmd.Dir = o.Dir
 	cmd.Env = append(os.Environ(), o.Env...)
@@ -77,7 +89,7 @@ func runPipespoolWith(t *testing.T, o runOpts, onStart func(pid int), args ...st
 	}
 	res := runResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), Elapsed: time.Since(start)}
 	if ctx.Err() != nil {
-		t.Fatalf("pipespool %s: still running after %s (hang?)\nstderr:\n%s", strings.Join(args, " "), timeout, stderr.String())
+		t.Fatalf("pipespool %s: still running after %s (hang?)\n%s\nstderr:\n%s", strings.Join(args, " "), timeout, hang, stderr.String())
 	}
 	var ee *exec.ExitError
 	switch {
@@ -187,6 +199,40 @@ func processesWithMarker(marker string) []string {
 		out = append(out, e.Name()+" "+string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
 	}
 	return out
+}
+
+// processStates describes each process whose command line has marker, and
+// pid's: its state (R, S, D, T for stopped, t for stopped by a tracer), the
+// kernel function it sleeps in, its tracer if any, and its command line.
+func processStates(pid int, marker string) string {
+	var b strings.Builder
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !bytes.Contains(cmdline, []byte(marker)) && e.Name() != strconv.Itoa(pid) {
+			continue
+		}
+		state := "?"
+		if stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat"); len(stat) > 0 {
+			if i := bytes.LastIndexByte(stat, ')'); i > 0 && len(stat) > i+2 {
+				state = string(stat[i+2])
+			}
+		}
+		wchan, _ := os.ReadFile("/proc/" + e.Name() + "/wchan")
+		tracer := ""
+		if st, _ := os.ReadFile("/proc/" + e.Name() + "/status"); len(st) > 0 {
+			for _, l := range strings.Split(string(st), "\n") {
+				if v, ok := strings.CutPrefix(l, "TracerPid:"); ok && strings.TrimSpace(v) != "0" {
+					tracer = " traced by " + strings.TrimSpace(v)
+				}
+			}
+		}
+		fmt.Fprintf(&b, "  %s %s %s%s: %s\n", e.Name(), state, wchan, tracer, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+	}
+	return b.String()
 }
 
 // assertNoProcesses fails if a process with marker is still alive a moment

@@ -242,7 +242,8 @@ func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass s
 		randomFile(t, dir, "in.bin", p.size, p.dataSeed)
 	}
 	var stages []int // with SIGKILL: the stages' main processes when it was sent
-	code, outBytes = tortureExec(t, p, dir, job, marker, p.signal, &stages, fail)
+	replay := fmt.Sprintf("run %d (replay: TORTURE_SEED=%d TORTURE_RUN=%d go test -run 'TestTorture$' ./integration/): %s", i, c.seed, i, p.describe())
+	code, outBytes = tortureExec(t, p, dir, job, marker, replay, p.signal, &stages, fail)
 	if p.signal == syscall.SIGKILL {
 		// Killed: its stages die with it (parent-death signal), and the
 		// next run of the same output removes what it left. A process
@@ -260,7 +261,7 @@ func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass s
 		}
 		writeFile(t, dir, p.holdFile, "")
 		p.wantCode, p.wantResult = 0, "success"
-		code, outBytes = tortureExec(t, p, dir, job, marker, 0, nil, fail)
+		code, outBytes = tortureExec(t, p, dir, job, marker, replay, 0, nil, fail)
 	}
 	return ok, code, outBytes
 }
@@ -268,7 +269,10 @@ func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass s
 // tortureExec runs the job of p once (sending sig mid-run unless 0) and
 // checks the result against the oracle: exit status, report, output,
 // files left, processes left.
-func tortureExec(t *testing.T, p *tPipeline, dir, job, marker string, sig syscall.Signal, stages *[]int, fail func(string, ...any)) (code int, outBytes int64) {
+//
+// A run that outlives its timeout fails the test with replay (which run,
+// and how to replay it) and the state of its processes.
+func tortureExec(t *testing.T, p *tPipeline, dir, job, marker, replay string, sig syscall.Signal, stages *[]int, fail func(string, ...any)) (code int, outBytes int64) {
 	t.Helper()
 	report := filepath.Join(dir, "report.json")
 	os.Remove(report)
@@ -277,6 +281,10 @@ func tortureExec(t *testing.T, p *tPipeline, dir, job, marker string, sig syscal
 	// ./bin-MARKER/... commands must resolve against the job file.
 	args := []string{"exec", job, "--report", report, "--log-level", "error"}
 	o := runOpts{Dir: "/", Timeout: 90 * time.Second}
+	var pidOf atomic.Int64 // pipespool's
+	o.OnHang = func() string {
+		return replay + "\nprocesses (pid state wchan):\n" + processStates(int(pidOf.Load()), marker)
+	}
 	if p.size > 16<<20 {
 		o.Timeout = 10 * time.Minute
 	}
@@ -347,6 +355,7 @@ func tortureExec(t *testing.T, p *tPipeline, dir, job, marker string, sig syscal
 		}()
 	}
 	res := runPipespoolWith(t, o, func(pid int) {
+		pidOf.Store(int64(pid))
 		for _, f := range afterStart {
 			f()
 		}

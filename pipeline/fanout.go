@@ -21,11 +21,12 @@ import (
 // A job that fans out is run as a tree of lines (tree.go). Each line is run
 // as a job that is a line is (a running, with its stages, its pumps, its
 // monitor and its own decision); what differs is where it starts and ends:
-// a line that forks writes, through its output pump, a pipe its fan-out
-// (pump.Tee) reads, and the fan-out copies it into each branch's pipe,
-// which the branch's first stage reads itself (its input link is the
-// fan-out's TeeBranch), or a pump when that hop has a buffer or a rate
-// limit.
+// the last stage of a line that forks writes the pipe its fan-out
+// (pump.Tee) reads itself (its output link is the fan-out's TeeSource),
+// and the fan-out copies it into each branch's pipe, which the branch's
+// first stage reads itself (its input link is the fan-out's TeeBranch),
+// or a pump when that hop has a buffer or a rate limit. No hop of a fan-out
+// costs a pump of its own.
 //
 // The tree coordinator starts every line and fan-out, stops lines when one
 // fails (every line when it may not fail, the branch and what it feeds when
@@ -268,19 +269,23 @@ func (t *treeRun) build(ctx context.Context) error {
 		}
 		return err
 	}
-	// pipe makes a pipe; its write end is non-blocking (a pump's or the
-	// tee's), and so is its read end unless a stage gets it (childEnd
-	// then decides).
-	pipe := func(what string, stageReads bool) (rd, wr *ownedFD, err error) {
+	// pipe makes a pipe; the end the tee uses is non-blocking, and so is
+	// the other unless a stage gets it (childEnd then decides): the read
+	// end of a branch's pipe (stageReads), the write end of the tee's
+	// source (!stageReads).
+	pipe := func(what string, stageReads, stageWrites bool) (rd, wr *ownedFD, err error) {
 		p, _, err := pump.NewPipe(t.job.PipeSize)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", what, err)
 		}
 		rd, wr = newOwnedFD(p.R), newOwnedFD(p.W)
 		made = append(made, rd, wr)
-		fds := []int{p.R, p.W}
-		if stageReads {
-			fds = fds[1:]
+		var fds []int
+		if !stageReads {
+			fds = append(fds, p.R)
+		}
+		if !stageWrites {
+			fds = append(fds, p.W)
 		}
 		for _, fd := range fds {
 			if err := pump.SetNonblock(fd); err != nil {
@@ -302,7 +307,7 @@ func (t *treeRun) build(ctx context.Context) error {
 			continue
 		}
 		producer := t.job.Stages[ln.Stages[len(ln.Stages)-1]].Name
-		rd, wr, err := pipe("fan-out of stage "+producer, false)
+		rd, wr, err := pipe("fan-out of stage "+producer, false, true)
 		if err != nil {
 			return fail(&RunError{Msg: fmt.Sprintf("setting up the fan-out of stage %q: %v", producer, err)})
 		}
@@ -313,7 +318,7 @@ func (t *treeRun) build(ctx context.Context) error {
 		t.runs[l].dst = &sink{desc: "fan-out to " + strings.Join(names, ", "), pipe: wr}
 		fe := &fanEnds{src: pump.End{FD: rd.fd, Own: true, Name: "fan-out of stage " + producer}}
 		for _, c := range ln.Children {
-			brd, bwr, err := pipe("branch "+t.lines[c].Name, direct[c])
+			brd, bwr, err := pipe("branch "+t.lines[c].Name, direct[c], false)
 			if err != nil {
 				return fail(&RunError{Msg: fmt.Sprintf("setting up the fan-out of stage %q: %v", producer, err)})
 			}
@@ -366,6 +371,7 @@ func (t *treeRun) build(ctx context.Context) error {
 			}
 		}
 		t.fans[l] = tee
+		t.runs[l].dst.fan = tee
 		for b, c := range t.lines[l].Children {
 			if direct[c] {
 				t.runs[c].src.fed = tee.Branch(b)
@@ -720,7 +726,7 @@ func (t *treeRun) commit(tv *treeVerdict, verdicts []verdict) []OutputReport {
 	}
 	for l, r := range t.runs {
 		if len(t.lines[l].Children) > 0 {
-			r.dst.discard() // the fan-out's pipe: closed by its pump already
+			r.dst.discard() // the fan-out's pipe: its last stage's stdout, closed at its start
 			continue
 		}
 		o := OutputReport{Branch: t.lines[l].Name, Path: r.dst.desc, Bytes: r.sinkFacts().Bytes}

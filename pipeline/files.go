@@ -111,10 +111,12 @@ type sink struct {
 	// the bytes and sees a write fail itself.
 	direct bool
 	// pipe: the write end of the pipe a fan-out reads (a line of a tree
-	// that forks), handed to the pump of the last hop, which owns it from
-	// then: it closes it at the end of the stream, the fan-out's end of
-	// file.
+	// that forks), handed to the last stage as its stdout, with no hop
+	// between them: the stage's (and its descendants') closing it is the
+	// fan-out's end of file. fan is that fan-out, whose source is then the
+	// line's output link.
 	pipe *ownedFD
+	fan  *pump.Tee
 }
 
 // name is how messages name the output.

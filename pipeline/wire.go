@@ -21,9 +21,10 @@ type link struct {
 	start  int64    // its offset when handed over
 }
 
-// hop is what moves a link's bytes: a pump.Pump, which the line runs, or
-// the branch of a fan-out that writes straight into a branch's first stage
-// (teeHop), which the fan-out runs.
+// hop is what moves a link's bytes: a pump.Pump, which the line runs, or a
+// fan-out's side, which the fan-out runs: the branch that writes straight
+// into a branch's first stage (teeHop), or the source that the last stage
+// of a line that forks writes straight into (teeSourceHop).
 type hop interface {
 	pump.Hop
 	BufferSize() int64
@@ -41,6 +42,13 @@ func (teeHop) BufferPeak() int64 { return 0 }
 // Drain drops the branch: no stage of a branch's line is upstream of its
 // first, so its input is never drained for a verifier (drain.go).
 func (h teeHop) Drain() { h.Stop() }
+
+// teeSourceHop is a fan-out's source as the output link of the last stage
+// of a line that forks: the stage writes the fan-out's pipe itself.
+type teeSourceHop struct{ *pump.TeeSource }
+
+func (teeSourceHop) BufferSize() int64 { return 0 }
+func (teeSourceHop) BufferPeak() int64 { return 0 }
 
 // ends are the files handed to the stages, prepared by wire.
 type ends struct{ stdin, stdout []*os.File }
@@ -298,7 +306,7 @@ func (r *running) pipesNeeded() int {
 			continue
 		}
 		switch {
-		case k == 0 && (r.inputDirect() || r.src.fed != nil), k == n && r.dst.direct:
+		case k == 0 && (r.inputDirect() || r.src.fed != nil), k == n && (r.dst.direct || r.dst.fan != nil):
 			// A file handed over, or a fan-out's pipe (made by the
 			// tree's coordinator).
 			continue
@@ -356,6 +364,16 @@ func (r *running) producerSide(k int, e *ends, open *closers) (src linkEnd, dire
 		return linkEnd{owned: r.src.pipe, fd: r.src.pipe.fd, name: "input " + r.src.desc}, false, nil
 	case k == 0:
 		return linkEnd{fd: rawFD(r.src.file), name: "input " + r.src.desc}, false, nil
+	case k == n && r.dst.fan != nil:
+		// The last stage of a line that forks writes the pipe its
+		// fan-out reads.
+		f, err := r.childEnd(r.dst.pipe, n-1, r.stages[n-1].Name()+" stdout", open)
+		if err != nil {
+			return src, false, err
+		}
+		e.stdout[n-1] = f
+		r.links[n] = link{pump: teeSourceHop{r.dst.fan.Source()}}
+		return src, true, nil
 	case k == n && r.dst.direct:
 		f, err := dupFile(r.dst.file)
 		if err != nil {

@@ -30,6 +30,7 @@ type Hop interface {
 var (
 	_ Hop = (*Pump)(nil)
 	_ Hop = (*TeeBranch)(nil)
+	_ Hop = (*TeeSource)(nil)
 )
 
 // WaitingBranch is the state of a tee's destination that has every byte
@@ -62,6 +63,11 @@ type Tee struct {
 	stopping atomic.Bool // Tee.Stop
 	// requests: some branch's Stop or Drain was called: Run looks at each.
 	requests atomic.Bool
+	// taken: bytes taken off the source (consumed from its pipe, or read),
+	// and when that last happened (unix nanoseconds): see TeeSource.
+	taken, lastTaken atomic.Int64
+	// srcResult is the source's Result (TeeSource), set by Run.
+	srcResult Result
 
 	// Run's goroutine only.
 	regs   registrations
@@ -151,6 +157,7 @@ func NewTee(src End, dsts []End, opts ...Option) (*Tee, error) {
 		}
 	}
 	t := &Tee{witness: probe.opts.keepWitness, hold: probe.gone == goneHolds, done: make(chan struct{})}
+	t.lastTaken.Store(time.Now().UnixNano())
 	if t.poller, err = poller.New(); err != nil {
 		return nil, err
 	}
@@ -224,6 +231,7 @@ func (t *Tee) Run() []Result {
 			t.settle(b, Result{Undelivered: t.undelivered(b), Unread: b.dstQueued(), Err: err}, false)
 		}
 	}
+	t.srcResult = t.sourceResult(how, err)
 	if err := t.regs.removeAll(); err != nil {
 		t.failAll(err)
 	}
@@ -254,14 +262,53 @@ func (t *Tee) Run() []Result {
 	return out
 }
 
-// failAll records err on every destination that has no error yet (an
-// error of the tee's own, at its end).
+// failAll records err on every destination, and on the source, that has
+// no error yet (an error of the tee's own, at its end).
 func (t *Tee) failAll(err error) {
 	for _, b := range t.branches {
 		if b.result.Err == nil {
 			b.result.Err = err
 		}
 	}
+	if t.srcResult.Err == nil {
+		t.srcResult.Err, t.srcResult.EOF = err, false
+	}
+}
+
+// sourceResult is the source's Result once the copy ended as how says
+// (with err) and every destination is settled; call it before the source
+// is closed. Bytes is what the tee took off the source; Undelivered what
+// it left there. The source reached its end when the copy did, or when
+// every destination ended with EOF (each went after it had the whole
+// stream, with nothing more written): nothing was refused then.
+func (t *Tee) sourceResult(how outcome, err error) Result {
+	res := Result{Bytes: t.taken.Load()}
+	if t.src.kind == kindPipe {
+		res.Undelivered = int64(max(Queued(t.src.FD), 0))
+	}
+	allEOF := true
+	for _, b := range t.branches {
+		allEOF = allEOF && b.result.EOF
+	}
+	switch {
+	case how == sourceEnded || allEOF:
+		res.EOF = true
+	case how == consumerGone:
+		res.ConsumerGone, res.Err = true, ErrConsumerGone
+	case how == stopRequested:
+		res.Err = ErrStopped
+	case err != nil:
+		res.Err = err
+	default:
+		res.Err = fmt.Errorf("tee from %s ended before the source's end", t.src.Name)
+	}
+	return res
+}
+
+// took counts n bytes taken off the source.
+func (t *Tee) took(n int) {
+	t.taken.Add(int64(n))
+	t.lastTaken.Store(time.Now().UnixNano())
 }
 
 // loop runs the copy strategy in use until the tee is done.
@@ -620,3 +667,102 @@ func (b *TeeBranch) Release() {
 		b.witnFD = -1
 	}
 }
+
+// TeeSource is a Tee's source seen as a hop: the link out of the stage that
+// writes the tee's source pipe itself, with no pump between them. Its
+// bytes are those the tee took off the source (consumed from its pipe, or
+// read): what the stage wrote is those plus what its pipe still queues
+// (SrcQueued). Its Result comes once the tee has ended: EOF when the
+// source's whole stream was taken, ConsumerGone when every destination
+// went before that (the tee closed the source: the stage gets EPIPE, as
+// from any consumer that went), ErrStopped after Tee.Stop. Stop stops the
+// whole tee: a stage's output is every destination's input.
+type TeeSource struct{ t *Tee }
+
+// Source returns the tee's source as a hop.
+func (t *Tee) Source() *TeeSource { return &TeeSource{t} }
+
+// Bytes returns the bytes the tee has taken off its source; safe from any
+// goroutine.
+func (s *TeeSource) Bytes() int64 { return s.t.taken.Load() }
+
+// LastProgress returns when the tee last took bytes off its source (or was
+// created).
+func (s *TeeSource) LastProgress() time.Time { return time.Unix(0, s.t.lastTaken.Load()) }
+
+// State returns what the source's side of the tee waits for: WaitingSrc
+// when the source queues nothing (the stage writing it is not producing),
+// WaitingDst when it does and some destination's pipe is full (the slowest
+// destination sets the pace), Moving otherwise, Finished once the tee has
+// ended. Safe from any goroutine.
+func (s *TeeSource) State() State {
+	t := s.t
+	select {
+	case <-t.done:
+		return Finished
+	default:
+	}
+	full := false
+	for _, b := range t.branches {
+		if b.State() == WaitingDst {
+			full = true
+		}
+	}
+	t.fdMu.RLock()
+	defer t.fdMu.RUnlock()
+	switch {
+	case t.srcClosed:
+		return Finished
+	case t.src.kind == kindPipe && Queued(t.src.FD) <= 0:
+		return WaitingSrc
+	case full:
+		return WaitingDst
+	}
+	return Moving
+}
+
+// SrcQueued returns the bytes queued in the source pipe, or -1 when it is
+// not a pipe or is closed. Safe from any goroutine.
+func (s *TeeSource) SrcQueued() int {
+	t := s.t
+	t.fdMu.RLock()
+	defer t.fdMu.RUnlock()
+	if t.srcClosed || t.src.kind != kindPipe {
+		return -1
+	}
+	return Queued(t.src.FD)
+}
+
+// DstQueued returns -1: the source's bytes go to several pipes (see each
+// TeeBranch).
+func (s *TeeSource) DstQueued() int { return -1 }
+
+// Buffered returns 0: what the tee holds (read/write) was taken off the
+// source already, and Bytes counts it.
+func (s *TeeSource) Buffered() int64 { return 0 }
+
+// Result returns the source's result once the tee has ended.
+func (s *TeeSource) Result() Result {
+	<-s.t.done
+	return s.t.srcResult
+}
+
+// Done is closed when the tee has ended.
+func (s *TeeSource) Done() <-chan struct{} { return s.t.done }
+
+// Stop stops the tee (Tee.Stop).
+func (s *TeeSource) Stop() { s.t.Stop() }
+
+// Drain stops the tee too: a tee takes every byte its destinations take,
+// and has no consumer of its own to read the rest into the void for.
+func (s *TeeSource) Drain() { s.t.Stop() }
+
+// Leftover returns -1: the source's bytes left behind are in Result's
+// Undelivered.
+func (s *TeeSource) Leftover() int {
+	<-s.t.done
+	return -1
+}
+
+// Release does nothing: the source has no witness.
+func (s *TeeSource) Release() {}

@@ -278,6 +278,7 @@ func (t *Tee) batching() (int, time.Duration) {
 // into except (nil: read and thrown away): every other destination had
 // them already, at its own head.
 func (t *Tee) consumed(n int, except *TeeBranch) {
+	t.took(n)
 	for _, b := range t.branches {
 		if !b.active || b == except {
 			continue
@@ -391,6 +392,7 @@ func (t *Tee) rwCopy() (outcome, error) {
 				switch {
 				case n > 0:
 					rw.fill = n
+					t.took(n)
 					moved = true // bytes to write, or thrown away (every destination drains)
 					for _, b := range t.branches {
 						switch {

@@ -108,6 +108,12 @@ func TestTeeDeliversEveryByteToEveryDestination(t *testing.T) {
 					t.Errorf("destination %d: Result() %+v, Run gave %+v", j, r, res[j])
 				}
 			}
+			if r := tee.Source().Result(); !r.EOF || r.Err != nil || r.Bytes != in.n || r.Undelivered != 0 {
+				t.Errorf("source: result %+v, want EOF after %d bytes taken", r, in.n)
+			}
+			if st := tee.Source().State(); st != Finished {
+				t.Errorf("source: state %v after Run", st)
+			}
 		})
 	}
 }
@@ -256,6 +262,12 @@ func TestTeeEndsWhenEveryReaderLeft(t *testing.T) {
 			in := waitFor(t, produced, 10*time.Second, "producer EPIPE")
 			if !errors.Is(in.err, syscall.EPIPE) {
 				t.Errorf("producer ended with %v, want EPIPE", in.err)
+			}
+			// The source's result says so, and accounts for what the
+			// producer wrote (it may write more between the tee's look at
+			// its pipe and the close).
+			if r := tee.Source().Result(); !r.ConsumerGone || !errors.Is(r.Err, ErrConsumerGone) || r.EOF || r.Bytes < 1*mib || r.Bytes+r.Undelivered > in.n {
+				t.Errorf("source: %+v, want ConsumerGone, at least 1 MiB taken, at most the %d written", r, in.n)
 			}
 			if in.n < res[0].Bytes {
 				t.Errorf("producer wrote %d, destination 0 got %d", in.n, res[0].Bytes)
@@ -964,6 +976,71 @@ func TestTeeRandomTopologies(t *testing.T) {
 				if out != inD || !r.EOF || r.Bytes != total || r.Err != nil {
 					t.Errorf("destination %d of %d: written %v, read %v, result %+v", i, n, inD, out, r)
 				}
+			}
+		})
+	}
+}
+
+// TestTeeSourceStates follows the source of a tee as the hop out of the
+// stage that writes it: WaitingSrc while nothing is written, WaitingDst
+// once a destination's reader stops reading with bytes queued for it,
+// Finished and ErrStopped after a Stop, with every byte the
+// producer wrote either taken or left in the source.
+func TestTeeSourceStates(t *testing.T) {
+	for _, zc := range []bool{true, false} {
+		t.Run(fmt.Sprintf("zero copy %v", zc), func(t *testing.T) {
+			checkFDs(t)
+			src, w := pipeFor(t, DefaultPipeSize, true)
+			var dsts []End
+			var readers []*os.File
+			for i := range 2 {
+				var e End
+				var r *os.File
+				if !zc && i == 1 {
+					e, r = socketFor(t)
+				} else {
+					e, r = pipeFor(t, smallPipe, false)
+				}
+				dsts, readers = append(dsts, e), append(readers, r)
+			}
+			tee := mustNewTee(t, src, dsts)
+			s := tee.Source()
+			done := startTee(tee)
+			eventually(t, 10*time.Second, "source waiting for its writer", func() bool { return s.State() == WaitingSrc })
+			if q := s.SrcQueued(); q != 0 {
+				t.Errorf("source queues %d with nothing written", q)
+			}
+			// Nobody reads the destinations: the producer writes until
+			// every pipe is full, then blocks.
+			produced := goProduce(producer{total: 1 << 40, seed: 9}, w)
+			eventually(t, 10*time.Second, "source waiting for a full destination", func() bool { return s.State() == WaitingDst })
+			if q := s.SrcQueued(); q <= 0 {
+				t.Errorf("source queues %d while waiting for a destination", q)
+			}
+			taken := s.Bytes()
+			if taken <= 0 || s.LastProgress().IsZero() {
+				t.Errorf("source took %d bytes, last at %v", taken, s.LastProgress())
+			}
+			tee.Stop()
+			res := waitFor(t, done, 10*time.Second, "tee after Stop")
+			r := s.Result()
+			if !errors.Is(r.Err, ErrStopped) || r.EOF || r.ConsumerGone || r.Bytes != taken || r.Undelivered <= 0 {
+				t.Errorf("source after Stop: %+v, want ErrStopped with %d taken and the rest undelivered", r, taken)
+			}
+			if st := s.State(); st != Finished || s.SrcQueued() != -1 || s.DstQueued() != -1 || s.Leftover() != -1 {
+				t.Errorf("source after Run: state %v, queued %d, leftover %d", st, s.SrcQueued(), s.Leftover())
+			}
+			for i, br := range res {
+				if !errors.Is(br.Err, ErrStopped) {
+					t.Errorf("destination %d after Stop: %+v", i, br)
+				}
+			}
+			in := waitFor(t, produced, 10*time.Second, "producer EPIPE")
+			if !errors.Is(in.err, syscall.EPIPE) || r.Bytes+r.Undelivered > in.n {
+				t.Errorf("producer wrote %d and ended with %v; source result %+v", in.n, in.err, r)
+			}
+			for _, rd := range readers {
+				rd.Close()
 			}
 		})
 	}

@@ -3,7 +3,10 @@ package proc
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // DeathSignal is the parent-death signal of every process Start starts: if
@@ -26,6 +29,9 @@ type forkReq struct {
 var forker struct {
 	once sync.Once
 	reqs chan forkReq
+	// tid is the forker thread's id, set before its first fork: the
+	// parent thread of every process pipespool starts.
+	tid atomic.Int32
 }
 
 // forkExec starts a process from the forker thread and registers g as its
@@ -50,6 +56,7 @@ func forkExec(path string, argv []string, attr *syscall.ProcAttr, g *Group) erro
 
 func forkLoop(reqs <-chan forkReq) {
 	runtime.LockOSThread() // for good: see forkExec
+	forker.tid.Store(int32(unix.Gettid()))
 	for r := range reqs {
 		r.reply <- forkOne(r)
 	}

@@ -200,13 +200,7 @@ const (
 // waitLeader waits for the leader to exit, without reaping it.
 func (g *Group) waitLeader() {
 	var info unix.Siginfo
-	var err error
-	for {
-		err = unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	err := g.waitExited(&info)
 	st := Status{Ended: time.Now()}
 	if err != nil {
 		st.Code, st.Err = -1, fmt.Errorf("waitid: %w", err)
@@ -223,6 +217,44 @@ func (g *Group) waitLeader() {
 	g.mu.Unlock()
 	g.status = st
 	close(g.done)
+}
+
+// waitExited waits until the leader has exited, without reaping it, and
+// fills info. It waits on a pidfd in the runtime's poller where the kernel
+// has them (5.10): a waitid that blocks holds a thread for as long as the
+// leader runs, and the runtime hands its processor to another thread, and
+// back, for every leader (much of pipespool's CPU with many short jobs).
+// The pid is the leader's for as long as it is not reaped, which only
+// Cleanup does.
+func (g *Group) waitExited(info *unix.Siginfo) error {
+	if fd, err := unix.PidfdOpen(g.pid, unix.PIDFD_NONBLOCK); err == nil {
+		f := os.NewFile(uintptr(fd), "pidfd")
+		defer f.Close()
+		if rc, err := f.SyscallConn(); err == nil {
+			var werr error
+			err = rc.Read(func(uintptr) bool {
+				for {
+					*info = unix.Siginfo{}
+					werr = unix.Waitid(unix.P_PID, g.pid, info, unix.WEXITED|unix.WNOWAIT|unix.WNOHANG, nil)
+					if werr != unix.EINTR {
+						break
+					}
+				}
+				// Not yet exited: pid 0, wait for the pidfd to be
+				// readable.
+				return werr != nil || (*sigchldInfo)(unsafe.Pointer(info)).Pid != 0
+			})
+			if err == nil {
+				return werr
+			}
+		}
+	}
+	for {
+		err := unix.Waitid(unix.P_PID, g.pid, info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // Signal sends sig to the whole process group, unless the leader was
@@ -343,7 +375,8 @@ func (g *Group) Cleanup(grace time.Duration) int {
 	}
 	g.mu.Unlock()
 	n := 0
-	if left := g.memberStats(); len(left) > 0 {
+	left, adopted := g.memberStats()
+	if len(left) > 0 {
 		n = len(left)
 		g.markSent(syscall.SIGKILL) // SIGTERM: Signal marks it
 		g.Signal(syscall.SIGTERM)
@@ -351,7 +384,8 @@ func (g *Group) Cleanup(grace time.Duration) int {
 		left = waitExit(left, time.Now().Add(grace))
 		// A member may have started others meanwhile: they are in the
 		// group too, and the group is signalled as a whole.
-		if left = append(left, g.memberStats()...); len(left) > 0 {
+		more, _ := g.memberStats()
+		if left = append(left, more...); len(left) > 0 {
 			g.Signal(syscall.SIGKILL)
 			waitExit(left, time.Now().Add(cleanupKillWait))
 		}
@@ -359,7 +393,11 @@ func (g *Group) Cleanup(grace time.Duration) int {
 	g.reap()
 	// What the leader left in the group and that has exited is a zombie
 	// pipespool adopted: reap it now, so that LeftFailures is complete.
-	children()
+	// Without an adopted child when the members were looked for, there is
+	// none: the leader's children were adopted before it exited.
+	if adopted {
+		children()
+	}
 	// The sweep of Scope.Close may end what is left of the group, with
 	// these: a death by either from here on is pipespool's doing.
 	g.markSent(syscall.SIGTERM, syscall.SIGKILL)
@@ -380,8 +418,15 @@ func (g *Group) wasSent(sig syscall.Signal) bool {
 	return sig > 0 && sig < 64 && g.sent.Load()&(1<<uint(sig)) != 0
 }
 
-// memberStats lists the live members of the group with their start times.
-func (g *Group) memberStats() []Stat {
+// memberStats lists the live members of the group with their start times,
+// once its leader has exited, and reports whether pipespool had adopted
+// children (or may have: it could not tell) when it looked. As a subreaper
+// it looks below its adopted children only (see adoptedMembers), a few
+// reads where there are none; else at every process on the machine.
+func (g *Group) memberStats() (members []Stat, adopted bool) {
+	if members, adopted, ok := adoptedMembers(g.pid); ok {
+		return members, adopted
+	}
 	var r Reader
 	var out []Stat
 	for _, pid := range g.Members() {
@@ -389,7 +434,7 @@ func (g *Group) memberStats() []Stat {
 			out = append(out, st)
 		}
 	}
-	return out
+	return out, true
 }
 
 // reap reaps the exited leader and forgets it.

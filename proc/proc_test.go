@@ -77,6 +77,16 @@ func helper(what string) int {
 			}
 			fmt.Println(g.Pid())
 		}
+	case "clone-parent":
+		// A sleep cloned as a sibling of the helper (CLONE_PARENT): its
+		// parent is the helper's parent, the test process.
+		pid, err := syscall.ForkExec("/bin/sleep", []string{"sleep", "306"}, &syscall.ProcAttr{
+			Files: []uintptr{0, 1, 2}, Sys: &syscall.SysProcAttr{Cloneflags: unix.CLONE_PARENT}})
+		if err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		fmt.Println(pid)
 	default:
 		fmt.Println("unknown helper", what)
 		return 1

@@ -1,8 +1,11 @@
 package proc
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -146,23 +149,36 @@ func forget(g *Group) {
 // machine; each is tried with one waitid(P_PID, WNOHANG|WNOWAIT), which
 // says ECHILD for all but pipespool's children and reads no file.
 func children() []int {
+	kids, _ := listChildren()
+	return kids
+}
+
+// listChildren is children, and reports whether a child that is no leader
+// was listed and found exited (reaped here or by the reaper), or may have
+// been: it may have left children of its own, adopted too late to be on
+// the list.
+func listChildren() (kids []int, gone bool) {
 	if !subreaper.on.Load() {
-		return nil
+		return nil, false
 	}
 	var cands []int
-	eachCandidateChild(func(pid int) { cands = append(cands, pid) })
+	exact := eachCandidateChild(func(pid int) { cands = append(cands, pid) })
 	if testHookChildrenListed != nil {
 		testHookChildrenListed()
 	}
-	var out []int
+	gone = !exact
 	for _, pid := range cands {
 		reg.mu.Lock()
-		if reg.leaders[pid] == nil && liveChild(pid) {
-			out = append(out, pid)
+		if reg.leaders[pid] == nil {
+			if live, _ := liveChild(pid); live {
+				kids = append(kids, pid)
+			} else {
+				gone = true
+			}
 		}
 		reg.mu.Unlock()
 	}
-	return out
+	return kids, gone
 }
 
 // testHookChildrenListed, when set by a test, runs between children's
@@ -171,8 +187,8 @@ func children() []int {
 var testHookChildrenListed func()
 
 // liveChild reports whether pid is a child of pipespool that has not
-// exited, and reaps it if it has. reg.mu is held.
-func liveChild(pid int) bool {
+// exited, and reaps it if it has (live false, ours true). reg.mu is held.
+func liveChild(pid int) (live, ours bool) {
 	var info unix.Siginfo
 	for {
 		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
@@ -180,39 +196,53 @@ func liveChild(pid int) bool {
 			continue
 		}
 		if err != nil {
-			return false // not our child
+			return false, false // not our child
 		}
 		break
 	}
 	if (*sigchldInfo)(unsafe.Pointer(&info)).Pid != 0 {
 		reapPid(pid)
-		return false
+		return false, true
 	}
-	return true
+	return true, true
 }
 
 // eachCandidateChild calls f for every child of pipespool, and maybe for
-// other processes.
-func eachCandidateChild(f func(pid int)) {
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		eachPid(f)
-		return
+// other processes: exact reports that it called f for children only (it
+// read the children lists), not for every process on the machine.
+//
+// A child is on the children list of the thread that is its parent, and
+// only two threads of pipespool are ever one:
+//   - the forker thread (see forkExec) for every process pipespool starts,
+//     since no other thread forks, and for what one of them clones as a
+//     sibling of itself (CLONE_PARENT: the clone's parent is the cloner's
+//     parent thread);
+//   - the thread-group leader for every orphan adopted as a subreaper: the
+//     kernel gives an orphan to the first live thread of the subreaper,
+//     which is the leader, since the Go runtime never ends the main
+//     thread (kernels before 3.19 gave it to the thread its parent's
+//     chain of parents went through, the forker).
+//
+// So their two lists are read, whatever the number of threads the runtime
+// runs: reading every thread's list cost a file a thread (a dozen with four
+// jobs at once) at every listing.
+func eachCandidateChild(f func(pid int)) (exact bool) {
+	var r Reader // raw reads: three system calls a file, not os.ReadFile's seven
+	tids := []int{os.Getpid()}
+	if t := int(forker.tid.Load()); t != 0 && t != tids[0] {
+		tids = append(tids, t) // 0: the forker has not run yet
 	}
 	var pids []int
-	var r Reader // raw reads: three system calls a file, not os.ReadFile's seven
-	for _, t := range tasks {
-		path := "/proc/self/task/" + t.Name() + "/children"
+	for _, tid := range tids {
+		path := "/proc/self/task/" + strconv.Itoa(tid) + "/children"
 		b := r.readPath(path)
 		if len(b) == len(r.buf) { // perhaps cut short: read it whole
 			b, _ = os.ReadFile(path)
 		}
 		if b == nil {
-			// No CONFIG_PROC_CHILDREN, or the thread just ended (its
-			// children moved to another thread, maybe one already
-			// read): look at every process.
+			// No CONFIG_PROC_CHILDREN: look at every process.
 			eachPid(f)
-			return
+			return false
 		}
 		for _, field := range strings.Fields(string(b)) {
 			if pid, err := strconv.Atoi(field); err == nil {
@@ -223,4 +253,97 @@ func eachCandidateChild(f func(pid int)) {
 	for _, pid := range pids {
 		f(pid)
 	}
+	return true
+}
+
+// adoptedMembers returns the live processes of process group pgid among
+// pipespool's adopted children and everything below them, and whether it
+// saw any adopted child at all. ok is false when it cannot tell (pipespool
+// is no subreaper, or the kernel has no children lists): then every
+// process on the machine must be looked at.
+//
+// It serves a group whose leader has exited: the leader's children were
+// adopted by pipespool before its exit could be seen, so every process
+// that descends from it lives below an adopted child. A process that
+// joined the group from elsewhere (setpgid, from a process of the same
+// session) and is not below an adopted child is below a stage still
+// running, and is stopped with it, or by the sweep at the scope's end
+// once adopted.
+//
+// A process that exits while the walk looks at it hands its children to
+// pipespool after the walk read pipespool's list: the walk then reads that
+// list again, and walks what is new in it.
+func adoptedMembers(pgid int) (members []Stat, adopted, ok bool) {
+	if !subreaper.on.Load() || !haveChildrenLists() {
+		return nil, false, false
+	}
+	var r Reader
+	seen := map[int]bool{}
+	for round := 0; ; round++ {
+		kids, changed := listChildren()
+		adopted = adopted || changed || len(kids) > 0
+		todo := slices.DeleteFunc(kids, func(pid int) bool { return seen[pid] })
+		for len(todo) > 0 {
+			pid := todo[len(todo)-1]
+			todo = todo[:len(todo)-1]
+			if seen[pid] {
+				continue
+			}
+			seen[pid] = true
+			below, listed := childrenOf(pid)
+			if !listed {
+				return nil, true, false
+			}
+			// After its children: one that exited before they were
+			// read left them to pipespool.
+			st, known := r.Stat(pid)
+			if !known || !st.Live() {
+				changed = true
+				continue
+			}
+			if st.Pgrp == pgid {
+				members = append(members, st)
+			}
+			todo = append(todo, below...)
+		}
+		if !changed {
+			return members, adopted, true
+		}
+		if round == closeKillRounds {
+			return nil, true, false // it does not settle: look at everything
+		}
+	}
+}
+
+// haveChildrenLists reports whether the kernel has children lists
+// (CONFIG_PROC_CHILDREN).
+var haveChildrenLists = sync.OnceValue(func() bool {
+	_, err := os.Stat("/proc/self/task/" + strconv.Itoa(os.Getpid()) + "/children")
+	return err == nil
+})
+
+// childrenOf returns the children of process pid, from the children lists
+// of its threads. listed is false when the kernel has no children lists;
+// a process gone has no children.
+func childrenOf(pid int) (kids []int, listed bool) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, true // gone
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/children")
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, serr := os.Stat(dir + "/" + t.Name()); serr == nil {
+				return nil, false // the thread is there, its list is not
+			}
+			continue // the thread ended
+		}
+		for _, field := range strings.Fields(string(b)) {
+			if kid, err := strconv.Atoi(field); err == nil {
+				kids = append(kids, kid)
+			}
+		}
+	}
+	return kids, true
 }

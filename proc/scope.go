@@ -113,12 +113,23 @@ func (s *Scope) sweep(grace time.Duration) (stopped, kept []Stat) {
 	signalled := map[procKey]bool{}
 	killing := false
 	for round := 0; round < closeKillRounds; round++ {
-		cands, k, kids := s.orphans()
+		cands, k, kids, gone := s.orphans()
 		kept = k
+		if len(kids) == 0 && !gone {
+			// No adopted child listed at all, live or exited: nothing
+			// of the scope is left, and nothing can be adopted later
+			// (its processes would be below an adopted child).
+			if round == 0 {
+				return nil, nil
+			}
+			break
+		}
 		if len(cands) == 0 {
 			// A child that exited while the round looked was reaped,
 			// and what it left may have been adopted after the list
-			// was read: the round ends the sweep only if the children
+			// was read; and one below a child that lives (kept, or
+			// another scope's) is adopted as soon as its parent
+			// exits: the round ends the sweep only if the children
 			// are the same after it.
 			now := children()
 			slices.Sort(now)
@@ -159,11 +170,12 @@ func (s *Scope) sweep(grace time.Duration) (stopped, kept []Stat) {
 
 // orphans returns pipespool's adopted children that belong to the scope,
 // and those of them a keep list lets live, and every adopted child it
-// looked at.
-func (s *Scope) orphans() (stop, keep []Stat, kids []int) {
-	kids = children()
+// looked at; gone reports that one it listed had exited (see
+// listChildren).
+func (s *Scope) orphans() (stop, keep []Stat, kids []int, gone bool) {
+	kids, gone = listChildren()
 	if len(kids) == 0 {
-		return nil, nil, nil
+		return nil, nil, nil, gone
 	}
 	reg.mu.Lock()
 	sole := len(reg.scopes) == 1 && reg.scopes[s]
@@ -197,7 +209,7 @@ func (s *Scope) orphans() (stop, keep []Stat, kids []int) {
 		}
 		stop = append(stop, st)
 	}
-	return stop, keep, kids
+	return stop, keep, kids, gone
 }
 
 func ownedByAny(scopes []*Scope, pgid int) bool {

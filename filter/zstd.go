@@ -27,8 +27,10 @@ func init() {
 // --memory, so what `zstd` wrote without --long=28 or more decodes.
 const defaultZstdMaxMemory = 128 << 20
 
-// defaultZstdConcurrency caps the encoder's default parallelism.
-const defaultZstdConcurrency = 4
+// defaultZstdConcurrency caps the encoder's default parallelism: each
+// worker costs about 20-25 MiB (its frame's input, output and history), and
+// three keep the backup chain under 96 MiB on a machine of many cores.
+const defaultZstdConcurrency = 3
 
 // zstdMaxWindow is the largest window the zstd format allows (3.75 TiB);
 // a max_memory above it is clamped, not refused.
@@ -52,9 +54,9 @@ func newZstdCompress(with map[string]any, baseDir string) (Filter, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Each goroutine of the encoder holds its own window and blocks:
-	// capped by default so that memory stays well under 64 MiB on a big
-	// machine; a user who wants more says so.
+	// Each worker holds its own frames and history: capped by default so
+	// that memory stays under 96 MiB on a big machine; a user who wants
+	// more says so.
 	f := &zstdCompress{level: zstd.SpeedDefault, concurrency: min(runtime.GOMAXPROCS(0), defaultZstdConcurrency), frameSize: zstdFrameSize}
 	if v, ok := p.m["level"]; ok {
 		switch l := v.(type) {

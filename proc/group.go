@@ -200,7 +200,13 @@ const (
 // waitLeader waits for the leader to exit, without reaping it.
 func (g *Group) waitLeader() {
 	var info unix.Siginfo
-	err := g.waitExited(&info)
+	var err error
+	for {
+		err = unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
 	st := Status{Ended: time.Now()}
 	if err != nil {
 		st.Code, st.Err = -1, fmt.Errorf("waitid: %w", err)
@@ -217,44 +223,6 @@ func (g *Group) waitLeader() {
 	g.mu.Unlock()
 	g.status = st
 	close(g.done)
-}
-
-// waitExited waits until the leader has exited, without reaping it, and
-// fills info. It waits on a pidfd in the runtime's poller where the kernel
-// has them (5.10): a waitid that blocks holds a thread for as long as the
-// leader runs, and the runtime hands its processor to another thread, and
-// back, for every leader (much of pipespool's CPU with many short jobs).
-// The pid is the leader's for as long as it is not reaped, which only
-// Cleanup does.
-func (g *Group) waitExited(info *unix.Siginfo) error {
-	if fd, err := unix.PidfdOpen(g.pid, unix.PIDFD_NONBLOCK); err == nil {
-		f := os.NewFile(uintptr(fd), "pidfd")
-		defer f.Close()
-		if rc, err := f.SyscallConn(); err == nil {
-			var werr error
-			err = rc.Read(func(uintptr) bool {
-				for {
-					*info = unix.Siginfo{}
-					werr = unix.Waitid(unix.P_PID, g.pid, info, unix.WEXITED|unix.WNOWAIT|unix.WNOHANG, nil)
-					if werr != unix.EINTR {
-						break
-					}
-				}
-				// Not yet exited: pid 0, wait for the pidfd to be
-				// readable.
-				return werr != nil || (*sigchldInfo)(unsafe.Pointer(info)).Pid != 0
-			})
-			if err == nil {
-				return werr
-			}
-		}
-	}
-	for {
-		err := unix.Waitid(unix.P_PID, g.pid, info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			return err
-		}
-	}
 }
 
 // Signal sends sig to the whole process group, unless the leader was

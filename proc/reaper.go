@@ -328,14 +328,19 @@ var haveChildrenLists = sync.OnceValue(func() bool {
 func childrenOf(pid int) (kids []int, listed bool) {
 	dir := "/proc/" + strconv.Itoa(pid) + "/task"
 	tasks, err := os.ReadDir(dir)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH):
 		return nil, true // gone
+	case err != nil:
+		// Not readable (another user's process, a hardened /proc): what
+		// is below it cannot be seen here, so every process is looked at.
+		return nil, false
 	}
 	for _, t := range tasks {
 		b, err := os.ReadFile(dir + "/" + t.Name() + "/children")
-		if errors.Is(err, fs.ErrNotExist) {
+		if err != nil {
 			if _, serr := os.Stat(dir + "/" + t.Name()); serr == nil {
-				return nil, false // the thread is there, its list is not
+				return nil, false // the thread is there, its list is not readable
 			}
 			continue // the thread ended
 		}

@@ -69,8 +69,20 @@ func helper(what string) int {
 		wg.Wait()
 		fmt.Println(g.Pid())
 	case "pipeline":
+		// cat reads a pipe it also holds the write end of (as its
+		// stdout), which never ends: /dev/null would end it at once, and
+		// the test would see it gone before the helper was killed.
+		r, w, err := os.Pipe()
+		if err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
 		for _, script := range []string{"sleep 301", "trap '' TERM; sleep 302", "cat"} {
-			g, err := s.Start(Spec{Path: "/bin/sh", Argv: []string{"sh", "-c", script}})
+			spec := Spec{Path: "/bin/sh", Argv: []string{"sh", "-c", script}}
+			if script == "cat" {
+				spec.Stdin, spec.Stdout = r, w
+			}
+			g, err := s.Start(spec)
 			if err != nil {
 				fmt.Println("error", err)
 				return 1

@@ -89,7 +89,7 @@ func runPipespoolWith(t *testing.T, o runOpts, onStart func(pid int), args ...st
 	}
 	res := runResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), Elapsed: time.Since(start)}
 	if ctx.Err() != nil {
-		t.Fatalf("pipespool %s: still running after %s (hang?)\n%s\nstderr:\n%s", strings.Join(args, " "), timeout, hang, stderr.String())
+		t.Fatalf("pipespool %s: still running after %s (hang?)\n%s\nstderr:\n%s", strings.Join(args, " "), timeout, hang, compactStacks(stderr.String()))
 	}
 	var ee *exec.ExitError
 	switch {
@@ -250,4 +250,55 @@ func assertNoProcesses(t *testing.T, marker string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// compactStacks shortens the goroutine dump a SIGABRT makes the Go runtime
+// print: only the goroutines with a frame of pipespool's own code, each
+// frame as its function and file:line (no arguments, offsets, frame
+// pointers), without the registers. A failure report is read in a CI log
+// that keeps a limited number of lines, and the runtime's own goroutines
+// (GC workers, the finalizer, the signal loop) used to push pipespool's
+// out of it. What is not a goroutine dump is kept as it is.
+func compactStacks(s string) string {
+	head, dump, ok := strings.Cut(s, "SIGABRT: abort\n")
+	if !ok {
+		return s
+	}
+	var b strings.Builder
+	b.WriteString(head)
+	b.WriteString("SIGABRT: abort (goroutines with pipespool's frames, compacted)\n")
+	omitted := 0
+	for _, block := range strings.Split(dump, "\n\n") {
+		lines := strings.Split(strings.TrimSpace(block), "\n")
+		if len(lines) == 0 || !strings.HasPrefix(lines[0], "goroutine ") {
+			continue // PC= line, the registers
+		}
+		if !strings.Contains(block, "github.com/pipespool/pipespool/") {
+			omitted++
+			continue
+		}
+		// goroutine 1 gp=0x.. m=nil [select]: -> goroutine 1 [select]:
+		hdr := lines[0]
+		if f := strings.Fields(hdr); len(f) > 2 {
+			if i := strings.Index(hdr, "["); i > 0 {
+				hdr = f[0] + " " + f[1] + " " + hdr[i:]
+			}
+		}
+		b.WriteString(hdr + "\n")
+		for _, l := range lines[1:] {
+			if strings.HasPrefix(l, "\t") {
+				// \tfile.go:123 +0x55 fp=.. sp=.. pc=..
+				if f := strings.Fields(l); len(f) > 0 {
+					b.WriteString("\t" + f[0] + "\n")
+				}
+				continue
+			}
+			if i := strings.LastIndex(l, "("); i > 0 && !strings.HasPrefix(l, "created by") {
+				l = l[:i] + "(...)"
+			}
+			b.WriteString(l + "\n")
+		}
+	}
+	fmt.Fprintf(&b, "(%d goroutines of the runtime only left out)\n", omitted)
+	return b.String()
 }

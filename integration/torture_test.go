@@ -152,7 +152,7 @@ func TestTorture(t *testing.T) {
 					if c.only > 0 {
 						i = c.only
 					}
-					ok, code, n := tortureRun(t, c, i, prefix, torturer, pass)
+					ok, code, n := tortureRun(t, c, st, i, prefix, torturer, pass)
 					done.Add(1)
 					bytesOut.Add(n)
 					switch {
@@ -186,7 +186,7 @@ var tortureTrees atomic.Int64
 
 // tortureRun runs pipeline i and checks it against its oracle. It reports
 // whether everything matched, pipespool's exit status and the output size.
-func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass string) (ok bool, code int, outBytes int64) {
+func tortureRun(t *testing.T, c tortureConfig, st *storm, i int64, prefix, torturer, pass string) (ok bool, code int, outBytes int64) {
 	t.Helper()
 	seed := runSeed(c.seed, i)
 	marker := fmt.Sprintf("%s%dx", prefix, i) // "x" ends it: run 1 is no prefix of run 10
@@ -243,7 +243,7 @@ func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass s
 	}
 	var stages []int // with SIGKILL: the stages' main processes when it was sent
 	replay := fmt.Sprintf("run %d (replay: TORTURE_SEED=%d TORTURE_RUN=%d go test -run 'TestTorture$' ./integration/): %s", i, c.seed, i, p.describe())
-	code, outBytes = tortureExec(t, p, dir, job, marker, replay, p.signal, &stages, fail)
+	code, outBytes = tortureExec(t, st, p, dir, job, marker, replay, p.signal, &stages, fail)
 	if p.signal == syscall.SIGKILL {
 		// Killed: its stages die with it (parent-death signal), and the
 		// next run of the same output removes what it left. A process
@@ -261,7 +261,7 @@ func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass s
 		}
 		writeFile(t, dir, p.holdFile, "")
 		p.wantCode, p.wantResult = 0, "success"
-		code, outBytes = tortureExec(t, p, dir, job, marker, replay, 0, nil, fail)
+		code, outBytes = tortureExec(t, st, p, dir, job, marker, replay, 0, nil, fail)
 	}
 	return ok, code, outBytes
 }
@@ -272,7 +272,7 @@ func tortureRun(t *testing.T, c tortureConfig, i int64, prefix, torturer, pass s
 //
 // A run that outlives its timeout fails the test with replay (which run,
 // and how to replay it) and the state of its processes.
-func tortureExec(t *testing.T, p *tPipeline, dir, job, marker, replay string, sig syscall.Signal, stages *[]int, fail func(string, ...any)) (code int, outBytes int64) {
+func tortureExec(t *testing.T, st *storm, p *tPipeline, dir, job, marker, replay string, sig syscall.Signal, stages *[]int, fail func(string, ...any)) (code int, outBytes int64) {
 	t.Helper()
 	report := filepath.Join(dir, "report.json")
 	os.Remove(report)
@@ -354,6 +354,7 @@ func tortureExec(t *testing.T, p *tPipeline, dir, job, marker, replay string, si
 			}
 		}()
 	}
+	var unspare func()
 	res := runPipespoolWith(t, o, func(pid int) {
 		pidOf.Store(int64(pid))
 		for _, f := range afterStart {
@@ -372,8 +373,16 @@ func tortureExec(t *testing.T, p *tPipeline, dir, job, marker, replay string, si
 		if stages != nil {
 			*stages = stageLeaders(marker)
 		}
+		if st != nil {
+			// A storm's strace detaching from pipespool could swallow
+			// the signal (storm.spare): none traces it from here on.
+			unspare = st.spare(pid)
+		}
 		syscall.Kill(pid, sig)
 	}, args...)
+	if unspare != nil {
+		unspare()
+	}
 	if readerDone != nil {
 		if p.sink == "fifo" {
 			if w, err := os.OpenFile(filepath.Join(outDir, "out.fifo"), os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/pipespool/pipespool/fsutil"
 )
 
 // copyBufSize is the buffer used between io layers in the built-ins. Pipes
@@ -148,7 +150,9 @@ func (p *withParams) resolve(name string) string {
 	if filepath.IsAbs(name) || p.baseDir == "" {
 		return name
 	}
-	return filepath.Join(p.baseDir, name)
+	// Not filepath.Join: "sub/../key" is where the kernel finds it when
+	// sub is a link, not "key" (fsutil.JoinAsKernel).
+	return fsutil.JoinAsKernel(p.baseDir, name)
 }
 
 // readFile reads a (small) key or passphrase file named by key. Whoever

@@ -8,7 +8,6 @@ import (
 	"hash"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -56,7 +55,7 @@ func newSHA256(with map[string]any, baseDir string) (Filter, error) {
 			return nil, &ParamError{Key: "write_to", Msg: "must name a file, not be empty"}
 		}
 		f.writeTo = p.resolve(writeTo)
-		dir := filepath.Dir(f.writeTo)
+		dir := fsutil.DirAsKernel(f.writeTo)
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			return nil, &ParamError{Key: "write_to", Msg: fmt.Sprintf("directory %s does not exist", dir)}
 		}

@@ -86,3 +86,34 @@ func BenchmarkSHA256(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestSHA256WriteToThroughDotDot: write_to is resolved as the kernel
+// resolves it: "a/../digest" with a a link to deep/a is deep/digest, and
+// its directory is checked there (the lexical reading, "digest" beside the
+// job, is another place).
+func TestSHA256WriteToThroughDotDot(t *testing.T) {
+	dir := t.TempDir()
+	deep := filepath.Join(dir, "real", "deep")
+	os.MkdirAll(filepath.Join(deep, "a"), 0o755)
+	os.Symlink(filepath.Join(deep, "a"), filepath.Join(dir, "a"))
+	f := newFilter(t, "sha256", map[string]any{"write_to": "a/../digest"}, dir)
+	input := []byte("backup\n")
+	if _, err := runFilter(t, f, bytes.NewReader(input)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.(interface{ CommitSidecar() error }).CommitSidecar(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(deep, "digest")); err != nil || string(got) != sum(input)+"\n" {
+		t.Errorf("deep/digest holds %q, %v", got, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "digest")); err == nil {
+		t.Error("digest written beside the job: a lexical reading of a/../digest")
+	}
+	// "b/../sums/x": b leads to deep/b, whose parent has no sums/.
+	os.MkdirAll(filepath.Join(deep, "b"), 0o755)
+	os.Symlink(filepath.Join(deep, "b"), filepath.Join(dir, "b"))
+	os.Mkdir(filepath.Join(dir, "sums"), 0o755)
+	_, err := buildFilter("sha256", map[string]any{"write_to": "b/../sums/x"}, dir)
+	wantParamError(t, err, "write_to", "does not exist")
+}

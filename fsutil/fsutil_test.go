@@ -430,3 +430,66 @@ func TestRemoveStaleTempsNamesHeldOnes(t *testing.T) {
 		t.Errorf("stale temp left once free: %v", err)
 	}
 }
+
+// TestWriteFileAtomicDotDotAfterALink writes where the kernel resolves a
+// path, not where a lexical clean of it leads: "a/../x" with a a link to
+// deep/a is deep/x, and so is the target "../x" of a link inside a.
+func TestWriteFileAtomicDotDotAfterALink(t *testing.T) {
+	dir := t.TempDir()
+	deep := filepath.Join(dir, "real", "deep")
+	if err := os.MkdirAll(filepath.Join(deep, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Symlink(filepath.Join(deep, "a"), filepath.Join(dir, "a"))
+	os.Symlink("../y", filepath.Join(deep, "a", "out"))
+	for _, tc := range []struct{ path, want string }{
+		{dir + "/a/../x", filepath.Join(deep, "x")},     // ".." in the path given
+		{dir + "/a/out", filepath.Join(deep, "y")},      // ".." in a link's target
+		{dir + "/a/../a/out", filepath.Join(deep, "y")}, // both
+	} {
+		os.Remove(tc.want)
+		if err := WriteFileAtomic(tc.path, []byte("digest\n"), 0o644); err != nil {
+			t.Fatalf("%s: %v", tc.path, err)
+		}
+		if b, err := os.ReadFile(tc.want); err != nil || string(b) != "digest\n" {
+			t.Errorf("%s: %s holds %q, %v; want the digest there", tc.path, tc.want, b, err)
+		}
+		for _, wrong := range []string{filepath.Join(dir, "x"), filepath.Join(dir, "y")} {
+			if _, err := os.Lstat(wrong); err == nil {
+				t.Errorf("%s: written to %s, a lexical reading of the path", tc.path, wrong)
+				os.Remove(wrong)
+			}
+		}
+		// Nothing left beside it: the temporary file was made in the
+		// directory of the final name.
+		if ents, _ := os.ReadDir(deep); len(ents) != 2 {
+			t.Errorf("%s: %s holds %d entries, want a and the file", tc.path, deep, len(ents))
+		}
+		os.Remove(tc.want)
+	}
+}
+
+func TestAsKernel(t *testing.T) {
+	for _, tc := range []struct{ dir, name, join string }{
+		{"/a/b", "../c", "/a/b/../c"},
+		{"/a/b/", "c", "/a/b/c"},
+		{"/", "c", "/c"},
+		{"", "c", "c"},
+		{"/a", "/abs", "/abs"},
+	} {
+		if got := JoinAsKernel(tc.dir, tc.name); got != tc.join {
+			t.Errorf("JoinAsKernel(%q, %q) = %q, want %q", tc.dir, tc.name, got, tc.join)
+		}
+	}
+	for _, tc := range []struct{ path, dir string }{
+		{"/a/b/../c", "/a/b/.."},
+		{"/a/", "/"},
+		{"/a", "/"},
+		{"name", "."},
+		{"x/y", "x"},
+	} {
+		if got := DirAsKernel(tc.path); got != tc.dir {
+			t.Errorf("DirAsKernel(%q) = %q, want %q", tc.path, got, tc.dir)
+		}
+	}
+}

@@ -49,7 +49,7 @@ func ResolveForWrite(path string) (Target, error) {
 		}
 		fi, err := os.Lstat(p)
 		if errors.Is(err, os.ErrNotExist) {
-			return Target{Path: p, FD: -1}, nil
+			return Target{Path: physicalDir(p), FD: -1}, nil
 		}
 		if err != nil {
 			return Target{}, err
@@ -67,20 +67,67 @@ func ResolveForWrite(path string) (Target, error) {
 				return Target{}, err
 			}
 			if !filepath.IsAbs(dst) {
-				dst = filepath.Join(filepath.Dir(p), dst)
+				dst = JoinAsKernel(DirAsKernel(p), dst)
 			}
 			p = dst
 		case m.IsDir():
 			return Target{}, &os.PathError{Op: "write", Path: p, Err: errors.New("is a directory: name a file")}
 		case m.IsRegular():
-			return Target{Path: p, Info: fi, FD: -1}, nil
+			return Target{Path: physicalDir(p), Info: fi, FD: -1}, nil
 		default:
 			if err := mayWriteSpecial(p, fi); err != nil {
 				return Target{}, err
 			}
-			return Target{Path: p, Info: fi, FD: -1}, nil
+			return Target{Path: physicalDir(p), Info: fi, FD: -1}, nil
 		}
 	}
+}
+
+// JoinAsKernel joins a relative name to dir as the kernel will resolve it:
+// without cleaning. filepath.Join removes "sub/.." lexically, but when sub
+// is a link the kernel goes to the parent of where sub leads, another
+// directory: a write or a read would land elsewhere than the path says.
+func JoinAsKernel(dir, name string) string {
+	switch {
+	case filepath.IsAbs(name) || dir == "":
+		return name
+	case strings.HasSuffix(dir, "/"):
+		return dir + name
+	}
+	return dir + "/" + name
+}
+
+// DirAsKernel is the directory that holds path's last component, as the
+// kernel resolves it: path without its last component, not cleaned (see
+// JoinAsKernel); "." for a bare name.
+func DirAsKernel(path string) string {
+	path = strings.TrimRight(path, "/")
+	i := strings.LastIndexByte(path, '/')
+	switch {
+	case i < 0:
+		return "."
+	case i == 0:
+		return "/"
+	}
+	return path[:i]
+}
+
+// physicalDir rewrites a path whose directory part goes through "..": to
+// the directory the kernel reaches (the links before each ".." followed),
+// so that whoever takes filepath.Dir of the result (the temporary file of
+// an atomic write goes beside the final name) gets the same directory as
+// the kernel. A directory that cannot be resolved (it does not exist)
+// leaves the path as it is: opening it fails with its own error.
+func physicalDir(path string) string {
+	d, base := filepath.Split(path)
+	if !strings.Contains(d, "..") {
+		return path
+	}
+	real, err := filepath.EvalSymlinks(d)
+	if err != nil {
+		return path
+	}
+	return filepath.Join(real, base)
 }
 
 // OwnFD reports whether path names one of this process's descriptors

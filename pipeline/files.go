@@ -161,14 +161,6 @@ func openSink(o *opener, path string, mode os.FileMode, modeSet bool, stdout *os
 		}
 		return &sink{desc: path, file: f, own: true}, nil
 	}
-	// The directory as the kernel resolves it ("sub/.." is the parent of
-	// where the link sub leads): the temporary file goes there, beside
-	// the final name, and not where a lexical ".." would put it.
-	if d, base := filepath.Split(t.Path); strings.Contains(d, "..") {
-		if real, err := filepath.EvalSymlinks(d); err == nil {
-			t.Path = filepath.Join(real, base)
-		}
-	}
 	a, err := fsutil.CreateAtomic(t, fsutil.AtomicOptions{Perm: 0o666, Mode: mode, ModeSet: modeSet})
 	if err != nil {
 		return nil, &InputError{Path: path, Err: fmt.Errorf("cannot create output file in %s: %w", filepath.Dir(t.Path), unwrapPath(err))}

@@ -493,3 +493,79 @@ func TestAsKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestResolveForWriteSharedDirectoryThroughDotDot: the sticky-directory
+// rules look at the directory the kernel reaches, also when a ".." (in the
+// path given, or in a link's target) leads there from a private one.
+func TestResolveForWriteSharedDirectoryThroughDotDot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create files owned by another user (CI runs as root)")
+	}
+	const other = 54321
+	shared := t.TempDir()
+	if err := os.Chmod(shared, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(shared, "sub"), 0o755)
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("keep\n"), 0o644)
+	evil := filepath.Join(shared, "evil")
+	os.Symlink(victim, evil)
+	os.Lchown(evil, other, other)
+	fifo := filepath.Join(shared, "fifo")
+	mkfifo(t, fifo)
+	os.Chown(fifo, other, other)
+	priv := t.TempDir()
+	os.Symlink(filepath.Join(shared, "sub"), filepath.Join(priv, "a"))
+	os.Symlink("a/../evil", filepath.Join(priv, "out"))
+	os.Symlink("a/../fifo", filepath.Join(priv, "outfifo"))
+	for _, p := range []string{filepath.Join(priv, "out"), priv + "/a/../evil"} {
+		if _, err := ResolveForWrite(p); err == nil || !strings.Contains(err.Error(), "refusing to follow") {
+			t.Errorf("%s reaches another user's link in a sticky directory: %v", p, err)
+			WriteFileAtomic(p, []byte("overwritten\n"), 0o644)
+		}
+	}
+	for _, p := range []string{filepath.Join(priv, "outfifo"), priv + "/a/../fifo"} {
+		if _, err := ResolveForWrite(p); err == nil || !strings.Contains(err.Error(), "another user made it") {
+			t.Errorf("%s reaches another user's FIFO in a sticky directory: %v", p, err)
+		}
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep\n" {
+		t.Errorf("victim overwritten: %q", b)
+	}
+}
+
+// TestResolveForWriteDotDotEdges: a loop of links through ".." is a loop
+// (not a path grown past the system's limit), a directory that cannot be
+// reached is an error before any file is made, and ".." next to /dev/fd is
+// not pipespool's descriptor.
+func TestResolveForWriteDotDotEdges(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "d"), 0o755)
+	os.Symlink("d/"+strings.Repeat("../d/", 30)+"../l", filepath.Join(dir, "l"))
+	if _, err := ResolveForWrite(filepath.Join(dir, "l")); !errors.Is(err, syscall.ELOOP) || len(err.Error()) > 1024 {
+		t.Errorf("loop through ..: %.200v (%d bytes), want ELOOP", err, len(err.Error()))
+	}
+	os.Symlink(filepath.Join(dir, "gone"), filepath.Join(dir, "dangling"))
+	if tg, err := ResolveForWrite(dir + "/dangling/../x"); err == nil {
+		t.Errorf("dangling/../x resolved to %+v; the kernel cannot reach it", tg)
+	}
+	if err := WriteFileAtomic(dir+"/dangling/../x", []byte("x"), 0o644); err == nil {
+		t.Error("written through a directory the kernel cannot reach")
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "x")); err == nil {
+		t.Error("x written at the lexical reading of dangling/../x")
+	}
+	if fd, ok := OwnFD("/dev/fd/../stdout"); ok {
+		t.Errorf("/dev/fd/../stdout taken for descriptor %d (the kernel reads /proc/self/stdout)", fd)
+	}
+	// A link whose target reaches "/dev/stdout" lexically but a file of
+	// the temp directory for the kernel.
+	os.MkdirAll(filepath.Join(dir, "real", "x", "y", "z"), 0o755)
+	os.Symlink(filepath.Join(dir, "real", "x", "y", "z"), filepath.Join(dir, "a"))
+	up := strings.Repeat("../", strings.Count(dir, "/")+1)
+	os.Symlink("a/"+up+"dev/stdout", filepath.Join(dir, "out"))
+	if tg, err := ResolveForWrite(filepath.Join(dir, "out")); err == nil && tg.FD >= 0 {
+		t.Errorf("a link to a/%sdev/stdout taken for descriptor %d", up, tg.FD)
+	}
+}

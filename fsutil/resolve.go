@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,12 +45,21 @@ const maxLinks = 40
 func ResolveForWrite(path string) (Target, error) {
 	p := path
 	for hops := 0; ; hops++ {
+		// Every check below takes the directory of p as text (the
+		// sticky-directory rules, the temporary file of an atomic
+		// write): a ".." in it is resolved first, as the kernel does.
+		// It also keeps p short along a chain of links.
+		np, err := physicalDir(p)
+		if err != nil {
+			return Target{}, &os.PathError{Op: "resolve", Path: path, Err: err}
+		}
+		p = np
 		if fd, ok := OwnFD(p); ok {
 			return Target{Path: p, FD: fd}, nil
 		}
 		fi, err := os.Lstat(p)
 		if errors.Is(err, os.ErrNotExist) {
-			return Target{Path: physicalDir(p), FD: -1}, nil
+			return Target{Path: p, FD: -1}, nil
 		}
 		if err != nil {
 			return Target{}, err
@@ -73,12 +83,12 @@ func ResolveForWrite(path string) (Target, error) {
 		case m.IsDir():
 			return Target{}, &os.PathError{Op: "write", Path: p, Err: errors.New("is a directory: name a file")}
 		case m.IsRegular():
-			return Target{Path: physicalDir(p), Info: fi, FD: -1}, nil
+			return Target{Path: p, Info: fi, FD: -1}, nil
 		default:
 			if err := mayWriteSpecial(p, fi); err != nil {
 				return Target{}, err
 			}
-			return Target{Path: physicalDir(p), Info: fi, FD: -1}, nil
+			return Target{Path: p, Info: fi, FD: -1}, nil
 		}
 	}
 }
@@ -114,26 +124,70 @@ func DirAsKernel(path string) string {
 
 // physicalDir rewrites a path whose directory part goes through "..": to
 // the directory the kernel reaches (the links before each ".." followed),
-// so that whoever takes filepath.Dir of the result (the temporary file of
-// an atomic write goes beside the final name) gets the same directory as
-// the kernel. A directory that cannot be resolved (it does not exist)
-// leaves the path as it is: opening it fails with its own error.
-func physicalDir(path string) string {
+// so that whoever takes filepath.Dir of the result (the sticky-directory
+// checks, the temporary file of an atomic write beside the final name)
+// gets the same directory as the kernel. A directory part without ".." is
+// left as it is: text and kernel agree on it. One that cannot be resolved
+// (a link on the way leads nowhere) is an error: the kernel could not
+// reach the file either, and a temporary file made at its lexical reading
+// would only fail at the rename, after the whole run.
+func physicalDir(path string) (string, error) {
 	d, base := filepath.Split(path)
 	if !strings.Contains(d, "..") {
-		return path
+		return path, nil
 	}
 	real, err := filepath.EvalSymlinks(d)
 	if err != nil {
+		return "", fmt.Errorf("directory %s cannot be reached: %w", d, unwrapPathErr(err))
+	}
+	return filepath.Join(real, base), nil
+}
+
+// unwrapPathErr is err's cause without the path a *PathError repeats.
+func unwrapPathErr(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// AbsAsKernel is path made absolute against the working directory without
+// cleaning it (see JoinAsKernel), as the kernel resolves a relative path.
+func AbsAsKernel(path string) string {
+	if filepath.IsAbs(path) {
 		return path
 	}
-	return filepath.Join(real, base)
+	wd, err := os.Getwd()
+	if err != nil {
+		return path
+	}
+	return JoinAsKernel(wd, path)
+}
+
+// DirAsKernelAbs is the absolute directory that holds path's last
+// component as the kernel reaches it: a ".." in it resolved (see
+// physicalDir), the rest as written.
+func DirAsKernelAbs(path string) string {
+	d := AbsAsKernel(DirAsKernel(path))
+	if strings.Contains(d, "..") {
+		if real, err := filepath.EvalSymlinks(d); err == nil {
+			return real
+		}
+	}
+	return d
 }
 
 // OwnFD reports whether path names one of this process's descriptors
 // (/dev/stdin, /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N,
 // /proc/PID/fd/N with our pid) and which.
 func OwnFD(path string) (int, bool) {
+	// "/dev/fd/../stdout" is /proc/self/stdout to the kernel (/dev/fd is
+	// a link), nothing like /dev/stdout: a path through ".." is left to
+	// the kernel.
+	if slices.Contains(strings.Split(path, "/"), "..") {
+		return -1, false
+	}
 	p := filepath.Clean(path)
 	switch p {
 	case "/dev/stdin":

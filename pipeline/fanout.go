@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -392,10 +391,8 @@ func (t *treeRun) optionalInPlace(l int, dst *sink) error {
 	}
 	last := &t.job.Stages[t.lines[l].Stages[len(t.lines[l].Stages)-1]]
 	path, _, _ := t.job.outputOf(last, t.opts)
-	if last.Output == "" && t.opts.OutputPath != "" && path != "-" && path != "none" && !filepath.IsAbs(path) {
-		if abs, err := filepath.Abs(path); err == nil {
-			path = abs // -o is relative to the working directory
-		}
+	if last.Output == "" && t.opts.OutputPath != "" && path != "-" && path != "none" {
+		path = fsutil.AbsAsKernel(path) // -o is relative to the working directory
 	}
 	key := stageKey(last.Index, "output")
 	if last.Output == "" {

@@ -13,6 +13,7 @@ import (
 	toml "github.com/pelletier/go-toml/v2"
 
 	"github.com/pipespool/pipespool/filter"
+	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 	"github.com/pipespool/pipespool/units"
@@ -207,10 +208,11 @@ func parse(path string, data []byte, needStages bool) (*Job, error) {
 	if err := dec.Decode(&raw); err != nil {
 		return nil, tomlError(path, err, data, pos)
 	}
-	dir, err := filepath.Abs(filepath.Dir(path))
-	if err != nil {
-		return nil, &JobError{File: path, Msg: err.Error()}
-	}
+	// The directory the kernel read the job from ("a/../job.toml" with a
+	// a link is beside where a leads): relative paths in the job are
+	// relative to it.
+	dir := fsutil.DirAsKernelAbs(path)
+	var err error
 	v := &validator{file: path, pos: pos}
 	job := &Job{File: path, Dir: dir, StallTimeout: DefaultStallTimeout, OnStall: OnStallWarn,
 		PipeSize: pump.DefaultPipeSize, Input: "-", Output: "-", OutputMode: 0o666, pos: pos}

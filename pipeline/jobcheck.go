@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pipespool/pipespool/filter"
+	"github.com/pipespool/pipespool/fsutil"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
 	"github.com/pipespool/pipespool/units"
@@ -227,7 +228,7 @@ func (v *validator) stage(i int, rs rawStage, job *Job) (StageSpec, error) {
 		}
 		s.Dir = *rs.Dir
 		if !filepath.IsAbs(s.Dir) {
-			s.Dir = filepath.Join(job.Dir, s.Dir)
+			s.Dir = fsutil.JoinAsKernel(job.Dir, s.Dir)
 		}
 	}
 	if rs.Stderr != nil {

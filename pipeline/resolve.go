@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/pipespool/pipespool/fsutil"
 )
 
 // ShellPath is the shell that runs a stage's `shell` script.
@@ -28,7 +30,7 @@ func resolveProgram(job *Job, s *StageSpec) (path string, argv []string, err err
 	if strings.Contains(name, "/") {
 		path = name
 		if !filepath.IsAbs(path) {
-			path = filepath.Join(job.Dir, path)
+			path = fsutil.JoinAsKernel(job.Dir, path)
 		}
 		st, err := os.Stat(path)
 		if err != nil {

@@ -477,10 +477,10 @@ func checkWrittenFiles(job *Job, opts Options) error {
 		std.In = cmp.Or(opts.Stdin, os.Stdin)
 	}
 	outPath := opts.OutputPath
-	if outPath != "" && outPath != "-" && outPath != "none" && !filepath.IsAbs(outPath) {
-		if abs, err := filepath.Abs(outPath); err == nil {
-			outPath = abs
-		}
+	if outPath != "" && outPath != "-" && outPath != "none" {
+		// Not filepath.Abs, which cleans: "a/../digest" is where the
+		// kernel puts it when a is a link (fsutil.JoinAsKernel).
+		outPath = fsutil.AbsAsKernel(outPath)
 	}
 	outs := job.writtenFiles(outPath)
 	writesStdout := false

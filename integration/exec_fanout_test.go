@@ -959,3 +959,55 @@ command = ["cat"]
 		t.Fatalf("outputs %v, want %v\n%s", status, want, res.Stderr)
 	}
 }
+
+// TestRegressionBranchStageSeeingTheStopsEOFIsNotBlamed (the torture's
+// TORTURE_SEED=20261205 run 2718): a branch's last stage fails while the
+// first stage of that branch still has input to come, which the fan-out
+// cannot give it yet (another branch holds the fan-out up). When the
+// failure stops the run, the fan-out is stopped (its destinations closed)
+// and that first stage, seeing end of file, exits 0 without having read
+// everything, its consumer still running: that partial read was
+// pipespool's doing, and the failing stage is the root cause.
+func TestRegressionBranchStageSeeingTheStopsEOFIsNotBlamed(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// 120000 bytes: b's pipe (64 KiB) and the fan-out's source pipe hold
+	// them all, so the producer ends; reader's pipe holds 64 KiB, the rest
+	// waits in the source for b, which reads nothing for 4 s. "fails"
+	// exits 3 at once; the run is stopped 2 s later (an own failure
+	// waits that long for the stages before it), while reader sleeps.
+	// reader and mid ignore SIGTERM, as a stage busy in a syscall may
+	// act on it after the end of file: reader then exits 0 at the end of
+	// file, mid (still running) reads its output.
+	job := writeFile(t, dir, "job.toml", `pipe_size = "64KiB"
+[input]
+path = "none"
+[[stage]]
+name = "producer"
+shell = "head -c 120000 /dev/zero"
+[[stage]]
+name = "reader"
+shell = "trap '' TERM; sleep 3; cat"
+[[stage]]
+name = "mid"
+shell = "trap '' TERM; cat >/dev/null; sleep 1"
+[[stage]]
+name = "fails"
+shell = "exit 3"
+output = "out/a"
+[[stage]]
+name = "b"
+from = "producer"
+shell = "sleep 4; exec cat"
+output = "out/b"
+`)
+	res := runPipespool(t, runOpts{}, "exec", job, "--report", filepath.Join(dir, "rep.json"))
+	rep := readFanOutReport(t, filepath.Join(dir, "rep.json"))
+	if res.Code != 1 || rep.RootCause != "fails" {
+		t.Fatalf("exit %d, root cause %q, want 1 and the stage that failed (fails)\n%s", res.Code, rep.RootCause, res.Stderr)
+	}
+	assertOnlyFiles(t, out)
+}

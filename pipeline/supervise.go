@@ -261,6 +261,18 @@ func (r *running) watchStage(i int) {
 		o.drained = true
 		r.mu.Unlock()
 	case in.pump != nil:
+		// An input that pipespool stopped before the stage ended (a
+		// fan-out is stopped with the run, its destinations closed)
+		// gave the stage an end of file of pipespool's making: what it
+		// left unread then is not a partial read of its own, even when
+		// it exited 0 at that end before its SIGTERM came.
+		cutByStop := false
+		select {
+		case <-in.pump.Done():
+			pr := in.pump.Result()
+			cutByStop = !pr.EOF && errors.Is(pr.Err, pump.ErrStopped) && r.isFailed()
+		default:
+		}
 		in.pump.Stop()
 		pr := in.pump.Result()
 		// Bytes the stage never read: what the pump could not deliver
@@ -273,7 +285,7 @@ func (r *running) watchStage(i int) {
 			left += int64(w)
 		}
 		o.unread = left
-		o.partial = left > 0
+		o.partial = left > 0 && !cutByStop
 		o.inputEOF = pr.EOF
 		o.bytesIn = pr.Bytes - pr.Unread - int64(max(w, 0))
 	case in.direct != nil:

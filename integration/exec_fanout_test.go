@@ -1011,3 +1011,71 @@ output = "out/b"
 	}
 	assertOnlyFiles(t, out)
 }
+
+// TestFanOutStopAndPartialReads: the two sides of the rule above. A branch
+// stage that stopped reading on its own, leaving bytes in its pipe, is
+// still the root cause when the fan-out is stopped only later (its check
+// waited out a leftover's grace period meanwhile); and the trunk's last
+// stage failing stops the fan-out at once, while the branches' lines are
+// still running: a branch stage that read everything it was given is not
+// blamed for the rest.
+func TestFanOutStopAndPartialReads(t *testing.T) {
+	for _, tc := range []struct{ name, job, root string }{
+		{"a genuine partial read stays the root cause", `pipe_size = "64KiB"
+[input]
+path = "none"
+[[stage]]
+name = "producer"
+shell = "head -c 300000 /dev/zero"
+[[stage]]
+name = "cut"
+from = "producer"
+shell = "(trap '' TERM; exec sleep 7) </dev/null >/dev/null 2>&1 & sleep 1; exec head -c 100000"
+[[stage]]
+name = "decoder"
+shell = "cat >/dev/null; exit 3"
+output = "out/a"
+[[stage]]
+name = "slow"
+from = "producer"
+shell = "sleep 10; exec cat"
+output = "out/b"
+`, "cut"},
+		{"the trunk's failure stops the fan-out", `pipe_size = "64KiB"
+[input]
+path = "none"
+[[stage]]
+name = "src"
+shell = "sleep 10"
+[[stage]]
+name = "fails"
+shell = "head -c 100000 /dev/zero; sleep 0.3; exit 3"
+[[stage]]
+name = "c"
+from = "fails"
+shell = "sleep 2; exec cat"
+output = "out/c"
+[[stage]]
+name = "d"
+from = "fails"
+shell = "sleep 10; exec cat"
+output = "out/d"
+`, "fails"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out")
+			if err := os.Mkdir(out, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			job := writeFile(t, dir, "job.toml", tc.job)
+			res := runPipespool(t, runOpts{}, "exec", job, "--report", filepath.Join(dir, "rep.json"))
+			rep := readFanOutReport(t, filepath.Join(dir, "rep.json"))
+			if res.Code != 1 || rep.RootCause != tc.root {
+				t.Fatalf("exit %d, root cause %q, want 1 and %s\n%s", res.Code, rep.RootCause, tc.root, res.Stderr)
+			}
+			assertOnlyFiles(t, out)
+		})
+	}
+}

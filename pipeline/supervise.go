@@ -187,6 +187,20 @@ func (r *running) watchStage(i int) {
 	o := r.outcomes[i]
 	<-st.Done()
 	first := st.Wait()
+	// An input hop that pipespool stopped before the stage ended (a
+	// fan-out is stopped with the run, or when the stage feeding it
+	// fails) gave it an end of file of pipespool's making: only what it
+	// then left in its pipe is input it did not read. Looked at now, as
+	// it ends: what follows (its group's cleanup) may take a grace period.
+	inputCut := false
+	if in := r.links[i].pump; in != nil {
+		select {
+		case <-in.Done():
+			pr := in.Result()
+			inputCut = !pr.EOF && pr.Err == pump.ErrStopped
+		default:
+		}
+	}
 	// The output link: when the stage succeeded, wait for it to drain (a
 	// process the stage left behind may still be writing, as in a shell
 	// pipeline); when it failed, give it a moment to say whether the
@@ -261,18 +275,6 @@ func (r *running) watchStage(i int) {
 		o.drained = true
 		r.mu.Unlock()
 	case in.pump != nil:
-		// An input that pipespool stopped before the stage ended (a
-		// fan-out is stopped with the run, its destinations closed)
-		// gave the stage an end of file of pipespool's making: what it
-		// left unread then is not a partial read of its own, even when
-		// it exited 0 at that end before its SIGTERM came.
-		cutByStop := false
-		select {
-		case <-in.pump.Done():
-			pr := in.pump.Result()
-			cutByStop = !pr.EOF && errors.Is(pr.Err, pump.ErrStopped) && r.isFailed()
-		default:
-		}
 		in.pump.Stop()
 		pr := in.pump.Result()
 		// Bytes the stage never read: what the pump could not deliver
@@ -284,10 +286,17 @@ func (r *running) watchStage(i int) {
 		if w > 0 {
 			left += int64(w)
 		}
-		o.unread = left
-		o.partial = left > 0 && !cutByStop
 		o.inputEOF = pr.EOF
 		o.bytesIn = pr.Bytes - pr.Unread - int64(max(w, 0))
+		if inputCut && w >= 0 {
+			// Cut by pipespool (see above): what the hop could not
+			// deliver is not the stage's doing, and what its pipe held
+			// at the stop it may have read since.
+			left = int64(w)
+			o.bytesIn = pr.Bytes - int64(w)
+		}
+		o.unread = left
+		o.partial = left > 0
 	case in.direct != nil:
 		var pr proc.Reader
 		if off := sharedOffset(&pr, in.direct); off >= 0 {

@@ -222,7 +222,11 @@ func (t *Tee) Run() []Result {
 		case b.mode == branchHolding:
 			t.settle(b, t.goneResult(b), false)
 		case how == stopRequested:
-			t.settle(b, Result{Err: ErrStopped, Undelivered: t.undelivered(b), Unread: b.dstQueued()}, false)
+			// A witness, as at the source's end: the destination's
+			// reader gets an end of file of pipespool's making and may
+			// read what its pipe holds first; what it leaves there is
+			// what it did not read of what it was given (Leftover).
+			t.settle(b, Result{Err: ErrStopped, Undelivered: t.undelivered(b), Unread: b.dstQueued()}, true)
 		default:
 			if err == nil {
 				// Never a destination left with neither EOF nor an error.
@@ -330,7 +334,7 @@ func (t *Tee) loop() (outcome, error) {
 
 // settle fixes b's result, closes b's destination (keeping a witness at
 // the source's end when asked) and closes b.done. Run's goroutine only.
-func (t *Tee) settle(b *TeeBranch, res Result, atEOF bool) {
+func (t *Tee) settle(b *TeeBranch, res Result, witness bool) {
 	b.active = false
 	b.holding.Store(false)
 	res.Bytes = b.bytes.Load()
@@ -339,7 +343,7 @@ func (t *Tee) settle(b *TeeBranch, res Result, atEOF bool) {
 		// in its pipe unread, what was thrown away drained.
 		res.Drained, res.Unread = b.drained, b.drainLost
 		res.Undelivered += b.drainHeld + b.drainLost
-		atEOF = false // its pipe is closed already: no witness
+		witness = false // its pipe is closed already: no witness
 	}
 	b.state.Store(int32(Finished))
 	b.ahead.Store(0)
@@ -350,7 +354,7 @@ func (t *Tee) settle(b *TeeBranch, res Result, atEOF bool) {
 	}
 	b.out.close()
 	t.fdMu.Lock()
-	if atEOF && t.witness {
+	if witness && t.witness {
 		b.openWitness()
 	}
 	if b.dst.Own && !b.closed {

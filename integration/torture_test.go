@@ -153,7 +153,11 @@ func TestTorture(t *testing.T) {
 						i = c.only
 					}
 					ok, code, n := tortureRun(t, c, st, i, prefix, torturer, pass)
-					done.Add(1)
+					if d := done.Add(1); d%1000 == 0 {
+						// A long run stopped by hand still says how far
+						// it got (the summary comes only at its end).
+						t.Logf("torture: %d runs in %s, %d did not match the oracle", d, time.Since(start).Round(time.Second), failed.Load())
+					}
 					bytesOut.Add(n)
 					switch {
 					case !ok:

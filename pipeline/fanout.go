@@ -438,6 +438,9 @@ func (t *treeRun) closeAll() {
 		if f != nil {
 			f.Stop()
 			f.Run()
+			for b := range f.Branches() {
+				f.Branch(b).Release() // a stopped branch keeps a witness
+			}
 		}
 	}
 	t.endProcesses()
@@ -478,16 +481,16 @@ func (t *treeRun) run(ctx context.Context) {
 		}
 	}
 	fansWG.Wait()
-	// The witnesses of the branches that a pump reads (a line releases
-	// those of the branches its first stage reads).
-	for l, f := range t.fans {
+	// The witnesses of the branches: a line releases those of the
+	// branches its first stage reads once it looked at them, but not
+	// when that stage never started; a pump reads the others. Every line
+	// is over: Release, which does nothing twice, is safe now.
+	for _, f := range t.fans {
 		if f == nil {
 			continue
 		}
-		for b, c := range t.lines[l].Children {
-			if t.runs[c].src.fed == nil {
-				f.Branch(b).Release()
-			}
+		for b := range f.Branches() {
+			f.Branch(b).Release()
 		}
 	}
 }

@@ -180,6 +180,9 @@ func NewTee(src End, dsts []End, opts ...Option) (*Tee, error) {
 // Branch returns destination i (in NewTee's order) as a hop.
 func (t *Tee) Branch(i int) *TeeBranch { return t.branches[i] }
 
+// Branches returns the number of destinations.
+func (t *Tee) Branches() int { return len(t.branches) }
+
 // Done is closed when Run has returned.
 func (t *Tee) Done() <-chan struct{} { return t.done }
 

@@ -133,14 +133,24 @@ func DirAsKernel(path string) string {
 // would only fail at the rename, after the whole run.
 func physicalDir(path string) (string, error) {
 	d, base := filepath.Split(path)
-	if !strings.Contains(d, "..") {
-		return path, nil
-	}
-	real, err := filepath.EvalSymlinks(d)
+	real, err := resolveDotDot(d)
 	if err != nil {
 		return "", fmt.Errorf("directory %s cannot be reached: %w", d, unwrapPathErr(err))
 	}
+	if real == d {
+		return path, nil
+	}
 	return filepath.Join(real, base), nil
+}
+
+// resolveDotDot is dir with the links before each ".." followed, as the
+// kernel does (dir itself when it has no ".."); an error when a link on the
+// way leads nowhere.
+func resolveDotDot(dir string) (string, error) {
+	if !strings.Contains(dir, "..") {
+		return dir, nil
+	}
+	return filepath.EvalSymlinks(dir)
 }
 
 // unwrapPathErr is err's cause without the path a *PathError repeats.
@@ -170,10 +180,8 @@ func AbsAsKernel(path string) string {
 // physicalDir), the rest as written.
 func DirAsKernelAbs(path string) string {
 	d := AbsAsKernel(DirAsKernel(path))
-	if strings.Contains(d, "..") {
-		if real, err := filepath.EvalSymlinks(d); err == nil {
-			return real
-		}
+	if real, err := resolveDotDot(d); err == nil {
+		return real
 	}
 	return d
 }

@@ -960,29 +960,31 @@ command = ["cat"]
 	}
 }
 
-// TestRegressionBranchStageSeeingTheStopsEOFIsNotBlamed (the torture's
-// TORTURE_SEED=20261205 run 2718): a branch's last stage fails while the
-// first stage of that branch still has input to come, which the fan-out
-// cannot give it yet (another branch holds the fan-out up). When the
-// failure stops the run, the fan-out is stopped (its destinations closed)
-// and that first stage, seeing end of file, exits 0 without having read
-// everything, its consumer still running: that partial read was
-// pipespool's doing, and the failing stage is the root cause.
-func TestRegressionBranchStageSeeingTheStopsEOFIsNotBlamed(t *testing.T) {
-	dir := t.TempDir()
-	out := filepath.Join(dir, "out")
-	if err := os.Mkdir(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// 120000 bytes: b's pipe (64 KiB) and the fan-out's source pipe hold
-	// them all, so the producer ends; reader's pipe holds 64 KiB, the rest
-	// waits in the source for b, which reads nothing for 4 s. "fails"
-	// exits 3 at once; the run is stopped 2 s later (an own failure
-	// waits that long for the stages before it), while reader sleeps.
-	// reader and mid ignore SIGTERM, as a stage busy in a syscall may
-	// act on it after the end of file: reader then exits 0 at the end of
-	// file, mid (still running) reads its output.
-	job := writeFile(t, dir, "job.toml", `pipe_size = "64KiB"
+// TestFanOutStopAndPartialReads: a stage whose input pipespool ended
+// first (a fan-out stopped with the run, or when its trunk's last stage
+// fails) counts as unread only what it left in its pipe.
+//
+// The regression (the torture's TORTURE_SEED=20261205 run 2718): a
+// branch's last stage fails while the branch's first stage still has input
+// to come, which the fan-out cannot give it yet (another branch holds it
+// up). 120000 bytes fit in b's pipe (64 KiB) and the fan-out's source pipe,
+// so the producer ends; reader's pipe holds 64 KiB, the rest waits in the
+// source for b, which reads nothing for 4 s. "fails" exits 3 at once; the
+// run is stopped 2 s later (an own failure waits that long for the stages
+// before it), while reader sleeps. reader and mid ignore SIGTERM, as a
+// stage busy in a syscall may act on it after the end of file: reader
+// exits 0 at the fan-out's end of file, mid (still running) reads its
+// output. reader read everything it was given: "fails" is the root cause.
+//
+// The other sides: a branch stage that stopped reading on its own, leaving
+// bytes in its pipe, is still the root cause when the fan-out is stopped
+// only later (its check waited out a leftover's grace period meanwhile);
+// the trunk's last stage failing stops the fan-out at once, while the
+// branches' lines still run: a branch stage that read everything it was
+// given is not blamed for the rest.
+func TestFanOutStopAndPartialReads(t *testing.T) {
+	for _, tc := range []struct{ name, job, root string }{
+		{"a branch stage sees the stop's end of file", `pipe_size = "64KiB"
 [input]
 path = "none"
 [[stage]]
@@ -1003,24 +1005,7 @@ name = "b"
 from = "producer"
 shell = "sleep 4; exec cat"
 output = "out/b"
-`)
-	res := runPipespool(t, runOpts{}, "exec", job, "--report", filepath.Join(dir, "rep.json"))
-	rep := readFanOutReport(t, filepath.Join(dir, "rep.json"))
-	if res.Code != 1 || rep.RootCause != "fails" {
-		t.Fatalf("exit %d, root cause %q, want 1 and the stage that failed (fails)\n%s", res.Code, rep.RootCause, res.Stderr)
-	}
-	assertOnlyFiles(t, out)
-}
-
-// TestFanOutStopAndPartialReads: the two sides of the rule above. A branch
-// stage that stopped reading on its own, leaving bytes in its pipe, is
-// still the root cause when the fan-out is stopped only later (its check
-// waited out a leftover's grace period meanwhile); and the trunk's last
-// stage failing stops the fan-out at once, while the branches' lines are
-// still running: a branch stage that read everything it was given is not
-// blamed for the rest.
-func TestFanOutStopAndPartialReads(t *testing.T) {
-	for _, tc := range []struct{ name, job, root string }{
+`, "fails"},
 		{"a genuine partial read stays the root cause", `pipe_size = "64KiB"
 [input]
 path = "none"

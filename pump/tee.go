@@ -335,8 +335,9 @@ func (t *Tee) loop() (outcome, error) {
 	return t.rwCopy()
 }
 
-// settle fixes b's result, closes b's destination (keeping a witness at
-// the source's end when asked) and closes b.done. Run's goroutine only.
+// settle fixes b's result, closes b's destination (keeping a witness when
+// asked: at the source's end and at a Stop of the whole tee, where its
+// reader gets an end of file) and closes b.done. Run's goroutine only.
 func (t *Tee) settle(b *TeeBranch, res Result, witness bool) {
 	b.active = false
 	b.holding.Store(false)

@@ -259,6 +259,11 @@ func TestExecFanOutTrunkFailureIsRootCause(t *testing.T) {
 	}{
 		{"cut stream, branches succeed", "head -c 3000000 /dev/zero; exit 7", "cat"},
 		{"bad data, a branch fails on it first", "head -c 300000 /dev/urandom; sleep 0.5; exit 7", "zstd -d -q"},
+		// The producer's exit is judged only once what it left in its
+		// group is gone, a second after the branch failed: the branch's
+		// line must wait for its trunk's judgement even though every
+		// stage of the line is over.
+		{"bad data, the trunk judged late", `sh -c 'trap "sleep 1; exit 0" TERM; while :; do sleep 0.05; done' >/dev/null 2>&1 </dev/null & head -c 300000 /dev/urandom; exit 7`, "zstd -d -q"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -41,6 +41,9 @@ type lineHooks struct {
 	// upstreamBusy reports whether a line upstream of this one (the line
 	// whose fan-out feeds it, and so on) is still running.
 	upstreamBusy func() bool
+	// upstreamDone returns a channel closed once every line upstream of
+	// this one is over. Called only while the tree runs.
+	upstreamDone func() <-chan struct{}
 	// jam names the branches that hold up the fan-outs at the line's ends
 	// (their pipes are full), "" when none does.
 	jam func() string
@@ -237,6 +240,7 @@ func (t *treeRun) newLine(l int, deadline time.Time) *running {
 	r.tree = &lineHooks{
 		onStop:       func(c stopCause) { t.lineStopped(l, c) },
 		upstreamBusy: func() bool { return t.upstreamBusy(l) },
+		upstreamDone: func() <-chan struct{} { return t.upstreamDone(l) },
 		jam:          func() string { return t.jam(l) },
 	}
 	if t.opts.Progress != nil {
@@ -505,6 +509,19 @@ func (t *treeRun) upstreamBusy(l int) bool {
 		}
 	}
 	return false
+}
+
+// upstreamDone returns a channel closed once every line upstream of l is
+// over. Every line runs once the tree runs, so the goroutine ends.
+func (t *treeRun) upstreamDone(l int) <-chan struct{} {
+	c := make(chan struct{})
+	go func() {
+		defer close(c)
+		for p := t.lines[l].Parent; p >= 0; p = t.lines[p].Parent {
+			<-t.done[p]
+		}
+	}()
+	return c
 }
 
 // jam names the branches that hold up the fan-out feeding line l or fed by

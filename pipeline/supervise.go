@@ -111,7 +111,23 @@ func (r *running) run(ctx context.Context) {
 			pendingTimer, progress = time.After(pendingWait), r.drainProgress()
 		}
 	}
-	for left := len(r.stages); left > 0; {
+	// In a tree, a line whose stages are all over may still hold an own
+	// failure that waits for the line feeding it (a branch failed on data
+	// its trunk cut or corrupted, and the trunk's stage is still being
+	// judged): the loop goes on until that line is over too, or the wait
+	// is.
+	var upstreamDone <-chan struct{}
+	asked := false
+	waitUpstream := func() bool {
+		if len(pending) == 0 || r.tree == nil || !r.tree.upstreamBusy() {
+			return false
+		}
+		if !asked {
+			asked, upstreamDone = true, r.tree.upstreamDone()
+		}
+		return true
+	}
+	for left := len(r.stages); left > 0 || waitUpstream(); {
 		select {
 		case i := <-events:
 			left--
@@ -124,6 +140,9 @@ func (r *running) run(ctx context.Context) {
 		case <-sinkFailed:
 			pending = append(pending, len(r.stages))
 			arm()
+			pending = r.flushPending(pending, judged, false)
+		case <-upstreamDone:
+			upstreamDone = nil // the lines upstream are over, and judged
 			pending = r.flushPending(pending, judged, false)
 		case <-pendingTimer:
 			if p := r.drainProgress(); p != progress {

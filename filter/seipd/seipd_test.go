@@ -339,3 +339,19 @@ func TestPartialWriterLengths(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkWriter is the encrypter's cost per byte, the MDC's SHA-1
+// included (see Writer for why the two are interleaved).
+func BenchmarkWriter(b *testing.B) {
+	w, err := NewWriter(io.Discard, bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := make([]byte, ChunkSize)
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		if _, err := w.Write(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -17,23 +17,7 @@ import (
 // 8 times slower than bash). The run now sizes its pipes within half of the
 // limit: the 49th stage reads from a pipe of at least 64 KiB.
 func TestExecLongPipelineUnprivilegedKeepsLargePipes(t *testing.T) {
-	needTools(t, "setpriv", "perl")
-	// A directory the unprivileged user can reach (t.TempDir's parent is
-	// private to root).
-	dir, err := os.MkdirTemp("", "pipespool-pipes-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o777)
-	bin := filepath.Join(dir, "pipespool")
-	data, err := os.ReadFile(pipespoolBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, bin := unprivilegedCopy(t)
 	var b strings.Builder
 	writeFile(t, dir, "empty", "")
 	b.WriteString("[input]\npath = \"empty\"\n[[stage]]\nshell = \"head -c 1000000 /dev/zero\"\n")
@@ -48,9 +32,7 @@ func TestExecLongPipelineUnprivilegedKeepsLargePipes(t *testing.T) {
 	job := writeFile(t, dir, "long.toml", b.String())
 	os.Chmod(job, 0o644)
 	report := filepath.Join(dir, "report.json")
-	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
-		bin, "exec", job, "-o", "none", "--report", report, "--log-level", "debug")
-	out, err := cmd.CombinedOutput()
+	out, err := unprivileged(bin, "exec", job, "-o", "none", "--report", report, "--log-level", "debug").CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -63,4 +45,75 @@ func TestExecLongPipelineUnprivilegedKeepsLargePipes(t *testing.T) {
 		t.Errorf("no debug line saying how the pipes were sized:\n%s", out)
 	}
 	t.Log(fmt.Sprintf("49th stage's pipe: %d bytes", got))
+}
+
+// unprivilegedCopy copies pipespool into a directory the unprivileged user
+// (65534) can reach (t.TempDir's parent is private to root), which it may
+// write: it returns the directory and the copy.
+func unprivilegedCopy(t *testing.T) (dir, bin string) {
+	t.Helper()
+	needTools(t, "setpriv", "perl")
+	dir, err := os.MkdirTemp("", "pipespool-pipes-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o777)
+	bin = filepath.Join(dir, "pipespool")
+	data, err := os.ReadFile(pipespoolBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, bin
+}
+
+// unprivileged runs argv as user 65534 with no capabilities.
+func unprivileged(argv ...string) *exec.Cmd {
+	return exec.Command("setpriv", append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"}, argv...)...)
+}
+
+// TestExecPipeSizeAbovePipeMaxGetsPipeMax: a pipe_size above
+// /proc/sys/fs/pipe-max-size is refused by the kernel (EPERM) to a process
+// without CAP_SYS_RESOURCE, root too when it lacks it; every pipe of the
+// run then kept its 64 KiB, 16 times less than the default, while the
+// debug log said "pipe_size as asked". It now gets pipe-max-size, and the
+// log says why.
+func TestExecPipeSizeAbovePipeMaxGetsPipeMax(t *testing.T) {
+	dir, bin := unprivilegedCopy(t)
+	raw, err := os.ReadFile("/proc/sys/fs/pipe-max-size")
+	if err != nil {
+		t.Skipf("no pipe-max-size: %v", err)
+	}
+	most, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if most <= 0 || 2*most > 1<<30 {
+		t.Skipf("pipe-max-size %q: a pipe_size above it is not a valid one", raw)
+	}
+	writeFile(t, dir, "empty", "")
+	job := writeFile(t, dir, "big.toml", fmt.Sprintf(`pipe_size = %d
+[input]
+path = "empty"
+[[stage]]
+shell = "head -c 1000000 /dev/zero"
+[[stage]]
+name = "probe"
+shell = "perl -e 'print STDERR fcntl(STDIN, 1032, 0), qq(\\n)'; cat"
+[[stage]]
+command = ["cat"]
+`, 2*most))
+	os.Chmod(job, 0o644)
+	report := filepath.Join(dir, "report.json")
+	out, err := unprivileged(bin, "exec", job, "-o", "none", "--report", report, "--log-level", "debug").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	rep := readReport(t, report)
+	if got, _ := strconv.Atoi(strings.TrimSpace(rep.Stages[1].Stderr)); got != most {
+		t.Fatalf("the probe's stdin pipe holds %d bytes, want pipe-max-size %d\n%s", got, most, out)
+	}
+	if !strings.Contains(string(out), "lowered to pipe-max-size") {
+		t.Errorf("no debug line saying the pipes were lowered to pipe-max-size:\n%s", out)
+	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/units"
 )
 
@@ -28,15 +29,56 @@ const defaultPipeBytes = 64 << 10
 // for itself: each pipe gets the largest power of two that fits half the
 // budget split across its n pipes, never below the 64 KiB a pipe has
 // anyway, never above pipe_size.
+//
+// Above /proc/sys/fs/pipe-max-size the kernel refuses a process without
+// CAP_SYS_RESOURCE (root without it too: a VM or a service that dropped
+// it), and every pipe would keep its 64 KiB: such a pipe_size is lowered
+// to pipe-max-size first (pump.BeyondPipeMax asks the kernel).
 func pipeSizeFor(want, n int) (size int, why string) {
-	if n == 0 || want <= defaultPipeBytes || privilegedForPipes() {
+	if n == 0 || want <= defaultPipeBytes || pump.BeyondPipeMax() {
 		return want, "pipe_size as asked"
+	}
+	lowered := ""
+	if most := pump.PipeMaxSize(); most > 0 && want > most {
+		lowered = fmt.Sprintf("pipe_size %s lowered to pipe-max-size %s (no CAP_SYS_RESOURCE); ",
+			units.FormatSize(int64(want)), units.FormatSize(int64(most)))
+		want = max(most, defaultPipeBytes)
+	}
+	if exemptFromPipeUserPages() {
+		return want, lowered + "no pipe-user-pages limit (CAP_SYS_ADMIN)"
 	}
 	pages := readLimit("/proc/sys/fs/pipe-user-pages-soft")
 	if hard := readLimit("/proc/sys/fs/pipe-user-pages-hard"); hard > 0 && (pages == 0 || hard < pages) {
 		pages = hard
 	}
-	return pipeSizeWithin(want, n, pages, os.Getpagesize())
+	size, why = pipeSizeWithin(want, n, pages, os.Getpagesize())
+	return size, lowered + why
+}
+
+// exemptFromPipeUserPages reports whether the kernel's per-user pipe
+// limits spare this process: CAP_SYS_RESOURCE or CAP_SYS_ADMIN, which the
+// kernel looks for in the initial user namespace. capget(2) reports the
+// process's own namespace's: in any other (a container), root has them
+// all and is still limited, so they count only in the initial one.
+func exemptFromPipeUserPages() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	return (has(unix.CAP_SYS_RESOURCE) || has(unix.CAP_SYS_ADMIN)) && initialUserNamespace()
+}
+
+// initialUserNamespace reports whether this process runs in the initial
+// user namespace, whose uid_map maps every id to itself.
+func initialUserNamespace() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295"
 }
 
 // pipeSizeWithin is pipeSizeFor's rule for an unprivileged user limited to
@@ -69,17 +111,4 @@ func readLimit(path string) int64 {
 		return 0
 	}
 	return n
-}
-
-// privilegedForPipes reports whether the kernel's per-user pipe limits
-// spare this process: CAP_SYS_RESOURCE or CAP_SYS_ADMIN in its effective
-// set.
-func privilegedForPipes() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	has := func(c int) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	return has(unix.CAP_SYS_RESOURCE) || has(unix.CAP_SYS_ADMIN)
 }

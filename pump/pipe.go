@@ -3,6 +3,9 @@ package pump
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,9 +22,14 @@ type Pipe struct {
 	R, W int
 }
 
-// NewPipe creates a pipe and asks for size bytes of buffer (best effort:
-// F_SETPIPE_SZ fails above /proc/sys/fs/pipe-max-size for unprivileged users
-// and the pipe keeps its default size). It returns the size obtained.
+// NewPipe creates a pipe and asks for size bytes of buffer (best effort).
+// It returns the size obtained. Above /proc/sys/fs/pipe-max-size, a
+// process without CAP_SYS_RESOURCE in the initial user namespace (any
+// process in a container, root included) gets EPERM: it is then given
+// pipe-max-size, the most it may have, not the 64 KiB a pipe starts with.
+// Past the user's pipe-user-pages limits the kernel refuses as well, and
+// the pipe keeps its default size (see pipeline's pipeSizeFor, which keeps
+// a run within them).
 func NewPipe(size int) (Pipe, int, error) {
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
@@ -33,12 +41,61 @@ func NewPipe(size int) (Pipe, int, error) {
 		got = 64 << 10
 	}
 	if size > 0 && size != got {
-		if n, err := unix.FcntlInt(uintptr(p.W), unix.F_SETPIPE_SZ, size); err == nil {
+		n, err := unix.FcntlInt(uintptr(p.W), unix.F_SETPIPE_SZ, size)
+		if err == unix.EPERM {
+			if most := PipeMaxSize(); most > 0 && size > most && most != got {
+				n, err = unix.FcntlInt(uintptr(p.W), unix.F_SETPIPE_SZ, most)
+			}
+		}
+		if err == nil {
 			got = n
 		}
 	}
 	return p, got, nil
 }
+
+// PipeMaxSize is /proc/sys/fs/pipe-max-size: the largest pipe a process
+// without CAP_SYS_RESOURCE may ask for (0 when it cannot be read).
+func PipeMaxSize() int {
+	b, err := os.ReadFile("/proc/sys/fs/pipe-max-size")
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return n
+}
+
+// BeyondPipeMax reports whether this process may make pipes larger than
+// pipe-max-size: whether it has CAP_SYS_RESOURCE in the initial user
+// namespace, which also spares it the per-user pipe-user-pages limits. The
+// capability sets of capget(2) cannot tell (root in a container has every
+// capability of its own namespace, and none of these), so it asks the
+// kernel once: one pipe resized to twice pipe-max-size.
+func BeyondPipeMax() bool {
+	beyondOnce.Do(func() {
+		most := PipeMaxSize()
+		if most <= 0 {
+			return
+		}
+		var fds [2]int
+		if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+			return
+		}
+		defer unix.Close(fds[0])
+		defer unix.Close(fds[1])
+		_, err := unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, 2*most)
+		beyond = err == nil
+	})
+	return beyond
+}
+
+var (
+	beyondOnce sync.Once
+	beyond     bool
+)
 
 // SetNonblock sets O_NONBLOCK on fd. Only for fds pipespool created.
 func SetNonblock(fd int) error {

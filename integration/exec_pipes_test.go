@@ -117,3 +117,56 @@ command = ["cat"]
 		t.Errorf("no debug line saying the pipes were lowered to pipe-max-size:\n%s", out)
 	}
 }
+
+// TestExecLongTreeUnprivilegedKeepsLargePipes: the lines of a tree shared
+// the user's budget of pipe buffers without knowing it: each sized its
+// pipes for itself, the fan-out's pipes took 1 MiB each on top, and past
+// pipe-user-pages-soft the pipes made last got 8 KiB. The tree now sizes
+// every pipe for all of them.
+func TestExecLongTreeUnprivilegedKeepsLargePipes(t *testing.T) {
+	dir, bin := unprivilegedCopy(t)
+	writeFile(t, dir, "empty", "")
+	var b strings.Builder
+	b.WriteString("[input]\npath = \"empty\"\n[[stage]]\nname = \"src\"\nshell = \"head -c 1000000 /dev/zero\"\n")
+	branches := []string{"a", "b", "c"}
+	for _, br := range branches {
+		for i := 1; i <= 12; i++ {
+			fmt.Fprintf(&b, "[[stage]]\nname = \"%s%d\"\n", br, i)
+			if i == 1 {
+				b.WriteString("from = \"src\"\n")
+			}
+			if i == 12 {
+				// F_SETPIPE_SZ's sibling F_GETPIPE_SZ (1032) of its
+				// stdin, on stderr (kept in the report).
+				b.WriteString("output = \"none\"\nshell = \"perl -e 'print STDERR fcntl(STDIN, 1032, 0), qq(\\\\n)'; cat\"\n")
+				continue
+			}
+			b.WriteString("command = [\"cat\"]\n")
+		}
+	}
+	job := writeFile(t, dir, "tree.toml", b.String())
+	os.Chmod(job, 0o644)
+	report := filepath.Join(dir, "report.json")
+	out, err := unprivileged(bin, "exec", job, "--report", report, "--log-level", "debug").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	rep := readReport(t, report)
+	sizes := map[int][]string{}
+	for _, st := range rep.Stages {
+		if strings.HasSuffix(st.Name, "12") {
+			got, _ := strconv.Atoi(strings.TrimSpace(st.Stderr))
+			sizes[got] = append(sizes[got], st.Name)
+		}
+	}
+	// Every pipe got the size the run asked for: none was refused (it
+	// then keeps 64 KiB, or 8 KiB when made past the limit).
+	if len(sizes) != 1 {
+		t.Fatalf("the last stages' stdin pipes differ in size (bytes: stages): %v\n%s", sizes, out)
+	}
+	for size := range sizes {
+		if size <= 64<<10 {
+			t.Fatalf("the last stages' stdin pipes hold %d bytes, want more than a pipe's default 64 KiB\n%s", size, out)
+		}
+	}
+}

@@ -66,6 +66,8 @@ type treeRun struct {
 	scope *proc.Scope
 	// done[l] is closed once line l's run has returned.
 	done []chan struct{}
+	// pipes bounds the pipes of the whole tree (see treePipes).
+	pipes int
 
 	mu sync.Mutex // guards samples
 	// samples are the latest progress samples of every stage, in the job
@@ -102,8 +104,10 @@ func runTree(ctx context.Context, job *Job, opts Options) (*Report, error) {
 		t.samples[i] = progress.StageSample{State: "starting", Buffer: -1}
 	}
 	t.scope = proc.NewScope(job.MayOutlive)
+	t.pipes = treePipes(job, t.lines)
 	for l := range t.lines {
 		t.runs[l] = t.newLine(l, deadline)
+		t.runs[l].treePipes = t.pipes
 		t.done[l] = make(chan struct{})
 	}
 	if err := t.build(ctx); err != nil {
@@ -277,7 +281,8 @@ func (t *treeRun) build(ctx context.Context) error {
 	// end of a branch's pipe (stageReads), the write end of the tee's
 	// source (!stageReads).
 	pipe := func(what string, stageReads, stageWrites bool) (rd, wr *ownedFD, err error) {
-		p, _, err := pump.NewPipe(t.job.PipeSize)
+		size, _ := pipeSizeFor(t.job.PipeSize, t.pipes)
+		p, _, err := pump.NewPipe(size)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", what, err)
 		}
@@ -509,6 +514,21 @@ func (t *treeRun) upstreamBusy(l int) bool {
 		}
 	}
 	return false
+}
+
+// treePipes bounds the pipes a tree makes, which share the user's budget
+// of pipe buffers (see pipeSizeFor): each stage's stdin and stdout, the
+// fan-outs' source pipes and one per branch. Files handed over directly
+// and joined built-ins make fewer: the bound errs on the side of smaller
+// pipes, never of the 8 KiB ones the kernel gives past the budget.
+func treePipes(job *Job, ls []line) int {
+	n := 2 * len(job.Stages)
+	for _, l := range ls {
+		if len(l.Children) > 0 {
+			n += 1 + len(l.Children)
+		}
+	}
+	return n
 }
 
 // upstreamDone returns a channel closed once every line upstream of l is

@@ -37,6 +37,10 @@ type running struct {
 	// pipeSize is what each pipe asks for (see pipeSizeFor); pipesMade
 	// counts the pipes wire made.
 	pipeSize, pipesMade int
+	// treePipes, on a line of a tree, is how many pipes the whole tree
+	// may make: the user's budget of pipe buffers is shared by them all
+	// (0: the line's own count).
+	treePipes int
 
 	procs runProcs // the run's processes beyond its stages (descendants.go)
 	// scope, when not nil, is the scope the stages start in, shared by

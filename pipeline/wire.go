@@ -143,7 +143,7 @@ func (r *running) wire() (e ends, err error) {
 	}()
 	n := len(r.stages)
 	pipes := r.pipesNeeded()
-	size, why := pipeSizeFor(r.job.PipeSize, pipes)
+	size, why := pipeSizeFor(r.job.PipeSize, max(pipes, r.treePipes))
 	r.pipeSize = size
 	r.log.Debug(fmt.Sprintf("pipes: %d of %s each (%s)", pipes, units.FormatSize(int64(size)), why))
 	e = ends{stdin: make([]*os.File, n), stdout: make([]*os.File, n)}

@@ -23,20 +23,12 @@ func TestExecLongPipelineUnprivilegedKeepsLargePipes(t *testing.T) {
 	b.WriteString("[input]\npath = \"empty\"\n[[stage]]\nshell = \"head -c 1000000 /dev/zero\"\n")
 	for i := 2; i <= 50; i++ {
 		if i == 49 {
-			// F_GETPIPE_SZ (1032) of its stdin, on stderr (kept in the report).
-			b.WriteString("[[stage]]\nname = \"probe\"\nshell = \"perl -e 'print STDERR fcntl(STDIN, 1032, 0), qq(\\\\n)'; cat\"\n")
+			b.WriteString("[[stage]]\nname = \"probe\"\n" + pipeProbe)
 			continue
 		}
 		b.WriteString("[[stage]]\ncommand = [\"cat\"]\n")
 	}
-	job := writeFile(t, dir, "long.toml", b.String())
-	os.Chmod(job, 0o644)
-	report := filepath.Join(dir, "report.json")
-	out, err := unprivileged(bin, "exec", job, "-o", "none", "--report", report, "--log-level", "debug").CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	rep := readReport(t, report)
+	rep, out := runUnprivileged(t, dir, bin, b.String(), "-o", "none")
 	got, _ := strconv.Atoi(strings.TrimSpace(rep.Stages[48].Stderr))
 	if got < 64<<10 {
 		t.Fatalf("the 49th stage's stdin pipe holds %d bytes, want at least 64 KiB\n%s", got, out)
@@ -92,24 +84,16 @@ func TestExecPipeSizeAbovePipeMaxGetsPipeMax(t *testing.T) {
 		t.Skipf("pipe-max-size %q: a pipe_size above it is not a valid one", raw)
 	}
 	writeFile(t, dir, "empty", "")
-	job := writeFile(t, dir, "big.toml", fmt.Sprintf(`pipe_size = %d
+	rep, out := runUnprivileged(t, dir, bin, fmt.Sprintf(`pipe_size = %d
 [input]
 path = "empty"
 [[stage]]
 shell = "head -c 1000000 /dev/zero"
 [[stage]]
 name = "probe"
-shell = "perl -e 'print STDERR fcntl(STDIN, 1032, 0), qq(\\n)'; cat"
-[[stage]]
+%s[[stage]]
 command = ["cat"]
-`, 2*most))
-	os.Chmod(job, 0o644)
-	report := filepath.Join(dir, "report.json")
-	out, err := unprivileged(bin, "exec", job, "-o", "none", "--report", report, "--log-level", "debug").CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	rep := readReport(t, report)
+`, 2*most, pipeProbe), "-o", "none")
 	if got, _ := strconv.Atoi(strings.TrimSpace(rep.Stages[1].Stderr)); got != most {
 		t.Fatalf("the probe's stdin pipe holds %d bytes, want pipe-max-size %d\n%s", got, most, out)
 	}
@@ -136,22 +120,13 @@ func TestExecLongTreeUnprivilegedKeepsLargePipes(t *testing.T) {
 				b.WriteString("from = \"src\"\n")
 			}
 			if i == 12 {
-				// F_SETPIPE_SZ's sibling F_GETPIPE_SZ (1032) of its
-				// stdin, on stderr (kept in the report).
-				b.WriteString("output = \"none\"\nshell = \"perl -e 'print STDERR fcntl(STDIN, 1032, 0), qq(\\\\n)'; cat\"\n")
+				b.WriteString("output = \"none\"\n" + pipeProbe)
 				continue
 			}
 			b.WriteString("command = [\"cat\"]\n")
 		}
 	}
-	job := writeFile(t, dir, "tree.toml", b.String())
-	os.Chmod(job, 0o644)
-	report := filepath.Join(dir, "report.json")
-	out, err := unprivileged(bin, "exec", job, "--report", report, "--log-level", "debug").CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	rep := readReport(t, report)
+	rep, out := runUnprivileged(t, dir, bin, b.String())
 	sizes := map[int][]string{}
 	for _, st := range rep.Stages {
 		if strings.HasSuffix(st.Name, "12") {
@@ -169,4 +144,25 @@ func TestExecLongTreeUnprivilegedKeepsLargePipes(t *testing.T) {
 			t.Fatalf("the last stages' stdin pipes hold %d bytes, want more than a pipe's default 64 KiB\n%s", size, out)
 		}
 	}
+}
+
+// pipeProbe is a stage that writes the size of its stdin pipe
+// (F_GETPIPE_SZ, 1032) on stderr, which the report keeps, and passes its
+// input on.
+const pipeProbe = "shell = \"perl -e 'print STDERR fcntl(STDIN, 1032, 0), qq(\\\\n)'; cat\"\n"
+
+// runUnprivileged runs the job body, written in dir, with bin (see
+// unprivilegedCopy) as user 65534 and the debug log: it returns the report
+// and what pipespool printed, and fails the test if the run failed.
+func runUnprivileged(t *testing.T, dir, bin, body string, args ...string) (runRep, []byte) {
+	t.Helper()
+	job := writeFile(t, dir, "job.toml", body)
+	os.Chmod(job, 0o644)
+	report := filepath.Join(dir, "report.json")
+	argv := append([]string{bin, "exec", job, "--report", report, "--log-level", "debug"}, args...)
+	out, err := unprivileged(argv...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return readReport(t, report), out
 }

@@ -1069,3 +1069,54 @@ output = "out/d"
 		})
 	}
 }
+
+// TestExecFanOutBranchFailureBeforeTheRunsOwnStop: a branch that failed on
+// its own waits (up to 2 s) for its trunk to be judged before it stops the
+// run; a timeout, a signal to pipespool or another branch's stall that
+// comes during that wait came after the failure: the branch stays the
+// root cause (exit 1), as when it stopped the run at once.
+func TestExecFanOutBranchFailureBeforeTheRunsOwnStop(t *testing.T) {
+	for _, tc := range []struct {
+		name, head, producer, a, b string
+		signal                     bool
+	}{
+		{name: "SIGTERM to pipespool", producer: "sleep 30", a: "exit 3", b: `command = ["cat"]`, signal: true},
+		{name: "timeout", head: `timeout = "1s"`, producer: "sleep 30", a: "exit 3", b: `command = ["cat"]`},
+		{name: "another branch's stall", producer: "cat /dev/zero", a: "head -c 1000 >/dev/null; exit 3",
+			b: "command = [\"sleep\", \"60\"]\nstall_timeout = \"1s\"\non_stall = \"kill\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			job := writeFile(t, dir, "job.toml", fmt.Sprintf(`%s
+[input]
+path = "none"
+[[stage]]
+name = "producer"
+shell = %q
+[[stage]]
+name = "a"
+shell = %q
+output = "none"
+[[stage]]
+name = "b"
+from = "producer"
+output = "none"
+%s
+`, tc.head, tc.producer, tc.a, tc.b))
+			var onStart func(int)
+			if tc.signal {
+				onStart = func(pid int) {
+					time.Sleep(700 * time.Millisecond) // a has failed, and waits
+					syscall.Kill(pid, syscall.SIGTERM)
+				}
+			}
+			res := runPipespoolWith(t, runOpts{}, onStart, "exec", job, "--report", filepath.Join(dir, "rep.json"))
+			if res.Code != 1 || !strings.Contains(string(res.Stderr), `failed: branch "a": stage "a" failed: exit 3`) {
+				t.Fatalf("exit %d, want 1 naming branch a\n%s", res.Code, res.Stderr)
+			}
+			if rep := readFanOutReport(t, filepath.Join(dir, "rep.json")); rep.RootCause != "a" || rep.RootBranch != "a" {
+				t.Fatalf("root cause %q in branch %q, want a in a", rep.RootCause, rep.RootBranch)
+			}
+		})
+	}
+}

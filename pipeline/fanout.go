@@ -652,6 +652,13 @@ func (t *treeRun) finish(start time.Time) (*Report, error) {
 	lf := make([]lineFacts, len(t.runs))
 	for l, r := range t.runs {
 		facts[l] = r.settle()
+		// A line whose own failure waited for its trunk's judgement,
+		// and was stopped meanwhile (a timeout, a signal, another
+		// line), failed on its own first: judged as if that failure
+		// had stopped it.
+		if c, _, ok := r.ownFirst(); ok {
+			facts[l].Stop = &c
+		}
 		verdicts[l] = decideRun(facts[l])
 		lf[l] = t.lineFactsOf(l, facts[l], verdicts[l])
 	}
@@ -691,9 +698,15 @@ func (t *treeRun) lineFactsOf(l int, rf runFacts, v verdict) lineFacts {
 	f := lineFacts{Label: branchLabel(t.lines, l), Parent: ln.Parent, Optional: ln.Optional, Forks: len(ln.Children) > 0,
 		Result: v.Result, Msg: v.Msg, Signal: v.Signal}
 	r.mu.Lock()
-	if r.stop != nil {
-		f.Cascade = r.stop.Cascade
+	if rf.Stop != nil {
+		f.Cascade = rf.Stop.Cascade
+		f.Decided = !rf.Stop.Own && !rf.Stop.Cascade
 		f.At = r.stopAt
+		if rf.Stop.Own && !r.ownAt.IsZero() {
+			// When the failure happened, not when it stopped the run
+			// (after waiting for the stages upstream).
+			f.At = r.ownAt
+		}
 	}
 	r.mu.Unlock()
 	if f.At.IsZero() {
@@ -894,6 +907,10 @@ type lineFacts struct {
 	Signal syscall.Signal
 	// Cascade: it was stopped because another line failed first.
 	Cascade bool
+	// Decided: it was stopped for a reason of the run's (a timeout, a
+	// signal to pipespool, a stalled stage killed), not a failure of its
+	// own.
+	Decided bool
 	// FanOutGone: it forks, and failed only because every branch of its
 	// fan-out stopped reading.
 	FanOutGone bool
@@ -983,6 +1000,7 @@ func decideTree(ls []lineFacts) treeVerdict {
 		}
 		fatal = append(fatal, l)
 	}
+	fatal = decidedAfterOwn(fatal, ls)
 	// A fan-out whose branches all failed reached nobody.
 	for l := range ls {
 		kids := parents[l].Children
@@ -1043,6 +1061,23 @@ func decideTree(ls []lineFacts) treeVerdict {
 	}
 	tv.Msg = strings.Join(tv.Warnings, "; ")
 	return tv
+}
+
+// decidedAfterOwn drops from fatal the lines stopped for a reason of the
+// run's (a timeout, a signal, a stalled stage killed) after a line among
+// them had failed on its own: that failure came first and is what failed
+// the run; the reason came while it waited for its trunk's judgement.
+func decidedAfterOwn(fatal []int, ls []lineFacts) []int {
+	var first time.Time
+	for _, l := range fatal {
+		if !ls[l].Decided && (first.IsZero() || ls[l].At.Before(first)) {
+			first = ls[l].At
+		}
+	}
+	if first.IsZero() {
+		return fatal
+	}
+	return slices.DeleteFunc(fatal, func(l int) bool { return ls[l].Decided && ls[l].At.After(first) })
 }
 
 // kidsFailed returns the lines among kids that failed of their own.

@@ -42,7 +42,10 @@ func pipeSizeFor(want, n int) (size int, why string) {
 	if most := pump.PipeMaxSize(); most > 0 && want > most {
 		lowered = fmt.Sprintf("pipe_size %s lowered to pipe-max-size %s (no CAP_SYS_RESOURCE); ",
 			units.FormatSize(int64(want)), units.FormatSize(int64(most)))
-		want = max(most, defaultPipeBytes)
+		want = most
+		if want <= defaultPipeBytes {
+			return want, lowered + "no larger than a pipe's own"
+		}
 	}
 	if exemptFromPipeUserPages() {
 		return want, lowered + "no pipe-user-pages limit (CAP_SYS_ADMIN)"

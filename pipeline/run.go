@@ -58,6 +58,36 @@ type running struct {
 	outcomes []*outcome
 	stop     *stopCause // the first reason the run was stopped, nil while none
 	stopAt   time.Time  // when stop was set
+	// ownAt is when the first own failure was seen (a stage's, or
+	// ownStage = len(stages): the output's), zero while none. It may
+	// come before stop: such a failure waits for the stages upstream to
+	// be judged (see run), and another reason may stop the run meanwhile.
+	ownAt    time.Time
+	ownStage int
+}
+
+// noteOwn records the own failure of stage i (len(stages): the output), if
+// it is the first.
+func (r *running) noteOwn(i int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ownAt.IsZero() {
+		r.ownAt, r.ownStage = time.Now(), i
+	}
+}
+
+// ownFirst returns the run's first own failure when it came before the
+// reason the run was stopped for (a timeout, a signal, a stalled stage
+// killed, another line of a tree): that reason then came while the
+// failure waited (see run), and the failure is what stopped the run. ok is
+// false otherwise.
+func (r *running) ownFirst() (c stopCause, at time.Time, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ownAt.IsZero() || r.stop == nil || r.stop.Own || r.ownAt.After(r.stopAt) {
+		return stopCause{}, time.Time{}, false
+	}
+	return stopCause{Own: true, Stage: r.ownStage}, r.ownAt, true
 }
 
 // outcome is what Run learned about a stage once it was over.

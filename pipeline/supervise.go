@@ -138,6 +138,7 @@ func (r *running) run(ctx context.Context) {
 			}
 			pending = r.flushPending(pending, judged, false)
 		case <-sinkFailed:
+			r.noteOwn(len(r.stages))
 			pending = append(pending, len(r.stages))
 			arm()
 			pending = r.flushPending(pending, judged, false)
@@ -152,6 +153,7 @@ func (r *running) run(ctx context.Context) {
 				break
 			}
 			pending = r.flushPending(pending, judged, true)
+			pendingTimer = nil // a failure seen later waits anew
 		case <-timeout:
 			timeout = nil
 			r.decide(-1, ResultTimeout, fmt.Sprintf("timed out after %s (timeout in %s)", r.job.Timeout, r.job.File))
@@ -405,6 +407,7 @@ func (r *running) judge(i int, judged []bool) bool {
 	if !f.ownFailure() {
 		return false
 	}
+	r.noteOwn(i)
 	// A stage that could not start read nothing: no stage upstream can
 	// have made it fail, so there is nothing to wait for.
 	if f.StartErr == "" && r.upstreamUnjudged(i, judged) {

@@ -150,6 +150,10 @@ func TestDecideTree(t *testing.T) {
 	cascade := func(f lineFacts) lineFacts { f.Cascade = true; f.Msg = "stopped"; return f }
 	optional := func(f lineFacts) lineFacts { f.Optional = true; return f }
 	forks := func(f lineFacts) lineFacts { f.Forks = true; return f }
+	decided := func(result, label string, parent, when int) lineFacts {
+		msg := map[string]string{ResultTimeout: "timed out", ResultInterrupted: "interrupted by SIGTERM", ResultFailed: `stage "b" stalled, killed`}[result]
+		return lineFacts{Label: label, Parent: parent, Result: result, Msg: msg, Signal: map[bool]syscall.Signal{true: syscall.SIGTERM}[result == ResultInterrupted], At: at(when), Decided: true}
+	}
 	for _, tc := range []struct {
 		name     string
 		lines    []lineFacts
@@ -190,6 +194,17 @@ func TestDecideTree(t *testing.T) {
 		// A branch that failed before the signal came stays the root cause.
 		{"a failure, then a signal", []lineFacts{forks(lineFacts{Label: "the trunk", Parent: -1, Result: ResultInterrupted, Msg: "interrupted by SIGTERM", Signal: syscall.SIGTERM, At: at(6), Cascade: true}), lineFacts{Label: `branch "a"`, Parent: 0, Result: ResultFailed, Msg: "stage \"a\" failed: exit 1", At: at(5)}},
 			ResultFailed, 1, `branch "a": stage "a" failed: exit 1`, []bool{true, true}, 0},
+		// A branch's own failure waits for its trunk's judgement; a
+		// reason of the run's that stopped the lines meanwhile came after
+		// it.
+		{"a branch failed, the run timed out while it waited", []lineFacts{forks(decided(ResultTimeout, "the trunk", -1, 7)), fail(`branch "a"`, 0, `stage "a" failed: exit 3`, 5), decided(ResultTimeout, `branch "b"`, 0, 7)},
+			ResultFailed, 1, `branch "a": stage "a" failed: exit 3`, []bool{true, true, true}, 0},
+		{"a branch failed, a signal came while it waited", []lineFacts{forks(decided(ResultInterrupted, "the trunk", -1, 7)), fail(`branch "a"`, 0, `stage "a" failed: exit 3`, 5), decided(ResultInterrupted, `branch "b"`, 0, 7)},
+			ResultFailed, 1, `branch "a": stage "a" failed: exit 3`, []bool{true, true, true}, 0},
+		{"a branch failed, another branch's stall was killed while it waited", []lineFacts{forks(cascade(fail("the trunk", -1, "", 8))), fail(`branch "a"`, 0, `stage "a" failed: exit 3`, 5), decided(ResultFailed, `branch "b"`, 0, 7)},
+			ResultFailed, 1, `branch "a": stage "a" failed: exit 3`, []bool{true, true, true}, 0},
+		{"the run timed out before a failure of a branch's own", []lineFacts{forks(decided(ResultTimeout, "the trunk", -1, 5)), fail(`branch "a"`, 0, `stage "a" failed: exit 3`, 6), decided(ResultTimeout, `branch "b"`, 0, 5)},
+			ResultTimeout, 0, "timed out", []bool{true, true, true}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := decideTree(tc.lines)

@@ -77,7 +77,8 @@ func PipeMaxSize() int {
 func BeyondPipeMax() bool {
 	beyondOnce.Do(func() {
 		most := PipeMaxSize()
-		if most <= 0 {
+		if most <= 0 || 2*most > 1<<31 {
+			// Asked for 2^32, a kernel takes it for 0 and says yes.
 			return
 		}
 		var fds [2]int

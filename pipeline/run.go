@@ -67,12 +67,19 @@ type running struct {
 }
 
 // noteOwn records the own failure of stage i (len(stages): the output), if
-// it is the first.
+// it is the first: when the stage ended (its judgement may come a grace
+// period later, once what it left in its group is gone), or now.
 func (r *running) noteOwn(i int) {
+	at := time.Now()
+	if i < len(r.stages) {
+		if ended := r.outcomes[i].res.Ended; !ended.IsZero() && ended.Before(at) {
+			at = ended
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.ownAt.IsZero() {
-		r.ownAt, r.ownStage = time.Now(), i
+	if r.ownAt.IsZero() || at.Before(r.ownAt) {
+		r.ownAt, r.ownStage = at, i
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -1116,6 +1118,72 @@ output = "none"
 			}
 			if rep := readFanOutReport(t, filepath.Join(dir, "rep.json")); rep.RootCause != "a" || rep.RootBranch != "a" {
 				t.Fatalf("root cause %q in branch %q, want a in a", rep.RootCause, rep.RootBranch)
+			}
+		})
+	}
+}
+
+// TestExecFanOutRunsOwnStopStaysItsOwn: a failure that waits for its
+// trunk's judgement and cannot fail the run (a fan-out whose readers all
+// went, an optional branch), or a stage that died of the signal that
+// interrupted pipespool (systemd signals a service's every process at
+// once), does not take the place of the timeout or the signal (found by
+// review: a fan-out gone was reported as the run's failure, naming a
+// branch that had succeeded; an optional branch's exit 3 as the run's).
+func TestExecFanOutRunsOwnStopStaysItsOwn(t *testing.T) {
+	optional := func(name string) string {
+		return fmt.Sprintf("[[stage]]\nname = %q\nfrom = \"producer\"\nshell = \"exit 3\"\noptional = true\noutput = \"none\"\n", name)
+	}
+	for _, tc := range []struct {
+		name, job string
+		signal    func(pid int)
+		code      int
+		msg       string
+	}{
+		{name: "the fan-out's readers all went, then a signal",
+			job: `[input]
+path = "none"
+[[stage]]
+name = "producer"
+shell = "head -c 1000 /dev/zero; sleep 0.3; head -c 100000 /dev/zero; sleep 30"
+[[stage]]
+name = "a"
+shell = "head -c 10 >/dev/null"
+allow_partial_read = true
+output = "none"
+[[stage]]
+name = "b"
+from = "producer"
+shell = "head -c 10 >/dev/null"
+allow_partial_read = true
+output = "none"
+`,
+			signal: func(pid int) { time.Sleep(time.Second); syscall.Kill(pid, syscall.SIGTERM) },
+			code:   143, msg: `job "job" interrupted: interrupted by SIGTERM`},
+		{name: "optional branches failed, then the timeout",
+			job: "timeout = \"1s\"\n[input]\npath = \"none\"\n[[stage]]\nname = \"producer\"\nshell = \"sleep 30\"\n[[stage]]\nname = \"b\"\ncommand = [\"cat\"]\noutput = \"none\"\n" +
+				optional("o1") + optional("o2") + optional("o3") + optional("o4"),
+			code: 1, msg: `timed out after 1s`},
+		{name: "SIGTERM to every process at once",
+			job: "[input]\npath = \"none\"\n[[stage]]\nname = \"producer\"\nshell = \"sleep 30\"\n[[stage]]\nname = \"a\"\ncommand = [\"cat\"]\noutput = \"none\"\n[[stage]]\nname = \"b\"\nfrom = \"producer\"\ncommand = [\"cat\"]\noutput = \"none\"\n",
+			signal: func(pid int) {
+				time.Sleep(600 * time.Millisecond)
+				out, _ := exec.Command("ps", "-o", "pid=", "--ppid", strconv.Itoa(pid)).Output()
+				for _, f := range strings.Fields(string(out)) {
+					if p, err := strconv.Atoi(f); err == nil {
+						syscall.Kill(p, syscall.SIGTERM)
+					}
+				}
+				syscall.Kill(pid, syscall.SIGTERM)
+			},
+			code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			job := writeFile(t, dir, "job.toml", tc.job)
+			res := runPipespoolWith(t, runOpts{}, tc.signal, "exec", job)
+			if res.Code != tc.code || !strings.Contains(string(res.Stderr), tc.msg) || strings.Contains(string(res.Stderr), "failed: branch") {
+				t.Fatalf("exit %d, want %d saying %q\n%s", res.Code, tc.code, tc.msg, res.Stderr)
 			}
 		})
 	}

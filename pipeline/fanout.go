@@ -650,13 +650,19 @@ func (t *treeRun) finish(start time.Time) (*Report, error) {
 	facts := make([]runFacts, len(t.runs))
 	verdicts := make([]verdict, len(t.runs))
 	lf := make([]lineFacts, len(t.runs))
+	var sig syscall.Signal // the signal that interrupted the run, if one did
 	for l, r := range t.runs {
 		facts[l] = r.settle()
+		if s := facts[l].Stop; s != nil && s.Result == ResultInterrupted && sig == 0 {
+			sig = s.Signal
+		}
+	}
+	for l, r := range t.runs {
 		// A line whose own failure waited for its trunk's judgement,
 		// and was stopped meanwhile (a timeout, a signal, another
 		// line), failed on its own first: judged as if that failure
 		// had stopped it.
-		if c, _, ok := r.ownFirst(); ok {
+		if c, _, ok := r.ownFirst(); ok && t.promotable(l, c, sig) {
 			facts[l].Stop = &c
 		}
 		verdicts[l] = decideRun(facts[l])
@@ -689,6 +695,26 @@ func allTrue(n int) []bool {
 		b[i] = true
 	}
 	return b
+}
+
+// promotable reports whether the own failure c of line l, which waited for
+// the line feeding it while the run was stopped for another reason, is
+// what failed the run: not a failure that cannot fail the run (an optional
+// branch's; a fan-out whose readers all went), nor a stage that died of
+// sig, the signal that interrupted pipespool (systemd signals a service's
+// every process at once).
+func (t *treeRun) promotable(l int, c stopCause, sig syscall.Signal) bool {
+	r := t.runs[l]
+	if optionalRoot(t.lines, l) >= 0 {
+		return false
+	}
+	if c.Stage >= len(r.stages) {
+		return len(t.lines[l].Children) == 0
+	}
+	if res := r.outcomes[c.Stage].res; sig != 0 && (res.Signal == sig || res.ExitCode == 128+int(sig)) {
+		return false
+	}
+	return true
 }
 
 // lineFactsOf is what the tree's decision needs to know of line l.
@@ -1063,10 +1089,12 @@ func decideTree(ls []lineFacts) treeVerdict {
 	return tv
 }
 
-// decidedAfterOwn drops from fatal the lines stopped for a reason of the
-// run's (a timeout, a signal, a stalled stage killed) after a line among
-// them had failed on its own: that failure came first and is what failed
-// the run; the reason came while it waited for its trunk's judgement.
+// decidedAfterOwn drops from fatal the lines stopped by a timeout or a
+// signal after a line among them had failed on its own: that failure came
+// first and is what failed the run; the timeout or the signal came while it
+// waited for its trunk's judgement. A stalled stage killed stays: it is a
+// line's own, and the usual order (upstream first, else earliest) ranks
+// it.
 func decidedAfterOwn(fatal []int, ls []lineFacts) []int {
 	var first time.Time
 	for _, l := range fatal {
@@ -1077,7 +1105,10 @@ func decidedAfterOwn(fatal []int, ls []lineFacts) []int {
 	if first.IsZero() {
 		return fatal
 	}
-	return slices.DeleteFunc(fatal, func(l int) bool { return ls[l].Decided && ls[l].At.After(first) })
+	return slices.DeleteFunc(fatal, func(l int) bool {
+		r := ls[l].Result
+		return ls[l].Decided && (r == ResultTimeout || r == ResultInterrupted) && ls[l].At.After(first)
+	})
 }
 
 // kidsFailed returns the lines among kids that failed of their own.

@@ -58,17 +58,19 @@ type running struct {
 	outcomes []*outcome
 	stop     *stopCause // the first reason the run was stopped, nil while none
 	stopAt   time.Time  // when stop was set
-	// ownAt is when the first own failure was seen (a stage's, or
-	// ownStage = len(stages): the output's), zero while none. It may
-	// come before stop: such a failure waits for the stages upstream to
-	// be judged (see run), and another reason may stop the run meanwhile.
+	// ownAt is when the first own failure that waits for another line
+	// of a tree happened (see noteOwn), zero while none; ownStage is its
+	// stage (len(stages): the output).
 	ownAt    time.Time
 	ownStage int
 }
 
-// noteOwn records the own failure of stage i (len(stages): the output), if
-// it is the first: when the stage ended (its judgement may come a grace
-// period later, once what it left in its group is gone), or now.
+// noteOwn records the own failure of stage i (len(stages): the output) of
+// a line of a tree, which waits for the judgement of the line feeding it
+// (every stage upstream in its own line has been judged), if it is the
+// first: dated by when the stage ended (its judgement may come a grace
+// period later, once what it left in its group is gone), else now. Another
+// reason may stop the run during that wait: see ownFirst.
 func (r *running) noteOwn(i int) {
 	at := time.Now()
 	if i < len(r.stages) {

@@ -138,7 +138,6 @@ func (r *running) run(ctx context.Context) {
 			}
 			pending = r.flushPending(pending, judged, false)
 		case <-sinkFailed:
-			r.noteOwn(len(r.stages))
 			pending = append(pending, len(r.stages))
 			arm()
 			pending = r.flushPending(pending, judged, false)
@@ -372,6 +371,10 @@ func (r *running) flushPending(pending []int, judged []bool, force bool) []int {
 	var keep []int
 	for _, i := range pending {
 		if !force && r.upstreamUnjudged(i, judged) {
+			if !upstreamUnjudged(i, judged) {
+				// It waits for another line only: see noteOwn.
+				r.noteOwn(i)
+			}
 			keep = append(keep, i)
 			continue
 		}
@@ -407,10 +410,12 @@ func (r *running) judge(i int, judged []bool) bool {
 	if !f.ownFailure() {
 		return false
 	}
-	r.noteOwn(i)
 	// A stage that could not start read nothing: no stage upstream can
 	// have made it fail, so there is nothing to wait for.
 	if f.StartErr == "" && r.upstreamUnjudged(i, judged) {
+		if !upstreamUnjudged(i, judged) {
+			r.noteOwn(i) // it waits for another line only
+		}
 		return true
 	}
 	r.stopOwn(i)

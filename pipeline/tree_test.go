@@ -203,6 +203,8 @@ func TestDecideTree(t *testing.T) {
 			ResultFailed, 1, `branch "a": stage "a" failed: exit 3`, []bool{true, true, true}, 0},
 		{"a branch failed, another branch's stall was killed while it waited", []lineFacts{forks(cascade(fail("the trunk", -1, "", 8))), fail(`branch "a"`, 0, `stage "a" failed: exit 3`, 5), decided(ResultFailed, `branch "b"`, 0, 7)},
 			ResultFailed, 1, `branch "a": stage "a" failed: exit 3`, []bool{true, true, true}, 0},
+		{"the trunk's stall was killed while a branch's failure waited: upstream first", []lineFacts{forks(decided(ResultFailed, "the trunk", -1, 7)), fail(`branch "a"`, 0, `stage "a" failed: exit 124`, 5), cascade(fail(`branch "b"`, 0, "", 8))},
+			ResultFailed, 0, `stage "b" stalled, killed`, []bool{true, true, true}, 0},
 		{"the run timed out before a failure of a branch's own", []lineFacts{forks(decided(ResultTimeout, "the trunk", -1, 5)), fail(`branch "a"`, 0, `stage "a" failed: exit 3`, 6), decided(ResultTimeout, `branch "b"`, 0, 5)},
 			ResultTimeout, 0, "timed out", []bool{true, true, true}, 0},
 	} {

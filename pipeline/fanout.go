@@ -1065,6 +1065,10 @@ func decideTree(ls []lineFacts) treeVerdict {
 			// saw it first is not its cause, and no branch is blamed.
 			tv.Line = -1
 			tv.Msg = (&proc.InterruptedError{Signal: tv.Signal}).Error()
+		case tv.Result == ResultTimeout:
+			// The job's timeout is the run's, which every line sees at
+			// once: no branch is named either.
+			tv.Line = -1
 		case ls[root].Parent >= 0:
 			tv.Msg = ls[root].Label + ": " + tv.Msg
 		}

@@ -182,7 +182,7 @@ func TestDecideTree(t *testing.T) {
 		{"every branch stopped reading, as it may: success", []lineFacts{forks(lineFacts{Label: "the trunk", Parent: -1, Result: ResultFailed, Msg: "output gone", FanOutGone: true, At: at(9)}), ok(`branch "a"`, 0), ok(`branch "b"`, 0)},
 			ResultSuccess, -1, "", []bool{false, false, false}, 0},
 		{"a timeout in an optional branch fails the run", []lineFacts{forks(ok("the trunk", -1)), ok(`branch "a"`, 0), optional(lineFacts{Label: `branch "b"`, Parent: 0, Result: ResultTimeout, Msg: "timed out", At: at(5)})},
-			ResultTimeout, 2, `branch "b": timed out`, []bool{true, true, true}, 0},
+			ResultTimeout, -1, "timed out", []bool{true, true, true}, 0},
 		{"the fan-out could not deliver to a branch", []lineFacts{forks(ok("the trunk", -1)), lineFacts{Label: `branch "a"`, Parent: 0, Result: ResultSuccess, FanOutErr: "the fan-out could not deliver to branch \"a\": EIO", At: at(5)}, ok(`branch "b"`, 0)},
 			ResultFailed, 1, `branch "a": the fan-out could not deliver to branch "a": EIO`, []bool{true, true, true}, 0},
 		{"interrupted", []lineFacts{forks(lineFacts{Label: "the trunk", Parent: -1, Result: ResultInterrupted, Msg: "interrupted", Signal: syscall.SIGTERM, At: at(5)}), lineFacts{Label: `branch "a"`, Parent: 0, Result: ResultInterrupted, Msg: "interrupted", Signal: syscall.SIGTERM, At: at(5)}},
@@ -206,7 +206,7 @@ func TestDecideTree(t *testing.T) {
 		{"the trunk's stall was killed while a branch's failure waited: upstream first", []lineFacts{forks(decided(ResultFailed, "the trunk", -1, 7)), fail(`branch "a"`, 0, `stage "a" failed: exit 124`, 5), cascade(fail(`branch "b"`, 0, "", 8))},
 			ResultFailed, 0, `stage "b" stalled, killed`, []bool{true, true, true}, 0},
 		{"the run timed out before a failure of a branch's own", []lineFacts{forks(decided(ResultTimeout, "the trunk", -1, 5)), fail(`branch "a"`, 0, `stage "a" failed: exit 3`, 6), decided(ResultTimeout, `branch "b"`, 0, 5)},
-			ResultTimeout, 0, "timed out", []bool{true, true, true}, 0},
+			ResultTimeout, -1, "timed out", []bool{true, true, true}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := decideTree(tc.lines)

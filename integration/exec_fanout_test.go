@@ -1123,6 +1123,26 @@ output = "none"
 	}
 }
 
+// twoBranches is a job whose producer sleeps, read by branch a (cat) and
+// by branch b, whose first stage's keys (after name and from) are rest.
+func twoBranches(rest string) string {
+	return "[input]\npath = \"none\"\n[[stage]]\nname = \"producer\"\nshell = \"sleep 30\"\n[[stage]]\nname = \"a\"\ncommand = [\"cat\"]\noutput = \"none\"\n[[stage]]\nname = \"b\"\nfrom = \"producer\"\n" + rest
+}
+
+// signalAll sends SIGTERM to every process pipespool (pid) started, then to
+// pipespool, 600 ms in: what systemd does to a service
+// (KillMode=control-group).
+func signalAll(pid int) {
+	time.Sleep(600 * time.Millisecond)
+	out, _ := exec.Command("ps", "-o", "pid=", "--ppid", strconv.Itoa(pid)).Output()
+	for _, f := range strings.Fields(string(out)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			syscall.Kill(p, syscall.SIGTERM)
+		}
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+}
+
 // TestExecFanOutRunsOwnStopStaysItsOwn: a failure that waits for its
 // trunk's judgement and cannot fail the run (a fan-out whose readers all
 // went, an optional branch), or a stage that died of the signal that
@@ -1165,18 +1185,17 @@ output = "none"
 				optional("o1") + optional("o2") + optional("o3") + optional("o4"),
 			code: 1, msg: `timed out after 1s`},
 		{name: "SIGTERM to every process at once",
-			job: "[input]\npath = \"none\"\n[[stage]]\nname = \"producer\"\nshell = \"sleep 30\"\n[[stage]]\nname = \"a\"\ncommand = [\"cat\"]\noutput = \"none\"\n[[stage]]\nname = \"b\"\nfrom = \"producer\"\ncommand = [\"cat\"]\noutput = \"none\"\n",
-			signal: func(pid int) {
-				time.Sleep(600 * time.Millisecond)
-				out, _ := exec.Command("ps", "-o", "pid=", "--ppid", strconv.Itoa(pid)).Output()
-				for _, f := range strings.Fields(string(out)) {
-					if p, err := strconv.Atoi(f); err == nil {
-						syscall.Kill(p, syscall.SIGTERM)
-					}
-				}
-				syscall.Kill(pid, syscall.SIGTERM)
-			},
-			code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
+			job:    twoBranches("command = [\"cat\"]\noutput = \"none\"\n"),
+			signal: signalAll, code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
+		// The branch's failure waited for the stage before it in its own
+		// branch, not for its trunk: as in a line, the timeout or the
+		// signal that stopped that stage decides.
+		{name: "a branch's failure waits in its branch, then the timeout",
+			job:  "timeout = \"1s\"\n" + twoBranches("command = [\"cat\"]\n[[stage]]\nname = \"y\"\nshell = \"exit 3\"\noutput = \"none\"\n"),
+			code: 1, msg: `timed out after 1s`},
+		{name: "a branch's failure waits in its branch, then SIGTERM to every process",
+			job:    twoBranches("command = [\"cat\"]\n[[stage]]\nname = \"y\"\nshell = \"exit 3\"\noutput = \"none\"\n"),
+			signal: signalAll, code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

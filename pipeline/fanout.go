@@ -15,6 +15,7 @@ import (
 	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/progress"
 	"github.com/pipespool/pipespool/pump"
+	"github.com/pipespool/pipespool/stage"
 )
 
 // A job that fans out is run as a tree of lines (tree.go). Each line is run
@@ -650,11 +651,18 @@ func (t *treeRun) finish(start time.Time) (*Report, error) {
 	facts := make([]runFacts, len(t.runs))
 	verdicts := make([]verdict, len(t.runs))
 	lf := make([]lineFacts, len(t.runs))
-	var sig syscall.Signal // the signal that interrupted the run, if one did
+	// The signal that interrupted the run, if one did, and when the
+	// first line saw it.
+	var sig syscall.Signal
+	var sigAt time.Time
 	for l, r := range t.runs {
 		facts[l] = r.settle()
-		if s := facts[l].Stop; s != nil && s.Result == ResultInterrupted && sig == 0 {
-			sig = s.Signal
+		if s := facts[l].Stop; s != nil && s.Result == ResultInterrupted {
+			r.mu.Lock()
+			if sigAt.IsZero() || r.stopAt.Before(sigAt) {
+				sig, sigAt = s.Signal, r.stopAt
+			}
+			r.mu.Unlock()
 		}
 	}
 	for l, r := range t.runs {
@@ -662,7 +670,13 @@ func (t *treeRun) finish(start time.Time) (*Report, error) {
 		// and was stopped meanwhile (a timeout, a signal, another
 		// line), failed on its own first: judged as if that failure
 		// had stopped it.
-		if c, _, ok := r.ownFirst(); ok && t.promotable(l, c, sig) {
+		c, at, ok := r.ownFirst()
+		if ok && sig != 0 && at.After(sigAt.Add(-signalMargin)) {
+			// Just before the signal: maybe the signal's doing, sent
+			// to every process at once (see signalMargin).
+			ok = false
+		}
+		if ok && t.promotable(l, c, sig) {
 			facts[l].Stop = &c
 		}
 		verdicts[l] = decideRun(facts[l])
@@ -697,6 +711,14 @@ func allTrue(n int) []bool {
 	return b
 }
 
+// signalMargin: a failure that happened less than this before pipespool
+// saw the signal that interrupted it is not taken for the run's cause.
+// systemd (KillMode=control-group) and a terminal's job control send the
+// signal to every process at once: a stage may die of it, or exit as its
+// program does on SIGTERM (ssh 255, rsync 20), a moment before pipespool's
+// own handler runs.
+const signalMargin = 250 * time.Millisecond
+
 // promotable reports whether the own failure c of line l, which waited for
 // the line feeding it while the run was stopped for another reason, is
 // what failed the run: not a failure that cannot fail the run (an optional
@@ -711,8 +733,23 @@ func (t *treeRun) promotable(l int, c stopCause, sig syscall.Signal) bool {
 	if c.Stage >= len(r.stages) {
 		return len(t.lines[l].Children) == 0
 	}
-	if res := r.outcomes[c.Stage].res; sig != 0 && (res.Signal == sig || res.ExitCode == 128+int(sig)) {
-		return false
+	if sig == 0 {
+		return true
+	}
+	// Any stage of the line that failed of the signal (its main process
+	// or one it left behind): decideRun may name it rather than c.Stage.
+	for i := range r.stages {
+		res := r.outcomes[i].res
+		if res.Signal == sig || res.ExitCode == 128+int(sig) {
+			return false
+		}
+		if p, ok := r.stages[i].(*stage.Process); ok {
+			for _, e := range p.LeftFailures() {
+				if e.Status.Signal == sig || e.Status.Code == 128+int(sig) {
+					return false
+				}
+			}
+		}
 	}
 	return true
 }

@@ -72,10 +72,23 @@ type running struct {
 // period later, once what it left in its group is gone), else now. Another
 // reason may stop the run during that wait: see ownFirst.
 func (r *running) noteOwn(i int) {
-	at := time.Now()
+	now := time.Now()
+	at := now
 	if i < len(r.stages) {
-		if ended := r.outcomes[i].res.Ended; !ended.IsZero() && ended.Before(at) {
-			at = ended
+		// It waits for another line only from when every stage before it
+		// in its line had ended too; a failure of a process its main
+		// process left behind happened by now, not when the main exited.
+		var latest time.Time
+		for j := 0; j <= i; j++ {
+			if e := r.outcomes[j].res.Ended; e.After(latest) {
+				latest = e
+			}
+		}
+		if p, ok := r.stages[i].(*stage.Process); ok && !r.outcomes[i].res.Failed() && len(p.LeftFailures()) > 0 {
+			latest = now
+		}
+		if !latest.IsZero() && latest.Before(at) {
+			at = latest
 		}
 	}
 	r.mu.Lock()

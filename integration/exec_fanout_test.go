@@ -1079,16 +1079,24 @@ output = "out/d"
 // root cause (exit 1), as when it stopped the run at once.
 func TestExecFanOutBranchFailureBeforeTheRunsOwnStop(t *testing.T) {
 	for _, tc := range []struct {
-		name, head, producer, a, b string
-		signal                     bool
+		name, head, producer, a, a2, b string
+		signal                         bool
 	}{
 		{name: "SIGTERM to pipespool", producer: "sleep 30", a: "exit 3", b: `command = ["cat"]`, signal: true},
+		// The stage after a's, which pipespool then stops with SIGTERM,
+		// did not die of the signal pipespool got.
+		{name: "SIGTERM to pipespool, a stage after the failed one", producer: "sleep 30", a: "exit 3",
+			a2: "cat >/dev/null; sleep 30", b: `command = ["cat"]`, signal: true},
 		{name: "timeout", head: `timeout = "1s"`, producer: "sleep 30", a: "exit 3", b: `command = ["cat"]`},
 		{name: "another branch's stall", producer: "cat /dev/zero", a: "head -c 1000 >/dev/null; exit 3",
 			b: "command = [\"sleep\", \"60\"]\nstall_timeout = \"1s\"\non_stall = \"kill\""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
+			aEnd := `output = "none"`
+			if tc.a2 != "" {
+				aEnd = fmt.Sprintf("[[stage]]\nname = \"a2\"\nshell = %q\noutput = \"none\"", tc.a2)
+			}
 			job := writeFile(t, dir, "job.toml", fmt.Sprintf(`%s
 [input]
 path = "none"
@@ -1098,13 +1106,13 @@ shell = %q
 [[stage]]
 name = "a"
 shell = %q
-output = "none"
+%s
 [[stage]]
 name = "b"
 from = "producer"
 output = "none"
 %s
-`, tc.head, tc.producer, tc.a, tc.b))
+`, tc.head, tc.producer, tc.a, aEnd, tc.b))
 			var onStart func(int)
 			if tc.signal {
 				onStart = func(pid int) {

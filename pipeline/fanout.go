@@ -740,6 +740,9 @@ func (t *treeRun) promotable(l int, c stopCause, sig syscall.Signal) bool {
 	// or one it left behind): decideRun may name it rather than c.Stage.
 	for i := range r.stages {
 		res := r.outcomes[i].res
+		if res.Stopped {
+			continue // pipespool's own SIGTERM, when it stopped the line
+		}
 		if res.Signal == sig || res.ExitCode == 128+int(sig) {
 			return false
 		}

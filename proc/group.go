@@ -225,6 +225,14 @@ func (g *Group) waitLeader() {
 	close(g.done)
 }
 
+// leaderExited reports whether the leader has exited (a zombie waiting to
+// be reaped), without reaping it.
+func (g *Group) leaderExited() bool {
+	var info unix.Siginfo
+	err := unix.Waitid(unix.P_PID, g.pid, &info, unix.WEXITED|unix.WNOWAIT|unix.WNOHANG, nil)
+	return err == nil && (*sigchldInfo)(unsafe.Pointer(&info)).Pid == int32(g.pid)
+}
+
 // Signal sends sig to the whole process group, unless the leader was
 // already reaped (the group id may then belong to somebody else).
 func (g *Group) Signal(sig syscall.Signal) error {
@@ -254,7 +262,10 @@ func (g *Group) Stop(grace time.Duration) {
 		g.mu.Unlock()
 		return
 	}
-	g.stopped = true
+	// Stopped says the leader ended because of this Stop: not when it
+	// had exited already, before waitLeader saw it (it died of a signal
+	// from somebody else, or exited on its own, a moment before).
+	g.stopped = g.stopped || !g.leaderExited()
 	g.mu.Unlock()
 	g.markSent(syscall.SIGTERM, syscall.SIGKILL)
 	g.signalAll(syscall.SIGTERM)

@@ -18,7 +18,9 @@ import (
 // /proc/self/fd, so no writer is added and the consumer still sees EOF).
 // Leftover then tells how many bytes the consumer left unread when it
 // exited: a stage that exits 0 with input still queued did not read all
-// its input.
+// its input. A Tee keeps one on each pipe destination also when it is
+// stopped; those bytes are then counted by Leftover alone, not in the
+// Result's Unread or Undelivered.
 func KeepWitness() Option { return func(p *Pump) { p.opts.keepWitness = true } }
 
 // AwaitRead makes the pump, at the end of its source, wait until the

@@ -360,6 +360,12 @@ func (t *Tee) settle(b *TeeBranch, res Result, witness bool) {
 	t.fdMu.Lock()
 	if witness && t.witness {
 		b.openWitness()
+		if b.witnFD >= 0 {
+			// The witness counts what the pipe holds (Leftover), and
+			// what the reader may still take of it: not Unread too.
+			res.Undelivered -= res.Unread
+			res.Unread = 0
+		}
 	}
 	if b.dst.Own && !b.closed {
 		if err := unix.Close(b.dst.FD); err != nil && closeErr == nil {

@@ -403,6 +403,45 @@ func TestTeeKeepsWitnesses(t *testing.T) {
 	}
 }
 
+// TestTeeStoppedWithWitnessCountsPipeOnce: a tee stopped while its
+// destinations' pipes hold bytes keeps a witness on each, which counts
+// what the reader left there (Leftover); the Result must not count those
+// bytes as Unread too: a stalled branch killed, whose pipe held 1 MiB, was
+// reported with bytes_in -1 MiB (Bytes - Unread - Leftover).
+func TestTeeStoppedWithWitnessCountsPipeOnce(t *testing.T) {
+	checkFDs(t)
+	const total = 50 << 10
+	src, w := pipeFor(t, DefaultPipeSize, true)
+	defer w.Close() // the source stays open: the tee ends only by Stop
+	if _, err := w.Write(make([]byte, total)); err != nil {
+		t.Fatal(err)
+	}
+	a, ra := pipeFor(t, DefaultPipeSize, false)
+	b, rb := pipeFor(t, DefaultPipeSize, false)
+	defer ra.Close()
+	defer rb.Close()
+	tee := mustNewTee(t, src, []End{a, b}, KeepWitness())
+	done := startTee(tee)
+	if _, err := io.ReadFull(ra, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "every byte delivered to both", func() bool {
+		return tee.Branch(0).Bytes() == total && tee.Branch(1).Bytes() == total
+	})
+	tee.Stop()
+	res := waitFor(t, done, 10*time.Second, "tee")
+	for i, read := range []int64{1000, 0} {
+		r, left := res[i], tee.Branch(i).Leftover()
+		tee.Branch(i).Release()
+		if left != int(total-read) {
+			t.Errorf("destination %d: Leftover %d, want %d", i, left, total-read)
+		}
+		if got := r.Bytes - r.Unread - int64(left); got != read {
+			t.Errorf("destination %d: %+v with Leftover %d says its reader read %d, want %d", i, r, left, got, read)
+		}
+	}
+}
+
 // TestTeeSurvivesSignalStorm: a tee between real processes, the children
 // stopped and continued at random points, and every thread of the test
 // process (the tee's among them) sent the runtime's preemption signal over

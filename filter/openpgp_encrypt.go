@@ -166,7 +166,6 @@ func (f *openpgpEncrypt) run(in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer enc.Stop()
 	var sigHash hash.Hash
 	if signKey != nil {
 		sigHash = crypto.SHA256.New()

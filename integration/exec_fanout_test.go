@@ -273,21 +273,8 @@ func TestExecFanOutTrunkFailureIsRootCause(t *testing.T) {
 			if err := os.Mkdir(out, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			job := writeFile(t, dir, "job.toml", fmt.Sprintf(`[input]
-path = "none"
-[[stage]]
-name = "producer"
-shell = %q
-[[stage]]
-name = "a"
-shell = %q
-output = "out/a"
-[[stage]]
-name = "b"
-from = "producer"
-command = ["cat"]
-output = "out/b"
-`, tc.producer, tc.branch))
+			job := writeFile(t, dir, "job.toml", producerAB("", tc.producer,
+				fmt.Sprintf("shell = %q\noutput = \"out/a\"", tc.branch), "command = [\"cat\"]\noutput = \"out/b\""))
 			res := runPipespool(t, runOpts{}, "exec", job, "--report", filepath.Join(dir, "rep.json"))
 			if res.Code != 1 || !strings.Contains(string(res.Stderr), `failed: stage "producer" failed: exit 7`) {
 				t.Fatalf("exit %d, want 1 naming the producer\n%s", res.Code, res.Stderr)
@@ -1093,30 +1080,18 @@ func TestExecFanOutBranchFailureBeforeTheRunsOwnStop(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			aEnd := `output = "none"`
+			a := fmt.Sprintf("shell = %q\noutput = \"none\"", tc.a)
 			if tc.a2 != "" {
-				aEnd = fmt.Sprintf("[[stage]]\nname = \"a2\"\nshell = %q\noutput = \"none\"", tc.a2)
+				a = fmt.Sprintf("shell = %q\n[[stage]]\nname = \"a2\"\nshell = %q\noutput = \"none\"", tc.a, tc.a2)
 			}
-			job := writeFile(t, dir, "job.toml", fmt.Sprintf(`%s
-[input]
-path = "none"
-[[stage]]
-name = "producer"
-shell = %q
-[[stage]]
-name = "a"
-shell = %q
-%s
-[[stage]]
-name = "b"
-from = "producer"
-output = "none"
-%s
-`, tc.head, tc.producer, tc.a, aEnd, tc.b))
+			job := writeFile(t, dir, "job.toml", producerAB(tc.head, tc.producer, a, "output = \"none\"\n"+tc.b))
 			var onStart func(int)
 			if tc.signal {
 				onStart = func(pid int) {
-					time.Sleep(700 * time.Millisecond) // a has failed, and waits
+					// a fails at once and then waits up to 2 s for its
+					// trunk: the signal comes in that wait, past the
+					// 250 ms in which a failure may be the signal's.
+					time.Sleep(1200 * time.Millisecond)
 					syscall.Kill(pid, syscall.SIGTERM)
 				}
 			}
@@ -1134,7 +1109,15 @@ output = "none"
 // twoBranches is a job whose producer sleeps, read by branch a (cat) and
 // by branch b, whose first stage's keys (after name and from) are rest.
 func twoBranches(rest string) string {
-	return "[input]\npath = \"none\"\n[[stage]]\nname = \"producer\"\nshell = \"sleep 30\"\n[[stage]]\nname = \"a\"\ncommand = [\"cat\"]\noutput = \"none\"\n[[stage]]\nname = \"b\"\nfrom = \"producer\"\n" + rest
+	return producerAB("", "sleep 30", "command = [\"cat\"]\noutput = \"none\"", rest)
+}
+
+// producerAB is a job whose stage producer (a shell line) is read by branch
+// a (the producer's line) and branch b: head goes before [input], a and b
+// are the keys of each branch's first stage after its name (and from), and
+// may go on with more stages.
+func producerAB(head, producer, a, b string) string {
+	return fmt.Sprintf("%s\n[input]\npath = \"none\"\n[[stage]]\nname = \"producer\"\nshell = %q\n[[stage]]\nname = \"a\"\n%s\n[[stage]]\nname = \"b\"\nfrom = \"producer\"\n%s\n", head, producer, a, b)
 }
 
 // signalAll sends SIGTERM to every process pipespool (pid) started, then to

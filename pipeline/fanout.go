@@ -16,6 +16,7 @@ import (
 	"github.com/pipespool/pipespool/progress"
 	"github.com/pipespool/pipespool/pump"
 	"github.com/pipespool/pipespool/stage"
+	"github.com/pipespool/pipespool/units"
 )
 
 // A job that fans out is run as a tree of lines (tree.go). Each line is run
@@ -281,8 +282,9 @@ func (t *treeRun) build(ctx context.Context) error {
 	// the other unless a stage gets it (childEnd then decides): the read
 	// end of a branch's pipe (stageReads), the write end of the tee's
 	// source (!stageReads).
+	size, why := pipeSizeFor(t.job.PipeSize, t.pipes)
+	t.log.Debug(fmt.Sprintf("fan-out pipes: %s each (%s)", units.FormatSize(int64(size)), why))
 	pipe := func(what string, stageReads, stageWrites bool) (rd, wr *ownedFD, err error) {
-		size, _ := pipeSizeFor(t.job.PipeSize, t.pipes)
 		p, _, err := pump.NewPipe(size)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", what, err)

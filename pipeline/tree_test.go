@@ -150,9 +150,19 @@ func TestDecideTree(t *testing.T) {
 	cascade := func(f lineFacts) lineFacts { f.Cascade = true; f.Msg = "stopped"; return f }
 	optional := func(f lineFacts) lineFacts { f.Optional = true; return f }
 	forks := func(f lineFacts) lineFacts { f.Forks = true; return f }
+	// decided: stopped by a timeout, a signal (SIGTERM) or a stall kill
+	// (ResultFailed).
 	decided := func(result, label string, parent, when int) lineFacts {
-		msg := map[string]string{ResultTimeout: "timed out", ResultInterrupted: "interrupted by SIGTERM", ResultFailed: `stage "b" stalled, killed`}[result]
-		return lineFacts{Label: label, Parent: parent, Result: result, Msg: msg, Signal: map[bool]syscall.Signal{true: syscall.SIGTERM}[result == ResultInterrupted], At: at(when), Decided: true}
+		f := lineFacts{Label: label, Parent: parent, Result: result, At: at(when), Decided: true}
+		switch result {
+		case ResultTimeout:
+			f.Msg = "timed out"
+		case ResultInterrupted:
+			f.Msg, f.Signal = "interrupted by SIGTERM", syscall.SIGTERM
+		default:
+			f.Msg = `stage "b" stalled, killed`
+		}
+		return f
 	}
 	for _, tc := range []struct {
 		name     string

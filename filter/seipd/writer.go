@@ -73,11 +73,6 @@ func newWriter(w io.Writer, block cipher.Block, random []byte) (*Writer, error) 
 	return s, nil
 }
 
-// Stop abandons the packet on an error path. It holds nothing (the hash
-// runs in the caller's goroutine), and is kept so that callers need not
-// know.
-func (s *Writer) Stop() {}
-
 // Write encrypts p into the packet.
 func (s *Writer) Write(p []byte) (int, error) {
 	// Encrypted straight into the body being filled: no copy.

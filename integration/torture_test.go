@@ -25,7 +25,8 @@ import (
 // each checked against an oracle computed independently of pipespool.
 //
 //	TORTURE_SEED=N       the seed (default: the clock; printed either way)
-//	TORTURE_BUDGET=5m    wall time for the runs (default 2m, 30s with -short)
+//	TORTURE_BUDGET=5m    wall time for the runs (default 2m, 30s with -short,
+//	                     less when go test's -timeout would come first)
 //	TORTURE_RUNS=N       stop after N runs (default: the budget decides)
 //	TORTURE_RUN=N        replay run N of TORTURE_SEED alone
 //	TORTURE_BIG=1        now and then a stream of 64 to 256 MiB
@@ -48,6 +49,30 @@ type tortureConfig struct {
 	workers int
 }
 
+// tortureReserve is the time the default budget leaves before go test's
+// -timeout: the runs in flight at the budget's end finish (a big stream
+// under the storm takes seconds), and the storm and the workers stop.
+const tortureReserve = 90 * time.Second
+
+// fitDeadline lowers the default budget so that the whole test binary ends
+// before go test's -timeout (10 minutes unless given): `go test -race
+// ./...` runs every package at once, and on 2 cores the end-to-end tests
+// before the torture take most of those 10 minutes. An explicit
+// TORTURE_BUDGET is taken as asked.
+func fitDeadline(t *testing.T, budget time.Duration) time.Duration {
+	dl, ok := t.Deadline()
+	if !ok {
+		return budget
+	}
+	left := time.Until(dl) - tortureReserve
+	if left >= budget {
+		return budget
+	}
+	least := 10 * time.Second
+	t.Logf("torture: budget lowered from %s to %s to end before go test's -timeout (give -timeout 40m for the full budget)", budget, max(left, least).Round(time.Second))
+	return max(left, least)
+}
+
 func loadTortureConfig(t *testing.T) tortureConfig {
 	c := tortureConfig{seed: uint64(time.Now().UnixNano()), budget: 2 * time.Minute, storm: true, workers: 3}
 	if testing.Short() {
@@ -61,6 +86,7 @@ func loadTortureConfig(t *testing.T) tortureConfig {
 		}
 	}
 	env("TORTURE_SEED", func(v string) (err error) { c.seed, err = strconv.ParseUint(v, 10, 64); return })
+	c.budget = fitDeadline(t, c.budget)
 	env("TORTURE_BUDGET", func(v string) (err error) { c.budget, err = time.ParseDuration(v); return })
 	env("TORTURE_RUNS", func(v string) (err error) { c.runs, err = strconv.ParseInt(v, 10, 64); return })
 	env("TORTURE_RUN", func(v string) (err error) { c.only, err = strconv.ParseInt(v, 10, 64); return })

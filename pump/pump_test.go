@@ -180,11 +180,11 @@ func TestPumpIdleUsesNoCPU(t *testing.T) {
 
 // assertIdle fails the test if the process uses more than a few
 // milliseconds of CPU over 300 ms while p stays in state want.
-// The CPU measured is the whole process's: a test's producer may still be
-// making its data (under -race, tens of milliseconds on a slow machine)
-// when the pump starts to wait. So the check passes if any of three
-// consecutive 300 ms windows is idle; a spinning pump uses nearly all of
-// every window.
+// The CPU measured is the copying threads' (see cpuTime), or the whole
+// process's, where a test's producer may still be making its data (under
+// -race, tens of milliseconds on a slow machine) when the pump starts to
+// wait. So the check passes if any of three consecutive 300 ms windows is
+// idle; a spinning pump uses nearly all of every window.
 func assertIdle(t *testing.T, p *Pump, want State) {
 	t.Helper()
 	waitState(t, p, want)

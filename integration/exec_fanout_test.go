@@ -4,11 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -1120,20 +1118,6 @@ func producerAB(head, producer, a, b string) string {
 	return fmt.Sprintf("%s\n[input]\npath = \"none\"\n[[stage]]\nname = \"producer\"\nshell = %q\n[[stage]]\nname = \"a\"\n%s\n[[stage]]\nname = \"b\"\nfrom = \"producer\"\n%s\n", head, producer, a, b)
 }
 
-// signalAll sends SIGTERM to every process pipespool (pid) started, then to
-// pipespool, 600 ms in: what systemd does to a service
-// (KillMode=control-group).
-func signalAll(pid int) {
-	time.Sleep(600 * time.Millisecond)
-	out, _ := exec.Command("ps", "-o", "pid=", "--ppid", strconv.Itoa(pid)).Output()
-	for _, f := range strings.Fields(string(out)) {
-		if p, err := strconv.Atoi(f); err == nil {
-			syscall.Kill(p, syscall.SIGTERM)
-		}
-	}
-	syscall.Kill(pid, syscall.SIGTERM)
-}
-
 // TestExecFanOutRunsOwnStopStaysItsOwn: a failure that waits for its
 // trunk's judgement and cannot fail the run (a fan-out whose readers all
 // went, an optional branch), or a stage that died of the signal that
@@ -1177,7 +1161,7 @@ output = "none"
 			code: 1, msg: `timed out after 1s`},
 		{name: "SIGTERM to every process at once",
 			job:    twoBranches("command = [\"cat\"]\noutput = \"none\"\n"),
-			signal: signalAll, code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
+			signal: signalEveryProcess(syscall.SIGTERM, false), code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
 		// The branch's failure waited for the stage before it in its own
 		// branch, not for its trunk: as in a line, the timeout or the
 		// signal that stopped that stage decides.
@@ -1186,7 +1170,7 @@ output = "none"
 			code: 1, msg: `timed out after 1s`},
 		{name: "a branch's failure waits in its branch, then SIGTERM to every process",
 			job:    twoBranches("command = [\"cat\"]\n[[stage]]\nname = \"y\"\nshell = \"exit 3\"\noutput = \"none\"\n"),
-			signal: signalAll, code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
+			signal: signalEveryProcess(syscall.SIGTERM, false), code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

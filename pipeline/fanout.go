@@ -15,7 +15,6 @@ import (
 	"github.com/pipespool/pipespool/proc"
 	"github.com/pipespool/pipespool/progress"
 	"github.com/pipespool/pipespool/pump"
-	"github.com/pipespool/pipespool/stage"
 	"github.com/pipespool/pipespool/units"
 )
 
@@ -121,6 +120,7 @@ func runTree(ctx context.Context, job *Job, opts Options) (*Report, error) {
 	t.run(ctx)
 	stopDisplay()
 	t.endProcesses()
+	t.yieldToSignal(ctx)
 	rep, err := t.finish(start)
 	if board != nil {
 		t.mu.Lock()
@@ -713,14 +713,6 @@ func allTrue(n int) []bool {
 	return b
 }
 
-// signalMargin: a failure that happened less than this before pipespool
-// saw the signal that interrupted it is not taken for the run's cause.
-// systemd (KillMode=control-group) and a terminal's job control send the
-// signal to every process at once: a stage may die of it, or exit as its
-// program does on SIGTERM (ssh 255, rsync 20), a moment before pipespool's
-// own handler runs.
-const signalMargin = 250 * time.Millisecond
-
 // promotable reports whether the own failure c of line l, which waited for
 // the line feeding it while the run was stopped for another reason, is
 // what failed the run: not a failure that cannot fail the run (an optional
@@ -735,28 +727,9 @@ func (t *treeRun) promotable(l int, c stopCause, sig syscall.Signal) bool {
 	if c.Stage >= len(r.stages) {
 		return len(t.lines[l].Children) == 0
 	}
-	if sig == 0 {
-		return true
-	}
-	// Any stage of the line that failed of the signal (its main process
-	// or one it left behind): decideRun may name it rather than c.Stage.
-	for i := range r.stages {
-		res := r.outcomes[i].res
-		if res.Stopped {
-			continue // pipespool's own SIGTERM, when it stopped the line
-		}
-		if res.Signal == sig || res.ExitCode == 128+int(sig) {
-			return false
-		}
-		if p, ok := r.stages[i].(*stage.Process); ok {
-			for _, e := range p.LeftFailures() {
-				if e.Status.Signal == sig || e.Status.Code == 128+int(sig) {
-					return false
-				}
-			}
-		}
-	}
-	return true
+	// Any stage of the line that failed of the signal: decideRun may name
+	// it rather than c.Stage.
+	return sig == 0 || !r.diedOf(sig)
 }
 
 // lineFactsOf is what the tree's decision needs to know of line l.

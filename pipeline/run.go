@@ -63,6 +63,9 @@ type running struct {
 	// stage (len(stages): the output).
 	ownAt    time.Time
 	ownStage int
+	// sigSeen is when the run saw pipespool interrupted (its context
+	// cancelled by a signal), zero while not: see yieldToSignal.
+	sigSeen time.Time
 }
 
 // noteOwn records the own failure of stage i (len(stages): the output) of
@@ -163,6 +166,7 @@ func Run(ctx context.Context, job *Job, opts Options) (*Report, error) {
 	}
 	r.run(ctx)
 	r.endProcesses()
+	r.yieldToSignal(ctx)
 	return r.finish(start)
 }
 

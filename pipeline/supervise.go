@@ -160,6 +160,9 @@ func (r *running) run(ctx context.Context) {
 			ctxDone = nil
 			var ie *proc.InterruptedError
 			if errors.As(context.Cause(ctx), &ie) {
+				r.mu.Lock()
+				r.sigSeen = time.Now()
+				r.mu.Unlock()
 				r.stopRun(stopCause{Stage: -1, Result: ResultInterrupted, Msg: ie.Error(), Signal: ie.Signal})
 			} else {
 				r.decide(-1, ResultFailed, fmt.Sprintf("cancelled: %v", context.Cause(ctx)))

@@ -16,6 +16,12 @@ func SignalName(s syscall.Signal) string {
 	return "signal " + strconv.Itoa(int(s))
 }
 
+// StopSignals are the signals that interrupt pipespool's work the way
+// SIGTERM does (see InterruptedError). SIGHUP is what a closing terminal or
+// an ssh session that drops sends; SIGQUIT is what a terminal's Ctrl-\ and
+// some supervisors send.
+var StopSignals = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM}
+
 // InterruptedError is work stopped because pipespool received a signal
 // (SIGHUP, SIGINT, SIGQUIT, SIGTERM): it is what a signal handler gives as
 // the cause when it cancels a context, and what the work returns once

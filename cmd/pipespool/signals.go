@@ -12,16 +12,11 @@ import (
 	"github.com/pipespool/pipespool/proc"
 )
 
-// stopSignals end a command that runs processes the way SIGTERM does: the
-// processes are stopped (SIGTERM to each group, SIGKILL after the grace
-// period), a temporary output is removed, and the exit status is 128 + the
-// signal. SIGHUP is what a closing terminal or an ssh session that drops
-// sends; SIGQUIT is what a terminal's Ctrl-\ and some supervisors send.
-var stopSignals = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM}
-
 // signalContext returns a context cancelled, with a *proc.InterruptedError
-// as its cause, at the first of stopSignals. A signal pipespool was started
-// ignoring stays ignored: nohup's SIGHUP, and the SIGINT and SIGQUIT that a
+// as its cause, at the first of proc.StopSignals: the processes are
+// stopped (SIGTERM to each group, SIGKILL after the grace period), a
+// temporary output is removed, and the exit status is 128 + the signal. A
+// signal pipespool was started ignoring stays ignored: nohup's SIGHUP, and the SIGINT and SIGQUIT that a
 // shell ignores for a command it runs in the background. SIGQUIT writes
 // the stacks of every goroutine to errOut first when GOTRACEBACK is set
 // (someone debugging a hang asked for them), as Go's own SIGQUIT would,
@@ -30,7 +25,7 @@ var stopSignals = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQU
 func signalContext(errOut io.Writer) (ctx context.Context, stop func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	var watch []os.Signal
-	for _, s := range stopSignals {
+	for _, s := range proc.StopSignals {
 		if !signal.Ignored(s) {
 			watch = append(watch, s)
 		}

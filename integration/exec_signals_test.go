@@ -366,3 +366,56 @@ shell = "printf 'plain\\tline\\n\\033[2J\\033]0;owned\\007cleared\\n' >&2; exit 
 		}
 	}
 }
+
+// TestExecStderrReaderGoneDoesNotStopTheRun: pipespool's own stderr losing
+// its reader (`2>&1 | head`, a logger that died) loses its messages, not
+// the run: the stage goes on, the output is committed, the exit status is
+// the run's. pipespool died of SIGPIPE (141) half-way, its stage killed
+// with it and its temporary output left behind.
+func TestExecStderrReaderGoneDoesNotStopTheRun(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.bin")
+	job := writeFile(t, dir, "job.toml", fmt.Sprintf(`[input]
+path = "none"
+[output]
+path = %q
+[[stage]]
+name = "noisy"
+shell = "for i in $(seq 2000); do echo line $i >&2; done; head -c 1000000 /dev/zero"
+`, out))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(pipespoolBin, "exec", job)
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	// The reader takes the first message, then goes away.
+	buf := make([]byte, 1)
+	for buf[0] != '\n' {
+		if _, err := r.Read(buf); err != nil {
+			t.Fatalf("reading pipespool's stderr: %v", err)
+		}
+	}
+	r.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		t.Fatal("pipespool still running a minute after its stderr's reader went away")
+	}
+	if err != nil {
+		t.Fatalf("pipespool: %v, want exit 0", err)
+	}
+	if fi, err := os.Stat(out); err != nil || fi.Size() != 1000000 {
+		t.Errorf("output: %v, want 1000000 bytes committed", err)
+	}
+	if m := tempsOf(out); len(m) > 0 {
+		t.Errorf("temporary output left: %v", m)
+	}
+}

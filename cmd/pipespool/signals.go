@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sync"
 	"syscall"
 
 	"github.com/pipespool/pipespool/proc"
@@ -22,7 +23,11 @@ import (
 // (someone debugging a hang asked for them), as Go's own SIGQUIT would,
 // but the processes are still stopped. A second signal is left to the
 // work, which is already stopping everything. stop releases the signals.
+//
+// It also keeps the process alive when its own stderr (or a stdout that is
+// not the run's output) loses its reader: see survivePipeErrors.
 func signalContext(errOut io.Writer) (ctx context.Context, stop func()) {
+	survivePipeErrors()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	var watch []os.Signal
 	for _, s := range proc.StopSignals {
@@ -49,6 +54,26 @@ func signalContext(errOut io.Writer) (ctx context.Context, stop func()) {
 		close(done)
 		cancel(nil)
 	}
+}
+
+var pipeOnce sync.Once
+
+// survivePipeErrors makes a write to a pipe whose reader went away fail
+// with EPIPE instead of killing pipespool with SIGPIPE, for the rest of the
+// process. Go kills a program that writes to a broken stdout or stderr
+// unless it asks for SIGPIPE; a command that runs processes must not die
+// half-way because its log's reader went away (`2>&1 | head`, a logger
+// that died): its stages would be killed with it (their parent-death
+// signal), its temporary output left behind, its report and metrics never
+// written. The run goes on, its messages are lost, and its exit status and
+// report say how it ended. SIGPIPE is caught, not ignored: an ignored
+// signal would stay ignored in the stages, which need it (a producer whose
+// consumer went dies of SIGPIPE). The listing commands keep the usual
+// death, as `ls | head` does.
+func survivePipeErrors() {
+	pipeOnce.Do(func() {
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	})
 }
 
 // dumpGoroutines writes every goroutine's stack to w.

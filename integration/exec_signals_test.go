@@ -419,3 +419,65 @@ shell = "for i in $(seq 2000); do echo line $i >&2; done; head -c 1000000 /dev/z
 		t.Errorf("temporary output left: %v", m)
 	}
 }
+
+// TestExecStalledStderrDoesNotHoldTheRun: pipespool's own stderr taken by
+// a reader that stopped reading (a terminal stopped with Ctrl-S, an ssh
+// session whose connection hangs, a stuck logger) holds neither the run
+// nor its timeout: messages are dropped, the run ends as it would have.
+// Before, the stage blocked on its stderr, pipespool on its log, and the
+// job's timeout never ended it.
+func TestExecStalledStderrDoesNotHoldTheRun(t *testing.T) {
+	noisy := `shell = "for i in $(seq 5000); do echo line $i of the chatter of a stage >&2; done; head -c 1000000 /dev/zero"`
+	for _, tc := range []struct {
+		name, head, stage, msg string
+		code                   int
+	}{
+		{"the run succeeds", "", noisy, "", 0},
+		{"its timeout ends it", "timeout = \"2s\"\n", `shell = "while :; do echo chatter of a stage that never ends >&2; done"`, "", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out.bin")
+			job := writeFile(t, dir, "job.toml", fmt.Sprintf("%s[input]\npath = \"none\"\n[output]\npath = %q\n[[stage]]\nname = \"noisy\"\n%s\n", tc.head, out, tc.stage))
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close() // held open, never read
+			cmd := exec.Command(pipespoolBin, "exec", job)
+			cmd.Stderr = w
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err = <-done:
+			case <-time.After(time.Minute):
+				cmd.Process.Kill()
+				<-done
+				t.Fatal("pipespool held a minute by a stderr nobody reads")
+			}
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.code {
+				t.Errorf("exit %d, want %d", code, tc.code)
+			}
+			fi, err := os.Stat(out)
+			switch {
+			case tc.code == 0 && (err != nil || fi.Size() != 1000000):
+				t.Errorf("output: %v, want 1000000 bytes committed", err)
+			case tc.code != 0 && err == nil:
+				t.Errorf("output committed by a failed run")
+			}
+			if m := tempsOf(out); len(m) > 0 {
+				t.Errorf("temporary output left: %v", m)
+			}
+		})
+	}
+}

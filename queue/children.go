@@ -31,8 +31,9 @@ const DefaultGrace = 5 * time.Second
 const stderrWaitMax = time.Second
 
 // stderrSink is what a child is given as its stderr for a writer: the
-// writer itself when it is a file (nil: /dev/null), else the write end of
-// a pipe whose read end a goroutine copies into the writer.
+// writer itself when it is a file, or the file behind it (nil: /dev/null),
+// else the write end of a pipe whose read end a goroutine copies into the
+// writer.
 type stderrSink struct {
 	Child *os.File // fd 2 of the child
 	pipe  *os.File // our read end, nil when Child is the writer itself
@@ -46,6 +47,10 @@ func newStderrSink(w io.Writer, name string) (*stderrSink, error) {
 		return &stderrSink{}, nil
 	case *os.File:
 		return &stderrSink{Child: f}, nil
+	case interface{ File() *os.File }:
+		// A writer in front of a file (pipespool's own stderr, which
+		// never blocks pipespool): the child writes to the file itself.
+		return &stderrSink{Child: f.File()}, nil
 	}
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {

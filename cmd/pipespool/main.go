@@ -16,7 +16,10 @@ func main() {
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		markInheritedCloexec()
 	}
-	os.Exit(Main(os.Args[1:], SystemStreams()))
+	streams := SystemStreams()
+	code := Main(os.Args[1:], streams)
+	streams.flush()
+	os.Exit(code)
 }
 
 // markInheritedCloexec is the fallback for kernels without close_range.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,7 +76,7 @@ func runQueues(opts *queueProcessOptions, base queue.ProcessOptions) error {
 	if err := distinctDirs(opts.Dirs); err != nil {
 		return err
 	}
-	if _, ok := g.streams.ErrOut.(*os.File); !ok {
+	if !takesWritesWhole(g.streams.ErrOut) {
 		// The queues write to stderr at once (their commands, the log,
 		// the lines of tell): a file takes each write whole, anything
 		// else (a test's buffer) must be given one write at a time.
@@ -424,4 +425,14 @@ func distinctDirs(dirs []string) error {
 		}
 	}
 	return nil
+}
+
+// takesWritesWhole reports whether w takes concurrent writes each whole: a
+// file, or pipespool's own stderr (which queues each write whole).
+func takesWritesWhole(w io.Writer) bool {
+	switch w.(type) {
+	case *os.File, *diagWriter:
+		return true
+	}
+	return false
 }

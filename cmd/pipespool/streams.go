@@ -28,9 +28,10 @@ func (s *IOStreams) errWidth() int {
 	return s.ErrWidth()
 }
 
-// SystemStreams returns the process's own stdin, stdout and stderr.
+// SystemStreams returns the process's own stdin, stdout and stderr, its
+// stderr behind a writer that never holds pipespool (see diagWriter).
 func SystemStreams() *IOStreams {
-	s := &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr,
+	s := &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: newDiagWriter(os.Stderr),
 		ErrIsTerminal: isTerminal(int(os.Stderr.Fd()))}
 	if s.ErrIsTerminal {
 		s.ErrWidth = func() int { return termWidth(int(os.Stderr.Fd())) }
@@ -51,4 +52,12 @@ func termWidth(fd int) int {
 func isTerminal(fd int) bool {
 	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	return err == nil
+}
+
+// flush waits for what the command wrote to stderr, as long as stderr
+// takes it (see diagWriter.flush).
+func (s *IOStreams) flush() {
+	if d, ok := s.ErrOut.(*diagWriter); ok {
+		d.flush(diagFlushIdle)
+	}
 }

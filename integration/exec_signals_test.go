@@ -401,15 +401,7 @@ shell = "for i in $(seq 2000); do echo line $i >&2; done; head -c 1000000 /dev/z
 		}
 	}
 	r.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err = <-done:
-	case <-time.After(time.Minute):
-		cmd.Process.Kill()
-		t.Fatal("pipespool still running a minute after its stderr's reader went away")
-	}
-	if err != nil {
+	if err := waitStarted(t, cmd, "pipespool whose stderr's reader went away"); err != nil {
 		t.Fatalf("pipespool: %v, want exit 0", err)
 	}
 	if fi, err := os.Stat(out); err != nil || fi.Size() != 1000000 {
@@ -450,15 +442,7 @@ func TestExecStalledStderrDoesNotHoldTheRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			w.Close()
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case err = <-done:
-			case <-time.After(time.Minute):
-				cmd.Process.Kill()
-				<-done
-				t.Fatal("pipespool held a minute by a stderr nobody reads")
-			}
+			err = waitStarted(t, cmd, "pipespool with a stderr nobody reads")
 			code := 0
 			if ee, ok := err.(*exec.ExitError); ok {
 				code = ee.ExitCode()

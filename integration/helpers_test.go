@@ -302,3 +302,20 @@ func compactStacks(s string) string {
 	fmt.Fprintf(&b, "(%d goroutines of the runtime only left out)\n", omitted)
 	return b.String()
 }
+
+// waitStarted waits for cmd, started, at most a minute (then kills it and
+// fails the test, saying what was held), and returns Wait's error.
+func waitStarted(t *testing.T, cmd *exec.Cmd, what string) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s: still running after a minute", what)
+		return nil
+	}
+}

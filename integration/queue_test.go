@@ -742,14 +742,7 @@ func TestPreparePayloadIntoFileAndPipe(t *testing.T) {
 	w.Close()
 	io.ReadFull(r, make([]byte, 10))
 	r.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err = <-done:
-	case <-time.After(time.Minute):
-		cmd.Process.Kill()
-		t.Fatal("prepare into a pipe whose reader went away: still running after a minute")
-	}
+	err = waitStarted(t, cmd, "prepare into a pipe whose reader went away")
 	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGPIPE {
 		t.Errorf("prepare into a closed pipe: %v, want killed by SIGPIPE", err)

@@ -673,12 +673,7 @@ func (t *treeRun) finish(start time.Time) (*Report, error) {
 		// line), failed on its own first: judged as if that failure
 		// had stopped it.
 		c, at, ok := r.ownFirst()
-		if ok && sig != 0 && at.After(sigAt.Add(-signalMargin)) {
-			// Just before the signal: maybe the signal's doing, sent
-			// to every process at once (see signalMargin).
-			ok = false
-		}
-		if ok && t.promotable(l, c, sig) {
+		if ok && t.promotable(l, c, at, sig, sigAt) {
 			facts[l].Stop = &c
 		}
 		verdicts[l] = decideRun(facts[l])
@@ -713,13 +708,14 @@ func allTrue(n int) []bool {
 	return b
 }
 
-// promotable reports whether the own failure c of line l, which waited for
-// the line feeding it while the run was stopped for another reason, is
-// what failed the run: not a failure that cannot fail the run (an optional
-// branch's; a fan-out whose readers all went), nor a stage that died of
-// sig, the signal that interrupted pipespool (systemd signals a service's
-// every process at once).
-func (t *treeRun) promotable(l int, c stopCause, sig syscall.Signal) bool {
+// promotable reports whether the own failure c of line l (at at), which
+// waited for the line feeding it while the run was stopped for another
+// reason, is what failed the run: not a failure that cannot fail the run
+// (an optional branch's; a fan-out whose readers all went), nor the doing
+// of sig, the signal that interrupted pipespool at sigAt (systemd signals a
+// service's every process at once: see doneBySignal), nor a line where a
+// process a stage left behind died of it.
+func (t *treeRun) promotable(l int, c stopCause, at time.Time, sig syscall.Signal, sigAt time.Time) bool {
 	r := t.runs[l]
 	if optionalRoot(t.lines, l) >= 0 {
 		return false
@@ -727,9 +723,9 @@ func (t *treeRun) promotable(l int, c stopCause, sig syscall.Signal) bool {
 	if c.Stage >= len(r.stages) {
 		return len(t.lines[l].Children) == 0
 	}
-	// Any stage of the line that failed of the signal: decideRun may name
-	// it rather than c.Stage.
-	return sig == 0 || !r.diedOf(sig)
+	// A stage of the line that died of the signal: decideRun may name it
+	// rather than c.Stage.
+	return sig == 0 || !doneBySignal(at, r.deaths(), sig, sigAt) && !r.leftDiedOf(sig)
 }
 
 // lineFactsOf is what the tree's decision needs to know of line l.

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"slices"
 	"syscall"
 	"time"
 
@@ -11,7 +12,7 @@ import (
 )
 
 // signalMargin: a failure that happened less than this before pipespool
-// saw the signal that interrupted it is not taken for the run's cause.
+// got the signal that interrupted it is not taken for the run's cause.
 // systemd (KillMode=control-group) signals a service's main process, then
 // every other process of its cgroup; a shutdown signals every process; a
 // user may kill a process group: a stage may die of the signal, or exit as
@@ -19,38 +20,52 @@ import (
 // pipespool's own handler runs, or even before pipespool gets the signal.
 const signalMargin = 250 * time.Millisecond
 
-// lateSignal returns the signal that interrupted pipespool (ctx's cause)
-// when it, rather than the own failure that stopped the run at failedAt,
-// is what failed the run: pipespool saw it (at seen; zero: not while the
-// run ran) less than signalMargin after that failure, or a stage died of
-// it (diedOf). When no signal has come yet but a stage died of one of
-// those pipespool stops on, the signal may be on its way to pipespool
-// too: it is waited for, until signalMargin after the failure.
-func lateSignal(ctx context.Context, failedAt, seen time.Time, diedOf func(syscall.Signal) bool) (*proc.InterruptedError, bool) {
-	ie := interruption(ctx)
-	if ie == nil {
-		wait := time.Until(failedAt.Add(signalMargin))
-		if wait <= 0 || !diedOfStopSignal(diedOf) {
-			return nil, false
-		}
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-			return nil, false
-		}
-		if ie = interruption(ctx); ie == nil {
-			return nil, false
+// death is a stage's main process that died of a signal (or exited 128 +
+// it, as a shell reports its child's death), and when.
+type death struct {
+	sig syscall.Signal
+	at  time.Time
+}
+
+// doneBySignal reports whether a line's own failure at failedAt is the
+// doing of the signal sig that pipespool got at sigAt: it came less than
+// signalMargin before (or after) it, or a stage of the line died of that
+// very signal then (deaths).
+func doneBySignal(failedAt time.Time, deaths []death, sig syscall.Signal, sigAt time.Time) bool {
+	since := sigAt.Add(-signalMargin)
+	if !failedAt.Before(since) {
+		return true
+	}
+	return slices.ContainsFunc(deaths, func(d death) bool { return d.sig == sig && !d.at.Before(since) })
+}
+
+// awaitSignal returns the signal that interrupted pipespool (ctx's cause),
+// or nil. When none has come yet but a stage died of one of the signals
+// pipespool stops on less than signalMargin ago (deaths), the signal may
+// be on its way to pipespool too: it is waited for, until signalMargin
+// after that death.
+func awaitSignal(ctx context.Context, deaths []death) *proc.InterruptedError {
+	if ie := interruption(ctx); ie != nil {
+		return ie
+	}
+	var latest time.Time
+	for _, d := range deaths {
+		if slices.Contains(proc.StopSignals, d.sig) && d.at.After(latest) {
+			latest = d.at
 		}
 	}
-	if seen.IsZero() {
-		seen = time.Now()
+	wait := time.Until(latest.Add(signalMargin))
+	if latest.IsZero() || wait <= 0 {
+		return nil
 	}
-	if seen.Before(failedAt.Add(signalMargin)) || diedOf(ie.Signal) {
-		return ie, true
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return interruption(ctx)
+	case <-t.C:
+		return nil
 	}
-	return nil, false
 }
 
 // interruption is the signal that cancelled ctx, or nil.
@@ -62,31 +77,38 @@ func interruption(ctx context.Context) *proc.InterruptedError {
 	return nil
 }
 
-func diedOfStopSignal(diedOf func(syscall.Signal) bool) bool {
-	for _, s := range proc.StopSignals {
-		if diedOf(s) {
-			return true
-		}
+// signalTime is when pipespool got ie's signal (now when unknown).
+func signalTime(ie *proc.InterruptedError) time.Time {
+	if ie.At.IsZero() {
+		return time.Now()
 	}
-	return false
+	return ie.At
 }
 
-// interruptCause is the stop cause of a run interrupted by ie.
-func interruptCause(ie *proc.InterruptedError) *stopCause {
-	return &stopCause{Stage: -1, Result: ResultInterrupted, Msg: ie.Error(), Signal: ie.Signal}
-}
-
-// diedOf reports whether a stage of the run died of sig (its main process
-// or one it left behind; a shell's 128 + sig counts), other than by
+// deaths are the run's stages that died of a signal, other than by
 // pipespool's own stop.
-func (r *running) diedOf(sig syscall.Signal) bool {
+func (r *running) deaths() []death {
+	var ds []death
 	for i := range r.stages {
 		res := r.outcomes[i].res
-		if res.Stopped {
-			continue // pipespool's own SIGTERM, when it stopped the run
+		switch {
+		case res.Stopped: // pipespool's own SIGTERM, when it stopped the run
+		case res.Signal != 0:
+			ds = append(ds, death{res.Signal, res.Ended})
+		case res.ExitCode > 128 && res.ExitCode < 128+65:
+			ds = append(ds, death{syscall.Signal(res.ExitCode - 128), res.Ended})
 		}
-		if res.Signal == sig || res.ExitCode == 128+int(sig) {
-			return true
+	}
+	return ds
+}
+
+// leftDiedOf reports whether a process that a stage of the run left
+// behind died of sig (or exited 128 + sig), other than by pipespool's own
+// stop. When it did is not known.
+func (r *running) leftDiedOf(sig syscall.Signal) bool {
+	for i := range r.stages {
+		if r.outcomes[i].res.Stopped {
+			continue
 		}
 		if p, ok := r.stages[i].(*stage.Process); ok {
 			for _, e := range p.LeftFailures() {
@@ -99,67 +121,71 @@ func (r *running) diedOf(sig syscall.Signal) bool {
 	return false
 }
 
-// yieldToSignal makes a line interrupted rather than failed when the own
-// failure that stopped it is the doing of the signal that interrupted
-// pipespool (see lateSignal): `systemctl stop` is reported as exit 143,
-// not as a stage's failure.
-func (r *running) yieldToSignal(ctx context.Context) {
+// ownFailure returns when the run's own failure happened, when an own
+// failure stopped it.
+func (r *running) ownFailure() (time.Time, bool) {
 	r.mu.Lock()
-	stop, at, seen := r.stop, r.stopAt, r.sigSeen
-	r.mu.Unlock()
-	if stop == nil || !stop.Own {
-		return
+	defer r.mu.Unlock()
+	if r.stop == nil || !r.stop.Own {
+		return time.Time{}, false
 	}
-	if ie, ok := lateSignal(ctx, at, seen, r.diedOf); ok {
-		r.mu.Lock()
-		r.stop = interruptCause(ie)
-		r.mu.Unlock()
+	if !r.ownAt.IsZero() && r.ownAt.Before(r.stopAt) {
+		return r.ownAt, true // it failed then, and waited for its trunk
 	}
+	return r.stopAt, true
 }
 
-// yieldToSignal is the tree's: when the first own failure of a line is the
-// doing of the signal that interrupted pipespool (see lateSignal), every
-// line stopped by an own failure is interrupted instead, whether the
-// signal reached the other lines before that failure stopped them or not.
-func (t *treeRun) yieldToSignal(ctx context.Context) {
-	var first, seen time.Time
-	for _, r := range t.runs {
-		r.mu.Lock()
-		stop, at, sn := r.stop, r.stopAt, r.sigSeen
-		if stop != nil && stop.Own && !r.ownAt.IsZero() && r.ownAt.Before(at) {
-			at = r.ownAt // it failed then, and waited for its trunk
-		}
-		r.mu.Unlock()
-		if stop == nil {
-			continue
-		}
-		if stop.Own && (first.IsZero() || at.Before(first)) {
-			first = at
-		}
-		if !sn.IsZero() && (seen.IsZero() || sn.Before(seen)) {
-			seen = sn
-		}
-	}
-	if first.IsZero() {
-		return
-	}
-	diedOf := func(sig syscall.Signal) bool {
-		for _, r := range t.runs {
-			if r.diedOf(sig) {
-				return true
-			}
-		}
-		return false
-	}
-	ie, ok := lateSignal(ctx, first, seen, diedOf)
+// interrupt makes the run stopped by ie rather than by its own failure.
+func (r *running) interrupt(ie *proc.InterruptedError) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stop, r.stopAt, r.ownAt = interruptCause(ie), signalTime(ie), time.Time{}
+}
+
+// interruptCause is the stop cause of a run interrupted by ie.
+func interruptCause(ie *proc.InterruptedError) *stopCause {
+	return &stopCause{Stage: -1, Result: ResultInterrupted, Msg: ie.Error(), Signal: ie.Signal}
+}
+
+// yieldToSignal makes a line interrupted rather than failed when the own
+// failure that stopped it is the doing of the signal that interrupted
+// pipespool (see doneBySignal): `systemctl stop` is reported as exit 143,
+// not as a stage's failure.
+func (r *running) yieldToSignal(ctx context.Context) {
+	failedAt, ok := r.ownFailure()
 	if !ok {
 		return
 	}
-	for _, r := range t.runs {
-		r.mu.Lock()
-		if r.stop != nil && r.stop.Own {
-			r.stop, r.ownAt = interruptCause(ie), time.Time{}
+	deaths := r.deaths()
+	if ie := awaitSignal(ctx, deaths); ie != nil && doneBySignal(failedAt, deaths, ie.Signal, signalTime(ie)) {
+		r.interrupt(ie)
+	}
+}
+
+// yieldToSignal is the tree's: each line stopped by an own failure that
+// can fail the run (not an optional branch's, which stays a warning) is
+// interrupted instead when that failure is the signal's doing, whether the
+// signal reached the other lines before that failure stopped them or not.
+func (t *treeRun) yieldToSignal(ctx context.Context) {
+	var own []int
+	var all []death
+	for l, r := range t.runs {
+		all = append(all, r.deaths()...)
+		if _, ok := r.ownFailure(); ok && optionalRoot(t.lines, l) < 0 {
+			own = append(own, l)
 		}
-		r.mu.Unlock()
+	}
+	if len(own) == 0 {
+		return
+	}
+	ie := awaitSignal(ctx, all)
+	if ie == nil {
+		return
+	}
+	for _, l := range own {
+		r := t.runs[l]
+		if failedAt, ok := r.ownFailure(); ok && doneBySignal(failedAt, r.deaths(), ie.Signal, signalTime(ie)) {
+			r.interrupt(ie)
+		}
 	}
 }

@@ -10,73 +10,68 @@ import (
 	"github.com/pipespool/pipespool/proc"
 )
 
-// TestLateSignal: which own failures yield to the signal that interrupted
-// pipespool (systemd signals a service's every process at once).
-func TestLateSignal(t *testing.T) {
-	died := func(sigs ...syscall.Signal) func(syscall.Signal) bool {
-		return func(s syscall.Signal) bool {
-			for _, d := range sigs {
-				if d == s {
-					return true
-				}
-			}
-			return false
-		}
-	}
-	interrupted := func(sig syscall.Signal) context.Context {
-		ctx, cancel := context.WithCancelCause(context.Background())
-		cancel(&proc.InterruptedError{Signal: sig})
-		return ctx
-	}
-	now := time.Now()
+// TestDoneBySignal: which own failures are the doing of the signal that
+// interrupted pipespool (systemd signals a service's every process at
+// once), and which stay the line's.
+func TestDoneBySignal(t *testing.T) {
+	sigAt := time.Now()
+	ago := func(d time.Duration) time.Time { return sigAt.Add(-d) }
+	term := syscall.SIGTERM
 	for _, tc := range []struct {
 		name     string
-		ctx      context.Context
 		failedAt time.Time
-		seen     time.Time // zero: not seen while the run ran
-		diedOf   func(syscall.Signal) bool
-		want     syscall.Signal // 0: the failure stays the run's
+		deaths   []death
+		want     bool
 	}{
-		{"no signal, nobody died of one", context.Background(), now, time.Time{}, died(), 0},
-		{"no signal, long after a stage died of SIGTERM", context.Background(), now.Add(-time.Second), time.Time{}, died(syscall.SIGTERM), 0},
-		{"signal seen 100 ms after the failure", interrupted(syscall.SIGTERM), now.Add(-time.Second), now.Add(-900 * time.Millisecond), died(), syscall.SIGTERM},
-		{"signal seen 1 s after the failure", interrupted(syscall.SIGTERM), now.Add(-2 * time.Second), now.Add(-time.Second), died(), 0},
-		{"signal seen 1 s after a stage died of it", interrupted(syscall.SIGTERM), now.Add(-2 * time.Second), now.Add(-time.Second), died(syscall.SIGTERM), syscall.SIGTERM},
-		{"SIGTERM, a stage died of SIGINT long before", interrupted(syscall.SIGTERM), now.Add(-2 * time.Second), now.Add(-time.Second), died(syscall.SIGINT), 0},
-		{"signal after the run, within the margin", interrupted(syscall.SIGHUP), now.Add(-50 * time.Millisecond), time.Time{}, died(), syscall.SIGHUP},
-		{"cancelled for another reason", func() context.Context {
-			ctx, cancel := context.WithCancelCause(context.Background())
-			cancel(errors.New("stop"))
-			return ctx
-		}(), now, now, died(syscall.SIGTERM), 0},
+		{"failed 100 ms before the signal", ago(100 * time.Millisecond), nil, true},
+		{"failed after the signal", sigAt.Add(50 * time.Millisecond), nil, true},
+		{"failed 1 s before, nobody died of a signal", ago(time.Second), nil, false},
+		{"failed 1 s before, a stage died of it 100 ms before", ago(time.Second), []death{{term, ago(100 * time.Millisecond)}}, true},
+		{"failed 1 s before, a stage died of it then", ago(time.Second), []death{{term, ago(time.Second)}}, false},
+		{"failed 1 s before, a stage died of another signal 100 ms before", ago(time.Second), []death{{syscall.SIGINT, ago(100 * time.Millisecond)}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ie, ok := lateSignal(tc.ctx, tc.failedAt, tc.seen, tc.diedOf)
-			switch {
-			case tc.want == 0 && ok:
-				t.Errorf("yields to %v, want the failure kept", ie.Signal)
-			case tc.want != 0 && (!ok || ie.Signal != tc.want):
-				t.Errorf("ok %v (%v), want it to yield to %v", ok, ie, tc.want)
+			if got := doneBySignal(tc.failedAt, tc.deaths, term, sigAt); got != tc.want {
+				t.Errorf("doneBySignal = %v, want %v", got, tc.want)
 			}
 		})
 	}
 }
 
-// TestLateSignalWaitsForTheSignalOnItsWay: a stage died of SIGTERM and
-// pipespool has not seen one yet: the signal that comes within the margin
-// is waited for; none coming, the wait ends and the failure stays.
-func TestLateSignalWaitsForTheSignalOnItsWay(t *testing.T) {
-	diedOfTerm := func(s syscall.Signal) bool { return s == syscall.SIGTERM }
-	ctx, cancel := context.WithCancelCause(context.Background())
+// TestAwaitSignal: the signal is taken as it is; waited for, up to the
+// margin, only after a stage died of a signal pipespool stops on.
+func TestAwaitSignal(t *testing.T) {
+	interrupted := func(sig syscall.Signal) context.Context {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(&proc.InterruptedError{Signal: sig, At: time.Now()})
+		return ctx
+	}
+	now := time.Now()
+	if ie := awaitSignal(interrupted(syscall.SIGHUP), nil); ie == nil || ie.Signal != syscall.SIGHUP {
+		t.Errorf("already interrupted: %v, want SIGHUP", ie)
+	}
+	if ie := awaitSignal(context.Background(), []death{{syscall.SIGTERM, now.Add(-time.Second)}}); ie != nil {
+		t.Errorf("a death a second ago: %v, want no signal (and no wait)", ie)
+	}
+	if ie := awaitSignal(context.Background(), []death{{syscall.SIGKILL, now}}); ie != nil {
+		t.Errorf("a SIGKILL: %v, want no signal", ie)
+	}
+	other, cancel := context.WithCancelCause(context.Background())
+	cancel(errors.New("stop"))
+	if ie := awaitSignal(other, []death{{syscall.SIGTERM, now}}); ie != nil {
+		t.Errorf("cancelled for another reason: %v, want no signal", ie)
+	}
+	// A stage just died of SIGTERM: the signal that comes 50 ms later is
+	// waited for; none coming, the wait ends.
+	ctx, cancelSig := context.WithCancelCause(context.Background())
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		cancel(&proc.InterruptedError{Signal: syscall.SIGTERM})
+		cancelSig(&proc.InterruptedError{Signal: syscall.SIGTERM, At: time.Now()})
 	}()
-	ie, ok := lateSignal(ctx, time.Now(), time.Time{}, diedOfTerm)
-	if !ok || ie.Signal != syscall.SIGTERM {
-		t.Errorf("ok %v (%v), want SIGTERM", ok, ie)
+	if ie := awaitSignal(ctx, []death{{syscall.SIGTERM, time.Now()}}); ie == nil || ie.Signal != syscall.SIGTERM {
+		t.Errorf("signal on its way: %v, want SIGTERM", ie)
 	}
-	if ie, ok := lateSignal(context.Background(), time.Now(), time.Time{}, diedOfTerm); ok {
-		t.Errorf("yields to %v with no signal", ie.Signal)
+	if ie := awaitSignal(context.Background(), []death{{syscall.SIGTERM, time.Now()}}); ie != nil {
+		t.Errorf("no signal coming: %v", ie)
 	}
 }

@@ -63,9 +63,6 @@ type running struct {
 	// stage (len(stages): the output).
 	ownAt    time.Time
 	ownStage int
-	// sigSeen is when the run saw pipespool interrupted (its context
-	// cancelled by a signal), zero while not: see yieldToSignal.
-	sigSeen time.Time
 }
 
 // noteOwn records the own failure of stage i (len(stages): the output) of

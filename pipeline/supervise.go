@@ -160,10 +160,9 @@ func (r *running) run(ctx context.Context) {
 			ctxDone = nil
 			var ie *proc.InterruptedError
 			if errors.As(context.Cause(ctx), &ie) {
-				r.mu.Lock()
-				r.sigSeen = time.Now()
-				r.mu.Unlock()
-				r.stopRun(stopCause{Stage: -1, Result: ResultInterrupted, Msg: ie.Error(), Signal: ie.Signal})
+				// Dated by when pipespool got the signal: see
+				// doneBySignal and promotable.
+				r.stopRunAt(*interruptCause(ie), signalTime(ie))
 			} else {
 				r.decide(-1, ResultFailed, fmt.Sprintf("cancelled: %v", context.Cause(ctx)))
 			}
@@ -457,14 +456,17 @@ func (r *running) decide(root int, result, msg string) {
 // stopRun records the first reason the run failed and stops every stage
 // that is still running but the one the reason names. Later calls keep the
 // first reason.
-func (r *running) stopRun(c stopCause) {
+func (r *running) stopRun(c stopCause) { r.stopRunAt(c, time.Now()) }
+
+// stopRunAt is stopRun for a reason that happened at at.
+func (r *running) stopRunAt(c stopCause, at time.Time) {
 	r.mu.Lock()
 	if r.stop != nil {
 		r.mu.Unlock()
 		return
 	}
 	r.stop = &c
-	r.stopAt = time.Now()
+	r.stopAt = at
 	r.mu.Unlock()
 	close(r.failedC)
 	if r.tree != nil {

@@ -3,6 +3,7 @@ package proc
 import (
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,6 +30,8 @@ var StopSignals = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQU
 // 128 + the signal.
 type InterruptedError struct {
 	Signal syscall.Signal
+	// At is when the handler got the signal (zero when unknown).
+	At time.Time
 }
 
 func (e *InterruptedError) Error() string { return "interrupted by " + SignalName(e.Signal) }

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/pipespool/pipespool/proc"
 )
@@ -45,7 +46,7 @@ func signalContext(errOut io.Writer) (ctx context.Context, stop func()) {
 			if sig == syscall.SIGQUIT && os.Getenv("GOTRACEBACK") != "" {
 				dumpGoroutines(errOut)
 			}
-			cancel(&proc.InterruptedError{Signal: sig})
+			cancel(&proc.InterruptedError{Signal: sig, At: time.Now()})
 		case <-done:
 		}
 	}()

@@ -40,13 +40,16 @@ import (
 // timing cannot be replayed).
 
 type tortureConfig struct {
-	seed    uint64
-	budget  time.Duration
-	runs    int64 // 0: no limit
-	only    int64 // >0: replay this run alone
-	big     bool
-	storm   bool
-	workers int
+	seed   uint64
+	budget time.Duration
+	// budgetSet: TORTURE_BUDGET gave the budget, taken as asked (else it
+	// fits go test's -timeout: see fitDeadline).
+	budgetSet bool
+	runs      int64 // 0: no limit
+	only      int64 // >0: replay this run alone
+	big       bool
+	storm     bool
+	workers   int
 }
 
 // tortureReserve is the time the default budget leaves before go test's
@@ -86,8 +89,7 @@ func loadTortureConfig(t *testing.T) tortureConfig {
 		}
 	}
 	env("TORTURE_SEED", func(v string) (err error) { c.seed, err = strconv.ParseUint(v, 10, 64); return })
-	c.budget = fitDeadline(t, c.budget)
-	env("TORTURE_BUDGET", func(v string) (err error) { c.budget, err = time.ParseDuration(v); return })
+	env("TORTURE_BUDGET", func(v string) (err error) { c.budget, err = time.ParseDuration(v); c.budgetSet = true; return })
 	env("TORTURE_RUNS", func(v string) (err error) { c.runs, err = strconv.ParseInt(v, 10, 64); return })
 	env("TORTURE_RUN", func(v string) (err error) { c.only, err = strconv.ParseInt(v, 10, 64); return })
 	env("TORTURE_WORKERS", func(v string) (err error) { c.workers, err = strconv.Atoi(v); return })
@@ -156,11 +158,15 @@ func TestTorture(t *testing.T) {
 		t.Logf("torture: %v were ignored by this test: caught and dropped, so that pipespool gets them", ignored)
 	}
 	prefix := fmt.Sprintf("ttm%dp", os.Getpid())
-	t.Logf("torture: TORTURE_SEED=%d budget %s workers %d storm %v big %v", c.seed, c.budget, c.workers, c.storm, c.big)
+	t.Logf("torture: TORTURE_SEED=%d budget %s (before fitting go test's -timeout) workers %d storm %v big %v", c.seed, c.budget, c.workers, c.storm, c.big)
 	var st *storm
 	if c.storm {
 		st = startStorm(c.seed, prefix)
 		defer st.Stop()
+	}
+	if !c.budgetSet {
+		// Measured from here: building the fixtures above takes a while.
+		c.budget = fitDeadline(t, c.budget)
 	}
 	deadline := time.Now().Add(c.budget)
 	var next, done, failed, okRuns, failRuns atomic.Int64

@@ -122,17 +122,26 @@ func (r *running) leftDiedOf(sig syscall.Signal) bool {
 }
 
 // ownFailure returns when the run's own failure happened, when an own
-// failure stopped it.
+// failure stopped it: when its stage ended, not when it was judged (the
+// judgement may wait for the stages before it, or for what the stage left
+// in its group); when it was judged for a failure of the output or of a
+// process the stage left behind.
 func (r *running) ownFailure() (time.Time, bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.stop == nil || !r.stop.Own {
+	stop, at, ownAt := r.stop, r.stopAt, r.ownAt
+	r.mu.Unlock()
+	if stop == nil || !stop.Own {
 		return time.Time{}, false
 	}
-	if !r.ownAt.IsZero() && r.ownAt.Before(r.stopAt) {
-		return r.ownAt, true // it failed then, and waited for its trunk
+	if !ownAt.IsZero() && ownAt.Before(at) {
+		at = ownAt // it failed then, and waited for its trunk
 	}
-	return r.stopAt, true
+	if i := stop.Stage; i >= 0 && i < len(r.stages) {
+		if res := r.outcomes[i].res; res.Failed() && !res.Ended.IsZero() && res.Ended.Before(at) {
+			at = res.Ended
+		}
+	}
+	return at, true
 }
 
 // interrupt makes the run stopped by ie rather than by its own failure.

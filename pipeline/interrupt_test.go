@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pipespool/pipespool/proc"
+	"github.com/pipespool/pipespool/stage"
 )
 
 // TestDoneBySignal: which own failures are the doing of the signal that
@@ -73,5 +74,33 @@ func TestAwaitSignal(t *testing.T) {
 	}
 	if ie := awaitSignal(context.Background(), []death{{syscall.SIGTERM, time.Now()}}); ie != nil {
 		t.Errorf("no signal coming: %v", ie)
+	}
+}
+
+// TestOwnFailureIsDatedByItsStage: a line's own failure is dated by when
+// its stage ended, not by when it was judged, which may be seconds later
+// (the stages before it are waited for): a signal that came 2 s after the
+// stage failed, right after the judgement, is not the failure's cause
+// (found by review: exit 143 where 1 naming the stage was right).
+func TestOwnFailureIsDatedByItsStage(t *testing.T) {
+	ended := time.Now().Add(-2 * time.Second)
+	judged := time.Now().Add(-100 * time.Millisecond)
+	r := &running{
+		stages:   make([]stage.Stage, 2),
+		outcomes: []*outcome{{}, {res: stage.Result{ExitCode: 3, Ended: ended}}},
+		stop:     &stopCause{Own: true, Stage: 1},
+		stopAt:   judged,
+	}
+	at, ok := r.ownFailure()
+	if !ok || !at.Equal(ended) {
+		t.Fatalf("ownFailure = %v, %v; want the stage's end, %v", at, ok, ended)
+	}
+	if doneBySignal(at, r.deaths(), syscall.SIGTERM, time.Now()) {
+		t.Errorf("a failure 2 s before the signal taken for its doing")
+	}
+	// The output's failure has no stage: dated by its judgement.
+	r.stop = &stopCause{Own: true, Stage: 2}
+	if at, _ := r.ownFailure(); !at.Equal(judged) {
+		t.Errorf("the output's failure dated %v, want its judgement %v", at, judged)
 	}
 }

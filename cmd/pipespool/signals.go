@@ -42,11 +42,12 @@ func signalContext(errOut io.Writer) (ctx context.Context, stop func()) {
 	go func() {
 		select {
 		case s := <-ch:
+			at := time.Now()
 			sig := s.(syscall.Signal)
 			if sig == syscall.SIGQUIT && os.Getenv("GOTRACEBACK") != "" {
 				dumpGoroutines(errOut)
 			}
-			cancel(&proc.InterruptedError{Signal: sig, At: time.Now()})
+			cancel(&proc.InterruptedError{Signal: sig, At: at})
 		case <-done:
 		}
 	}()

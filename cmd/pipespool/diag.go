@@ -1,36 +1,47 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
 const (
-	// diagQueueMax bounds the messages held for a stderr that is slower
-	// than pipespool writes them.
+	// diagQueueMax bounds the bytes of messages held (queued or being
+	// written) for a stderr slower than pipespool writes them.
 	diagQueueMax = 1 << 20
-	// diagWaitMax is how long a message waits for room when the queue is
-	// full before it is dropped: a slow reader still slows pipespool's
-	// messages down, a reader that stopped does not hold the run.
+	// diagWaitMax: a message waits for room as long as stderr takes bytes
+	// within this time; a stderr that took nothing for it is stalled.
 	diagWaitMax = time.Second
 	// diagFlushIdle: at exit, the last messages are waited for as long as
-	// the file takes some within this time.
+	// stderr takes bytes within this time.
 	diagFlushIdle = 5 * time.Second
+	// diagWriteMax is the most one write to the file carries: messages
+	// are joined up to it, at their boundaries, never split. A pipe takes
+	// a write of at most PIPE_BUF (4096) bytes whole, unmixed with what
+	// another process (a stage with stderr = "inherit", a queue's
+	// command) writes to it at the same time, as each message was when
+	// it was written alone.
+	diagWriteMax = 4096
 )
 
 // diagWriter is pipespool's stderr for its own messages (the log, the
-// stages' stderr lines, progress, the summary): a write never blocks for
-// longer than diagWaitMax, whatever the reader of stderr does. A goroutine
-// writes the queued messages to the file, in order; when the file takes
-// nothing for diagWaitMax (a terminal stopped with Ctrl-S, an ssh session
+// stages' stderr lines, progress, the summary): a goroutine writes them
+// to the file in order, each whole, and a write never waits for a stderr
+// that stopped taking bytes. A slow reader slows the messages down as it
+// did when they were written directly: a message waits for room in the
+// queue as long as stderr takes bytes within diagWaitMax. When it takes
+// nothing for that long (a terminal stopped with Ctrl-S, an ssh session
 // whose connection hangs, a logger that stopped reading), messages are
-// dropped until the queue has drained to half, and a line then says how
-// much was lost. Without it, a stalled stderr held the whole run: a stage
-// blocked writing its stderr, and the job's timeout never ended the run
-// (its message could not be written either). When stderr is gone (EPIPE),
-// every message is dropped.
+// dropped until the queue has drained to half, and a line written where
+// they would have been says how many bytes were lost. Without it, a stalled
+// stderr held the whole run: a stage blocked writing its stderr, and the
+// job's timeout never ended the run (its message could not be written
+// either). When stderr is gone (EPIPE, or EIO from a hung-up terminal),
+// every message is dropped; another error (ENOSPC) loses that write only.
 //
 // Child processes that write to stderr themselves (a queue's command) get
 // the file (File), not this writer: what they write is theirs to block on.
@@ -42,11 +53,21 @@ type diagWriter struct {
 	// wrote is closed (and replaced) when a write to the file ends: every
 	// writer waiting for room, and flush, look again.
 	wrote   chan struct{}
-	queue   []byte
-	writing bool
+	queue   []diagMsg
+	held    int  // bytes queued or being written
+	writing bool // the goroutine is writing to the file
 	stalled bool // dropping messages until the queue drains to half
-	dropped int  // bytes dropped since the last notice
-	broken  bool // the file refused a write: stderr is gone
+	// open counts the bytes dropped since the notice at the queue's end
+	// was queued; nil when none is open (the next drop queues one).
+	open   *int
+	broken bool // stderr is gone
+}
+
+// diagMsg is a queued message, or a notice of dropped messages (dropped
+// counts them until the notice is written).
+type diagMsg struct {
+	b       []byte
+	dropped *int
 }
 
 func newDiagWriter(f *os.File) *diagWriter {
@@ -60,41 +81,49 @@ func (d *diagWriter) File() *os.File { return d.f }
 
 // Write queues p whole, or drops it whole; it never fails.
 func (d *diagWriter) Write(p []byte) (int, error) {
-	waited := false
 	var deadline time.Time
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	for {
 		switch {
 		case d.broken:
-		case len(d.queue) == 0 || len(d.queue)+len(p) <= diagQueueMax && !d.stalled:
-			d.queue = append(d.queue, p...)
-			d.mu.Unlock()
+			return len(p), nil
+		case d.held == 0 || !d.stalled && d.held+len(p) <= diagQueueMax:
+			d.queue = append(d.queue, diagMsg{b: append([]byte(nil), p...)})
+			d.held += len(p)
 			notify(d.work)
 			return len(p), nil
-		case d.stalled || waited:
-			d.stalled = true
-			d.dropped += len(p)
-		default:
-			// Full: wait for a write to the file, at most diagWaitMax
-			// in all.
-			wrote := d.wrote
-			d.mu.Unlock()
-			if deadline.IsZero() {
-				deadline = time.Now().Add(diagWaitMax)
-			}
-			t := time.NewTimer(time.Until(deadline))
-			select {
-			case <-wrote:
-			case <-t.C:
-				waited = true
-			}
-			t.Stop()
-			d.mu.Lock()
-			continue
+		case d.stalled:
+			d.drop(len(p))
+			return len(p), nil
 		}
+		// Full: wait while the file takes bytes.
+		if deadline.IsZero() {
+			deadline = time.Now().Add(diagWaitMax)
+		}
+		wrote := d.wrote
 		d.mu.Unlock()
-		return len(p), nil
+		t := time.NewTimer(time.Until(deadline))
+		select {
+		case <-wrote:
+			deadline = time.Now().Add(diagWaitMax)
+		case <-t.C:
+		}
+		t.Stop()
+		d.mu.Lock()
+		if !time.Now().Before(deadline) && d.held+len(p) > diagQueueMax {
+			d.stalled = true
+		}
 	}
+}
+
+// drop counts n bytes dropped in the open notice, queuing one if none is.
+func (d *diagWriter) drop(n int) {
+	if d.open == nil {
+		d.open = new(int)
+		d.queue = append(d.queue, diagMsg{dropped: d.open})
+	}
+	*d.open += n
 }
 
 // drain writes the queued messages to the file, for the process's life.
@@ -103,26 +132,24 @@ func (d *diagWriter) drain() {
 	for range d.work {
 		for {
 			d.mu.Lock()
-			if len(d.queue) == 0 {
+			var n int
+			var ok bool
+			buf, n, ok = d.next(buf[:0])
+			if !ok {
 				d.mu.Unlock()
 				break
 			}
-			buf, d.queue = d.queue, buf[:0]
 			d.writing = true
 			d.mu.Unlock()
 			_, err := d.f.Write(buf)
 			d.mu.Lock()
 			d.writing = false
-			if err != nil {
-				d.broken, d.queue = true, nil
+			d.held -= n
+			if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EBADF) {
+				d.broken, d.queue, d.held, d.open = true, nil, 0, nil
 			}
-			if d.stalled && len(d.queue) <= diagQueueMax/2 {
+			if d.stalled && d.held <= diagQueueMax/2 {
 				d.stalled = false
-				if d.dropped > 0 && !d.broken {
-					notice := fmt.Sprintf("pipespool: %d bytes of messages were dropped: stderr took nothing for %s\n", d.dropped, diagWaitMax)
-					d.queue = append([]byte(notice), d.queue...)
-				}
-				d.dropped = 0
 			}
 			close(d.wrote)
 			d.wrote = make(chan struct{})
@@ -131,8 +158,34 @@ func (d *diagWriter) drain() {
 	}
 }
 
-// flush waits until every queued message is written, or until the file
-// took nothing for idle.
+// next takes the next write off the queue into buf: a notice alone, or
+// messages up to diagWriteMax (one longer message alone). n is the bytes
+// of messages taken; ok is false when the queue is empty.
+func (d *diagWriter) next(buf []byte) (_ []byte, n int, ok bool) {
+	if len(d.queue) == 0 {
+		return buf, 0, false
+	}
+	if m := d.queue[0]; m.dropped != nil {
+		if m.dropped == d.open {
+			d.open = nil // later drops are told of after what follows
+		}
+		d.queue = d.queue[1:]
+		return fmt.Appendf(buf, "pipespool: %d bytes of messages were dropped here: stderr took nothing for %s\n", *m.dropped, diagWaitMax), 0, true
+	}
+	for len(d.queue) > 0 {
+		m := d.queue[0]
+		if m.dropped != nil || n > 0 && n+len(m.b) > diagWriteMax {
+			break
+		}
+		buf = append(buf, m.b...)
+		n += len(m.b)
+		d.queue = d.queue[1:]
+	}
+	return buf, n, true
+}
+
+// flush waits until every queued message is written, as long as stderr
+// takes bytes within idle.
 func (d *diagWriter) flush(idle time.Duration) {
 	deadline := time.Now().Add(idle)
 	for {

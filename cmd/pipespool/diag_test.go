@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -92,7 +93,7 @@ func TestDiagWriterNeverHoldsTheWriter(t *testing.T) {
 		t.Fatalf("%q never came", want)
 		return nil
 	}
-	read("bytes of messages were dropped: stderr took nothing for 1s")
+	read("bytes of messages were dropped here: stderr took nothing for 1s")
 	d.Write([]byte("the last message\n"))
 	got := read("the last message\n")
 	if n := bytes.Count(got, msg); n >= 4096 || n < 100 {
@@ -116,4 +117,103 @@ func TestDiagWriterBrokenStderr(t *testing.T) {
 		}
 	}
 	d.flush(time.Minute)
+}
+
+// TestDiagWriterLinesStayWhole: messages reach a pipe that another
+// process writes to at the same time (a stage with stderr = "inherit", a
+// queue's command) whole, never mixed with its writes: each write to the
+// file carries whole messages, at most what a pipe takes whole (found by
+// review: batches of tens of KB were cut by the other writer's lines).
+func TestDiagWriterLinesStayWhole(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	d := newDiagWriter(w)
+	const n = 20000
+	var other sync.WaitGroup
+	other.Add(1)
+	// The other writer has a file description of its own, as another
+	// process has (one *os.File would serialise the two writers' calls).
+	fd, err := syscall.Dup(int(w.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ow := os.NewFile(uintptr(fd), "the other writer")
+	go func() {
+		defer other.Done()
+		defer ow.Close()
+		for i := range n {
+			fmt.Fprintf(ow, "BBBB the other writer's line %d BBBBBBBBBBBBBBBBBBBB\n", i)
+		}
+	}()
+	go func() {
+		for i := range n {
+			fmt.Fprintf(d, "AAAA pipespool's message %d AAAAAAAAAAAAAAAAAAAAAAAA\n", i)
+		}
+		d.flush(time.Minute)
+		other.Wait()
+		w.Close()
+	}()
+	// A reader slower than the writers, so that the pipe fills.
+	var all []byte
+	buf := make([]byte, 16<<10)
+	for {
+		k, err := r.Read(buf)
+		all = append(all, buf[:k]...)
+		if err != nil {
+			break
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	var a, b, broken int
+	for _, l := range strings.Split(strings.TrimSuffix(string(all), "\n"), "\n") {
+		switch {
+		case strings.HasPrefix(l, "AAAA") && strings.HasSuffix(l, "AAAA") && !strings.Contains(l, "B"):
+			a++
+		case strings.HasPrefix(l, "BBBB") && strings.HasSuffix(l, "BBBB") && !strings.Contains(l, "A"):
+			b++
+		default:
+			broken++
+		}
+	}
+	if a != n || b != n || broken != 0 {
+		t.Errorf("%d of pipespool's messages and %d of the other's whole, %d lines mixed; want %d, %d, 0", a, b, broken, n, n)
+	}
+}
+
+// TestDiagWriterSlowReaderLosesNothing: a reader slower than pipespool
+// writes, but reading, gets every message: writers wait while it takes
+// bytes (found by review: a reader at 600 KB/s lost two thirds of a
+// stage's lines, the queue's progress being seen only per 1 MiB write).
+func TestDiagWriterSlowReaderLosesNothing(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	d := newDiagWriter(w)
+	msg := strings.Repeat("m", 99) + "\n"
+	const n = 30000 // 3 MB: more than the queue and the pipe hold
+	go func() {
+		for range n {
+			d.Write([]byte(msg))
+		}
+		d.flush(time.Minute)
+		w.Close()
+	}()
+	var got int
+	buf := make([]byte, 4096)
+	for {
+		k, err := r.Read(buf)
+		got += k
+		if err != nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // about 800 KB/s
+	}
+	if got != n*len(msg) {
+		t.Errorf("read %d bytes, want all %d", got, n*len(msg))
+	}
 }

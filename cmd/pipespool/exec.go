@@ -163,6 +163,7 @@ func runExec(opts *execOptions) error {
 		}
 	}
 	becomeSubreaper(opts.g)
+	survivePipeErrors()
 	ctx, stop := signalContext(opts.g.streams.ErrOut)
 	defer stop()
 	lock, err := runLock(ctx, opts.Lock, opts.LockWait)

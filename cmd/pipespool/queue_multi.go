@@ -99,6 +99,7 @@ func runQueues(opts *queueProcessOptions, base queue.ProcessOptions) error {
 		}
 		jobLabel = job.Name
 	}
+	survivePipeErrors()
 	ctx, stop := signalContext(g.streams.ErrOut)
 	defer stop()
 	lock, err := runLock(ctx, opts.Lock, opts.LockWait)

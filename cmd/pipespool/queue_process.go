@@ -216,6 +216,7 @@ func runQueueProcess(opts *queueProcessOptions) error {
 	if err != nil {
 		return err
 	}
+	survivePipeErrors()
 	ctx, stop := signalContext(g.streams.ErrOut)
 	defer stop()
 	lock, err := runLock(ctx, opts.Lock, opts.LockWait)

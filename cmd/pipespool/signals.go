@@ -24,11 +24,7 @@ import (
 // (someone debugging a hang asked for them), as Go's own SIGQUIT would,
 // but the processes are still stopped. A second signal is left to the
 // work, which is already stopping everything. stop releases the signals.
-//
-// It also keeps the process alive when its own stderr (or a stdout that is
-// not the run's output) loses its reader: see survivePipeErrors.
 func signalContext(errOut io.Writer) (ctx context.Context, stop func()) {
-	survivePipeErrors()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	var watch []os.Signal
 	for _, s := range proc.StopSignals {
@@ -62,8 +58,9 @@ var pipeOnce sync.Once
 
 // survivePipeErrors makes a write to a pipe whose reader went away fail
 // with EPIPE instead of killing pipespool with SIGPIPE, for the rest of the
-// process. Go kills a program that writes to a broken stdout or stderr
-// unless it asks for SIGPIPE; a command that runs processes must not die
+// process; the commands that run pipelines (exec, queue-process,
+// stdin-process) call it. Go kills a program that writes to a broken
+// stdout or stderr unless it asks for SIGPIPE; such a command must not die
 // half-way because its log's reader went away (`2>&1 | head`, a logger
 // that died): its stages would be killed with it (their parent-death
 // signal), its temporary output left behind, its report and metrics never

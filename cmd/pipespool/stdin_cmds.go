@@ -127,6 +127,7 @@ func runStdinProcess(opts *stdinProcessOptions) error {
 		return err
 	}
 	dec.MayOutlive = keep
+	survivePipeErrors()
 	ctx, stop := signalContext(g.streams.ErrOut)
 	defer stop()
 	return queue.ProcessStdin(ctx, g.streams.In, g.Logger(), queue.ProcessOptions{

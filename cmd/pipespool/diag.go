@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -61,6 +63,10 @@ type diagWriter struct {
 	// was queued; nil when none is open (the next drop queues one).
 	open   *int
 	broken bool // stderr is gone
+	// noticeTo, when set, takes the notices of dropped messages instead
+	// of the file: a progress display on a terminal, which redraws its
+	// frame over anything written under it (see setNoticeWriter).
+	noticeTo io.Writer
 }
 
 // diagMsg is a queued message, or a notice of dropped messages (dropped
@@ -74,6 +80,17 @@ func newDiagWriter(f *os.File) *diagWriter {
 	d := &diagWriter{f: f, work: make(chan struct{}, 1), wrote: make(chan struct{})}
 	go d.drain()
 	return d
+}
+
+// setNoticeWriter sends the notices of dropped messages to w (nil: to the
+// file, in their place among the messages): w is the log of a progress
+// display drawn on this stderr, which would draw over a line written
+// beneath it. It writes to this writer itself, so it is called from a
+// goroutine of its own, never from the one that drains the queue.
+func (d *diagWriter) setNoticeWriter(w io.Writer) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.noticeTo = w
 }
 
 // File is the stderr file itself, for a child process.
@@ -141,7 +158,10 @@ func (d *diagWriter) drain() {
 			}
 			d.writing = true
 			d.mu.Unlock()
-			_, err := d.f.Write(buf)
+			var err error
+			if len(buf) > 0 {
+				_, err = d.f.Write(buf)
+			}
 			d.mu.Lock()
 			d.writing = false
 			d.held -= n
@@ -170,7 +190,12 @@ func (d *diagWriter) next(buf []byte) (_ []byte, n int, ok bool) {
 			d.open = nil // later drops are told of after what follows
 		}
 		d.queue = d.queue[1:]
-		return fmt.Appendf(buf, "pipespool: %d bytes of messages were dropped here: stderr took nothing for %s\n", *m.dropped, diagWaitMax), 0, true
+		notice := fmt.Appendf(buf, "pipespool: %d bytes of messages were dropped here: stderr took nothing for %s\n", *m.dropped, diagWaitMax)
+		if w := d.noticeTo; w != nil {
+			go w.Write(bytes.Clone(notice))
+			return buf[:0], 0, true // nothing to write here
+		}
+		return notice, 0, true
 	}
 	for len(d.queue) > 0 {
 		m := d.queue[0]

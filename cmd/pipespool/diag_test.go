@@ -217,3 +217,52 @@ func TestDiagWriterSlowReaderLosesNothing(t *testing.T) {
 		t.Errorf("read %d bytes, want all %d", got, n*len(msg))
 	}
 }
+
+// TestDiagWriterNoticeToProgress: with a progress display on the terminal,
+// the notice of dropped messages goes through the display's log (which
+// clears its frame, writes, redraws), not under the frame, where the next
+// redraw would erase it (found by review).
+func TestDiagWriterNoticeToProgress(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	d := newDiagWriter(w)
+	var mu sync.Mutex
+	var display bytes.Buffer
+	d.setNoticeWriter(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return display.Write(p)
+	}))
+	msg := []byte(strings.Repeat("x", 1023) + "\n")
+	for range 4096 { // more than the pipe and the queue hold: some dropped
+		d.Write(msg)
+	}
+	got := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := bytes.Count(display.Bytes(), []byte("bytes of messages were dropped here"))
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no notice through the display")
+		}
+	}
+	d.flush(time.Minute)
+	w.Close()
+	if b := <-got; bytes.Contains(b, []byte("dropped")) {
+		t.Errorf("the notice was also written under the display")
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -186,6 +186,12 @@ func runExec(opts *execOptions) error {
 			return err
 		}
 		popts.Logger = g.Logger()
+		if d, ok := opts.g.streams.ErrOut.(*diagWriter); ok {
+			// A notice of dropped messages written under the frame
+			// would be drawn over at once.
+			d.setNoticeWriter(term.Log())
+			defer d.setNoticeWriter(nil)
+		}
 	case "log":
 		// The progress lines and the logs share stderr through one lock,
 		// so that a long line of one is never split by a line of the

@@ -1161,7 +1161,7 @@ output = "none"
 			code: 1, msg: `timed out after 1s`},
 		{name: "SIGTERM to every process at once",
 			job:    twoBranches("command = [\"cat\"]\noutput = \"none\"\n"),
-			signal: signalEveryProcess(syscall.SIGTERM, false), code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
+			signal: signalEveryProcess(syscall.SIGTERM, false, 3), code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
 		// The branch's failure waited for the stage before it in its own
 		// branch, not for its trunk: as in a line, the timeout or the
 		// signal that stopped that stage decides.
@@ -1170,7 +1170,7 @@ output = "none"
 			code: 1, msg: `timed out after 1s`},
 		{name: "a branch's failure waits in its branch, then SIGTERM to every process",
 			job:    twoBranches("command = [\"cat\"]\n[[stage]]\nname = \"y\"\nshell = \"exit 3\"\noutput = \"none\"\n"),
-			signal: signalEveryProcess(syscall.SIGTERM, false), code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
+			signal: signalEveryProcess(syscall.SIGTERM, false, 3), code: 143, msg: `job "job" interrupted: interrupted by SIGTERM`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

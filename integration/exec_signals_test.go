@@ -159,19 +159,28 @@ func TestExecStopSignals(t *testing.T) {
 }
 
 // signalEveryProcess sends sig to pipespool (pid) and to every process it
-// started, 600 ms in: pipespool first (systemd's order when it stops a
-// service, KillMode=control-group), or last, gap after the others (at a
-// shutdown, or with a loaded machine, pipespool's handler may run well
-// after a stage died of the same signal; 20 ms is far below the margin
-// pipespool allows for it).
-func signalEveryProcess(sig syscall.Signal, pipespoolFirst bool) func(pid int) {
+// started, 600 ms in, once at least stages of them run: pipespool first
+// (systemd's order when it stops a service, KillMode=control-group), or
+// last, 20 ms after the others (at a shutdown, or on a loaded machine,
+// pipespool's handler may run well after a stage died of the same signal;
+// 20 ms is far below the margin pipespool allows for it).
+func signalEveryProcess(sig syscall.Signal, pipespoolFirst bool, stages int) func(pid int) {
 	return func(pid int) {
 		time.Sleep(600 * time.Millisecond)
-		out, _ := exec.Command("ps", "-o", "pid=", "--ppid", fmt.Sprint(pid)).Output()
+		var kids []string
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			out, _ := exec.Command("ps", "-o", "pid=", "--ppid", fmt.Sprint(pid)).Output()
+			// A loaded machine may not have started them all yet: the
+			// stages-first order must reach them, or the case is not
+			// the one it names.
+			if kids = strings.Fields(string(out)); len(kids) >= stages || time.Now().After(deadline) {
+				break
+			}
+		}
 		if pipespoolFirst {
 			syscall.Kill(pid, sig)
 		}
-		for _, f := range strings.Fields(string(out)) {
+		for _, f := range kids {
 			var p int
 			if _, err := fmt.Sscan(f, &p); err == nil {
 				syscall.Kill(p, sig)
@@ -206,19 +215,20 @@ func TestExecSignalToEveryProcessIsAnInterruption(t *testing.T) {
 		name, job string
 		sig       syscall.Signal
 		first     bool
+		stages    int
 	}{
-		{"line, stages first", line(sleep), syscall.SIGTERM, false},
-		{"line, pipespool first", line(sleep), syscall.SIGTERM, true},
-		{"line, SIGINT, stages first", line(sleep), syscall.SIGINT, false},
-		{"line, a program's own exit on SIGTERM", line(own), syscall.SIGTERM, true},
-		{"tree, stages first", tree(sleep), syscall.SIGTERM, false},
-		{"tree, pipespool first", tree(sleep), syscall.SIGTERM, true},
-		{"tree, SIGHUP, stages first", tree(sleep), syscall.SIGHUP, false},
+		{"line, stages first", line(sleep), syscall.SIGTERM, false, 2},
+		{"line, pipespool first", line(sleep), syscall.SIGTERM, true, 2},
+		{"line, SIGINT, stages first", line(sleep), syscall.SIGINT, false, 2},
+		{"line, a program's own exit on SIGTERM", line(own), syscall.SIGTERM, true, 2},
+		{"tree, stages first", tree(sleep), syscall.SIGTERM, false, 3},
+		{"tree, pipespool first", tree(sleep), syscall.SIGTERM, true, 3},
+		{"tree, SIGHUP, stages first", tree(sleep), syscall.SIGHUP, false, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			job := writeFile(t, dir, "job.toml", tc.job)
-			res := runPipespoolWith(t, runOpts{}, signalEveryProcess(tc.sig, tc.first), "exec", job)
+			res := runPipespoolWith(t, runOpts{}, signalEveryProcess(tc.sig, tc.first, tc.stages), "exec", job)
 			want := "interrupted by " + signalName(tc.sig)
 			if res.Code != 128+int(tc.sig) || !strings.Contains(string(res.Stderr), want) {
 				t.Fatalf("exit %d, want %d saying %q\n%s", res.Code, 128+int(tc.sig), want, res.Stderr)

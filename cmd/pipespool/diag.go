@@ -120,13 +120,9 @@ func (d *diagWriter) Write(p []byte) (int, error) {
 		}
 		wrote := d.wrote
 		d.mu.Unlock()
-		t := time.NewTimer(time.Until(deadline))
-		select {
-		case <-wrote:
+		if awaitWrite(wrote, deadline) {
 			deadline = time.Now().Add(diagWaitMax)
-		case <-t.C:
 		}
-		t.Stop()
 		d.mu.Lock()
 		if !time.Now().Before(deadline) && d.held+len(p) > diagQueueMax {
 			d.stalled = true
@@ -221,13 +217,22 @@ func (d *diagWriter) flush(idle time.Duration) {
 		if done || !time.Now().Before(deadline) {
 			return
 		}
-		t := time.NewTimer(time.Until(deadline))
-		select {
-		case <-wrote:
+		if awaitWrite(wrote, deadline) {
 			deadline = time.Now().Add(idle)
-		case <-t.C:
 		}
-		t.Stop()
+	}
+}
+
+// awaitWrite waits until wrote is closed (a write to the file ended) or
+// deadline passes, and reports whether the write ended.
+func awaitWrite(wrote <-chan struct{}, deadline time.Time) bool {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-wrote:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 

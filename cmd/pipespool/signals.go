@@ -15,11 +15,12 @@ import (
 )
 
 // signalContext returns a context cancelled, with a *proc.InterruptedError
-// as its cause, at the first of proc.StopSignals: the processes are
-// stopped (SIGTERM to each group, SIGKILL after the grace period), a
-// temporary output is removed, and the exit status is 128 + the signal. A
-// signal pipespool was started ignoring stays ignored: nohup's SIGHUP, and the SIGINT and SIGQUIT that a
-// shell ignores for a command it runs in the background. SIGQUIT writes
+// (dated when the signal came) as its cause, at the first of
+// proc.StopSignals: the processes are stopped (SIGTERM to each group,
+// SIGKILL after the grace period), a temporary output is removed, and the
+// exit status is 128 + the signal. A signal pipespool was started ignoring
+// stays ignored: nohup's SIGHUP, and the SIGINT and SIGQUIT that a shell
+// ignores for a command it runs in the background. SIGQUIT writes
 // the stacks of every goroutine to errOut first when GOTRACEBACK is set
 // (someone debugging a hang asked for them), as Go's own SIGQUIT would,
 // but the processes are still stopped. A second signal is left to the

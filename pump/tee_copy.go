@@ -26,7 +26,8 @@ import (
 // head that all of them have is read and thrown away.
 //
 // Invariant: a wait follows a round in which every attempt returned
-// EAGAIN or moved less than it asked for (and no destination was dropped):
+// EAGAIN or moved less than it asked for, the splice counting as short
+// when it moved what a short tee(2) got (and no destination was dropped):
 // between two pipes that means the source ran empty or that destination
 // filled up, so the change that ends it (a write into the source, a read
 // from the full destination) is still to come; the source and every
@@ -172,8 +173,19 @@ func (c *teeZC) round() (r roundResult, how outcome, err error) {
 	// nothing (full), nothing can be consumed: the last one then gets
 	// ahead like the others, with tee(2).
 	if m > 0 {
+		// When m is what a short tee(2) of this round got (less than the
+		// ahead destinations allow), moving all of it is short too: that
+		// tee stopped at the source's end or at a full destination, and
+		// another round at once would only find the same (an EAGAIN per
+		// destination, each taking a pipe's lock that a stage may hold
+		// for a whole read or write). When an ahead destination set m,
+		// nothing says a change is to come: moving all of m is not short.
+		asked := m
+		if m < int(most) {
+			asked = want
+		}
 		n, err := splice(t.src.FD, last.dst.FD, m)
-		if how, end := attempt(last, n, m, err); end {
+		if how, end := attempt(last, n, asked, err); end {
 			return r, how, nil
 		}
 		if n > 0 {

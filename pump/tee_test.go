@@ -167,6 +167,77 @@ func TestTeeDestinationAheadWaitsForTheSlowest(t *testing.T) {
 	}
 }
 
+// TestTeeRoundShortness: a zero-copy round whose tee(2) got less than it
+// asked (the source ran dry, or that destination filled) is short even when
+// the splice then moved all it was given, so the tee waits for the change
+// to come instead of trying again at once, which would only meet EAGAIN at
+// every destination, each attempt taking a pipe's lock that a stage may
+// hold for a whole read. A round whose splice a destination ahead bounded is
+// not short: no change need come, and waiting could hang.
+func TestTeeRoundShortness(t *testing.T) {
+	checkFDs(t)
+	src, w := pipeFor(t, DefaultPipeSize, true)
+	big, bigR := pipeFor(t, DefaultPipeSize, false)
+	small, smallR := pipeFor(t, 64<<10, false)
+	tee := mustNewTee(t, src, []End{big, small})
+	defer func() {
+		tee.Stop()
+		tee.Run()
+	}()
+	c := &teeZC{t: tee, events: make([]unix.EpollEvent, 3)}
+	round := func(what string, wantMoved int, wantShort bool) {
+		t.Helper()
+		r, how, err := c.round()
+		if err != nil || how != keepCopying {
+			t.Fatalf("%s: round ended the tee: %v, %v", what, how, err)
+		}
+		if r.moved != wantMoved || r.short != wantShort || r.dropped {
+			t.Fatalf("%s: round %+v, want moved %d, short %v", what, r, wantMoved, wantShort)
+		}
+	}
+	drain := func(f *os.File, n int) {
+		t.Helper()
+		if _, err := io.ReadFull(f, make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(n int) {
+		t.Helper()
+		if _, err := w.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The source ran dry: the tee got 16 KiB of the 1 MiB it asked, the
+	// splice all of those 16 KiB.
+	write(16 << 10)
+	round("source ran dry", 16<<10, true)
+	drain(bigR, 16<<10)
+	drain(smallR, 16<<10)
+
+	// The small destination fills: the tee gets 96 KiB into the big one,
+	// the splice only 64 of them into the small one, which is then behind
+	// the big one's head: the big one is ahead by 32 KiB.
+	write(96 << 10)
+	round("small destination full", 96<<10, true)
+	if a := tee.Branch(0).ahead.Load(); a != 32<<10 {
+		t.Fatalf("big destination ahead by %d, want %d", a, 32<<10)
+	}
+	// With room again, the splice into the small one may move only what
+	// the big one is ahead by. It moves all of it; the source still holds
+	// 32 KiB more that both destinations have room for, and nothing will
+	// change on its own: not short.
+	drain(smallR, 64<<10)
+	write(32 << 10)
+	round("bounded by a destination ahead", 32<<10, false)
+	round("the rest", 32<<10, true)
+	drain(bigR, 128<<10)
+	drain(smallR, 64<<10)
+	if q := Queued(src.FD); q != 0 {
+		t.Fatalf("source still holds %d bytes", q)
+	}
+}
+
 func waitBranchState(t *testing.T, b *TeeBranch, s State) {
 	t.Helper()
 	eventually(t, 10*time.Second, "branch "+s.String(), func() bool { return b.State() == s })

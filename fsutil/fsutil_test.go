@@ -492,6 +492,29 @@ func TestAsKernel(t *testing.T) {
 			t.Errorf("DirAsKernel(%q) = %q, want %q", tc.path, got, tc.dir)
 		}
 	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A leading "." is the working directory itself: left out, so that a
+	// job file named without a directory is in wd, not in wd + "/.".
+	for _, tc := range []struct{ path, abs string }{
+		{".", wd},
+		{"./", wd},
+		{"./x", wd + "/x"},
+		{".//x/./y", wd + "/x/./y"},
+		{"././x", wd + "/x"},
+		{"../x", wd + "/../x"},
+		{".x", wd + "/.x"},
+		{"/abs/./x", "/abs/./x"},
+	} {
+		if got := AbsAsKernel(tc.path); got != tc.abs {
+			t.Errorf("AbsAsKernel(%q) = %q, want %q", tc.path, got, tc.abs)
+		}
+	}
+	if got := DirAsKernelAbs("job.toml"); got != wd {
+		t.Errorf("DirAsKernelAbs(%q) = %q, want %q", "job.toml", got, wd)
+	}
 }
 
 // TestResolveForWriteSharedDirectoryThroughDotDot: the sticky-directory

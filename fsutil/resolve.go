@@ -163,7 +163,9 @@ func unwrapPathErr(err error) error {
 }
 
 // AbsAsKernel is path made absolute against the working directory without
-// cleaning it (see JoinAsKernel), as the kernel resolves a relative path.
+// cleaning it (see JoinAsKernel), as the kernel resolves a relative path;
+// only a leading "." component, which names the working directory itself
+// whatever it is, is left out ("t.toml" in /srv is in /srv, not /srv/.).
 func AbsAsKernel(path string) string {
 	if filepath.IsAbs(path) {
 		return path
@@ -171,6 +173,12 @@ func AbsAsKernel(path string) string {
 	wd, err := os.Getwd()
 	if err != nil {
 		return path
+	}
+	for path == "." || strings.HasPrefix(path, "./") {
+		path = strings.TrimLeft(strings.TrimPrefix(path, "."), "/")
+	}
+	if path == "" {
+		return wd
 	}
 	return JoinAsKernel(wd, path)
 }

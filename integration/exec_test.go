@@ -246,6 +246,51 @@ command = ["cat"]
 	}
 }
 
+// TestExecPartialReadSaysHowMuchWasLeft: the summary's count of bytes a
+// stage left unread is exact only when it is all that was left of the
+// input (a regular file handed to the stage, or a producer that had ended
+// with every byte in the stage's pipe); else it is a lower bound, and says
+// so: the producer's rest was never written.
+func TestExecPartialReadSaysHowMuchWasLeft(t *testing.T) {
+	dir := t.TempDir()
+	input := func(name string, n int) string {
+		return writeFile(t, dir, name, strings.Repeat("x", n))
+	}
+	big, small := input("big", 5<<20), input("small", 1000)
+	for _, tc := range []struct {
+		name, input, stages, want string
+	}{
+		{"a file handed to the stage", big, `
+[[stage]]
+command = ["head", "-c", "100"]
+`, fmt.Sprintf("(%d bytes left unread)", 5<<20-100)},
+		// The producer writes all 1000 bytes and ends before the stage
+		// reads: the pump reached their end.
+		{"a producer that had ended", small, `
+[[stage]]
+command = ["cat"]
+[[stage]]
+shell = "sleep 0.5; head -c 100"
+`, "(900 bytes left unread)"},
+		// The producer is blocked on a full pipe with most of 5 MiB to
+		// go when the stage exits: only what was queued is known.
+		{"a producer with more to write", big, `
+[[stage]]
+command = ["cat"]
+[[stage]]
+shell = "sleep 0.5; head -c 100"
+`, "(at least "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			job := writeFile(t, dir, "job.toml", fmt.Sprintf("[input]\npath = %q\n[output]\npath = \"none\"\n%s", tc.input, tc.stages))
+			res := runPipespool(t, runOpts{}, "exec", job)
+			if res.Code != 1 || !strings.Contains(string(res.Stderr), "without reading all its input "+tc.want) {
+				t.Fatalf("exit %d, want 1 and %q in the summary:\n%s", res.Code, tc.want, res.Stderr)
+			}
+		})
+	}
+}
+
 // TestExecBadJobFile: invalid job files exit 2 with file, line and key.
 func TestExecBadJobFile(t *testing.T) {
 	dir := t.TempDir()

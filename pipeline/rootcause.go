@@ -38,9 +38,11 @@ type stageFacts struct {
 	// OutputCut: its consumer ended before its output reached EOF.
 	OutputCut bool
 	// Partial: it exited leaving bytes of its input unread (Unread of them,
-	// when known).
-	Partial bool
-	Unread  int64
+	// when known: all that was left of the input when UnreadAll, else what
+	// was queued for it, the producer's rest unknown).
+	Partial   bool
+	Unread    int64
+	UnreadAll bool
 	// InputEOF: its input link delivered everything up to end of file.
 	InputEOF         bool
 	AllowPartialRead bool
@@ -86,7 +88,7 @@ func (f *stageFacts) failureMessage() string {
 	case !f.Failed && f.Partial:
 		what := "input"
 		if f.Unread > 0 {
-			what = fmt.Sprintf("input (%d bytes left unread)", f.Unread)
+			what = fmt.Sprintf("input (%s left unread)", f.unreadBytes())
 		}
 		return fmt.Sprintf("stage %q exited 0 without reading all its %s: set allow_partial_read = true if that is expected", f.Name, what)
 	case f.StartErr != "":
@@ -323,7 +325,18 @@ func stageStatus(stages []stageFacts, i int, root bool) (status, note string) {
 	case f.Partial && !f.AllowPartialRead:
 		return "partial-read", ""
 	case f.Partial:
-		return "ok", fmt.Sprintf("stopped reading early (allow_partial_read); %d bytes unread", f.Unread)
+		return "ok", fmt.Sprintf("stopped reading early (allow_partial_read); %s unread", f.unreadBytes())
 	}
 	return "ok", ""
+}
+
+// unreadBytes says how many bytes of its input the stage left: "N bytes"
+// when that is all that was left of the input, else "at least N bytes"
+// (what was queued for it when it exited; what its producer had not
+// written yet is not known).
+func (f *stageFacts) unreadBytes() string {
+	if f.UnreadAll {
+		return fmt.Sprintf("%d bytes", f.Unread)
+	}
+	return fmt.Sprintf("at least %d bytes", f.Unread)
 }

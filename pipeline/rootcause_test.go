@@ -72,6 +72,14 @@ func TestDecideRun(t *testing.T) {
 			facts: runFacts{Stages: []stageFacts{okStage("gen"), with(okStage("head"), func(f *stageFacts) {
 				f.Partial, f.Unread, f.InputEOF = true, 4096, false
 			})}, Stop: &stopCause{Own: true, Stage: 1}},
+			result: ResultFailed, root: 1, msg: "without reading all its input (at least 4096 bytes left unread)",
+			statuses: []string{"ok", "partial-read"},
+		},
+		{
+			name: "rule: exit 0 without reading all its input, all that was left known (a file, or past the hop's end of file)",
+			facts: runFacts{Stages: []stageFacts{okStage("gen"), with(okStage("head"), func(f *stageFacts) {
+				f.Partial, f.Unread, f.UnreadAll, f.InputEOF = true, 4096, true, true
+			})}, Stop: &stopCause{Own: true, Stage: 1}},
 			result: ResultFailed, root: 1, msg: "without reading all its input (4096 bytes left unread)",
 			statuses: []string{"ok", "partial-read"},
 		},
@@ -82,7 +90,7 @@ func TestDecideRun(t *testing.T) {
 			})}},
 			result: ResultSuccess, root: -1,
 			statuses:   []string{"ok", "ok"},
-			noteSubstr: []string{"which may stop reading", "stopped reading early (allow_partial_read); 10 bytes unread"},
+			noteSubstr: []string{"which may stop reading", "stopped reading early (allow_partial_read); at least 10 bytes unread"},
 		},
 		{
 			name: "rule: the most upstream own failure is the root cause, whichever was judged first (bugs 5 and 8)",
@@ -236,7 +244,7 @@ func TestDecideRun(t *testing.T) {
 				{Name: "bgcat", Attempted: true, Status: "exit 0", Partial: true, Unread: 131072}},
 				Sink: sinkFacts{Name: "/mnt/out", Full: true}, Stop: &stopCause{Own: true, Stage: 1}},
 			result: ResultFailed, root: 2,
-			msg: `output /mnt/out: no space left on device (stage "bgcat" exited 0 without reading all its input (131072 bytes left unread): set allow_partial_read = true if that is expected)`,
+			msg: `output /mnt/out: no space left on device (stage "bgcat" exited 0 without reading all its input (at least 131072 bytes left unread): set allow_partial_read = true if that is expected)`,
 		},
 		{
 			name: "the output is named when the last stage's producer died of SIGPIPE after the worker it left writing the file hit a full file system (torture seed 1796122264373500688 run 93)",

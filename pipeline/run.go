@@ -118,6 +118,7 @@ type outcome struct {
 	started      bool
 	partial      bool  // exited 0 without reading all its input
 	unread       int64 // bytes it left unread, when known
+	unreadAll    bool  // unread is all that was left of its input
 	consumerGone bool  // its output pump found the consumer gone
 	// outputCut: its consumer ended before its output reached EOF (the
 	// pump got EPIPE, or was stopped when the consumer was over).
@@ -292,7 +293,7 @@ func (r *running) stageFacts(i int) stageFacts {
 	f := stageFacts{Name: r.stages[i].Name(), Attempted: o.started,
 		Failed: res.Failed(), Status: res.Status(), BrokenPipe: res.BrokenPipe,
 		ConsumerGone: o.consumerGone, Stopped: res.Stopped, OutputCut: o.outputCut,
-		Partial: o.partial, Unread: o.unread, InputEOF: o.inputEOF,
+		Partial: o.partial, Unread: o.unread, UnreadAll: o.unreadAll, InputEOF: o.inputEOF,
 		AllowPartialRead: r.job.Stages[i].AllowPartialRead}
 	if o.startErr != nil {
 		f.StartErr = o.startErr.Error()

@@ -318,6 +318,9 @@ func (r *running) watchStage(i int) {
 			o.bytesIn = pr.Bytes - int64(w)
 		}
 		o.unread = left
+		// Past the pump's end of file nothing more was to come; before
+		// it, the producer's rest is not known.
+		o.unreadAll = pr.EOF
 		o.partial = left > 0
 	case in.direct != nil:
 		var pr proc.Reader
@@ -325,7 +328,7 @@ func (r *running) watchStage(i int) {
 			o.bytesIn = off - in.start
 			if fi, err := in.direct.Stat(); err == nil && off < fi.Size() {
 				o.partial = true
-				o.unread = fi.Size() - off
+				o.unread, o.unreadAll = fi.Size()-off, true
 			}
 		}
 	}

@@ -1182,3 +1182,36 @@ output = "none"
 		})
 	}
 }
+
+// TestExecFanOutProducerInLargeWrites: a producer that writes in large
+// blocking write(2)s (dd bs=32M) into the fan-out, with small pipes and
+// branches that read at different paces: each write wakes the fan-out only
+// when it found the pipe empty or once it is done, and a fan-out that
+// waited on the strength of a source it had seen dry, while the writer had
+// refilled it behind it, hung the run about 1 time in 2.
+func TestExecFanOutProducerInLargeWrites(t *testing.T) {
+	dir := t.TempDir()
+	job := writeFile(t, dir, "big-writes.toml", `
+pipe_size = "64KiB"
+[input]
+path = "none"
+[[stage]]
+name = "dd"
+command = ["dd", "if=/dev/zero", "bs=32M", "count=4", "status=none"]
+[[stage]]
+name = "a"
+command = ["dd", "bs=24k", "status=none"]
+output = "none"
+[[stage]]
+name = "b"
+from = "dd"
+command = ["cat"]
+output = "none"
+`)
+	for range 6 {
+		res := runPipespool(t, runOpts{Timeout: 30 * time.Second}, "exec", job)
+		if res.Code != 0 {
+			t.Fatalf("exit %d: %s", res.Code, res.Stderr)
+		}
+	}
+}

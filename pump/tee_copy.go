@@ -27,10 +27,11 @@ import (
 //
 // Invariant: a wait follows a round in which every attempt returned
 // EAGAIN or moved less than it asked for, the splice counting as short
-// when it moved what a short tee(2) got (and no destination was dropped):
-// between two pipes that means the source ran empty or that destination
-// filled up, so the change that ends it (a write into the source, a read
-// from the full destination) is still to come; the source and every
+// when it moved what a short tee(2) got and left the source empty (and
+// no destination was dropped): between two pipes that means the source
+// ran empty or that destination filled up, so the change that ends it (a
+// write into the empty source, a read from the full destination) is
+// still to come; the source and every
 // destination are registered edge-triggered, so that change is queued even
 // before the wait, and a lasting state once. A destination ahead is not
 // attempted: it waits for the level ones, whose attempts said why they
@@ -173,18 +174,22 @@ func (c *teeZC) round() (r roundResult, how outcome, err error) {
 	// nothing (full), nothing can be consumed: the last one then gets
 	// ahead like the others, with tee(2).
 	if m > 0 {
-		// When m is what a short tee(2) of this round got (less than the
-		// ahead destinations allow), moving all of it is short too: that
-		// tee stopped at the source's end or at a full destination, and
-		// another round at once would only find the same (an EAGAIN per
-		// destination, each taking a pipe's lock that a stage may hold
-		// for a whole read or write). When an ahead destination set m,
-		// nothing says a change is to come: moving all of m is not short.
+		n, err := splice(t.src.FD, last.dst.FD, m)
+		// Moving all of m, what a short tee(2) of this round got (less
+		// than the ahead destinations allow), counts as short too when
+		// it left the source empty: the next write into it then wakes
+		// the tee, and another round at once would only meet EAGAIN at
+		// every destination, each attempt taking a pipe's lock that a
+		// stage may hold for a whole read or write. Not when bytes came
+		// in meanwhile: a writer that refills a source that was not
+		// empty, in the middle of one large write(2) (dd bs=32M), sleeps
+		// for room without waking the tee, and wakes it only when that
+		// whole write is done. When an ahead destination set m, nothing
+		// says a change is to come: moving all of m is not short.
 		asked := m
-		if m < int(most) {
+		if n == m && m < int(most) && pipeEmpty(t.src.FD) {
 			asked = want
 		}
-		n, err := splice(t.src.FD, last.dst.FD, m)
 		if how, end := attempt(last, n, asked, err); end {
 			return r, how, nil
 		}
@@ -333,6 +338,21 @@ func (t *Tee) armEdge() error {
 		}
 	}
 	return nil
+}
+
+// pipeEmpty reports whether the pipe whose read end is fd held nothing,
+// with a writer left, at an instant during the call: poll(2), which looks
+// without taking the pipe's lock. Any byte written after that instant
+// comes from a write(2) that found the pipe empty as it took the lock, and
+// that write wakes the readers.
+func pipeEmpty(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err != unix.EINTR {
+			return err == nil && n == 0
+		}
+	}
 }
 
 // teeOnce makes one attempt to duplicate up to asked bytes from the head

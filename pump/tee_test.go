@@ -238,6 +238,79 @@ func TestTeeRoundShortness(t *testing.T) {
 	}
 }
 
+// TestTeeProducerInOneLargeWrite: a producer that writes in large
+// blocking write(2)s (dd bs=32M) wakes the tee's wait only when the pipe
+// was empty as it took its lock, or once the whole write is done; when it
+// refills a source the tee did not empty, it sleeps for room without a
+// wake-up. A round that took what a short tee(2) saw and then waited,
+// while the writer had refilled the source behind it, hung for ever: the
+// source full, the destinations empty, the writer asleep.
+func TestTeeProducerInOneLargeWrite(t *testing.T) {
+	checkFDs(t)
+	const size = 64 << 10
+	p, _, err := NewPipe(size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SetNonblock(p.R); err != nil {
+		t.Fatal(err)
+	}
+	a, aR := pipeFor(t, size, false)
+	b, bR := pipeFor(t, size, false)
+	tee := mustNewTee(t, End{FD: p.R, Own: true, Name: "source"}, []End{a, b})
+	done := startTee(tee)
+	const total = 128 << 20
+	go func() {
+		buf := make([]byte, 32<<20) // each write(2) blocks, for room, many times
+		for left := total; left > 0; {
+			n, err := unix.Write(p.W, buf[:min(left, len(buf))])
+			left -= max(n, 0)
+			if err != nil && err != unix.EINTR {
+				break
+			}
+		}
+		unix.Close(p.W)
+	}()
+	var got [2]atomic.Int64
+	read := func(f *os.File, got *atomic.Int64, chunk int, pause bool) {
+		buf := make([]byte, chunk)
+		for i := 0; ; i++ {
+			n, err := f.Read(buf)
+			got.Add(int64(n))
+			if err != nil {
+				return
+			}
+			if pause && i%8 == 0 {
+				time.Sleep(20 * time.Microsecond)
+			}
+		}
+	}
+	go read(aR, &got[0], 24<<10, true)
+	go read(bR, &got[1], 64<<10, false)
+	last, lastAt := int64(-1), time.Now()
+	for {
+		select {
+		case res := <-done:
+			for i, r := range res {
+				if !r.EOF || r.Bytes != total {
+					t.Errorf("destination %d: %+v, want EOF after %d bytes", i, r, total)
+				}
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if now := got[0].Load() + got[1].Load(); now != last {
+			last, lastAt = now, time.Now()
+		} else if time.Since(lastAt) > 5*time.Second {
+			t.Errorf("no byte moved for 5 s: read %d and %d of %d; the source holds %d, the destinations %d and %d",
+				got[0].Load(), got[1].Load(), total, Queued(p.R), Queued(a.FD), Queued(b.FD))
+			tee.Stop()
+			<-done
+			return
+		}
+	}
+}
+
 func waitBranchState(t *testing.T, b *TeeBranch, s State) {
 	t.Helper()
 	eventually(t, 10*time.Second, "branch "+s.String(), func() bool { return b.State() == s })

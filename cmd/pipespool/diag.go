@@ -67,6 +67,9 @@ type diagWriter struct {
 	// of the file: a progress display on a terminal, which redraws its
 	// frame over anything written under it (see setNoticeWriter).
 	noticeTo io.Writer
+	// notices counts the notices handed to noticeTo whose write has not
+	// returned: flush waits for them as for the queue.
+	notices int
 }
 
 // diagMsg is a queued message, or a notice of dropped messages (dropped
@@ -188,7 +191,8 @@ func (d *diagWriter) next(buf []byte) (_ []byte, n int, ok bool) {
 		d.queue = d.queue[1:]
 		notice := fmt.Appendf(buf, "pipespool: %d bytes of messages were dropped here: stderr took nothing for %s\n", *m.dropped, diagWaitMax)
 		if w := d.noticeTo; w != nil {
-			go w.Write(bytes.Clone(notice))
+			d.notices++
+			go d.notice(w, bytes.Clone(notice))
 			return buf[:0], 0, true // nothing to write here
 		}
 		return notice, 0, true
@@ -205,13 +209,24 @@ func (d *diagWriter) next(buf []byte) (_ []byte, n int, ok bool) {
 	return buf, n, true
 }
 
-// flush waits until every queued message is written, as long as stderr
-// takes bytes within idle.
+// notice writes a notice of dropped messages to w, from a goroutine of
+// its own (w writes to this writer), then wakes flush.
+func (d *diagWriter) notice(w io.Writer, b []byte) {
+	w.Write(b)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.notices--
+	close(d.wrote)
+	d.wrote = make(chan struct{})
+}
+
+// flush waits until every queued message, and every notice handed to the
+// progress display, is written, as long as stderr takes bytes within idle.
 func (d *diagWriter) flush(idle time.Duration) {
 	deadline := time.Now().Add(idle)
 	for {
 		d.mu.Lock()
-		done := d.broken || len(d.queue) == 0 && !d.writing
+		done := d.broken || len(d.queue) == 0 && !d.writing && d.notices == 0
 		wrote := d.wrote
 		d.mu.Unlock()
 		if done || !time.Now().Before(deadline) {

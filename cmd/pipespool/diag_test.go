@@ -232,6 +232,7 @@ func TestDiagWriterNoticeToProgress(t *testing.T) {
 	var mu sync.Mutex
 	var display bytes.Buffer
 	d.setNoticeWriter(writerFunc(func(p []byte) (int, error) {
+		time.Sleep(200 * time.Millisecond) // a display slow to take it
 		mu.Lock()
 		defer mu.Unlock()
 		return display.Write(p)
@@ -245,18 +246,14 @@ func TestDiagWriterNoticeToProgress(t *testing.T) {
 		b, _ := io.ReadAll(r)
 		got <- b
 	}()
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
-		mu.Lock()
-		n := bytes.Count(display.Bytes(), []byte("bytes of messages were dropped here"))
-		mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no notice through the display")
-		}
-	}
+	// flush returns only once the notice handed to the display is written.
 	d.flush(time.Minute)
+	mu.Lock()
+	n := bytes.Count(display.Bytes(), []byte("bytes of messages were dropped here"))
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("flush returned with %d notices through the display, want 1", n)
+	}
 	w.Close()
 	if b := <-got; bytes.Contains(b, []byte("dropped")) {
 		t.Errorf("the notice was also written under the display")
